@@ -1,0 +1,74 @@
+"""`vizcore inspect MODEL`: producer, opset, inputs/outputs, parameter count, layer table, fidelity."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..model import load
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("inspect", help="show a model's inputs, outputs and layers",
+                       description="Show a model's inputs, outputs, layers and conversion fidelity.")
+    p.add_argument("model", help="path to an .onnx file")
+    p.add_argument("--all", action="store_true", help="list every node, not only the ones people visualize")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--verbose", "-v", action="store_true", help="also list the pre-passes that ran")
+    p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
+    p.add_argument("--size", type=int, default=None, help="spatial size of the probe input (default: model's, or 224)")
+    return p
+
+
+def _dims(shape: Any) -> str:
+    return "×".join("?" if d is None else str(d) for d in shape)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    model = load(args.model, size=args.size)
+    layers = model.layers if args.all else [l for l in model.layers if l.visual]
+    fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
+        size=args.size)
+    if args.json:
+        data = model.summary()
+        data.update({"batch_ok": model.batch_ok, "fidelity": fidelity, "layers": [l.to_json() for l in layers],
+                     "layer_count": len(model.layers)})
+        console.print_json(json.dumps(data, default=str)) if console.is_terminal else print(json.dumps(data,
+                                                                                                     default=str))
+        return 0
+    head = Table.grid(padding=(0, 2))
+    head.add_row("[bold]model[/]", escape(str(model.path)))
+    head.add_row("producer", escape(model.producer))
+    head.add_row("opset / IR", f"{model.opset} / {model.ir_version}")
+    for t in model.inputs:
+        head.add_row("input", f"{escape(t.name)}  {_dims(t.shape)}  {t.dtype}")
+    for t in model.outputs:
+        head.add_row("output", f"{escape(t.name)}  {_dims(t.shape)}  {t.dtype}")
+    head.add_row("parameters", f"{model.param_count:,}")
+    head.add_row("batch > 1", "yes" if model.batch_ok else "[yellow]no: the graph bakes batch 1 in; units render "
+                 "one at a time[/]")
+    if fidelity.get("available"):
+        d = fidelity["max_abs_diff"]
+        style = "green" if d <= 1e-4 else "yellow" if d <= 1e-2 else "red"
+        head.add_row("fidelity", f"[{style}]max |torch - onnxruntime| = {d:.2e}[/] on a seeded "
+                     f"{_dims(fidelity['input_shape'])} input")
+    else:
+        head.add_row("fidelity", f"[yellow]not measured: {fidelity.get('reason')}[/]")
+    if args.verbose:
+        ran = [f"{n} ({c} changes)" for n, c in model.prepasses if c] or ["none changed the graph"]
+        head.add_row("pre-passes", ", ".join(ran))
+    console.print(head)
+    table = Table(title=f"{len(layers)} of {len(model.layers)} layers" + ("" if args.all else " (--all for every node)"),
+                  title_justify="left")
+    for col, j in (("#", "right"), ("name", "left"), ("op", "left"), ("output shape", "left"), ("ch", "right")):
+        table.add_column(col, justify=j, overflow="fold")
+    for l in layers:
+        table.add_row(str(l.index), escape(l.name), escape(l.op_type), _dims(l.shape) if l.shape else "-",
+                      str(l.channels) if l.channels else "-")
+    console.print(table)
+    return 0

@@ -1,0 +1,71 @@
+"""Errors a user can cause. Each carries a one-line message that says what went wrong and what to do.
+
+The CLI prints them without a traceback and exits with code 2; the Python API raises them as they are.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class VizcoreError(Exception):
+    """Base of every error caused by user input (a file, a name, an option), never by a bug in vizcore."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ModelLoadError(VizcoreError):
+    """The file is missing, unreadable, not ONNX, invalid, or its external data is unsafe or missing."""
+
+
+class UnsupportedOpError(ModelLoadError):
+    """An ONNX operator has no converter to torch."""
+
+
+class LayerNotFoundError(VizcoreError):
+    """A layer name or index that the model does not have."""
+
+
+class TargetError(VizcoreError):
+    """A malformed target string, or a channel / position out of range."""
+
+
+class OptionError(VizcoreError):
+    """An option value that cannot work (unknown name, impossible size, steps <= 0, ...)."""
+
+
+class OutputError(VizcoreError):
+    """An output path that exists, cannot be written, or would leave its folder."""
+
+
+class DeviceError(VizcoreError):
+    """A device that is not available (CUDA asked for but absent), or a memory budget too small."""
+
+
+class PluginError(VizcoreError):
+    """A plugin that failed to load, raised in a hook, or clashes with another plugin's name."""
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The few candidates closest to `name`, for 'did you mean' hints."""
+    cands = list(candidates)
+    found = difflib.get_close_matches(name, cands, n=n, cutoff=0.4)
+    if not found:
+        low = name.lower()
+        found = [c for c in cands if low and low in c.lower()][:n]
+    return found
+
+
+def unknown_name(kind: str, name: str, valid: Iterable[str]) -> OptionError:
+    """An OptionError for an unknown plugin-provided name, listing the valid ones."""
+    valid = sorted(valid)
+    return OptionError(f"unknown {kind} {name!r}", f"valid: {', '.join(valid)}")

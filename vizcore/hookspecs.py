@@ -1,0 +1,113 @@
+"""The plugin contract: every hook vizcore calls. Built-ins are registered through exactly these hooks.
+
+A plugin is a module or object with functions marked `@vizcore.hookimpl`, published under the entry-point group
+`vizcore` (or registered with `vizcore.plugins.get_manager().register(obj)`). Reading this file is enough to write one.
+
+Contribution hooks return a dict name -> factory. Names are global per kind: two plugins giving the same name is
+an error that names both (`PluginError`), unless the later one sets `override=True` on its factory, or the
+environment says so (see `plugins.py`). Factories are called lazily, once per render.
+
+Lifecycle hooks are called by the engine during `vizcore.render`: start, every step, end.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .engine import RenderRun, StepState
+    from .onnx_compat import Converter, Prepass
+    from .result import Result
+
+hookspec = pluggy.HookspecMarker("vizcore")
+hookimpl = pluggy.HookimplMarker("vizcore")
+
+
+@hookspec
+def vizcore_add_objectives() -> dict[str, Callable[..., Any]]:
+    """Objective factories: name -> callable(layer, *args, **kwargs) -> `vizcore.objectives.Objective`.
+
+    The first argument is a layer key (name or index, as `vizcore inspect` prints); the rest are the objective's
+    own parameters (e.g. channel index). An Objective knows its `targets` (layer keys it reads) and maps a dict
+    {layer key: activation tensor of shape (k, C, ...)} to a tensor of shape (k,): one value per image.
+    The names become usable in target strings as `NAME:LAYER:ARGS` (see `vizcore.targets`).
+    """
+
+
+@hookspec
+def vizcore_add_params() -> dict[str, Callable[..., Any]]:
+    """Parameterization factories: name -> callable(shape, **options) -> torch.nn.Module.
+
+    `shape` is the image batch shape (N, C, H, W) or (N, C, L). The returned module has trainable parameters and
+    `forward() -> Tensor` of that shape with values in 0..1 (vizcore maps 0..1 to the model's range afterwards).
+    """
+
+
+@hookspec
+def vizcore_add_transforms() -> dict[str, Callable[..., Any]]:
+    """Transform factories: name -> callable(size: int, **options) -> list of callables (Tensor -> Tensor).
+
+    Each callable is a random, differentiable augmentation applied to the image batch every step; `size` is
+    the image side in pixels, so a factory can scale its strength with it. A preset (e.g. `standard`) is a
+    factory that returns several callables; `none` returns an empty list.
+    """
+
+
+@hookspec
+def vizcore_add_regularizers() -> dict[str, Callable[..., Any]]:
+    """Regularizer factories: name -> callable(weight: float) -> callable(images: Tensor) -> Tensor (N,).
+
+    The per-image penalty is subtracted from each image's objective (images in 0..1, before transforms).
+    """
+
+
+@hookspec
+def vizcore_add_exporters() -> dict[str, Callable[..., Any]]:
+    """Exporter factories: name -> callable(result: Result, out_dir: pathlib.Path, **options) -> list[Path].
+
+    Called after a render, by `vizcore render --export NAME` and `vizcore.export`. Writes files inside out_dir
+    only (use `vizcore.io.atomic_write_bytes`), and returns the paths written.
+    """
+
+
+@hookspec
+def vizcore_add_onnx_converters() -> list[Converter]:
+    """Extra ONNX -> torch converters (`vizcore.onnx_compat.Converter`): op type, opset version, domain, function.
+
+    The function has onnx2torch's converter signature `(OnnxNode, OnnxGraph) -> OperationConverterResult`.
+    `override=True` replaces a converter onnx2torch already has for that (domain, op, version).
+    Installed before every conversion.
+    """
+
+
+@hookspec
+def vizcore_add_prepasses() -> list[Prepass]:
+    """Graph rewrites (`vizcore.onnx_compat.Prepass`) applied to the ModelProto before conversion.
+
+    Each has a name, an `order` (lower runs first; built-ins use multiples of 10) and a function
+    `(onnx.ModelProto) -> int` that rewrites in place and returns how many changes it made (0 = did not apply).
+    """
+
+
+@hookspec
+def vizcore_render_start(run: RenderRun) -> None:
+    """Called once per chunk before its first step: `run` holds the units, settings, device and step count."""
+
+
+@hookspec
+def vizcore_render_step(run: RenderRun, state: StepState) -> None:
+    """Called after every optimization step.
+
+    `state.step` (1-based), `state.values` (per-image objective values, a detached tensor, on the run's device),
+    `state.images()` (the current images in 0..1, computed on demand, detached). Set `state.stop = True` to end
+    the chunk early (early stopping). Keep it cheap: it runs on the hot path.
+    """
+
+
+@hookspec
+def vizcore_render_end(run: RenderRun, result: Result) -> None:
+    """Called once per render (after all chunks) with the finished result."""

@@ -1,0 +1,69 @@
+"""Safe file output: atomic writes, refusing to overwrite, and file names made from untrusted model names."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from .errors import OutputError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str, max_len: int = 80) -> str:
+    """A file-name component from an untrusted string: no separators, no leading dots, never empty."""
+    s = _UNSAFE.sub("_", name).strip("._-")
+    s = re.sub(r"\.{2,}", ".", s)[:max_len]
+    return s or "unit"
+
+
+def inside(base: Path, rel: str) -> Path:
+    """`base/rel`, refusing any path that would leave `base` (symlinks resolved)."""
+    base = Path(base).resolve()
+    p = (base / rel).resolve()
+    if p != base and base not in p.parents:
+        raise OutputError(f"refusing to write {rel!r}: it would leave {base}")
+    return p
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder and a rename: never a half file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}", "choose a writable --out folder") from exc
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """`atomic_write_bytes` for UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def prepare_out_dir(out: Path, force: bool = False) -> Path:
+    """Create the output folder; refuse a non-empty one unless `force`, and a path that is a file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {out} exists and is not a folder", "choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputError(f"output folder {out} is not empty", "choose another --out, or pass --force to write into it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".vizcore-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write to {out}: {exc.strerror or exc}", "choose a writable --out folder") from exc
+    return out
