@@ -12,6 +12,10 @@ __version__ = "0.1.0"
 
 from .errors import VizcoreError
 from .hookspecs import hookimpl
+from .engine import render
 from .model import Layer, Model, load
+from .result import Result, Unit
+from . import objectives
 
-__all__ = ["Layer", "Model", "VizcoreError", "__version__", "hookimpl", "load"]
+__all__ = ["Layer", "Model", "Result", "Unit", "VizcoreError", "__version__", "hookimpl", "load", "objectives",
+           "render"]

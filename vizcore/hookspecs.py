@@ -3,11 +3,14 @@
 A plugin is a module or object with functions marked `@vizcore.hookimpl`, published under the entry-point group
 `vizcore` (or registered with `vizcore.plugins.get_manager().register(obj)`). Reading this file is enough to write one.
 
-Contribution hooks return a dict name -> factory. Names are global per kind: two plugins giving the same name is
-an error that names both (`PluginError`), unless the later one sets `override=True` on its factory, or the
-environment says so (see `plugins.py`). Factories are called lazily, once per render.
+Contribution hooks take no arguments and return a dict name -> factory (converters and pre-passes: a list).
+Names are global per kind: two plugins giving the same name is an error that names both (`PluginError`), unless
+one marks its factory with `vizcore.plugins.override` (at most one per name). Factories are called lazily, when
+a render or a model load needs them.
 
-Lifecycle hooks are called by the engine during `vizcore.render`: start, every step, end.
+Lifecycle hooks are called by the engine during `vizcore.render`: start, every step, end. An implementation may
+take fewer arguments than its spec. A plugin that raises in any hook is reported in one line and skipped for the
+rest of the process (fatal with `--strict`). Hook wrappers are not supported. A how-to: docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -40,10 +43,13 @@ def vizcore_add_objectives() -> dict[str, Callable[..., Any]]:
 
 @hookspec
 def vizcore_add_params() -> dict[str, Callable[..., Any]]:
-    """Parameterization factories: name -> callable(shape, **options) -> torch.nn.Module.
+    """Parameterization factories: name -> callable(shape, units=1, **options) -> torch.nn.Module.
 
-    `shape` is the image batch shape (N, C, H, W) or (N, C, L). The returned module has trainable parameters and
-    `forward() -> Tensor` of that shape with values in 0..1 (vizcore maps 0..1 to the model's range afterwards).
+    `shape` is the image batch shape (N, C, H, W) or (N, C, L); the N images belong to `units` units, N/units
+    each (draw the initial state for one unit and tile it, so a batched render equals one unit at a time).
+    `options` are the user's `param_options`. The engine seeds torch's RNG before calling the factory and moves
+    the module to the device afterwards. The module has trainable parameters and `forward() -> Tensor` of that
+    shape with values in 0..1 (vizcore maps 0..1 to the model's range afterwards).
     """
 
 
@@ -95,7 +101,12 @@ def vizcore_add_prepasses() -> list[Prepass]:
 
 @hookspec
 def vizcore_render_start(run: RenderRun) -> None:
-    """Called once per chunk before its first step: `run` holds the units, settings, device and step count."""
+    """Called once per chunk of units before its first step.
+
+    `run` (`vizcore.engine.RenderRun`): model, units (this chunk's), settings (dict, shared by every chunk of
+    the render), device, steps, chunk (0-based), n_chunks, unit_offset (global index of the chunk's first image),
+    total_units (images in the whole render).
+    """
 
 
 @hookspec
@@ -103,11 +114,15 @@ def vizcore_render_step(run: RenderRun, state: StepState) -> None:
     """Called after every optimization step.
 
     `state.step` (1-based), `state.values` (per-image objective values, a detached tensor, on the run's device),
-    `state.images()` (the current images in 0..1, computed on demand, detached). Set `state.stop = True` to end
-    the chunk early (early stopping). Keep it cheap: it runs on the hot path.
+    `state.images()` (the chunk's current images in 0..1, (k, C, ...), detached; computed on each call, so call
+    it only on the steps you need). Set `state.stop = True` to end the chunk early (early stopping). Keep it
+    cheap: it runs on the hot path.
     """
 
 
 @hookspec
 def vizcore_render_end(run: RenderRun, result: Result) -> None:
-    """Called once per render (after all chunks) with the finished result."""
+    """Called once per render, after all chunks, with the finished result (`run` is the last chunk's).
+
+    Plugins may add their data to `result.extras` (a dict) for their exporters to read.
+    """

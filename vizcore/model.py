@@ -6,6 +6,7 @@ Nothing downstream touches ONNX protos: the engine, checks and reports see `Mode
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import warnings
@@ -137,6 +138,12 @@ class Model:
         return n
 
     @property
+    def probe_batch(self) -> int:
+        """The batch of the probe that fills the layer table: 1, or the input's fixed batch size."""
+        d = self.input.shape[0] if self.input.shape else 1
+        return d if isinstance(d, int) and d > 0 else 1
+
+    @property
     def fixed_size(self) -> tuple[int, ...] | None:
         """The input's static spatial size, if the model fixes it (else None: any size works)."""
         dims = self.input.shape[2:]
@@ -251,7 +258,15 @@ class Model:
         so.log_severity_level = 3
         try:
             sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-            ref = sess.run(None, {t.name: f.numpy() for t, f in zip(self.inputs, feeds)})
+            arrays = {t.name: f.numpy() for t, f in zip(self.inputs, feeds)}
+            try:
+                ref = sess.run(None, arrays)
+            except Exception:
+                if batch == 1:
+                    raise
+                # the file fixes batch 1 (vizcore made it symbolic): compare sample by sample
+                runs = [sess.run(None, {k: v[i:i + 1] for k, v in arrays.items()}) for i in range(batch)]
+                ref = [np.concatenate(parts) for parts in zip(*runs)]
         except Exception as exc:
             return {"available": False, "reason": f"onnxruntime could not run the model: {str(exc).splitlines()[0]}"}
         with torch.no_grad():
@@ -289,8 +304,12 @@ def _first_tensor(x: Any) -> torch.Tensor:
 def _zeros_for(t: TensorInfo, batch: int) -> torch.Tensor:
     shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else 1)
              for i, d in enumerate(t.shape)]
-    dtype = getattr(torch, t.dtype, torch.float32) if t.is_float else torch.int64
-    return torch.zeros(shape, dtype=dtype)
+    if t.is_float:
+        return torch.zeros(shape, dtype=getattr(torch, t.dtype, torch.float32))
+    if t.dtype == "bool":
+        return torch.ones(shape, dtype=torch.bool)
+    # ones, not zeros: masks then keep everything, and shapes/sizes fed as inputs stay valid
+    return torch.ones(shape, dtype=getattr(torch, t.dtype, torch.int64))
 
 
 # -- loading -----------------------------------------------------------------------------------------------------
@@ -370,24 +389,65 @@ def _opset(proto: onnx.ModelProto, domain: str = "") -> int:
     return 0
 
 
-def _check_supported(proto: onnx.ModelProto) -> None:
+#: Why some ops have no converter, for the one-line error (the hint always says how to add one).
+_WHY = {
+    "If": "data-dependent control flow", "Loop": "data-dependent control flow", "Scan": "a loop over a subgraph",
+    "LSTM": "recurrent layer", "GRU": "recurrent layer", "RNN": "recurrent layer",
+    "QuantizeLinear": "quantized model", "DequantizeLinear": "quantized model", "QLinearConv": "quantized model",
+    "QLinearMatMul": "quantized model", "ConvInteger": "quantized model", "MatMulInteger": "quantized model",
+    "DynamicQuantizeLinear": "quantized model",
+}
+CONVERTER_HINT = ("add a converter in a plugin (hook vizcore_add_onnx_converters, see vizcore/hookspecs.py), "
+                  "or re-export the model without this op")
+
+
+def _op_label(node: onnx.NodeProto, opsets: dict[str, int]) -> str:
     from .onnx_compat import registry
 
-    opsets = {o.domain or "": int(o.version) for o in proto.opset_import}
+    dom = node.domain if node.domain not in ("", "ai.onnx") else ""
+    opset = opsets.get(dom, 0)
+    version = registry.since_version(node.op_type, opset, dom)
+    where = f"{dom or 'ai.onnx'}::{node.op_type}"
+    return f"{where}@{version} (opset {opset})" if version is not None else f"{where} (opset {opset})"
+
+
+def _check_supported(proto: onnx.ModelProto, names: Sequence[str] | None = None) -> None:
+    from .onnx_compat import registry
+
+    opsets = {o.domain if o.domain != "ai.onnx" else "": int(o.version) for o in proto.opset_import}
     missing = []
-    for node in proto.graph.node:
+    for i, node in enumerate(proto.graph.node):
         dom = node.domain if node.domain != "ai.onnx" else ""
         if registry.find(node.op_type, opsets.get(dom, 0), dom) is None:
-            missing.append(node)
+            missing.append((i, node))
     if missing:
-        n = missing[0]
-        dom = n.domain or "ai.onnx"
-        others = sorted({m.op_type for m in missing[1:]} - {n.op_type})
-        more = f" (also unsupported: {', '.join(others)})" if others else ""
-        raise UnsupportedOpError(
-            f"unsupported operator {dom}::{n.op_type} at opset {opsets.get(n.domain if n.domain != 'ai.onnx' else '', 0)}"
-            f" in node {n.name or '(unnamed)'!r}{more}",
-            "add a converter with a plugin (hook vizcore_add_onnx_converters; see docs/plugins.md)")
+        i, n = missing[0]
+        others = sorted({m.op_type for _, m in missing[1:]} - {n.op_type})
+        more = f"; also unsupported: {', '.join(others)}" if others else ""
+        why = f" ({_WHY[n.op_type]})" if n.op_type in _WHY else ""
+        name = names[i] if names is not None else (n.name or "(unnamed)")
+        raise UnsupportedOpError(f"no converter for {_op_label(n, opsets)}{why} in node {name!r}{more}",
+                                 CONVERTER_HINT)
+
+
+def _failing_node(proto: onnx.ModelProto, names: Sequence[str]) -> tuple[str, str, BaseException] | None:
+    """Re-run the converters node by node to find the one that raised (only on the error path)."""
+    from onnx2torch.node_converters import get_converter
+    from onnx2torch.onnx_graph import OnnxGraph
+    from onnx2torch.utils.safe_shape_inference import safe_shape_inference
+
+    try:
+        graph = OnnxGraph(safe_shape_inference(proto).graph)
+    except Exception:
+        return None
+    opsets = {o.domain if o.domain != "ai.onnx" else "": int(o.version) for o in proto.opset_import}
+    for i, node in enumerate(graph.nodes.values()):
+        try:
+            get_converter(domain=node.domain, operation_type=node.operation_type,
+                          version=opsets.get(node.domain, 0))(node, graph)
+        except Exception as exc:
+            return names[i] if i < len(names) else node.name, _op_label(node.proto, opsets), exc
+    return None
 
 
 def _apply_prepasses(proto: onnx.ModelProto) -> list[tuple[str, int]]:
@@ -405,19 +465,27 @@ def _apply_prepasses(proto: onnx.ModelProto) -> list[tuple[str, int]]:
     return done
 
 
-def _convert(proto: onnx.ModelProto) -> fx.GraphModule:
+def _convert(proto: onnx.ModelProto, names: Sequence[str] | None = None) -> fx.GraphModule:
     from onnx2torch import convert
 
     from .onnx_compat import registry
     from .plugins import get_manager
 
     registry.install(f for f, _ in get_manager().registry("converters").values())
-    _check_supported(proto)
+    _check_supported(proto, names)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             gm = convert(proto)
     except Exception as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            failing = _failing_node(proto, names or [n.name for n in proto.graph.node])
+        if failing is not None:
+            name, label, cause = failing
+            msg = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+            raise UnsupportedOpError(f"cannot convert {label} in node {name!r}: {type(cause).__name__}"
+                                     + (f": {msg}" if msg else ""), CONVERTER_HINT) from exc
         raise ModelLoadError(f"conversion to torch failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                              "run with --debug for the traceback; a converter plugin may be needed") from exc
     gm.eval()
@@ -426,11 +494,27 @@ def _convert(proto: onnx.ModelProto) -> fx.GraphModule:
     return gm
 
 
+def _scope_name(node: onnx.NodeProto) -> str | None:
+    """`module.path/OpType` from a dynamo export's `pkg.torch.onnx.name_scopes` metadata, if present."""
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError):
+                return None
+            path = [s for s in scopes[:-1] if isinstance(s, str) and s]
+            return f"{path[-1]}/{node.op_type}" if path else None
+    return None
+
+
 def _display_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
+    """Unique, readable layer names: the node's name, or its torch module path for dynamo exports."""
+    scoped = [_scope_name(n) for n in nodes]
+    use_scopes = sum(s is not None for s in scoped) * 2 >= max(len(nodes), 1)
     seen: dict[str, int] = {}
     names = []
     for i, n in enumerate(nodes):
-        base = n.name or f"{n.op_type}_{i}"
+        base = (scoped[i] if use_scopes and scoped[i] else None) or n.name or f"{n.op_type}_{i}"
         k = seen.get(base, 0)
         seen[base] = k + 1
         names.append(base if k == 0 else f"{base}#{k}")
@@ -468,33 +552,35 @@ def load(path: str | os.PathLike[str], *, size: int | None = None) -> Model:
                              "re-export it, or check it with onnx.checker") from exc
     producer = f"{proto.producer_name} {proto.producer_version}".strip() or "unknown"
     metadata = {p.key: p.value for p in proto.metadata_props}
-    inits = {t.name for t in proto.graph.initializer}
-    inputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.input if vi.name not in inits]
-    outputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.output]
-    if not inputs:
+    if not [vi for vi in proto.graph.input if vi.name not in {t.name for t in proto.graph.initializer}]:
         raise ModelLoadError(f"{path.name} has no inputs", "a model to visualize needs an input")
 
     prepasses = _apply_prepasses(proto)
+    inits = {t.name for t in proto.graph.initializer}
+    inputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.input if vi.name not in inits]
+    outputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.output]
     nodes = list(proto.graph.node)
     names = _display_names(nodes)
+    originals = [n.name for n in nodes]
     outs_of = [list(n.output) for n in nodes]
     ins_of = [list(n.input) for n in nodes]
     ops = [n.op_type for n in nodes]
     for i, n in enumerate(nodes):
         n.name = f"n{i}"  # predictable fx names; the model's own names stay in the layer table
-    gm = _convert(proto)
+    gm = _convert(proto, names)
 
     model = Model(path=path, sha256=hashlib.sha256(data).hexdigest(), producer=producer,
                   opset=_opset(proto), ir_version=int(proto.ir_version), inputs=inputs, outputs=outputs,
                   metadata=metadata, layers=[], module=gm, prepasses=prepasses)
     try:
-        shapes = _shapes(gm, model._feeds(model.probe_input(1, size)))
+        shapes = _shapes(gm, model._feeds(model.probe_input(model.probe_batch, size)))
     except Exception as exc:
-        raise ModelLoadError(f"the converted graph does not run on a {list(model.input_shape(1, size))} input: "
+        shape = list(model.input_shape(model.probe_batch, size))
+        raise ModelLoadError(f"the converted graph does not run on a {shape} input: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                              "pass the size the model expects, or run with --debug") from exc
     fx_names = {n.target: n.name for n in gm.graph.nodes if n.op == "call_module"}
-    layers = []
+    layers, aliases = [], []
     for i, name in enumerate(names):
         fxn = fx_names.get(f"n{i}")
         if fxn is None:
@@ -502,11 +588,15 @@ def load(path: str | os.PathLike[str], *, size: int | None = None) -> Model:
         shape = shapes.get(fxn)
         layers.append(Layer(index=len(layers), name=name, op_type=ops[i], output=outs_of[i][0] if outs_of[i] else "",
                             fx_name=fxn, shape=shape, inputs=tuple(ins_of[i])))
+        aliases.append(originals[i])
     model.layers = layers
     by_key: dict[str, Layer] = {}
     for l in layers:
         by_key.setdefault(l.name, l)
     for l in layers:
         by_key.setdefault(l.output, l)
+    for l, original in zip(layers, aliases):  # a dynamo export's own node names (node_Conv_12) stay addressable
+        if original:
+            by_key.setdefault(original, l)
     model._by_key = by_key
     return model

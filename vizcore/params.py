@@ -1,1 +1,97 @@
-"""placeholder"""
+"""Image parameterizations: what the optimizer actually changes, mapped to images in 0..1.
+
+`fft` (the default, as Lucid/Lucent/Xplique): a Fourier spectrum scaled by 1/frequency, so that low frequencies
+move first and images stay natural; colours decorrelated for 3-channel images. `pixel`: plain pixels.
+Both work for (N, C, H, W) images and (N, C, L) signals, with any channel count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .hookspecs import hookimpl
+
+# Square root of the colour correlation of natural images (ImageNet), as published by Olah et al. (Lucid).
+_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+COLOR_DECORRELATION = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+
+
+def _init_noise(shape: Sequence[int], units: int, sd: float) -> torch.Tensor:
+    """Seeded noise for one unit's images, tiled over `units`: every unit starts alike, so batched == one at a time."""
+    per = shape[0] // max(units, 1)
+    noise = torch.randn((per, *shape[1:])) * sd
+    return noise.repeat(units, *([1] * (len(shape) - 1))) if units > 1 else noise
+
+
+class _ToImage(nn.Module):
+    """Decorrelated colour (3 channels only) then a sigmoid: unconstrained values -> valid images in 0..1."""
+
+    def __init__(self, channels: int, decorrelate: bool) -> None:
+        super().__init__()
+        self.decorrelate = decorrelate and channels == 3
+        self.register_buffer("color", COLOR_DECORRELATION.clone(), persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        if self.decorrelate:
+            t = torch.einsum("nc...,dc->nd...", t, self.color)
+        return torch.sigmoid(t)
+
+
+class FFTImage(nn.Module):
+    """Images parameterized by their Fourier spectrum, scaled by 1/frequency^decay_power (Olah 2017)."""
+
+    def __init__(self, shape: Sequence[int], units: int = 1, sd: float = 0.01, decay_power: float = 1.0,
+                 decorrelate: bool = True) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        n, c, *spatial = self.shape
+        if len(spatial) not in (1, 2):
+            raise ValueError(f"fft parameterization needs (N, C, L) or (N, C, H, W), got {self.shape}")
+        if len(spatial) == 2:
+            h, w = spatial
+            fy = torch.fft.fftfreq(h)[:, None]
+            fx = torch.fft.rfftfreq(w)[None, :]
+            freqs = torch.sqrt(fx * fx + fy * fy)
+            spec_shape = (n, c, h, w // 2 + 1)
+        else:
+            (w,) = spatial
+            h = 1
+            freqs = torch.fft.rfftfreq(w)
+            spec_shape = (n, c, w // 2 + 1)
+        scale = 1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay_power
+        self.register_buffer("scale", scale.to(torch.float32), persistent=False)
+        self.spectrum = nn.Parameter(torch.view_as_complex(_init_noise((*spec_shape, 2), units, sd).contiguous()))
+        self.to_image = _ToImage(c, decorrelate)
+        self.spatial = tuple(spatial)
+
+    def forward(self) -> torch.Tensor:
+        spec = self.spectrum * self.scale
+        if len(self.spatial) == 2:
+            t = torch.fft.irfft2(spec, s=self.spatial, norm="ortho")
+        else:
+            t = torch.fft.irfft(spec, n=self.spatial[0], norm="ortho")
+        return self.to_image(t / 4.0)
+
+
+class PixelImage(nn.Module):
+    """Images parameterized directly by (pre-sigmoid, colour-decorrelated) pixel values."""
+
+    def __init__(self, shape: Sequence[int], units: int = 1, sd: float = 0.01, decorrelate: bool = True) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        self.pixels = nn.Parameter(_init_noise(self.shape, units, sd).contiguous())
+        self.to_image = _ToImage(self.shape[1], decorrelate)
+
+    def forward(self) -> torch.Tensor:
+        return self.to_image(self.pixels)
+
+
+BUILTIN: dict[str, Callable[..., nn.Module]] = {"fft": FFTImage, "pixel": PixelImage}
+
+
+@hookimpl
+def vizcore_add_params() -> dict[str, Callable[..., nn.Module]]:
+    return dict(BUILTIN)

@@ -1,1 +1,41 @@
-"""placeholder"""
+"""Penalties on the image itself (images in 0..1, before transforms), each with a weight: L1, L2, total variation.
+
+Each returns one value per image, subtracted from that image's objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .hookspecs import hookimpl
+
+Regularizer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def l1(weight: float) -> Regularizer:
+    """Mean absolute distance from grey: keeps images from saturating."""
+    return lambda x: weight * (x - 0.5).abs().flatten(1).mean(1)
+
+
+def l2(weight: float) -> Regularizer:
+    """Mean squared distance from grey."""
+    return lambda x: weight * ((x - 0.5) ** 2).flatten(1).mean(1)
+
+
+def tv(weight: float) -> Regularizer:
+    """Total variation: mean absolute difference of neighbouring pixels, against high-frequency noise."""
+
+    def penalty(x: torch.Tensor) -> torch.Tensor:
+        d = (x[..., 1:] - x[..., :-1]).abs().flatten(1).mean(1)
+        if x.dim() == 4:
+            d = d + (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+        return weight * d
+
+    return penalty
+
+
+@hookimpl
+def vizcore_add_regularizers() -> dict[str, Callable[[float], Regularizer]]:
+    return {"l1": l1, "l2": l2, "tv": tv}

@@ -1,1 +1,137 @@
-"""placeholder"""
+"""Random, differentiable augmentations applied every step (transformation robustness, Olah 2017).
+
+Each factory takes the image size and returns a list of callables Tensor -> Tensor; `standard` is Lucid's
+preset (pad 12, jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4 at 128 px), scaled to the image size.
+Randomness comes from torch's global generator, which the engine seeds, and is shared by the whole batch, so a
+batched render follows the same path as a one-at-a-time render.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .hookspecs import hookimpl
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+REFERENCE_SIZE = 128  # the size Lucid's standard transforms were designed for
+
+
+def _randint(lo: int, hi: int) -> int:
+    """Uniform integer in [lo, hi] from torch's (seeded) CPU generator."""
+    return int(torch.randint(lo, hi + 1, (1,)).item()) if hi > lo else lo
+
+
+def _choice(values: Sequence[float]) -> float:
+    return float(values[_randint(0, len(values) - 1)])
+
+
+class Pad:
+    """Pad every side by `width` pixels with a constant (0.5 = grey), so jitter/rotate don't only see edges."""
+
+    def __init__(self, width: int, value: float = 0.5) -> None:
+        self.width, self.value = int(width), float(value)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.width <= 0:
+            return x
+        pads = (self.width,) * (2 * (x.dim() - 2))
+        return F.pad(x, pads, mode="constant", value=self.value)
+
+
+class Jitter:
+    """Random crop that removes `d` pixels in total along each spatial axis (a random shift)."""
+
+    def __init__(self, d: int) -> None:
+        self.d = int(d)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.d <= 0:
+            return x
+        if x.dim() == 3:
+            o = _randint(0, self.d)
+            return x[..., o:x.shape[-1] - self.d + o]
+        oy, ox = _randint(0, self.d), _randint(0, self.d)
+        h, w = x.shape[-2:]
+        return x[..., oy:h - self.d + oy, ox:w - self.d + ox]
+
+
+class Affine:
+    """Random zoom (from `scales`) and rotation (degrees, from `angles`) in one differentiable resampling."""
+
+    def __init__(self, scales: Sequence[float] = (1.0,), angles: Sequence[float] = (0.0,)) -> None:
+        self.scales, self.angles = tuple(scales), tuple(angles)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        s, a = _choice(self.scales), _choice(self.angles)
+        if x.dim() == 3:  # 1-D signals: zoom only
+            if s == 1.0:
+                return x
+            n = max(2, round(x.shape[-1] * s))
+            return F.interpolate(x, size=n, mode="linear", align_corners=False)
+        if s == 1.0 and a == 0.0:
+            return x
+        r = math.radians(a)
+        cos, sin = math.cos(r) / s, math.sin(r) / s
+        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype, device=x.device)
+        grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+class Blur:
+    """Gaussian blur with standard deviation `sigma` pixels (suppresses high-frequency noise)."""
+
+    def __init__(self, sigma: float) -> None:
+        self.sigma = float(sigma)
+        r = max(1, int(math.ceil(2 * self.sigma)))
+        k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * self.sigma ** 2))
+        self.kernel = k / k.sum()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sigma <= 0:
+            return x
+        c = x.shape[1]
+        k = self.kernel.to(x.device, x.dtype)
+        r = k.numel() // 2
+        if x.dim() == 3:
+            return F.conv1d(F.pad(x, (r, r), mode="reflect"), k.view(1, 1, -1).repeat(c, 1, 1), groups=c)
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _px(v: float, size: int) -> int:
+    return max(0, round(v * size / REFERENCE_SIZE))
+
+
+def standard(size: int, **_: object) -> list[Transform]:
+    """Lucid's standard transforms, scaled from 128 px to `size`."""
+    return [
+        Pad(_px(12, size)),
+        Jitter(_px(8, size)),
+        Affine(scales=[1 + (i - 5) / 50 for i in range(11)], angles=list(range(-10, 11)) + [0] * 5),
+        Jitter(_px(4, size)),
+    ]
+
+
+def none(size: int, **_: object) -> list[Transform]:
+    """No transforms (plain gradient ascent; expect high-frequency patterns)."""
+    return []
+
+
+BUILTIN: dict[str, Callable[..., list[Transform]]] = {
+    "standard": standard,
+    "none": none,
+    "pad": lambda size, width=12, **_: [Pad(_px(width, size))],
+    "jitter": lambda size, d=8, **_: [Jitter(_px(d, size))],
+    "scale": lambda size, lo=0.9, hi=1.1, **_: [Affine(scales=[lo + (hi - lo) * i / 10 for i in range(11)])],
+    "rotate": lambda size, degrees=10, **_: [Affine(angles=list(range(-int(degrees), int(degrees) + 1)))],
+    "blur": lambda size, sigma=0.5, **_: [Blur(sigma * size / REFERENCE_SIZE)],
+}
+
+
+@hookimpl
+def vizcore_add_transforms() -> dict[str, Callable[..., list[Transform]]]:
+    return dict(BUILTIN)

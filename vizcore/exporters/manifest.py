@@ -1,1 +1,35 @@
-"""placeholder"""
+"""`manifest` exporter: `manifest.json`, everything needed to reproduce and index a render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..hookspecs import hookimpl
+from ..io import atomic_write_text, inside
+from ..result import Result
+
+
+def manifest(result: Result) -> dict[str, Any]:
+    """The manifest as a dict: version, model path and hash, every setting, and per-unit file/value/trace."""
+    return {
+        "vizcore_version": __version__,
+        "model": {"path": result.model.get("path"), "sha256": result.model.get("sha256")},
+        "settings": result.settings,
+        "timings": result.timings,
+        "warnings": result.warnings,
+        **result.to_json(),
+    }
+
+
+def export_manifest(result: Result, out_dir: Path, **_: Any) -> list[Path]:
+    """Write `manifest.json` into `out_dir`."""
+    text = json.dumps(manifest(result), indent=1, default=str)
+    return [atomic_write_text(inside(out_dir, "manifest.json"), text + "\n")]
+
+
+@hookimpl
+def vizcore_add_exporters() -> dict[str, Any]:
+    return {"manifest": export_manifest}

@@ -1,1 +1,38 @@
-"""placeholder"""
+"""`png` exporter: one PNG per unit plus `grid.png`, a labelled contact sheet; 1-D signals also as `.npy`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..hookspecs import hookimpl
+from ..io import atomic_write_bytes, inside
+from ..result import Result
+
+
+def _png(img: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def export_png(result: Result, out_dir: Path, **_: Any) -> list[Path]:
+    """Write every unit's image and the grid into `out_dir`; returns the paths written."""
+    written = []
+    for i in range(len(result)):
+        name = result.filename(i)
+        written.append(atomic_write_bytes(inside(out_dir, name), _png(result.image(i))))
+        if result.is_signal:
+            buf = io.BytesIO()
+            np.save(buf, result.images[i])
+            written.append(atomic_write_bytes(inside(out_dir, name[:-4] + ".npy"), buf.getvalue()))
+    written.append(atomic_write_bytes(inside(out_dir, "grid.png"), _png(result.grid())))
+    return written
+
+
+@hookimpl
+def vizcore_add_exporters() -> dict[str, Any]:
+    return {"png": export_png}

@@ -1,4 +1,11 @@
-"""Built-in ModelProto rewrites that make exported graphs convertible, applied in `order` before conversion."""
+"""Built-in ModelProto rewrites that make exported graphs convertible, applied in `order` before conversion.
+
+    10 constants_to_initializers  Constant/Identity-of-initializer -> initializers (onnx2torch #156)
+    20 fold_constants             nodes computed only from initializers (Cast, Transpose, DequantizeLinear of
+                                  weights, shape arithmetic on static shapes) -> initializers
+    30 symbolic_batch             a batch-1 export -> symbolic batch; constant Reshape shapes whose leading 1 is
+                                  the batch -> 0 (copy), each rewrite checked by shape inference and onnxruntime
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,8 @@ from onnx import numpy_helper
 
 from ..hookspecs import hookimpl
 from . import Prepass
+
+BATCH = "batch"
 
 
 def constants_to_initializers(model: onnx.ModelProto) -> int:
@@ -55,6 +64,212 @@ def constants_to_initializers(model: onnx.ModelProto) -> int:
     return changes
 
 
+#: Ops never folded: random, control flow / subgraphs, sequences, and ops whose output may dwarf their inputs.
+_NO_FOLD = frozenset({
+    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout",
+    "If", "Loop", "Scan", "SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceAt", "SplitToSequence",
+    "ConcatFromSequence", "Constant",
+})
+_MAX_FOLDED = 1 << 24  # elements
+
+
+def fold_constants(model: onnx.ModelProto) -> int:
+    """Evaluate nodes whose inputs are all initializers (onnx's reference evaluator) and store their outputs.
+
+    Weights that reach a Conv/MatMul through a Cast (fp16 models), a Transpose or a DequantizeLinear (weight-only
+    quantized models) become plain initializers, and static shape arithmetic disappears from the layer table.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    opsets = list(model.opset_import)
+    inits = {t.name: t for t in g.initializer}
+    graph_outputs = {o.name for o in g.output}
+    keep, changes = [], 0
+    for node in g.node:
+        foldable = (node.domain in ("", "ai.onnx") and node.op_type not in _NO_FOLD and node.input
+                    and all(i in inits for i in node.input if i) and not any(o in graph_outputs for o in node.output)
+                    and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                                for a in node.attribute))
+        if not foldable:
+            keep.append(node)
+            continue
+        try:
+            names = [i for i in node.input if i]
+            sub = onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(o, 0, None)
+                                                              for o in node.output if o],
+                                         [inits[n] for n in names])
+            outs = ReferenceEvaluator(onnx.helper.make_model(sub, opset_imports=opsets)).run(None, {})
+        except Exception:
+            keep.append(node)
+            continue
+        if sum(np.asarray(o).size for o in outs) > _MAX_FOLDED:
+            keep.append(node)
+            continue
+        for name, value in zip([o for o in node.output if o], outs):
+            t = numpy_helper.from_array(np.asarray(value), name)
+            g.initializer.append(t)
+            inits[name] = t
+        changes += 1
+    if changes:
+        del g.node[:]
+        g.node.extend(keep)
+    return changes
+
+
+# -- symbolic batch -------------------------------------------------------------------------------------------------
+def _batch_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {t.name for t in model.graph.initializer}
+    found = []
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name not in inits and len(dims) >= 2 and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
+            found.append(vi)
+    return found
+
+
+def _reshape_candidates(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, np.ndarray]]:
+    inits = {t.name: t for t in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        shape = numpy_helper.to_array(inits[node.input[1]]).reshape(-1)
+        if shape.size >= 2 and shape[0] == 1:
+            found.append((node, shape))
+    return found
+
+
+def _set_batch(vi: onnx.ValueInfoProto, value: int | str) -> None:
+    dim = vi.type.tensor_type.shape.dim[0]
+    if isinstance(value, str):
+        dim.dim_param = value
+    else:
+        dim.dim_value = value
+
+
+def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in m.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_param") and dims[0].dim_param == BATCH:
+            dims[0].dim_value = batch
+    return m
+
+
+def _inferred_dim0(model: onnx.ModelProto, batch: int, names: set[str]) -> dict[str, int | None]:
+    """dim 0 of the named tensors by shape inference with the batch set to `batch` (None if unknown)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_with_batch(model, batch))
+    except Exception:
+        return {}
+    found: dict[str, int | None] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input):
+        if vi.name in names:
+            dims = vi.type.tensor_type.shape.dim
+            found[vi.name] = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+    return found
+
+
+def _feeds(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = [batch if i == 0 else (d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 224)
+                 for i, d in enumerate(tt.shape.dim)]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        feeds[vi.name] = (rng.random(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
+                          else np.zeros(shape, dtype=dtype))
+    return feeds
+
+
+def _session(model: onnx.ModelProto):  # noqa: ANN202 - onnxruntime is optional
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _onnxruntime_agrees(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> bool | None:
+    """Whether the rewritten graph at batch 1 and 3 equals the original run sample by sample (None: can't tell)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    try:
+        before = _session(original)
+    except Exception:
+        return None
+    try:
+        after = _session(rewritten)
+        feeds = _feeds(rewritten, 3)
+        got3 = after.run(None, feeds)
+        got1 = after.run(None, {k: v[:1] for k, v in feeds.items()})
+        for i in range(3):
+            ref = before.run(None, {k: v[i:i + 1] for k, v in feeds.items()})
+            for r, a, b in zip(ref, got3, got1):
+                if not np.allclose(a[i:i + 1], r, rtol=1e-3, atol=1e-4) or (
+                        i == 0 and not np.allclose(b, r, rtol=1e-4, atol=1e-5)):
+                    return False
+        return True
+    except Exception:
+        return False
+
+
+def symbolic_batch(model: onnx.ModelProto) -> int:
+    """Make a batch-1 export run at any batch: a symbolic batch dim, and Reshape shapes [1, ...] -> [0, ...].
+
+    Static exports bake batch 1 into constant Reshape shapes, so rendering many units at once fails. A leading 1
+    is rewritten only where shape inference shows the Reshape's input carries the batch (dim 0 is 1 at batch 1
+    and 3 at batch 3); onnxruntime, when installed, must then agree with the original sample by sample, else
+    the whole rewrite is undone. Returns the number of inputs made symbolic plus Reshapes rewritten (0 if undone).
+    """
+    inputs = _batch_inputs(model)
+    if not inputs:
+        return 0
+    original = onnx.ModelProto()
+    original.CopyFrom(model)
+    g = model.graph
+    for vi in inputs:
+        _set_batch(vi, BATCH)
+    for vi in g.output:
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
+            _set_batch(vi, BATCH)
+    del g.value_info[:]
+    candidates = _reshape_candidates(model)
+    names = {n.input[0] for n, _ in candidates}
+    at1, at3 = _inferred_dim0(model, 1, names), _inferred_dim0(model, 3, names)
+    rewritten = 0
+    for node, shape in candidates:
+        if at1.get(node.input[0]) != 1 or at3.get(node.input[0]) != 3:
+            continue
+        allowzero = any(a.name == "allowzero" and a.i == 1 for a in node.attribute)
+        new = shape.copy()
+        if not allowzero:
+            new[0] = 0
+        elif -1 not in shape:
+            new[0] = -1
+        else:
+            continue
+        name = f"{node.input[1]}__vizcore_batch{rewritten}"
+        g.initializer.append(numpy_helper.from_array(new.astype(np.int64), name))
+        node.input[1] = name
+        rewritten += 1
+    if _onnxruntime_agrees(original, model) is False:
+        model.CopyFrom(original)
+        return 0
+    return len(inputs) + rewritten
+
+
 @hookimpl
 def vizcore_add_prepasses() -> list[Prepass]:
-    return [Prepass("constants_to_initializers", 10, constants_to_initializers)]
+    return [Prepass("constants_to_initializers", 10, constants_to_initializers),
+            Prepass("fold_constants", 20, fold_constants),
+            Prepass("symbolic_batch", 30, symbolic_batch)]

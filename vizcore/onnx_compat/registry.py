@@ -7,13 +7,16 @@ private API changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from onnx import defs
 from onnx2torch.node_converters import registry as _o2t
 
 from . import Converter
 
+#: onnx2torch's own converters, captured before vizcore or a plugin overrides any (overrides may delegate to them).
+_BUILTIN: dict[tuple[str, str, int], Callable[..., Any]] = {tuple(k): v for k, v in _o2t._CONVERTER_REGISTRY.items()}
 _installed: dict[tuple[str, str, int], object] = {}
 
 
@@ -32,6 +35,24 @@ def install(converters: Iterable[Converter]) -> None:
             continue  # onnx2torch already has it and the plugin did not ask to replace it
         table[desc] = c.fn
         _installed[tuple(desc)] = c.fn
+
+
+def builtin(op_type: str, version: int, domain: str = "") -> Callable[..., Any]:
+    """onnx2torch's own converter for exactly this (domain, op type, since-version), even if overridden."""
+    return _BUILTIN[(domain or defs.ONNX_DOMAIN, op_type, version)]
+
+
+def builtin_keys() -> list[tuple[str, str, int]]:
+    """Every (domain, op type, since-version) onnx2torch converts by itself."""
+    return sorted(_BUILTIN)
+
+
+def since_version(op_type: str, opset: int, domain: str = "") -> int | None:
+    """The op's since-version at this opset (the version a converter must be registered for), or None if unknown."""
+    try:
+        return int(defs.get_schema(op_type, opset, domain or defs.ONNX_DOMAIN).since_version)
+    except Exception:
+        return None
 
 
 def find(op_type: str, opset: int, domain: str = "") -> object | None:

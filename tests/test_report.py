@@ -1,0 +1,277 @@
+"""`vizcore report`: layer choice, content-addressed cache, escaping of untrusted names, pages and manifest.
+
+The tiny model and the fake renderer here are shared with test_report_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import vizcore
+from vizcore.errors import LayerNotFoundError, OptionError, OutputError
+from vizcore.report import UnitCache, UnitSpec, auto_layers, build_report, load_labels, trace_svg
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+TRAVERSAL = "../../etc"
+
+
+def tiny_cnn(path: Path, *, labels: str | None = "cat,dog,<b>bird</b>,fish,frog") -> Path:
+    """A 3-conv CNN (5 logits) exported to ONNX, with nodes named HOSTILE and TRAVERSAL (both ReLUs)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 10, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(10, 12, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(12, 5)).eval()
+    torch.onnx.export(net, torch.rand(1, 3, 32, 32), str(path), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch", 2: "h", 3: "w"}, "logits": {0: "batch"}}, dynamo=False)
+    m = onnx.load(str(path))
+    relus = [n for n in m.graph.node if n.op_type == "Relu"]
+    relus[0].name = HOSTILE
+    relus[1].name = TRAVERSAL
+    props = {"vizcore.mean": "0.5,0.5,0.5", "vizcore.std": "0.5,0.5,0.5", "vizcore.range": "0,1"}
+    if labels:
+        props["vizcore.labels"] = labels
+    for k, v in props.items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(path))
+    return path
+
+
+class FakeRenderer:
+    """Stands in for `vizcore.render`: deterministic coloured images, values 0.5*i (unit 2: 0), counts calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[Any]] = []
+
+    def __call__(self, model: Any, targets: list[Any], *, steps: int, size: int | None = None, seed: int = 0,
+                 **kw: Any) -> Any:
+        self.calls.append(list(targets))
+        n, s = len(targets), size or 32
+        yy, xx = np.mgrid[0:s, 0:s] / s
+        images = []
+        for t in targets:
+            k = t.channel + 1
+            rgb = np.stack([np.sin(xx * k * 3) / 2 + 0.5, np.cos(yy * k * 2) / 2 + 0.5, xx * yy], -1)
+            images.append((rgb * 255).astype(np.uint8))
+        values = np.array([0.0 if t.channel == 2 else 0.5 * t.channel + 0.25 for t in targets], np.float32)
+        traces = [list(np.linspace(-0.2, float(v), max(steps // 8, 2))) for v in values]
+        return types.SimpleNamespace(images=np.stack(images), values=values, traces=traces,
+                                     trace_steps=list(range(8, 8 * len(traces[0]) + 1, 8)),
+                                     settings={"steps": steps, "size": s, "seed": seed, "param": "fake",
+                                               "targets": ["x"] * n, **kw})
+
+    @property
+    def units(self) -> int:
+        return sum(len(c) for c in self.calls)
+
+
+# -- tests -----------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> vizcore.Model:
+    return vizcore.load(tiny_cnn(tmp_path_factory.mktemp("m") / "tiny.onnx"))
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes, and the page's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(path: Path) -> Tags:
+    t = Tags()
+    t.feed(path.read_text(encoding="utf-8"))
+    return t
+
+
+def test_auto_layers_spread_through_depth(model: vizcore.Model) -> None:
+    picked = auto_layers(model, count=2)
+    relus = [ly for ly in model.layers if ly.op_type == "Relu"]
+    assert [ly.name for ly in picked] == [relus[0].name, relus[-1].name]  # activation after each conv, first + last
+    assert len(auto_layers(model, count=6)) == 3  # no more than there are
+
+
+def test_report_pages_units_and_hostile_names(model: vizcore.Model, tmp_path: Path) -> None:
+    fake = FakeRenderer()
+    index = build_report(model, tmp_path / "r", layers=[HOSTILE, TRAVERSAL], units_per_layer=4, classes="0,2",
+                         steps=16, size=32, renderer=fake, fidelity=False)
+    out = index.parent
+    assert index == out / "index.html"
+    hostile, trav = model.layer(HOSTILE), model.layer(TRAVERSAL)
+    # one page per layer, named by index only; images named by numbers only; nothing outside out/
+    assert sorted(p.name for p in out.glob("*.html")) == sorted(
+        ["index.html", "classes.html", f"layer-{hostile.index}.html", f"layer-{trav.index}.html"])
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".cache" not in p.parts}
+    assert all(re.fullmatch(r"[a-z0-9_./-]+", f) for f in files), files
+    assert not (tmp_path / "etc").exists()
+    assert len(list((out / "img").rglob("*.png"))) == 10
+
+    page = out / f"layer-{hostile.index}.html"
+    raw = page.read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=alert(1)&gt;" in raw
+    assert "<img src=x" not in raw and "onerror=" not in raw.replace("onerror=alert(1)&gt;", "")
+    tags = parse(page)
+    assert HOSTILE in "".join(tags.text)  # shown as text
+    imgs = [a for t, a in tags.tags if t == "img"]
+    assert not any("onerror" in a for a in imgs)
+    thumbs = [a for a in imgs if "unit-thumb" in (a.get("class") or "")]
+    assert [a["src"] for a in thumbs] == [f"img/layer-{hostile.index}/{c}.png" for c in range(4)]
+    assert all((out / a["src"]).is_file() for a in imgs)
+    # the class page names classes from the model's metadata, escaped
+    classes = (out / "classes.html").read_text(encoding="utf-8")
+    assert "cat" in classes and "&lt;b&gt;bird&lt;/b&gt;" in classes and "<b>bird" not in classes
+
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["model"]["sha256"] == model.sha256
+    assert [(u["layer"], u["channel"]) for u in man["units"][:4]] == [(HOSTILE, c) for c in range(4)]
+    assert man["units"][2]["flags"] == ["not driven"]  # value 0
+    assert [u["label"] for u in man["units"] if u["kind"] == "class"] == ["cat", "<b>bird</b>"]
+    assert 'href="manifest.json"' in raw
+
+
+def test_cache_grows_report_without_recomputation(model: vizcore.Model, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    fake = FakeRenderer()
+    build_report(model, out, layers=[HOSTILE], units_per_layer=3, steps=8, size=32, renderer=fake, fidelity=False)
+    assert fake.units == 3
+    first = (out / f"img/layer-{model.layer(HOSTILE).index}/0.png").read_bytes()
+    # more layers and more units: only the new ones render; no --force needed to grow an earlier report
+    build_report(model, out, layers=[HOSTILE, TRAVERSAL], units_per_layer=4, steps=8, size=32, renderer=fake,
+                 fidelity=False)
+    assert fake.units == 3 + 1 + 4
+    assert [t.channel for t in fake.calls[1]] == [3] and [t.channel for t in fake.calls[2]] == [0, 1, 2, 3]
+    assert (out / f"img/layer-{model.layer(HOSTILE).index}/0.png").read_bytes() == first
+    # same again: nothing renders
+    build_report(model, out, layers=[HOSTILE, TRAVERSAL], units_per_layer=4, steps=8, size=32, renderer=fake,
+                 fidelity=False)
+    assert fake.units == 8
+    # other settings are other content: everything renders again
+    build_report(model, out, layers=[TRAVERSAL], units_per_layer=2, steps=12, size=32, renderer=fake, fidelity=False)
+    assert fake.units == 10
+    # the smaller report dropped the pages and images it no longer shows
+    assert not (out / f"layer-{model.layer(HOSTILE).index}.html").exists()
+    assert not (out / f"img/layer-{model.layer(HOSTILE).index}").exists()
+    assert len(list((out / ".cache").glob("*.png"))) == 10  # the cache keeps everything
+
+
+def test_cache_key_depends_on_model_settings_and_unit(model: vizcore.Model) -> None:
+    a = UnitSpec("channel", model.layer(HOSTILE), 1)
+    k = UnitCache.key(model.sha256, {"steps": 8}, a)
+    assert re.fullmatch(r"[0-9a-f]{64}", k)
+    assert k == UnitCache.key(model.sha256, {"steps": 8}, UnitSpec("channel", model.layer(HOSTILE), 1))
+    assert k != UnitCache.key(model.sha256, {"steps": 9}, a)
+    assert k != UnitCache.key("0" * 64, {"steps": 8}, a)
+    assert k != UnitCache.key(model.sha256, {"steps": 8}, UnitSpec("channel", model.layer(HOSTILE), 2))
+
+
+def test_damaged_cache_entry_is_rendered_again(model: vizcore.Model, tmp_path: Path) -> None:
+    out, fake = tmp_path / "r", FakeRenderer()
+    build_report(model, out, layers=[HOSTILE], units_per_layer=2, steps=8, renderer=fake, fidelity=False)
+    victim = sorted((out / ".cache").glob("*.json"))[0]
+    victim.write_text("{not json")
+    build_report(model, out, layers=[HOSTILE], units_per_layer=2, steps=8, renderer=fake, fidelity=False)
+    assert fake.units == 3
+
+
+def test_refuses_foreign_nonempty_folder(model: vizcore.Model, tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="not empty"):
+        build_report(model, tmp_path, layers=[HOSTILE], units_per_layer=1, renderer=FakeRenderer(), fidelity=False)
+    build_report(model, tmp_path, layers=[HOSTILE], units_per_layer=1, renderer=FakeRenderer(), fidelity=False,
+                 force=True)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_health_marks_dead_and_duplicate_units(model: vizcore.Model, tmp_path: Path) -> None:
+    health = {"model": {}, "passed": False, "fidelity": {}, "failures": ["too many dead units"],
+              "layers": [{"name": HOSTILE, "channels": 6, "dead": [1, 5], "constant": [],
+                          "duplicates": [[0, 3, "rot90", 0.98]]}]}
+    path = tmp_path / "check.json"
+    path.write_text(json.dumps(health))
+    index = build_report(model, tmp_path / "r", layers=[HOSTILE], units_per_layer=4, renderer=FakeRenderer(),
+                         fidelity=False, health=path)
+    man = json.loads((index.parent / "manifest.json").read_text())
+    flags = {u["channel"]: u["flags"] for u in man["units"]}
+    assert flags[1] == ["dead"] and flags[0] == ["≈ ch 3 (rot90, 0.98)"] and flags[3] == ["≈ ch 0 (rot90, 0.98)"]
+    assert flags[2] == ["not driven"]
+    front = index.read_text(encoding="utf-8")
+    assert "failed" in front and "too many dead units" in front and "2 dead" in front
+    page = (index.parent / f"layer-{model.layer(HOSTILE).index}.html").read_text(encoding="utf-8")
+    assert page.count('class="unit is-dead"') == 1 and page.count("is-dup") == 2
+
+
+def test_no_network_references(model: vizcore.Model, tmp_path: Path) -> None:
+    index = build_report(model, tmp_path / "r", layers=[HOSTILE], units_per_layer=2, classes=[1],
+                         renderer=FakeRenderer(), fidelity=False)
+    out = index.parent
+    for page in out.glob("*.html"):
+        for tag, attrs in parse(page).tags:
+            for name in ("src", "href", "action", "data", "poster", "srcset"):
+                v = attrs.get(name)
+                if v is not None:
+                    assert not re.match(r"^\s*([a-z][a-z0-9+.-]*:|//)", v, re.I), (page.name, tag, v)
+        assert "http://" not in page.read_text() and "https://" not in page.read_text()
+    for asset in (out / "assets").iterdir():
+        text = asset.read_text()
+        assert "url(" not in text and "http" not in text and "fetch(" not in text and "XMLHttpRequest" not in text
+
+
+def test_labels_file_and_errors(model: vizcore.Model, tmp_path: Path) -> None:
+    (tmp_path / "names.txt").write_text("zero\none\n")
+    assert load_labels(model, tmp_path / "names.txt") == {0: "zero", 1: "one"}
+    (tmp_path / "names.json").write_text('{"3": "three"}')
+    assert load_labels(model, tmp_path / "names.json") == {3: "three"}
+    assert load_labels(model)[2] == "<b>bird</b>"
+    with pytest.raises(OptionError):
+        load_labels(model, tmp_path / "missing.txt")
+    with pytest.raises(OptionError, match="out of range"):
+        build_report(model, tmp_path / "r", classes="7", renderer=FakeRenderer(), fidelity=False)
+    with pytest.raises(OptionError, match="nothing to show"):
+        build_report(model, tmp_path / "r2", renderer=FakeRenderer(), fidelity=False)
+    with pytest.raises(LayerNotFoundError):
+        build_report(model, tmp_path / "r3", layers=["nope"], renderer=FakeRenderer(), fidelity=False)
+
+
+def test_trace_svg_scales_into_the_plot() -> None:
+    t = trace_svg([0.0, 1.0, 2.0], width=100, height=50)
+    pts = [tuple(map(float, p.split(","))) for p in t["points"].split()]
+    assert len(pts) == 3 and pts[0][0] == t["x0"] and pts[-1][0] == t["x1"]
+    assert pts[0][1] == t["y1"] and pts[-1][1] == t["y0"]  # low value at the bottom, high at the top
+    assert trace_svg([])["empty"] and not trace_svg([float("nan"), 1.0])["empty"]
+
+
+def test_cli_report_with_the_real_engine(tmp_path: Path) -> None:
+    from vizcore.cli import main
+
+    path = tiny_cnn(tmp_path / "tiny.onnx")
+    out = tmp_path / "atlas"
+    args = ["report", str(path), "--out", str(out), "--layers", f"{HOSTILE}", "--units-per-layer", "3", "--steps", "4",
+            "--size", "32", "--classes", "1", "--no-fidelity"]
+    assert main(args) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert len(man["units"]) == 4
+    assert all(len(u["trace"]) >= 1 and u["settings"]["steps"] == 4 for u in man["units"])
+    from PIL import Image
+
+    img = Image.open(out / man["units"][0]["file"])
+    assert img.size == (32, 32)
+    assert main(["report", str(path), "--out", str(out)]) == 2  # nothing asked for

@@ -1,0 +1,62 @@
+"""Tiny models built in the tests (exported to ONNX in a temp folder): fast, deterministic, with known structure."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """conv(3->8) relu pool conv(8->16) relu gap linear(16->5): layers 0..6 in the ONNX graph."""
+
+    def __init__(self, seed: int = 0, in_ch: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv1 = nn.Conv2d(in_ch, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.mean((2, 3)))
+
+
+class TinySignal(nn.Module):
+    """A 1-D model: conv1d(2->4) relu conv1d(4->6) on (N, 2, L) signals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1 = nn.Conv1d(2, 4, 5, padding=2)
+        self.c2 = nn.Conv1d(4, 6, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c2(torch.relu(self.c1(x)))
+
+
+def export(model: nn.Module, path: Path, shape: tuple[int, ...], names: dict[int, str] | None = None,
+           metadata: dict[str, str] | None = None, dynamic: bool = True) -> Path:
+    """Export with the TorchScript exporter; optionally rename nodes (by index) and add metadata_props."""
+    model.eval()
+    axes = {"x": {0: "batch"}, "y": {0: "batch"}}
+    if dynamic and len(shape) == 4:
+        axes["x"].update({2: "h", 3: "w"})
+    if dynamic and len(shape) == 3:
+        axes["x"].update({2: "len"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.rand(shape),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes=axes)
+    m = onnx.load(str(path))
+    for i, name in (names or {}).items():
+        m.graph.node[i].name = name
+    for k, v in (metadata or {}).items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.save(m, str(path))
+    return path

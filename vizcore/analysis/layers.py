@@ -1,0 +1,107 @@
+"""Which layers a check looks at: by default the output of every Conv (and ConvTranspose), after its activation when
+one follows it.
+
+A checked layer pairs the layer whose output is measured (dead/constant units) with the convolution whose weights
+are compared (duplicate filters); either may be missing for user-chosen layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..model import ACTIVATION_OPS, Layer, Model
+
+CONV_OPS = frozenset({"Conv", "ConvTranspose"})
+#: Ops between a Conv and its activation that do not change which channel is which.
+PASS_THROUGH_OPS = frozenset({"BatchNormalization"})
+
+
+@dataclass(frozen=True)
+class CheckedLayer:
+    """A measured layer (`layer`) and the convolution that produced it (`conv`, None if there is none)."""
+
+    layer: Layer
+    conv: Layer | None
+
+    @property
+    def name(self) -> str:
+        """The name reports use: the measured layer's."""
+        return self.layer.name
+
+    @property
+    def label(self) -> str:
+        """Op types along the path, e.g. 'Conv+Relu'."""
+        if self.conv is None or self.conv is self.layer:
+            return self.layer.op_type
+        return f"{self.conv.op_type}+{self.layer.op_type}"
+
+
+def _consumers(model: Model) -> dict[str, list[Layer]]:
+    out: dict[str, list[Layer]] = {}
+    for lay in model.layers:
+        for t in lay.inputs:
+            out.setdefault(t, []).append(lay)
+    return out
+
+
+def _follow(model: Model, conv: Layer, consumers: dict[str, list[Layer]], graph_outputs: set[str]) -> Layer:
+    """The activation that directly follows `conv` (through a BatchNormalization), else `conv` itself."""
+    cur = conv
+    for _ in range(2):
+        nxt = consumers.get(cur.output, [])
+        if cur.output in graph_outputs or len(nxt) != 1 or nxt[0].inputs[:1] != (cur.output,):
+            return conv
+        n = nxt[0]
+        if n.shape != cur.shape:
+            return conv
+        if n.op_type in ACTIVATION_OPS:
+            return n
+        if n.op_type not in PASS_THROUGH_OPS:
+            return conv
+        cur = n
+    return conv
+
+
+def default_layers(model: Model) -> list[CheckedLayer]:
+    """Every Conv of the model with a channel dimension, measured after its activation when one follows it."""
+    consumers = _consumers(model)
+    outs = {o.name for o in model.outputs}
+    return [CheckedLayer(_follow(model, c, consumers, outs), c) for c in model.layers
+            if c.op_type in CONV_OPS and c.channels]
+
+
+def select_layers(model: Model, keys: Sequence[str] = ()) -> list[CheckedLayer]:
+    """The layers to check: `keys` (names, output names or indices) or, if empty, `default_layers`.
+
+    A chosen Conv is measured as it is (not after its activation); a chosen activation that directly follows a
+    Conv gets that Conv's weights for the duplicate search.
+    """
+    if not keys:
+        return default_layers(model)
+    by_measured = {c.layer.index: c.conv for c in default_layers(model)}
+    chosen: list[CheckedLayer] = []
+    seen: set[int] = set()
+    for k in keys:
+        lay = model.layer(k)
+        if lay.index in seen:
+            continue
+        seen.add(lay.index)
+        conv = lay if lay.op_type in CONV_OPS else by_measured.get(lay.index)
+        chosen.append(CheckedLayer(lay, conv))
+    return chosen
+
+
+def conv_module(model: Model, conv: Layer | None) -> nn.Module | None:
+    """The torch convolution module for a Conv layer (None if the converter did not make one)."""
+    if conv is None:
+        return None
+    for n in model.module.graph.nodes:
+        if n.name == conv.fx_name:
+            if n.op != "call_module":
+                return None
+            mod = model.module.get_submodule(n.target)
+            return mod if isinstance(mod, nn.modules.conv._ConvNd) else None
+    return None

@@ -1,0 +1,78 @@
+"""`vizcore report MODEL --out DIR`: a static, offline HTML atlas of a model, grown incrementally from a cache."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import LayerNotFoundError, OptionError
+from ..model import Model, load
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("report", help="write a static HTML atlas of a model's units",
+                       description="Write a static, offline HTML atlas: model summary, layer table, health, and a "
+                                   "page per layer with every rendered unit. Re-running with more layers renders "
+                                   "only what is new (cached by model hash and settings in OUT/.cache).")
+    p.add_argument("model", help="path to an .onnx file")
+    p.add_argument("--out", "-o", required=True, help="output folder (an earlier report there is grown in place)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--layers", nargs="+", metavar="LAYER",
+                       help="layers to render: names, output tensor names or indices (space- or comma-separated)")
+    which.add_argument("--auto", action="store_true",
+                       help="pick layers spread through the depth, with a budget that takes minutes on a CPU")
+    p.add_argument("--units-per-layer", type=int, default=None, metavar="N",
+                   help="channels rendered per layer, from channel 0 (default 8)")
+    p.add_argument("--classes", default=None, metavar="I,J,K", help="class logits to render, e.g. 1,9,130")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="class names: JSON list or text with one name a line (default: the model's vizcore.labels)")
+    p.add_argument("--steps", type=int, default=None, help="optimization steps per unit (default 128; --auto 64)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: model's, else 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    health = p.add_mutually_exclusive_group()
+    health.add_argument("--check", default=None, metavar="FILE",
+                        help="`vizcore check --json` results: mark dead and duplicate units")
+    health.add_argument("--health", action="store_true",
+                        help="run the health check on the rendered layers (needs `vizcore check`)")
+    p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a report")
+    return p
+
+
+def _layer_keys(model: Model, items: list[str] | None) -> list[str] | None:
+    """Layer keys from the command line: an item that names a layer stays whole, others split on commas."""
+    if not items:
+        return None
+    keys: list[str] = []
+    for item in items:
+        try:
+            model.layer(item)
+            keys.append(item)
+        except LayerNotFoundError:
+            parts = [s.strip() for s in item.split(",") if s.strip()]
+            if len(parts) <= 1:
+                raise
+            keys.extend(parts)
+    return keys
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from ..report import build_report
+
+    if not args.layers and not args.auto and not args.classes:
+        raise OptionError("nothing to render", "pass --layers A B, --auto, or --classes 1,9,130")
+    model = load(args.model, size=args.size)
+    err = Console(stderr=True)
+    index = build_report(model, args.out, layers=_layer_keys(model, args.layers), auto=args.auto,
+                         units_per_layer=args.units_per_layer, classes=args.classes, labels=args.labels,
+                         steps=args.steps, size=args.size, seed=args.seed,
+                         health=True if args.health else args.check, force=args.force,
+                         render_options={"device": args.device} if args.device != "auto" else None,
+                         fidelity=not args.no_fidelity,
+                         log=lambda m: err.print(f"[dim]{escape(m)}[/]", highlight=False))
+    console.print(f"report: [bold]{escape(str(index))}[/]", highlight=False)
+    return 0

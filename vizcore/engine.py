@@ -1,0 +1,431 @@
+"""The optimisation loop: gradient ascent on the input, many units at once, with the graph cut at the targets.
+
+One batch element per image; units are chunked by a memory budget; the forward stops at the deepest layer the
+objectives read. The engine knows nothing of files: it returns a `Result`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .errors import DeviceError, OptionError, VizcoreError
+from .model import Model, load
+from .objectives import Objective, batch_values
+from .plugins import get_manager
+from .preprocess import resolve as resolve_preprocess
+from .result import Result, Unit
+from .targets import resolve as resolve_targets
+
+
+class VizcoreWarning(UserWarning):
+    """A setting vizcore had to guess or change (value range, batch fallback, ...)."""
+
+
+# -- lifecycle objects handed to plugins ------------------------------------------------------------------------
+@dataclass
+class RenderRun:
+    """One chunk of a render as plugins see it (vizcore_render_start/step)."""
+
+    model: Model
+    units: list[Unit]
+    settings: dict[str, Any]
+    device: torch.device
+    steps: int
+    chunk: int
+    n_chunks: int
+    unit_offset: int
+    total_units: int
+
+
+@dataclass
+class StepState:
+    """The state after one step: `values` per image (detached), `images()` on demand; set `stop` to end early."""
+
+    step: int
+    values: torch.Tensor
+    _images: Callable[[], torch.Tensor] = field(repr=False)
+    stop: bool = False
+
+    def images(self) -> torch.Tensor:
+        """The current images in 0..1, (k, C, ...), detached."""
+        return self._images()
+
+
+# -- ReLU gradient override ---------------------------------------------------------------------------------------
+class _Switch:
+    on = False
+
+
+class _RedirectedClamp(torch.autograd.Function):
+    """clamp(x, lo, hi) with Lucid's ReLU gradient override for images whose true gradient here is all zero.
+
+    For such an image, the gradient also flows where it would move x back into [lo, hi]; images that already
+    get a gradient through this op keep the true one, so the override only un-blocks, never misleads.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lo: float | None, hi: float | None) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.lo, ctx.hi = lo, hi
+        return torch.clamp(x, lo, hi)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        inside = torch.ones_like(x, dtype=torch.bool)
+        redirect = torch.ones_like(x, dtype=torch.bool)
+        # loss = -objective is minimized: g < 0 pushes x up, g > 0 pushes x down.
+        if ctx.lo is not None:
+            inside &= x > ctx.lo
+            redirect &= (x > ctx.lo) | (g < 0)
+        if ctx.hi is not None:
+            inside &= x < ctx.hi
+            redirect &= (x < ctx.hi) | (g > 0)
+        true_g = g * inside
+        blocked = true_g.flatten(1).abs().amax(1) == 0
+        mask = torch.where(blocked.view(-1, *([1] * (g.dim() - 1))), redirect, inside)
+        return g * mask, None, None
+
+
+class _Redirected(nn.Module):
+    """Wraps a ReLU-like module; while the switch is on, its zero-gradient region passes useful gradients."""
+
+    def __init__(self, inner: nn.Module, lo: float | None, hi: float | None, switch: type[_Switch] | _Switch):
+        super().__init__()
+        self.inner, self.lo, self.hi, self.switch = inner, lo, hi, switch
+
+    def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        if self.switch.on and x.requires_grad:
+            return _RedirectedClamp.apply(x, self.lo, self.hi)
+        return self.inner(x, *args)
+
+
+def _clamp_bounds(m: nn.Module) -> tuple[float | None, float | None] | None:
+    if isinstance(m, nn.ReLU):
+        return 0.0, None
+    if isinstance(m, nn.ReLU6):
+        return 0.0, 6.0
+    if isinstance(m, nn.Hardtanh):
+        return float(m.min_val), float(m.max_val)
+    if type(m).__name__ == "OnnxClip":
+        lo, hi = getattr(m, "min_val", None), getattr(m, "max_val", None)
+        as_f = (lambda v: None if v is None else float(v))
+        try:
+            return as_f(lo), as_f(hi)
+        except (TypeError, ValueError, RuntimeError):
+            return None
+    return None
+
+
+def redirect_relus(gm: torch.fx.GraphModule, switch: _Switch) -> int:
+    """Replace ReLU/ReLU6/Clip modules of a cut graph by redirected ones (the model's own module is untouched)."""
+    n = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        m = gm.get_submodule(node.target)
+        bounds = _clamp_bounds(m)
+        if bounds is not None and len(node.args) == 1:
+            setattr(gm, node.target, _Redirected(m, *bounds, switch))
+            n += 1
+    return n
+
+
+# -- the network as the loop sees it ------------------------------------------------------------------------------
+class _Net(nn.Module):
+    """0..1 images -> (resize to a fixed input size) -> normalize -> cut graph -> {layer index: activation}."""
+
+    def __init__(self, model: Model, cut: nn.Module, indices: Sequence[int], normalize: nn.Module,
+                 fixed: tuple[int, ...] | None) -> None:
+        super().__init__()
+        self.cut, self.normalize, self.indices, self.fixed = cut, normalize, list(indices), fixed
+        self.extra = [t for t in model.inputs if t is not model.input]
+        self.model = [model]
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        if self.fixed is not None and tuple(x.shape[2:]) != self.fixed:
+            x = F.interpolate(x, size=self.fixed, mode="bilinear" if x.dim() == 4 else "linear",
+                              align_corners=False)
+        x = self.normalize(x)
+        feeds = self.model[0]._feeds(x) if self.extra else [x]
+        outs = self.cut(*[f.to(x.device) for f in feeds])
+        return dict(zip(self.indices, outs))
+
+
+# -- settings -----------------------------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; asking for CUDA without one is a DeviceError."""
+    text = str(device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(text)
+    except RuntimeError as exc:
+        raise DeviceError(f"unknown device {text!r}", "use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("CUDA was asked for but no CUDA GPU is available", "use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"{text} does not exist: {torch.cuda.device_count()} GPU(s) found",
+                              f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type != "cpu":
+        raise DeviceError(f"device {text!r} is not supported", "use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def _default_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.7)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return int(min(total * 0.25, 6 << 30))
+
+
+def parse_memory(text: str | int | None) -> int | None:
+    """'2GB', '512M', '1.5g' or a byte count -> bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    t = str(text).strip().upper().rstrip("B").rstrip("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1] if t[-1:] in "KMGT" else t) * mult)
+    except ValueError as exc:
+        raise OptionError(f"cannot read memory size {text!r}", "write e.g. 512M or 4G") from exc
+
+
+def _bytes_per_image(model: Model, deepest: int, shape: Sequence[int], amp: bool) -> int:
+    """Rough peak memory of one image's forward+backward up to the deepest layer (activations kept for backward)."""
+    probe = model.input_shape(1)
+    scale = float(np.prod(shape[2:])) / float(np.prod(probe[2:]))
+    numel = sum(int(np.prod(l.shape)) for l in model.layers[: deepest + 1] if l.shape)
+    bytes_per = 2 if amp else 4
+    return int(numel * scale * bytes_per * 3 + np.prod(shape[1:]) * 4 * 16)
+
+
+# -- the loop -----------------------------------------------------------------------------------------------------
+def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def _unit(obj: Objective, target: str) -> Unit:
+    layer = obj.layer
+    return Unit(target=target, kind=obj.kind, layer=layer.name if layer else None,
+                layer_index=layer.index if layer else None, channel=obj.channel, label=obj.label)
+
+
+def _targets_with_strings(model: Model, targets: Any) -> tuple[list[Objective], list[str]]:
+    items = [targets] if isinstance(targets, (str, Objective)) else list(targets)
+    objs, names = [], []
+    for t in items:
+        bound = resolve_targets(model, t)
+        objs.extend(bound)
+        if isinstance(t, str) and len(bound) == 1:
+            names.append(t)
+        else:
+            names.extend(o.label if not isinstance(t, str) else f"{t.rpartition(':')[0]}:{o.channel}"
+                         for o in bound)
+    return objs, names
+
+
+def render(
+    model: Model | str | os.PathLike[str],
+    targets: str | Objective | Sequence[str | Objective],
+    *,
+    steps: int = 256,
+    size: int | None = None,
+    param: str = "fft",
+    param_options: dict[str, Any] | None = None,
+    transforms: str | Sequence[str] = "standard",
+    l1: float = 0.0,
+    l2: float = 0.0,
+    tv: float = 0.0,
+    regularizers: dict[str, float] | None = None,
+    lr: float = 0.05,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    amp: bool = False,
+    max_memory: str | int | None = None,
+    batch_size: int | None = None,
+    relu_override: float = 0.25,
+    preprocess: str | None = None,
+    value_range: str | None = None,
+    record_every: int = 8,
+    images_per_unit: int = 1,
+    on_warning: Callable[[str], None] | None = None,
+) -> Result:
+    """Synthesize, for every target, the input that maximizes it; returns images, values and traces.
+
+    `targets` are target strings (see `vizcore.targets`) and/or Objective objects, one image per unit
+    (`images_per_unit` for several, e.g. with a diversity term). `relu_override` is the fraction of steps that
+    use Lucid's ReLU gradient override, so units blocked by a ReLU still get a gradient at first.
+    """
+    t0 = time.perf_counter()
+    warn = on_warning or (lambda m: warnings.warn(m, VizcoreWarning, stacklevel=3))
+    messages: list[str] = []
+
+    def note(msg: str) -> None:
+        messages.append(msg)
+        warn(msg)
+
+    if not isinstance(model, Model):
+        model = load(model)
+    if not isinstance(steps, int) or steps <= 0:
+        raise OptionError(f"steps must be a positive integer, got {steps!r}", "e.g. --steps 256")
+    if lr <= 0:
+        raise OptionError(f"learning rate must be positive, got {lr}", "e.g. --lr 0.05")
+    if images_per_unit < 1:
+        raise OptionError("images_per_unit must be >= 1", "e.g. 4 with a diversity term")
+    if not 0.0 <= float(relu_override) <= 1.0:
+        raise OptionError(f"relu_override is a fraction of the steps, got {relu_override}", "use 0..1, e.g. 0.25")
+    model.input  # noqa: B018  raises for integer-typed inputs
+    dev = resolve_device(device)
+    if amp and dev.type != "cuda":
+        note("--amp needs CUDA; running in float32 on the CPU")
+        amp = False
+    pm = get_manager()
+    param_factory = pm.get("params", param)
+    tnames = [transforms] if isinstance(transforms, str) else list(transforms)
+    tnames = [n.strip() for t in tnames for n in t.split(",") if n.strip()]
+    tfactories = [pm.get("transforms", n) for n in tnames]
+    regs_w = {"l1": l1, "l2": l2, "tv": tv, **(regularizers or {})}
+    regs = [pm.get("regularizers", n)(float(w)) for n, w in regs_w.items() if w]
+    pre = resolve_preprocess(model, preprocess, value_range)
+    for w in pre.warnings:
+        note(w)
+
+    objectives, names = _targets_with_strings(model, targets)
+    units = [_unit(o, n) for o, n in zip(objectives, names) for _ in range(images_per_unit)]
+    indices = sorted({i for o in objectives for i in o.targets})
+    if not indices:
+        raise OptionError("the objectives read no layer", "give a target such as LAYER:CH or class:IDX")
+
+    fixed = model.fixed_size
+    full_shape = model.input_shape(1, size)
+    if size is None:
+        size = full_shape[-1]
+    if size < 8:
+        raise OptionError(f"size {size} is too small", "use --size 64 or more")
+    shape = (1, full_shape[1], *([size] * (len(full_shape) - 2)))
+    channels = shape[1]
+
+    cut = model.cut_at(indices)
+    switch = _Switch()
+    n_redirected = redirect_relus(cut, switch) if relu_override > 0 else 0
+    net = _Net(model, cut, indices, pre.module(channels), fixed)
+    model.module.to(dev)
+    net.to(dev)
+    tlist = [t for f in tfactories for t in f(size)]
+
+    # Can the network take this size at all? (one cheap no-grad forward on the un-transformed image)
+    try:
+        with torch.no_grad():
+            net(torch.full(shape, 0.5, device=dev))
+    except Exception as exc:
+        if isinstance(exc, VizcoreError):
+            raise
+        raise OptionError(f"the model cannot run on a {size}-pixel input: {str(exc).splitlines()[0][:160]}",
+                          "use a larger --size (see the input shape in `vizcore inspect`)") from exc
+
+    n_units = len(objectives)
+    per_image = _bytes_per_image(model, max(indices), shape, amp)
+    budget = parse_memory(max_memory) or _default_budget(dev)
+    per_unit = per_image * images_per_unit
+    if per_unit > budget:
+        raise DeviceError(f"one unit needs about {per_unit / 2**20:.0f} MiB but the memory budget is "
+                          f"{budget / 2**20:.0f} MiB", "raise --max-memory or lower --size")
+    chunk = max(1, budget // per_unit)
+    if batch_size:
+        chunk = min(chunk, max(1, batch_size))
+    if not model.batch_ok and chunk * images_per_unit > 1:
+        if images_per_unit > 1:
+            raise OptionError("this model only runs at batch 1, so it cannot render several images per unit",
+                              "use images_per_unit=1")
+        note("the model's graph only works at batch 1: rendering one unit at a time (slower)")
+        chunk = 1
+    chunk = min(chunk, n_units)
+    n_chunks = math.ceil(n_units / chunk)
+
+    settings = {
+        "targets": names, "steps": steps, "size": size, "param": param, "param_options": param_options or {},
+        "transforms": tnames, "regularizers": {k: v for k, v in regs_w.items() if v}, "lr": lr, "seed": seed,
+        "device": str(dev), "amp": amp, "relu_override": relu_override, "relu_redirected_modules": n_redirected,
+        "preprocess": pre.to_json(), "record_every": record_every, "images_per_unit": images_per_unit,
+        "chunk_units": chunk, "max_memory": budget, "network_input": list(fixed) if fixed else None,
+        "vizcore_version": __version__,
+    }
+    want_steps = pm.has_impls("vizcore_render_step")
+    all_images: list[np.ndarray] = []
+    all_values: list[np.ndarray] = []
+    all_traces: list[list[float]] = []
+    trace_steps: list[int] = []
+    override_steps = int(round(relu_override * steps))
+    k = images_per_unit
+
+    for ci, (a, b) in enumerate(_chunks(n_units, chunk)):
+        objs = objectives[a:b]
+        n_img = (b - a) * k
+        run = RenderRun(model=model, units=units[a * k:b * k], settings=settings, device=dev, steps=steps,
+                        chunk=ci, n_chunks=n_chunks, unit_offset=a * k, total_units=n_units * k)
+        torch.manual_seed(seed)
+        p = param_factory((n_img, *shape[1:]), units=b - a, **(param_options or {})).to(dev)
+        opt = torch.optim.Adam(p.parameters(), lr=lr)
+        pm.call("vizcore_render_start", run=run)
+        trace: list[torch.Tensor] = []
+        trace_steps = []
+        for step in range(1, steps + 1):
+            switch.on = step <= override_steps
+            img = p()
+            x = img
+            for t in tlist:
+                x = t(x)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                acts = net(x)
+            vals = batch_values(objs, {i: v.float() for i, v in acts.items()}, k)
+            gain = vals
+            for r in regs:
+                gain = gain - r(img)
+            opt.zero_grad(set_to_none=True)
+            (-gain.sum()).backward()
+            opt.step()
+            if step % record_every == 0 or step == steps:
+                trace.append(vals.detach())
+                trace_steps.append(step)
+            if want_steps:
+                state = StepState(step=step, values=vals.detach(), _images=lambda p=p: p().detach())
+                pm.call("vizcore_render_step", run=run, state=state)
+                if state.stop:
+                    trace.append(vals.detach())
+                    trace_steps.append(step)
+                    break
+        switch.on = False
+        with torch.no_grad():
+            img = p()
+            final = batch_values(objs, {i: v.float() for i, v in net(img).items()}, k)
+        all_images.append((img.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+        all_values.append(final.float().cpu().numpy())
+        all_traces.extend(torch.stack(trace, 1).float().cpu().numpy().tolist())
+
+    images = np.concatenate(all_images)
+    images = np.moveaxis(images, 1, -1)  # (N, H, W, C) or (N, L, C)
+    result = Result(images=images, values=np.concatenate(all_values).astype(np.float32),
+                    traces=all_traces, units=units, settings=settings,
+                    model=model.summary(), timings={"seconds": time.perf_counter() - t0}, warnings=messages,
+                    trace_steps=trace_steps)
+    pm.call("vizcore_render_end", run=run, result=result)
+    return result

@@ -1,0 +1,50 @@
+"""JUnit XML for CI systems: one test case per check per layer, so Jenkins/GitLab/GitHub show what failed where."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Characters XML 1.0 cannot hold (control characters other than tab, newline, carriage return; surrogates; U+FFFE/F).
+_NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test case: `classname` groups it (the layer, or "model"), `name` is the check."""
+
+    classname: str
+    name: str
+    failure: str | None = None  # message when the check failed
+    skipped: str | None = None  # reason when the check did not run
+    details: str = ""  # system-out text (e.g. the channel indices)
+    time: float = 0.0
+
+
+def _clean(s: str) -> str:
+    return _NOT_XML.sub("\ufffd", s)
+
+
+def junit_xml(suite: str, cases: Sequence[Case], time: float = 0.0) -> str:
+    """A JUnit XML document (one <testsuite> inside <testsuites>) for these cases."""
+    failures = sum(1 for c in cases if c.failure is not None)
+    skipped = sum(1 for c in cases if c.skipped is not None and c.failure is None)
+    counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": str(skipped),
+              "time": f"{time:.3f}"}
+    root = ET.Element("testsuites", {"name": _clean(suite), **counts})
+    ts = ET.SubElement(root, "testsuite", {"name": _clean(suite), **counts})
+    for c in cases:
+        tc = ET.SubElement(ts, "testcase", {"classname": _clean(c.classname), "name": _clean(c.name),
+                                            "time": f"{c.time:.3f}"})
+        if c.failure is not None:
+            f = ET.SubElement(tc, "failure", {"message": _clean(c.failure.splitlines()[0] if c.failure else ""),
+                                              "type": "threshold"})
+            f.text = _clean(c.failure)
+        elif c.skipped is not None:
+            ET.SubElement(tc, "skipped", {"message": _clean(c.skipped)})
+        if c.details:
+            ET.SubElement(tc, "system-out").text = _clean(c.details)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

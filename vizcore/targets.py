@@ -1,0 +1,117 @@
+"""Target strings -> objectives: the shorthand shared by the CLI and the Python API.
+
+    LAYER:CH        channel CH of LAYER (mean activation)
+    LAYER:CH@X,Y    one neuron: channel CH at position (X, Y) of the layer's output
+    LAYER:A-B       channels A..B, one image each;  LAYER:all  every channel
+    LAYER           DeepDream on the whole layer
+    class:IDX       logit IDX of the single output (pre-softmax);  OUTPUT:IDX  of a named output
+    NAME:LAYER[:ARGS]  a plugin objective NAME (see `vizcore plugins`), ARGS comma-separated numbers
+LAYER is a layer name, output tensor name or index, as `vizcore inspect` prints them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from .errors import LayerNotFoundError, TargetError
+from .objectives import Channel, ClassLogit, DeepDream, Neuron, Objective
+
+if TYPE_CHECKING:
+    from .model import Model
+
+GRAMMAR = "targets look like LAYER:CH, LAYER:CH@X,Y, LAYER:A-B, LAYER:all, LAYER, class:IDX or OUTPUT:IDX"
+_CH = re.compile(r"^(\d+)$")
+_RANGE = re.compile(r"^(\d+)-(\d+)$")
+_NEURON = re.compile(r"^(\d+)@(\d+)(?:,(\d+))?$")
+_BUILTIN_NAMES = {"channel", "neuron", "deepdream", "layer", "class", "direction", "diversity"}
+
+
+def _number(s: str) -> int | float:
+    try:
+        return int(s)
+    except ValueError:
+        try:
+            return float(s)
+        except ValueError as exc:
+            raise TargetError(f"{s!r} is not a number", GRAMMAR) from exc
+
+
+def _is_layer(model: Model, key: str) -> bool:
+    try:
+        model.layer(key)
+        return True
+    except LayerNotFoundError:
+        return False
+
+
+def _plugin_objective(model: Model, name: str, rest: str) -> Objective:
+    from .plugins import get_manager
+
+    factory = get_manager().get("objectives", name)
+    layer, _, args = rest.partition(":") if not _is_layer(model, rest) else (rest, "", "")
+    params = [_number(a) for a in args.split(",") if a.strip()] if args else []
+    obj = factory(layer, *params)
+    if not isinstance(obj, Objective):
+        raise TargetError(f"objective {name!r} returned {type(obj).__name__}, not an Objective",
+                          "the plugin that provides it is broken")
+    return obj
+
+
+def parse(model: Model, spec: str) -> list[Objective]:
+    """Objectives (unbound) for one target string; `LAYER:all` and ranges give several."""
+    spec = spec.strip()
+    if not spec:
+        raise TargetError("empty target", GRAMMAR)
+    if _is_layer(model, spec):
+        return [DeepDream(spec)]
+    if ":" not in spec:
+        model.layer(spec)  # raises LayerNotFoundError with the closest names
+    first, _, after = spec.partition(":")
+    head, _, tail = spec.rpartition(":")
+    if head == "class":
+        if not _CH.match(tail):
+            raise TargetError(f"malformed class target {spec!r}", "use class:IDX, e.g. class:1")
+        return [ClassLogit(int(tail))]
+    if head in {o.name for o in model.outputs} and _CH.match(tail):
+        return [ClassLogit(int(tail), output=head)]
+    if not _is_layer(model, head):
+        from .plugins import get_manager
+
+        if first in get_manager().registry("objectives") and first not in _BUILTIN_NAMES:
+            return [_plugin_objective(model, first, after)]
+        model.layer(head)  # raises with suggestions
+    layer = model.layer(head)
+    key = head
+    if tail == "all":
+        n = layer.channels
+        if n is None:
+            raise TargetError(f"layer {layer.name!r} has no channel dimension", "use LAYER for DeepDream instead")
+        return [Channel(key, c) for c in range(n)]
+    if m := _RANGE.match(tail):
+        a, b = int(m.group(1)), int(m.group(2))
+        if b < a:
+            raise TargetError(f"empty channel range {tail!r} in {spec!r}", "write LOW-HIGH with LOW <= HIGH")
+        return [Channel(key, c) for c in range(a, b + 1)]
+    if m := _NEURON.match(tail):
+        x = int(m.group(2))
+        y = int(m.group(3)) if m.group(3) is not None else None
+        return [Neuron(key, int(m.group(1)), x, y if y is not None else x)]
+    if _CH.match(tail):
+        return [Channel(key, int(tail))]
+    raise TargetError(f"malformed target {spec!r}", GRAMMAR)
+
+
+def resolve(model: Model, targets: str | Objective | Iterable[str | Objective]) -> list[Objective]:
+    """Bound objectives, one per unit, from strings and/or Objective objects."""
+    items: Sequence[str | Objective] = [targets] if isinstance(targets, (str, Objective)) else list(targets)
+    if not items:
+        raise TargetError("no targets given", GRAMMAR)
+    out: list[Objective] = []
+    for t in items:
+        objs = parse(model, t) if isinstance(t, str) else [t]
+        for o in objs:
+            o.bind(model)
+        out.extend(objs)
+    return out
