@@ -13,10 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from tiny import TinyCNN, export
 
 import vizcore
 from vizcore import cli, plugins
@@ -33,24 +31,6 @@ def docs_example(dest: Path) -> Path:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_text(body)
     return dest / Path(files[0][0]).parts[0]
-
-
-def tiny_model(path: Path, size: int = 32) -> Path:
-    """Conv(3->4) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4->2), dynamic batch, seeded weights."""
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
-        ("w", rng.normal(0, 0.5, (4, 3, 3, 3))), ("b", np.zeros(4)), ("fw", rng.normal(0, 0.5, (2, 4))),
-        ("fb", np.zeros(2)))]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["conv"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
-             helper.make_node("GlobalAveragePool", ["relu"], ["gap"], name="gap"),
-             helper.make_node("Flatten", ["gap"], ["flat"], name="flat"),
-             helper.make_node("Gemm", ["flat", "fw", "fb"], ["logits"], transB=1, name="fc")]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                            ["N", 3, size, size])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +59,8 @@ def installed(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    return tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+    """tests/tiny.py's TinyCNN with its first node named `conv` (8 channels, 32 px)."""
+    return export(TinyCNN(), tmp_path_factory.mktemp("model") / "tiny.onnx", (1, 3, 32, 32), names={0: "conv"})
 
 
 def test_installed_plugins_are_listed_with_version_source_and_what_they_add(installed, capsys):
@@ -98,7 +79,7 @@ def test_installed_plugins_are_listed_with_version_source_and_what_they_add(inst
 
 
 def test_plugins_work_through_the_python_api(installed, model_path, tmp_path):
-    result = vizcore.render(model_path, ["peak:conv:1", "conv:2"], steps=24, param="maco", device="cpu",
+    result = vizcore.render(model_path, ["peak:conv:1", "conv:2"], steps=24, size=32, param="maco", device="cpu",
                             record_every=4, preprocess="none", value_range="0,1", seed=0)
     assert result.settings["param"] == "maco"
     assert [u.label for u in result.units][0] == "peak(conv:1)"
@@ -121,8 +102,8 @@ def test_disabled_plugin_is_not_used(installed, model_path, capsys):
 def test_plugins_work_through_the_cli(installed, model_path, tmp_path, capsys):
     out = tmp_path / "out"
     code = cli.main(["render", str(model_path), "peak:conv:1", "conv:2", "--param", "maco", "--export", "png",
-                     "--export", "gif", "--export", "manifest", "--steps", "12", "--device", "cpu", "--quiet",
-                     "--preprocess", "none", "--range", "0,1", "--out", str(out)])
+                     "--export", "gif", "--export", "manifest", "--steps", "12", "--size", "32", "--device", "cpu",
+                     "--quiet", "--preprocess", "none", "--range", "0,1", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["param"] == "maco"

@@ -173,6 +173,16 @@ def test_cache_grows_report_without_recomputation(model: vizcore.Model, tmp_path
     assert len(list((out / ".cache").glob("*.png"))) == 10  # the cache keeps everything
 
 
+def test_growing_a_report_keeps_its_settings(model: vizcore.Model, tmp_path: Path) -> None:
+    out, fake = tmp_path / "r", FakeRenderer()
+    build_report(model, out, layers=[HOSTILE], units_per_layer=3, steps=8, size=40, seed=3, renderer=fake,
+                 fidelity=False)
+    build_report(model, out, layers=[HOSTILE, TRAVERSAL], renderer=fake, fidelity=False)  # no settings given
+    assert fake.units == 3 + 3  # only the new layer, with the earlier run's settings
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["settings"] == {"steps": 8, "size": 40, "seed": 3} and man["units_per_layer"] == 3
+
+
 def test_cache_key_depends_on_model_settings_and_unit(model: vizcore.Model) -> None:
     a = UnitSpec("channel", model.layer(HOSTILE), 1)
     k = UnitCache.key(model.sha256, {"steps": 8}, a)
@@ -202,7 +212,8 @@ def test_refuses_foreign_nonempty_folder(model: vizcore.Model, tmp_path: Path) -
 
 
 def test_health_marks_dead_and_duplicate_units(model: vizcore.Model, tmp_path: Path) -> None:
-    health = {"model": {}, "passed": False, "fidelity": {}, "failures": ["too many dead units"],
+    health = {"model": {"sha256": model.sha256}, "passed": False, "fidelity": {},
+              "failures": [{"check": "dead", "layer": HOSTILE, "message": "too many dead units"}],
               "layers": [{"name": HOSTILE, "channels": 6, "dead": [1, 5], "constant": [],
                           "duplicates": [[0, 3, "rot90", 0.98]]}]}
     path = tmp_path / "check.json"
@@ -217,6 +228,11 @@ def test_health_marks_dead_and_duplicate_units(model: vizcore.Model, tmp_path: P
     assert "failed" in front and "too many dead units" in front and "2 dead" in front
     page = (index.parent / f"layer-{model.layer(HOSTILE).index}.html").read_text(encoding="utf-8")
     assert page.count('class="unit is-dead"') == 1 and page.count("is-dup") == 2
+    # results of another model are refused before anything renders
+    path.write_text(json.dumps({**health, "model": {"sha256": "0" * 64}}))
+    with pytest.raises(OptionError, match="another model"):
+        build_report(model, tmp_path / "r2", layers=[HOSTILE], renderer=FakeRenderer(), health=path)
+    assert not (tmp_path / "r2").exists()
 
 
 def test_no_network_references(model: vizcore.Model, tmp_path: Path) -> None:
@@ -269,6 +285,9 @@ def test_cli_report_with_the_real_engine(tmp_path: Path) -> None:
     assert main(args) == 0
     man = json.loads((out / "manifest.json").read_text())
     assert len(man["units"]) == 4
+    # the health check ran on the rendered layer (default), and its findings reached the front page
+    assert [ly["name"] for ly in man["health"]["layers"]] == [HOSTILE]
+    assert "health check" in (out / "index.html").read_text(encoding="utf-8")
     assert all(len(u["trace"]) >= 1 and u["settings"]["steps"] == 4 for u in man["units"])
     from PIL import Image
 

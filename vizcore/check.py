@@ -209,9 +209,14 @@ def _dead_units(model: Model, chosen: list[CheckedLayer], cfg: CheckConfig, note
         best = dead_mod.ascend(model, jobs, steps=cfg.ascent_steps, size=_ascent_size(model, cfg), lr=cfg.ascent_lr,
                                seed=cfg.seed, device=cfg.device, on_warning=warn)
         notes.append(f"gradient ascent: {n_units} units of {len(jobs)} layers, {cfg.ascent_steps} steps")
+    distinct = probes.images.shape[0] >= 2
+    if not distinct:
+        notes.append("constant units not judged: it takes at least two probe inputs")
     for c in chosen:
         i = c.layer.index
         v = dead_mod.classify(stats[i], best.get(i), cfg.dead_threshold, cfg.constant_tolerance)
+        if not distinct:
+            v.constant = []
         v.ascent = ("disabled" if not can_ascend else "unavailable" if not available else
                     "ran" if i in {lay.index for lay, _, _ in jobs} else "not needed")
         verdicts[i] = v

@@ -52,10 +52,11 @@ class CheckConfig:
     fail_on_nonfinite: bool = True
     # diff: largest allowed increase of a layer's dead (or constant) fraction, and new duplicate pairs
     max_dead_increase: float = 0.02
+    max_constant_increase: float = 0.02
     fail_on_new_duplicates: bool = False
     max_fidelity_increase: float = 1e-3
     # detection
-    dead_threshold: float = 1e-3  # a unit is dead if it never exceeds this fraction of its layer's peak
+    dead_threshold: float = 1e-2  # a unit is dead if it never exceeds this fraction of its layer's peak
     constant_tolerance: float = 1e-4  # ... constant if its output varies across inputs by less than this fraction
     duplicate_threshold: float = 0.95  # cosine similarity above which two filters are duplicates
     max_shift: int = 1  # spatial shifts tried, in pixels
@@ -72,7 +73,7 @@ class CheckConfig:
     photos: bool = True
     batch: int = 8
     ascent_steps: int = 24
-    ascent_size: int = 64
+    ascent_size: int = 32
     ascent_lr: float = 0.05
     ascent: str = "candidates"  # "candidates" (units the probes never drove), "all", "none"
     device: str = "cpu"
@@ -137,7 +138,7 @@ def _validated(cfg: CheckConfig) -> CheckConfig:
         raise OptionError(f"duplicate-threshold = {cfg.duplicate_threshold} is not a cosine similarity",
                           "use a number from -1 to 1, e.g. 0.95")
     for name in ("dead_threshold", "constant_tolerance", "max_fidelity_diff", "max_dead_increase",
-                 "max_fidelity_increase"):
+                 "max_constant_increase", "max_fidelity_increase"):
         v = getattr(cfg, name)
         if not (v >= 0 and math.isfinite(v)):
             raise OptionError(f"{name.replace('_', '-')} = {v} must be a finite number >= 0")

@@ -63,6 +63,11 @@ class StepState:
         return self._images()
 
 
+def _no_grad_call(p: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return p()
+
+
 # -- ReLU gradient override ---------------------------------------------------------------------------------------
 class _Switch:
     on = False
@@ -407,7 +412,7 @@ def render(
                 trace.append(vals.detach())
                 trace_steps.append(step)
             if want_steps:
-                state = StepState(step=step, values=vals.detach(), _images=lambda p=p: p().detach())
+                state = StepState(step=step, values=vals.detach(), _images=lambda p=p: _no_grad_call(p))
                 pm.call("vizcore_render_step", run=run, state=state)
                 if state.stop:
                     trace.append(vals.detach())

@@ -225,8 +225,19 @@ class Model:
         g = torch.Generator().manual_seed(seed)
         return torch.rand(self.input_shape(batch, size), generator=g)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the converted module's weights live (the engine may move them to CUDA)."""
+        for t in self.module.parameters():
+            return t.device
+        for t in self.module.buffers():
+            return t.device
+        return torch.device("cpu")
+
     def _feeds(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [x if t is self.input else _zeros_for(t, x.shape[0]) for t in self.inputs]
+        """All graph inputs for input `x` (other inputs zero), on the module's device."""
+        dev = self.device
+        return [x.to(dev) if t is self.input else _zeros_for(t, x.shape[0]).to(dev) for t in self.inputs]
 
     def run(self, x: torch.Tensor) -> Any:
         """The full converted graph on input `x` (other inputs, if any, zero)."""
@@ -242,7 +253,7 @@ class Model:
             with torch.no_grad():
                 both = _first_tensor(self.run(x))
                 one = _first_tensor(self.run(x[1:2]))
-            return both.shape[0] == 2 and torch.allclose(both[1:2], one, atol=1e-4, rtol=1e-3)
+            return both.shape[0] == 2 and torch.allclose(both[1:2], one, atol=1e-3, rtol=1e-2)
         except Exception:
             return False
 
@@ -258,7 +269,7 @@ class Model:
         so.log_severity_level = 3
         try:
             sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-            arrays = {t.name: f.numpy() for t, f in zip(self.inputs, feeds)}
+            arrays = {t.name: f.cpu().numpy() for t, f in zip(self.inputs, feeds)}
             try:
                 ref = sess.run(None, arrays)
             except Exception:
@@ -269,12 +280,17 @@ class Model:
                 ref = [np.concatenate(parts) for parts in zip(*runs)]
         except Exception as exc:
             return {"available": False, "reason": f"onnxruntime could not run the model: {str(exc).splitlines()[0]}"}
-        with torch.no_grad():
-            got = self.module(*feeds)
+        try:
+            with torch.no_grad():
+                got = self.module(*feeds)
+        except Exception as exc:  # the converted graph itself fails (e.g. batch 1 baked in): a result, not a crash
+            return {"available": True, "onnxruntime": ort.__version__, "input_shape": list(x.shape), "seed": seed,
+                    "max_abs_diff": float("inf"), "per_output": {},
+                    "error": f"the converted graph fails: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         got = list(got) if isinstance(got, (tuple, list)) else [got]
         diffs = {}
         for info, r, t in zip(self.outputs, ref, got):
-            t = t.detach().float().numpy()
+            t = t.detach().float().cpu().numpy()
             if r.shape != t.shape:
                 diffs[info.name] = float("inf")
             else:
@@ -473,6 +489,12 @@ def _convert(proto: onnx.ModelProto, names: Sequence[str] | None = None) -> fx.G
 
     registry.install(f for f, _ in get_manager().registry("converters").values())
     _check_supported(proto, names)
+    for node in proto.graph.node:  # custom domains: no dots in torch module names (see registry.safe_domain)
+        if node.domain not in ("", "ai.onnx"):
+            node.domain = registry.safe_domain(node.domain)
+    for o in proto.opset_import:
+        if o.domain not in ("", "ai.onnx"):
+            o.domain = registry.safe_domain(o.domain)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -494,8 +516,11 @@ def _convert(proto: onnx.ModelProto, names: Sequence[str] | None = None) -> fx.G
     return gm
 
 
-def _scope_name(node: onnx.NodeProto) -> str | None:
-    """`module.path/OpType` from a dynamo export's `pkg.torch.onnx.name_scopes` metadata, if present."""
+def _scope_name(node: onnx.NodeProto, inits: set[str]) -> str | None:
+    """`module.path/OpType` for dynamo exports: from the weight's state-dict name (`conv1.weight`: exact even when
+    BatchNorm was fused into the Conv), else from the `pkg.torch.onnx.name_scopes` metadata."""
+    if len(node.input) > 1 and node.input[1] in inits and node.input[1].endswith(".weight"):
+        return f"{node.input[1][:-len('.weight')]}/{node.op_type}"
     for p in node.metadata_props:
         if p.key == "pkg.torch.onnx.name_scopes":
             try:
@@ -507,10 +532,11 @@ def _scope_name(node: onnx.NodeProto) -> str | None:
     return None
 
 
-def _display_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
+def _display_names(nodes: Sequence[onnx.NodeProto], inits: set[str] = frozenset()) -> list[str]:
     """Unique, readable layer names: the node's name, or its torch module path for dynamo exports."""
-    scoped = [_scope_name(n) for n in nodes]
-    use_scopes = sum(s is not None for s in scoped) * 2 >= max(len(nodes), 1)
+    dynamo = any(p.key == "pkg.torch.onnx.name_scopes" for n in nodes[:50] for p in n.metadata_props)
+    scoped = [_scope_name(n, inits) if dynamo else None for n in nodes]
+    use_scopes = dynamo
     seen: dict[str, int] = {}
     names = []
     for i, n in enumerate(nodes):
@@ -560,7 +586,7 @@ def load(path: str | os.PathLike[str], *, size: int | None = None) -> Model:
     inputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.input if vi.name not in inits]
     outputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.output]
     nodes = list(proto.graph.node)
-    names = _display_names(nodes)
+    names = _display_names(nodes, inits)
     originals = [n.name for n in nodes]
     outs_of = [list(n.output) for n in nodes]
     ins_of = [list(n.input) for n in nodes]
@@ -579,7 +605,7 @@ def load(path: str | os.PathLike[str], *, size: int | None = None) -> Model:
         raise ModelLoadError(f"the converted graph does not run on a {shape} input: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                              "pass the size the model expects, or run with --debug") from exc
-    fx_names = {n.target: n.name for n in gm.graph.nodes if n.op == "call_module"}
+    fx_names = {n.target.rsplit("/", 1)[-1]: n.name for n in gm.graph.nodes if n.op == "call_module"}
     layers, aliases = [], []
     for i, name in enumerate(names):
         fxn = fx_names.get(f"n{i}")

@@ -85,8 +85,9 @@ class UnitRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The unit's entry in the report manifest."""
-        return {**self.spec.ident, "label": self.label or None, "file": self.spec.file, "value": self.value,
-                "trace": self.trace, "trace_steps": self.trace_steps, "settings": self.settings, "cache_key": self.key,
+        return {**self.spec.ident, "label": self.label or None, "file": self.spec.file, "value": _finite(self.value),
+                "trace": [_finite(v) for v in self.trace], "trace_steps": self.trace_steps,
+                "settings": self.settings, "cache_key": self.key,
                 "flags": [t for _, t in self.flags]}
 
 
@@ -122,6 +123,12 @@ class UnitCache:
         atomic_write_text(self.root / f"{key}.json", json.dumps({**record, "key": key}, default=_json_default))
 
 
+def _finite(v: Any) -> float | None:
+    """A float for JSON: NaN and infinities (a diverged render) become None."""
+    f = float(v)
+    return f if np.isfinite(f) else None
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
@@ -134,8 +141,9 @@ def _json_default(o: Any) -> Any:
 
 # -- choosing what to show -------------------------------------------------------------------------------------------
 def _spatial(layer: Layer) -> bool:
-    return layer.shape is not None and len(layer.shape) == 4 and layer.shape[1] > 0 and layer.shape[2] * \
-        layer.shape[3] > 1
+    """A (N, C, H, W) output with more than one position: a layer whose units have something to draw."""
+    sh = layer.shape
+    return sh is not None and len(sh) == 4 and sh[1] > 0 and sh[2] * sh[3] > 1
 
 
 def auto_layers(model: Model, count: int = AUTO_LAYERS) -> list[Layer]:
@@ -350,8 +358,8 @@ def _render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings:
         used = {k: v for k, v in (getattr(result, "settings", None) or settings).items()
                 if k not in ("targets", "chunk_units", "max_memory")}
         for i, (spec, key) in enumerate(group):
-            rec = {**spec.ident, "model_sha256": model.sha256, "value": float(result.values[i]),
-                   "trace": [float(v) for v in traces[i]] if i < len(traces) else [], "trace_steps": trace_steps,
+            rec = {**spec.ident, "model_sha256": model.sha256, "value": _finite(result.values[i]),
+                   "trace": [_finite(v) for v in traces[i]] if i < len(traces) else [], "trace_steps": trace_steps,
                    "settings": used, "seconds": seconds / len(group)}
             cache.put(key, _png(result.images[i]), rec)
     return total
@@ -373,6 +381,22 @@ def _is_report(out: Path) -> bool:
         return marker.is_file() and marker.read_text(encoding="utf-8").startswith(MARKER)
     except OSError:
         return False
+
+
+def _previous_run(out: Path, sha256: str) -> dict[str, Any]:
+    """Steps, size, seed and units per layer of the report already in `out`, if it is of the same model."""
+    if not (out.is_dir() and _is_report(out)):
+        return {}
+    try:
+        man = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        if man.get("model", {}).get("sha256") != sha256:
+            return {}
+        prev = {k: man["settings"][k] for k in ("steps", "size", "seed") if k in man.get("settings", {})}
+        if isinstance(man.get("units_per_layer"), int):
+            prev["units_per_layer"] = man["units_per_layer"]
+        return {k: v for k, v in prev.items() if v is None or isinstance(v, int)}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
 
 
 def _prepare(out: Path, force: bool) -> Path:
@@ -411,8 +435,19 @@ def _env() -> Any:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _num
     env.globals["trace_svg"] = trace_svg
+    env.filters["show"] = _show
+    env.filters["tail"] = lambda s, n=28: s if len(s) <= n else "…" + s[-(n - 1):]
     env.filters["dims"] = lambda s: "×".join("?" if d is None else str(d) for d in (s or [])) or "-"
     return env
+
+
+def _show(v: Any) -> str:
+    """A setting's value as text: lists joined, dicts and booleans as compact JSON."""
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in v):
+        return ", ".join(str(x) for x in v)
+    if isinstance(v, (dict, list, tuple, bool)) or v is None:
+        return json.dumps(v, default=str, separators=(", ", ": "))
+    return str(v)
 
 
 def _num(v: Any, digits: int = 3) -> str:
@@ -459,7 +494,9 @@ def _flags(rec: UnitRecord, h: _LayerHealth | None) -> None:
             rec.flags.append(("dead", "constant"))
         for j, how, sim in h.duplicates.get(ch, [])[:3]:
             rec.flags.append(("dup", f"≈ ch {j} ({how}, {sim:.2f})"))
-    if rec.value <= FLAT_VALUE and not any(c == "dead" for c, _ in rec.flags):
+    if not np.isfinite(rec.value):
+        rec.flags.append(("dead", "diverged"))
+    elif rec.value <= FLAT_VALUE and not any(c == "dead" for c, _ in rec.flags):
         rec.flags.append(("flat", "not driven"))
 
 
@@ -470,10 +507,24 @@ def _model_facts(model: Model, fidelity: dict[str, Any]) -> dict[str, Any]:
             "parameters": s["parameters"], "metadata": s["metadata"], "fidelity": fidelity}
 
 
+def _unit_specs(model: Model, chosen: list[Layer], n_units: int, class_ids: list[int]) -> list[UnitSpec]:
+    """The first `n_units` channels of each chosen layer, then the chosen class logits (range-checked)."""
+    specs = [UnitSpec("channel", layer, c) for layer in chosen for c in range(min(n_units, layer.channels or 0))]
+    if class_ids:
+        logits = model.logits_layer()
+        n = logits.channels
+        bad = [c for c in class_ids if n is None or c >= n]
+        if bad:
+            raise OptionError(f"class {bad[0]} is out of range: the model has {n} classes",
+                              f"use class indices 0..{(n or 1) - 1}")
+        specs += [UnitSpec("class", logits, c) for c in class_ids]
+    return specs
+
+
 def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequence[str | int] | None = None,
                  auto: bool = False, units_per_layer: int | None = None, classes: str | Iterable[int] | None = None,
                  labels: str | Path | None = None, steps: int | None = None, size: int | None = None,
-                 seed: int = 0, health: dict[str, Any] | str | Path | bool | None = None, force: bool = False,
+                 seed: int | None = None, health: dict[str, Any] | str | Path | bool | None = None, force: bool = False,
                  render_options: dict[str, Any] | None = None, renderer: Renderer | None = None,
                  fidelity: bool = True,
                  log: Callable[[str], None] | None = None) -> Path:
@@ -489,28 +540,30 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     class_ids = parse_classes(classes)
     if not chosen and not class_ids:
         raise OptionError("nothing to show: no layers and no classes", "pass --layers A,B, --auto, or --classes 1,2")
-    n_units = units_per_layer if units_per_layer is not None else (AUTO_UNITS if auto else DEFAULT_UNITS)
-    if n_units is not None and n_units < 1:
+    prev = _previous_run(Path(out_dir), model.sha256)  # growing a report keeps its settings unless told otherwise
+    if units_per_layer is None:
+        units_per_layer = prev.get("units_per_layer", AUTO_UNITS if auto else DEFAULT_UNITS)
+    n_units = int(units_per_layer)
+    if n_units < 1:
         raise OptionError(f"--units-per-layer must be at least 1, not {n_units}", "e.g. --units-per-layer 8")
-    steps = steps if steps is not None else (AUTO_STEPS if auto else DEFAULT_STEPS)
+    if steps is None:
+        steps = prev.get("steps", AUTO_STEPS if auto else DEFAULT_STEPS)
     if steps < 1:
         raise OptionError(f"--steps must be at least 1, not {steps}", "e.g. --steps 128")
     if size is None and model.fixed_size is None:
-        size = AUTO_SIZE if auto else DEFAULT_SIZE
+        size = prev.get("size") or (AUTO_SIZE if auto else DEFAULT_SIZE)
+    if seed is None:
+        seed = prev.get("seed", 0)
     settings = {"steps": int(steps), "size": size, "seed": int(seed), **(render_options or {})}
 
-    specs: list[UnitSpec] = []
-    for layer in chosen:
-        specs += [UnitSpec("channel", layer, c) for c in range(min(n_units, layer.channels or 0))]
-    logits = model.logits_layer() if class_ids else None
-    if logits is not None:
-        n = logits.channels
-        bad = [c for c in class_ids if n is None or c >= n]
-        if bad:
-            raise OptionError(f"class {bad[0]} is out of range: the model has {n} classes",
-                              f"use class indices 0..{(n or 1) - 1}")
-        specs += [UnitSpec("class", logits, c) for c in class_ids]
+    specs = _unit_specs(model, chosen, n_units, class_ids)
 
+    health_data = None if health is True or health is False else load_health(health)  # a bad file fails early
+    other = ((health_data or {}).get("model") or {}).get("sha256")
+    if other and other != model.sha256:
+        raise OptionError("the check results are for another model (its sha256 differs)",
+                          "run `vizcore check` on this model, or drop --check")
+    grown = Path(out_dir).is_dir() and _is_report(Path(out_dir))
     out = _prepare(Path(out_dir), force)
     cache = UnitCache(out / CACHE_DIR)
     keys = [cache.key(model.sha256, settings, s) for s in specs]
@@ -519,11 +572,13 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     seconds = _render_missing(model, missing, settings, cache, renderer or _default_renderer(), say)
 
     if health is True:
-        health_data = run_health(model, chosen, size)
-        if health_data is None:
-            say("warning: the health check is not available in this vizcore; the report has no health section")
-    else:
-        health_data = load_health(health if health is not False else None)
+        try:
+            health_data = run_health(model, chosen, size)
+        except VizcoreError as exc:
+            say(f"warning: the health check failed ({exc}); the report has no health section")
+        else:
+            if health_data is None:
+                say("warning: this vizcore has no health check; the report has no health section")
     by_health = _health_by_layer(health_data, model)
     names = load_labels(model, labels)
 
@@ -539,7 +594,9 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(png, dest)
         keep.add(spec.file)
-        rec = UnitRecord(spec=spec, value=float(rec_json.get("value", 0.0)), trace=list(rec_json.get("trace", [])),
+        value = rec_json.get("value")
+        rec = UnitRecord(spec=spec, value=float("nan") if value is None else float(value),
+                         trace=[float("nan") if v is None else float(v) for v in rec_json.get("trace", [])],
                          settings=dict(rec_json.get("settings", {})), key=key, uid=f"u{i}",
                          trace_steps=[int(x) for x in rec_json.get("trace_steps", [])],
                          label=names.get(spec.channel, "") if spec.kind == "class" else "")
@@ -553,8 +610,10 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     else:
         fid = model.fidelity(size=size)
     facts = _model_facts(model, fid)
-    pages = _write_pages(out, model, facts, chosen, records, health_data, by_health, settings, seconds, keep)
-    _clean_stale(out, keep | set(pages))
+    pages = _write_pages(out, model, facts, chosen, records, health_data, by_health, settings, seconds, keep,
+                         n_units)
+    if grown:  # only ever delete what an earlier report wrote, never files of a folder opened with --force
+        _clean_stale(out, keep | set(pages))
     say(f"wrote {out / 'index.html'}")
     return out / "index.html"
 
@@ -567,13 +626,20 @@ def _health_summary(health: dict[str, Any] | None, by_health: dict[int, _LayerHe
             "dead": sum(len(h.dead) for h in by_health.values()),
             "constant": sum(len(h.constant) for h in by_health.values()),
             "duplicates": sum(h.pairs for h in by_health.values()),
-            "failures": [str(f) if not isinstance(f, dict) else json.dumps(f, default=str)
+            "failures": [str(f.get("message") or json.dumps(f, default=str)) if isinstance(f, dict) else str(f)
                          for f in health.get("failures", []) or []]}
+
+
+def _public(health: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The check results without the local path of the model (the report may be published)."""
+    if not health or not isinstance(health.get("model"), dict) or "path" not in health["model"]:
+        return health
+    return {**health, "model": {**health["model"], "path": Path(str(health["model"]["path"])).name}}
 
 
 def _write_pages(out: Path, model: Model, facts: dict[str, Any], chosen: list[Layer], records: list[UnitRecord],
                  health: dict[str, Any] | None, by_health: dict[int, _LayerHealth], settings: dict[str, Any],
-                 seconds: float, keep: set[str]) -> list[str]:
+                 seconds: float, keep: set[str], units_per_layer: int) -> list[str]:
     env = _env()
     from . import __version__
 
@@ -611,8 +677,9 @@ def _write_pages(out: Path, model: Model, facts: dict[str, Any], chosen: list[La
          n_layers_total=len(model.layers))
     manifest = {"vizcore_version": __version__, "kind": "vizcore-report",
                 "model": {"file": facts["name"], "sha256": model.sha256}, "settings": settings,
+                "units_per_layer": units_per_layer,
                 "layers": [{**s["layer"].to_json(), "page": s["page"]} for s in sections],
-                "units": [r.to_json() for r in records], "health": health}
+                "units": [r.to_json() for r in records], "health": _public(health)}
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, default=_json_default))
     for asset in ("report.css", "report.js"):
         data = resources.files("vizcore").joinpath("templates", asset).read_bytes()

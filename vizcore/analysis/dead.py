@@ -85,10 +85,56 @@ class _EarlyStop:
             state.stop = True
 
 
-def ascend(model: Model, jobs: Sequence[tuple[Layer, Sequence[int] | None, float]], *, steps: int,
-           size: int | None, lr: float = 0.05, seed: int = 0, device: str = "cpu",
-           on_warning: Callable[[str], None] | None = None) -> dict[int, dict[int, float]]:
-    """Best mean activation each unit reached in a short gradient ascent: {layer index: {channel: value}}.
+Job = tuple[Layer, Sequence[int] | None, float]
+
+
+def depth_groups(model: Model, jobs: Sequence[Job], overhead: float = 4.0) -> list[list[Job]]:
+    """Split jobs (sorted by depth) into consecutive groups that minimize the estimated ascent cost.
+
+    Each group is one render whose every image runs to the group's deepest layer, so a unit of an early layer
+    should not ride along to the last one; each render also has a fixed cost (about `overhead` images' worth).
+    Cost of a layer = activation numel of the graph up to it (a proxy for compute).
+    """
+    jobs = sorted(jobs, key=lambda j: j[0].index)
+    if len(jobs) <= 1:
+        return [list(jobs)] if jobs else []
+    cum = np.cumsum([float(np.prod(lay.shape)) if lay.shape else 0.0 for lay in model.layers])
+    size = [len(ch) if ch is not None else int(lay.channels or 0) for lay, ch, _ in jobs]
+    w = [float(cum[lay.index]) for lay, _, _ in jobs]
+    k = len(jobs)
+    best = [0.0] + [np.inf] * k  # best[j]: cost of the first j jobs
+    cut = [0] * (k + 1)
+    for j in range(1, k + 1):
+        n = 0
+        for i in range(j, 0, -1):  # last group = jobs i-1 .. j-1
+            n += size[i - 1]
+            c = best[i - 1] + (n + overhead) * w[j - 1]
+            if c < best[j]:
+                best[j], cut[j] = c, i - 1
+    groups = []
+    j = k
+    while j > 0:
+        groups.append(jobs[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def ascend(model: Model, jobs: Sequence[Job], *, steps: int, size: int | None, lr: float = 0.05, seed: int = 0,
+           device: str = "cpu", on_warning: Callable[[str], None] | None = None) -> dict[int, dict[int, float]]:
+    """Best value each unit reached at the centre of its layer in a short gradient ascent:
+    {layer index: {channel: value}}; the jobs run in a few renders grouped by depth (`depth_groups`)."""
+    out: dict[int, dict[int, float]] = {}
+    for group in depth_groups(model, jobs):
+        for li, vals in ascend_once(model, group, steps=steps, size=size, lr=lr, seed=seed, device=device,
+                                    on_warning=on_warning).items():
+            out.setdefault(li, {}).update(vals)
+    return out
+
+
+def ascend_once(model: Model, jobs: Sequence[Job], *, steps: int, size: int | None, lr: float = 0.05,
+                seed: int = 0, device: str = "cpu",
+                on_warning: Callable[[str], None] | None = None) -> dict[int, dict[int, float]]:
+    """`ascend` in one render: {layer index: {channel: best value at the layer's centre}}.
 
     `jobs` are (layer, channels or None for all, threshold): every unit of every job goes into one render (one
     batch, one forward per step through the graph cut at the deepest layer), which stops early once all units
@@ -97,17 +143,15 @@ def ascend(model: Model, jobs: Sequence[tuple[Layer, Sequence[int] | None, float
     """
     import vizcore
 
+    from ..objectives import Neuron
     from ..plugins import get_manager
 
-    targets: list[str] = []
+    targets: list[Neuron] = []
     owners: list[tuple[int, int]] = []
     bars: list[float] = []
     for layer, channels, bar in jobs:
         chans = list(range(layer.channels or 0)) if channels is None else list(channels)
-        if channels is None and chans:
-            targets.append(f"{layer.index}:all")
-        else:
-            targets += [f"{layer.index}:{c}" for c in chans]
+        targets += [Neuron(layer.index, c) for c in chans]  # the centre position: probes measure peaks too
         owners += [(layer.index, c) for c in chans]
         bars += [bar] * len(chans)
     if not targets:

@@ -59,7 +59,7 @@ def transforms(kernel: tuple[int, ...], max_shift: int = 1) -> list[Transform]:
         kh, kw = kernel
         if kh == kw and kh > 1:
             out.append(Transform("rot90", lambda w: torch.rot90(w, 1, (2, 3))))
-        if kh > 1 or kw > 1:
+        if kh > 1 and kw > 1:  # on a 1-pixel-high (or wide) kernel rot180 is a flip
             out.append(Transform("rot180", lambda w: torch.rot90(w, 2, (2, 3))))
         if kw > 1:
             out.append(Transform("flip_h", lambda w: torch.flip(w, (3,))))

@@ -5,6 +5,7 @@ output changes from one input to another (zero for a unit that does not depend o
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,12 @@ def _fit(img: object, c: int, hw: tuple[int, int]) -> torch.Tensor:
 
 def skimage_photos(shape: Sequence[int]) -> tuple[torch.Tensor | None, str | None]:
     """The scikit-image sample photos at the probe shape, or (None, why not)."""
+    photos, why = _photos(tuple(shape))
+    return (photos.clone() if photos is not None else None), why
+
+
+@functools.lru_cache(maxsize=4)
+def _photos(shape: tuple[int, ...]) -> tuple[torch.Tensor | None, str | None]:
     if len(shape) != 4 or shape[1] not in (1, 3):
         return None, "sample photos skipped: the input is not a 1- or 3-channel image"
     try:

@@ -43,14 +43,14 @@ def add_threshold_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-fidelity-diff", type=float, metavar="D", help="fail if |torch - onnxruntime| exceeds this "
                    "(default 1e-3)")
     g.add_argument("--dead-threshold", type=float, metavar="R", help="a unit is dead if it never exceeds this "
-                   "fraction of its layer's largest value (default 1e-3)")
+                   "fraction of its layer's largest value (default 0.01)")
     g.add_argument("--constant-tolerance", type=float, metavar="R", help="a unit is constant if its output varies "
                    "by less than this fraction across inputs (default 1e-4)")
     a = p.add_argument_group("probes and gradient ascent")
     a.add_argument("--ascent", choices=("candidates", "all", "none"), help="which units get the gradient ascent: "
                    "those no probe drove (default), all, or none")
     a.add_argument("--ascent-steps", type=int, metavar="N", help="gradient ascent steps (default 24)")
-    a.add_argument("--ascent-size", type=int, metavar="PX", help="image size of the ascent (default 64)")
+    a.add_argument("--ascent-size", type=int, metavar="PX", help="image size of the ascent (default 32)")
     a.add_argument("--size", type=int, metavar="PX", help="probe image size (default: the model's, else 224)")
     a.add_argument("--batch", type=int, metavar="N", help="probe batch size (default 8)")
     a.add_argument("--noise-probes", type=int, metavar="N", help="number of noise probe images (default 12)")
@@ -120,22 +120,28 @@ def verdict(console: Console, passed: bool, failures: list[Any], what: str) -> N
         return
     console.print(f"[bold red]FAILED[/] {escape(what)}: {len(failures)} threshold(s) exceeded")
     for f in failures:
-        console.print(f"  [red]✗[/] [bold]{escape(f.check)}[/] {escape(f.message)}", highlight=False)
+        console.print(f"  [red]✗[/] [dim]{escape(f.check)}:[/] {escape(f.message)}", highlight=False)
 
 
-def _count(items: list[int], n: int, limit: float | None, verbose: bool) -> str:
+def _count(items: list[int], n: int, limit: float | None) -> str:
     if not items:
         return "[dim]0[/]"
     frac = len(items) / n if n else 0.0
     style = "red" if limit is not None and frac > limit else "yellow"
-    text = f"[{style}]{len(items)}[/] ({frac:.0%})"
-    if verbose:
-        text += " " + escape(", ".join(map(str, items[:24])) + (" …" if len(items) > 24 else ""))
-    return text
+    return f"[{style}]{len(items)}[/] ({frac:.0%})"
+
+
+def elide(name: str, width: int) -> str:
+    """`name` shortened from the left to `width` characters (the end of a layer path is the telling part)."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _indices(items: list[int], n: int = 32) -> str:
+    return ", ".join(map(str, items[:n])) + (f", … ({len(items)} in all)" if len(items) > n else "")
 
 
 def print_report(report: Any, console: Console, verbose: bool = False) -> None:
-    """The rich summary: model facts, one row per layer, notes, timings."""
+    """The rich summary: model facts, one row per layer, then (verbose) indices, pairs and notes."""
     m = report.model
     head = Table.grid(padding=(0, 2))
     head.add_row("[bold]model[/]", escape(str(m.get("path"))))
@@ -143,7 +149,8 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
     if fid.get("available"):
         d = fid["max_abs_diff"]
         ok = isinstance(d, (int, float)) and d <= fid.get("limit", float("inf"))
-        head.add_row("fidelity", f"[{'green' if ok else 'red'}]max |torch - onnxruntime| = {d:.2e}[/]"
+        shown = f"{d:.2e}" if isinstance(d, (int, float)) else escape(str(d))
+        head.add_row("fidelity", f"[{'green' if ok else 'red'}]max |torch - onnxruntime| = {shown}[/]"
                      f" (limit {fid.get('limit', float('nan')):g})")
     else:
         head.add_row("fidelity", f"[yellow]not measured: {escape(str(fid.get('reason')))}[/]")
@@ -154,30 +161,42 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
     console.print(head)
     failed = {(f.check, f.layer) for f in report.failures}
     table = Table(title=f"{len(report.layers)} layers checked", title_justify="left")
-    for col, j in (("#", "right"), ("layer", "left"), ("op", "left"), ("ch", "right"), ("dead", "left"),
-                   ("constant", "left"), ("duplicate pairs", "left"), ("", "left")):
-        table.add_column(col, justify=j, overflow="fold")
+    for col, j in (("#", "right"), ("layer", "left"), ("op", "left"), ("ch", "right"), ("dead", "right"),
+                   ("const", "right"), ("dup", "right"), ("", "left")):
+        table.add_column(col, justify=j, no_wrap=True)
+    width = max(16, console.width - 58)
+    skipped_dups = 0
     for lay in report.layers:
         lim = lay.limits
-        dups = "[dim]0[/]" if not lay.duplicates else f"[yellow]{len(lay.duplicates)}[/]"
-        if lay.duplicates and verbose:
-            dups += " " + escape(", ".join(f"{i}~{j} {t}" for i, j, t, _ in lay.duplicates[:6]) +
-                                 (" …" if len(lay.duplicates) > 6 else ""))
-        elif not lay.duplicates and any(n.startswith("duplicates:") for n in lay.notes):
-            dups = "[dim]-[/]"
+        no_dups = not lay.duplicates and any(n.startswith("duplicates:") for n in lay.notes)
+        skipped_dups += no_dups
+        dups = "[dim]-[/]" if no_dups else "[dim]0[/]" if not lay.duplicates else f"[yellow]{len(lay.duplicates)}[/]"
         ok = not any((c, lay.name) in failed for c in ("dead", "constant", "duplicates", "nonfinite-activations"))
-        table.add_row(str(lay.index) if lay.index is not None else "", escape(lay.name), escape(lay.op),
-                      str(lay.channels),
-                      _count(lay.dead, lay.channels, lim.max_dead_fraction if lim else None, verbose),
-                      _count(lay.constant, lay.channels, lim.max_constant_fraction if lim else None, verbose),
+        table.add_row(str(lay.index) if lay.index is not None else "", escape(elide(lay.name, width)), escape(lay.op),
+                      str(lay.channels), _count(lay.dead, lay.channels, lim.max_dead_fraction if lim else None),
+                      _count(lay.constant, lay.channels, lim.max_constant_fraction if lim else None),
                       dups, "[green]ok[/]" if ok else "[bold red]FAIL[/]")
     console.print(table)
+    if skipped_dups:
+        console.print(f"[dim]dup -: {skipped_dups} layers without comparable filters (depthwise, or no weights)[/]")
     if verbose:
+        for lay in report.layers:
+            lines = []
+            if lay.dead:
+                lines.append(f"dead: {_indices(lay.dead)}")
+            if lay.constant:
+                lines.append(f"constant: {_indices(lay.constant)}")
+            if lay.duplicates:
+                lines.append("duplicates: " + "; ".join(f"{j} = {t}({i}) {s:.3f}" for i, j, t, s in
+                                                        lay.duplicates[:12]) +
+                             (f"; … ({len(lay.duplicates)} pairs)" if len(lay.duplicates) > 12 else ""))
+            lines += [n for n in lay.notes if not n.startswith("duplicates:")]
+            if lines:
+                console.print(f"[bold]{escape(lay.name)}[/]", highlight=False)
+                for line in lines:
+                    console.print(f"  {escape(line)}", highlight=False)
         for n in report.notes:
             console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
-        for lay in report.layers:
-            for n in lay.notes:
-                console.print(f"[dim]{escape(lay.name)}: {escape(n)}[/]", highlight=False)
     else:
         for n in report.notes:
             if "unavailable" in n or "not installed" in n or "skipped" in n:

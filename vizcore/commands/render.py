@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     for name in exporters:
         pm.get("exporters", name)
     out = prepare_out_dir(args.out or Path("vizcore-out"), force=args.force)
-    model = load(args.model)
+    model = load(args.model, size=args.size)  # layer shapes (and neuron positions) at the render size
     err = Console(stderr=True)
 
     def warn(msg: str) -> None:

@@ -16,7 +16,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write a static HTML atlas of a model's units",
                        description="Write a static, offline HTML atlas: model summary, layer table, health, and a "
                                    "page per layer with every rendered unit. Re-running with more layers renders "
-                                   "only what is new (cached by model hash and settings in OUT/.cache).")
+                                   "only what is new (cached by model hash and settings in OUT/.cache); growing a "
+                                   "report, --steps, --size, --seed and --units-per-layer default to the last run's.")
     p.add_argument("model", help="path to an .onnx file")
     p.add_argument("--out", "-o", required=True, help="output folder (an earlier report there is grown in place)")
     which = p.add_mutually_exclusive_group()
@@ -29,15 +30,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None, metavar="I,J,K", help="class logits to render, e.g. 1,9,130")
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="class names: JSON list or text with one name a line (default: the model's vizcore.labels)")
-    p.add_argument("--steps", type=int, default=None, help="optimization steps per unit (default 128; --auto 64)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimization steps per unit (default 128; --auto 64)")
     p.add_argument("--size", type=int, default=None, help="image side in pixels (default: model's, else 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     health = p.add_mutually_exclusive_group()
     health.add_argument("--check", default=None, metavar="FILE",
-                        help="`vizcore check --json` results: mark dead and duplicate units")
-    health.add_argument("--health", action="store_true",
-                        help="run the health check on the rendered layers (needs `vizcore check`)")
+                        help="use stored `vizcore check --json` results instead of running the check")
+    health.add_argument("--no-health", action="store_true",
+                        help="skip the health check (by default `vizcore check` runs on the rendered layers)")
     p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a report")
     return p
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     index = build_report(model, args.out, layers=_layer_keys(model, args.layers), auto=args.auto,
                          units_per_layer=args.units_per_layer, classes=args.classes, labels=args.labels,
                          steps=args.steps, size=args.size, seed=args.seed,
-                         health=True if args.health else args.check, force=args.force,
+                         health=args.check if args.check else not args.no_health, force=args.force,
                          render_options={"device": args.device} if args.device != "auto" else None,
                          fidelity=not args.no_fidelity,
                          log=lambda m: err.print(f"[dim]{escape(m)}[/]", highlight=False))

@@ -44,14 +44,14 @@ class Prepass:
         return self.name
 
 
-def converter(op_type: str, *versions: int, domain: str = "", override: bool = False):
-    """Decorator: collect a converter function for several since-versions into the module's CONVERTERS list."""
+def converter(op_type: str, *versions: int, domain: str = "", override: bool = False) -> Callable[..., Any]:
+    """Decorator: collect a converter function for several since-versions into its module's CONVERTERS list.
+
+    A plugin returns that list from `vizcore_add_onnx_converters`; `override=True` replaces onnx2torch's own.
+    """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        import inspect
-
-        module = inspect.getmodule(fn)
-        lst = module.__dict__.setdefault("CONVERTERS", [])
+        lst = fn.__globals__.setdefault("CONVERTERS", [])  # the defining module's namespace
         for v in versions:
             lst.append(Converter(op_type, v, fn, domain, override))
         return fn

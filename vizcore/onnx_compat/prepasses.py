@@ -73,6 +73,26 @@ _NO_FOLD = frozenset({
 _MAX_FOLDED = 1 << 24  # elements
 
 
+#: Ops whose newer versions only add types, so the reference evaluator may run them at a newer opset when it lacks
+#: the model's version (it implements DequantizeLinear from 19 only).
+_NEWER_OK = {"DequantizeLinear": 19}
+
+
+def _evaluate(node: onnx.NodeProto, inputs: list[onnx.TensorProto], opsets: list[onnx.OperatorSetIdProto],
+              evaluator: type) -> list[np.ndarray]:
+    outputs = [onnx.helper.make_tensor_value_info(o, 0, None) for o in node.output if o]
+    model = onnx.helper.make_model(onnx.helper.make_graph([node], "fold", [], outputs, inputs), opset_imports=opsets)
+    try:
+        return evaluator(model).run(None, {})
+    except RuntimeError:
+        if node.op_type not in _NEWER_OK:
+            raise
+        for o in model.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = max(o.version, _NEWER_OK[node.op_type])
+        return evaluator(model).run(None, {})
+
+
 def fold_constants(model: onnx.ModelProto) -> int:
     """Evaluate nodes whose inputs are all initializers (onnx's reference evaluator) and store their outputs.
 
@@ -95,11 +115,7 @@ def fold_constants(model: onnx.ModelProto) -> int:
             keep.append(node)
             continue
         try:
-            names = [i for i in node.input if i]
-            sub = onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(o, 0, None)
-                                                              for o in node.output if o],
-                                         [inits[n] for n in names])
-            outs = ReferenceEvaluator(onnx.helper.make_model(sub, opset_imports=opsets)).run(None, {})
+            outs = _evaluate(node, [inits[n] for n in node.input if n], opsets, ReferenceEvaluator)
         except Exception:
             keep.append(node)
             continue
@@ -161,7 +177,7 @@ def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
 def _inferred_dim0(model: onnx.ModelProto, batch: int, names: set[str]) -> dict[str, int | None]:
     """dim 0 of the named tensors by shape inference with the batch set to `batch` (None if unknown)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(_with_batch(model, batch))
+        inferred = onnx.shape_inference.infer_shapes(_with_batch(model, batch), data_prop=True)
     except Exception:
         return {}
     found: dict[str, int | None] = {}
@@ -192,20 +208,20 @@ def _session(model: onnx.ModelProto):  # noqa: ANN202 - onnxruntime is optional
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # a rewrite that fails is expected here, not an error worth printing
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _onnxruntime_agrees(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> bool | None:
-    """Whether the rewritten graph at batch 1 and 3 equals the original run sample by sample (None: can't tell)."""
+def _reference_session(model: onnx.ModelProto):  # noqa: ANN202 - onnxruntime is optional
+    """An onnxruntime session of the original graph, or None (not installed, or it cannot run this graph)."""
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+        return _session(model)
+    except Exception:  # ImportError, or an op version onnxruntime no longer implements
         return None
-    try:
-        before = _session(original)
-    except Exception:
-        return None
+
+
+def _onnxruntime_agrees(before, rewritten: onnx.ModelProto) -> bool:  # noqa: ANN001
+    """Whether the rewritten graph at batch 1 and 3 equals the original run sample by sample."""
     try:
         after = _session(rewritten)
         feeds = _feeds(rewritten, 3)
@@ -214,12 +230,20 @@ def _onnxruntime_agrees(original: onnx.ModelProto, rewritten: onnx.ModelProto) -
         for i in range(3):
             ref = before.run(None, {k: v[i:i + 1] for k, v in feeds.items()})
             for r, a, b in zip(ref, got3, got1):
+                if r.ndim == 0 or a.shape != (3 * r.shape[0], *r.shape[1:]) or b.shape != r.shape:
+                    return False  # an output without the batch dim: the graph mixes samples
                 if not np.allclose(a[i:i + 1], r, rtol=1e-3, atol=1e-4) or (
                         i == 0 and not np.allclose(b, r, rtol=1e-4, atol=1e-5)):
                     return False
         return True
     except Exception:
         return False
+
+
+def _carries_batch(at1: int | None, at3: int | None, unknown_ok: bool) -> bool:
+    if at1 is None or at3 is None:
+        return unknown_ok and at1 in (None, 1) and at3 in (None, 3)
+    return at1 == 1 and at3 == 3
 
 
 def symbolic_batch(model: onnx.ModelProto) -> int:
@@ -243,29 +267,47 @@ def symbolic_batch(model: onnx.ModelProto) -> int:
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
             _set_batch(vi, BATCH)
     del g.value_info[:]
-    candidates = _reshape_candidates(model)
-    names = {n.input[0] for n, _ in candidates}
-    at1, at3 = _inferred_dim0(model, 1, names), _inferred_dim0(model, 3, names)
-    rewritten = 0
-    for node, shape in candidates:
-        if at1.get(node.input[0]) != 1 or at3.get(node.input[0]) != 3:
-            continue
+    # Rewrite every candidate, then undo those whose input does not carry the batch, until stable: checking
+    # one at a time would see the batch already lost by an earlier, not yet rewritten Reshape.
+    plan = {}
+    for node, shape in _reshape_candidates(model):
         allowzero = any(a.name == "allowzero" and a.i == 1 for a in node.attribute)
-        new = shape.copy()
-        if not allowzero:
-            new[0] = 0
-        elif -1 not in shape:
-            new[0] = -1
-        else:
-            continue
-        name = f"{node.input[1]}__vizcore_batch{rewritten}"
+        if not allowzero or -1 not in shape:
+            new = shape.copy()
+            new[0] = 0 if not allowzero else -1
+            plan[id(node)] = (node, node.input[1], new)
+    for i, (node, _, new) in enumerate(plan.values()):
+        name = f"{node.input[1]}__vizcore_batch{i}"
         g.initializer.append(numpy_helper.from_array(new.astype(np.int64), name))
         node.input[1] = name
-        rewritten += 1
-    if _onnxruntime_agrees(original, model) is False:
-        model.CopyFrom(original)
-        return 0
-    return len(inputs) + rewritten
+    names = {node.input[0] for node, _, _ in plan.values()}
+    reference = _reference_session(original)
+
+    def settle(unknown_ok: bool) -> None:
+        """Undo rewrites whose input does not carry the batch by shape inference, until none is left to undo."""
+        for _ in range(len(plan) + 1):
+            at1, at3 = _inferred_dim0(model, 1, names), _inferred_dim0(model, 3, names)
+            wrong = [k for k, (node, _, _) in plan.items()
+                     if not _carries_batch(at1.get(node.input[0]), at3.get(node.input[0]), unknown_ok)]
+            if not wrong:
+                return
+            for k in wrong:
+                node, old, _ = plan.pop(k)
+                node.input[1] = old
+
+    # shape inference loses dims after Shape->Gather->Slice arithmetic (shufflenet's channel split): such
+    # "unknown" rewrites are tried only when onnxruntime can check the result, then dropped if it disagrees
+    settle(unknown_ok=reference is not None)
+    if reference is not None and not _onnxruntime_agrees(reference, model):
+        settle(unknown_ok=False)
+        if not _onnxruntime_agrees(reference, model):
+            model.CopyFrom(original)
+            return 0
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if "__vizcore_batch" not in t.name or t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return len(inputs) + len(plan)
 
 
 @hookimpl

@@ -20,8 +20,14 @@ _BUILTIN: dict[tuple[str, str, int], Callable[..., Any]] = {tuple(k): v for k, v
 _installed: dict[tuple[str, str, int], object] = {}
 
 
+def safe_domain(domain: str) -> str:
+    """The domain as vizcore hands it to onnx2torch: without dots, which torch module names cannot contain
+    (onnx2torch names each module `domain/node`). The loader renames node domains the same way."""
+    return "" if domain in ("", "ai.onnx") else domain.replace(".", "_")
+
+
 def _description(c: Converter) -> _o2t.OperationDescription:
-    return _o2t.OperationDescription(domain=c.domain or defs.ONNX_DOMAIN, operation_type=c.op_type, version=c.version)
+    return _o2t.OperationDescription(domain=safe_domain(c.domain), operation_type=c.op_type, version=c.version)
 
 
 def install(converters: Iterable[Converter]) -> None:
@@ -58,6 +64,6 @@ def since_version(op_type: str, opset: int, domain: str = "") -> int | None:
 def find(op_type: str, opset: int, domain: str = "") -> object | None:
     """The converter onnx2torch would use for this op at this opset, or None."""
     try:
-        return _o2t.get_converter(domain=domain or defs.ONNX_DOMAIN, operation_type=op_type, version=opset)
+        return _o2t.get_converter(domain=safe_domain(domain), operation_type=op_type, version=opset)
     except NotImplementedError:
         return None

@@ -20,7 +20,6 @@ ALIASES: dict[tuple[str, int], int] = {
     ("ConstantOfShape", 20): 9, ("ConstantOfShape", 21): 9, ("ConstantOfShape", 23): 9,
     ("Identity", 19): 16, ("Identity", 21): 16, ("Identity", 23): 16,
     ("Shape", 19): 15, ("Shape", 21): 15, ("Shape", 23): 15,
-    ("Flatten", 21): 13, ("Flatten", 23): 13,
     ("Transpose", 21): 13, ("Transpose", 23): 13,
     ("Unsqueeze", 21): 13, ("Unsqueeze", 23): 13,
     ("Squeeze", 23): 21,
@@ -34,7 +33,7 @@ ALIASES: dict[tuple[str, int], int] = {
     ("Gemm", 6): 9, ("Gemm", 7): 9,  # `broadcast` (6): numpy broadcasting is a superset
     ("Max", 6): 8, ("Min", 6): 8, ("Mean", 6): 8, ("Sum", 6): 8,
     ("Cast", 6): 9, ("IsNaN", 9): 13, ("NonZero", 9): 13,
-    ("Flatten", 1): 9, ("Slice", 1): 9, ("ArgMax", 1): 11, ("ArgMin", 1): 11,
+    ("ArgMax", 1): 11, ("ArgMin", 1): 11,
     ("Dropout", 6): 10, ("Dropout", 7): 10,  # `is_test` (6): vizcore always runs in inference mode
 }
 

@@ -17,7 +17,7 @@ from onnx2torch.utils.common import OperationConverterResult
 from torch import nn
 
 from .. import converter, registry
-from ._common import const, input_at, ints_attr, resolve_pads, result, spatial_attrs, torch_pad
+from ._common import const, input_at, ints_attr, rank_of, resolve_pads, result, spatial_attrs, torch_pad
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -26,11 +26,11 @@ _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 class OnnxConv(nn.Module):
     """ONNX Conv with any padding rule; weight/bias are parameters when constant, else call arguments."""
 
-    def __init__(self, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], group: int,
+    def __init__(self, kernel: Sequence[int] | None, strides: Sequence[int], dilations: Sequence[int], group: int,
                  auto_pad: str, pairs: Sequence[tuple[int, int]], weight: torch.Tensor | None = None,
                  bias: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.kernel, self.strides, self.dilations = list(kernel), list(strides), list(dilations)
+        self.kernel, self.strides, self.dilations = list(kernel or []), list(strides), list(dilations)
         self.group, self.auto_pad, self.pairs = group, auto_pad, list(pairs)
         self.weight = nn.Parameter(weight) if weight is not None else None
         self.bias = nn.Parameter(bias) if bias is not None else None
@@ -39,21 +39,22 @@ class OnnxConv(nn.Module):
                 bias: torch.Tensor | None = None) -> torch.Tensor:
         w = self.weight if weight is None else weight
         b = self.bias if bias is None else bias
-        pairs = resolve_pads(x, self.kernel, self.strides, self.dilations, self.auto_pad, self.pairs)
+        kernel = self.kernel or list(w.shape[2:])
+        pairs = resolve_pads(x, kernel, self.strides, self.dilations, self.auto_pad, self.pairs)
         if any(p for pair in pairs for p in pair):
             x = F.pad(x, torch_pad(pairs))
-        return _CONV[len(self.kernel)](x, w, b, self.strides, 0, self.dilations, self.group)
+        return _CONV[len(kernel)](x, w, b, self.strides, 0, self.dilations, self.group)
 
 
 class OnnxConvTranspose(nn.Module):
     """ONNX ConvTranspose with any pads, output_padding, output_shape or auto_pad: full transposed conv, then crop."""
 
-    def __init__(self, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], group: int,
+    def __init__(self, kernel: Sequence[int] | None, strides: Sequence[int], dilations: Sequence[int], group: int,
                  auto_pad: str, pairs: Sequence[tuple[int, int]], output_padding: Sequence[int],
                  output_shape: Sequence[int] | None, weight: torch.Tensor | None = None,
                  bias: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.kernel, self.strides, self.dilations = list(kernel), list(strides), list(dilations)
+        self.kernel, self.strides, self.dilations = list(kernel or []), list(strides), list(dilations)
         self.group, self.auto_pad, self.pairs = group, auto_pad, list(pairs)
         self.output_padding = list(output_padding)
         self.output_shape = list(output_shape) if output_shape else None
@@ -79,6 +80,7 @@ class OnnxConvTranspose(nn.Module):
                 bias: torch.Tensor | None = None) -> torch.Tensor:
         w = self.weight if weight is None else weight
         b = self.bias if bias is None else bias
+        self.kernel = self.kernel or list(w.shape[2:])
         rank = len(self.kernel)
         pairs = self._pairs(x.shape[2:])
         y = _CONV_T[rank](x, w, None, self.strides, 0, 0, self.group, self.dilations)
@@ -107,9 +109,11 @@ def convert_conv(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     op = node.operation_type
     w_name, b_name = input_at(node, 1), input_at(node, 2)
     weight, bias = _tensor(node, graph, 1), _tensor(node, graph, 2)
-    rank = len(ints_attr(node, "kernel_shape") or []) or (weight.dim() - 2 if weight is not None else None)
-    if rank is None:
-        raise NotImplementedError(f"{op} without kernel_shape needs constant weights to know its rank")
+    rank = (len(ints_attr(node, "kernel_shape") or []) or (weight.dim() - 2 if weight is not None else 0)
+            or max((rank_of(node, graph, i) or 0) - 2 for i in (0, 1)) or len(ints_attr(node, "strides") or [])
+            or len(ints_attr(node, "pads") or []) // 2)
+    if rank <= 0:
+        raise NotImplementedError(f"{op} with computed weights of unknown rank: give it a kernel_shape")
     strides, dilations, auto_pad, pairs = spatial_attrs(node, rank)
     symmetric = all(b == e for b, e in pairs)
     plain = (w_name in graph.initializers and (len(node.input_values) < 3 or b_name in graph.initializers)
@@ -118,7 +122,7 @@ def convert_conv(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         plain = plain and symmetric and "output_shape" not in node.attributes
     if plain:
         return registry.builtin(op, 11)(node, graph)
-    kernel = ints_attr(node, "kernel_shape") or list(weight.shape[2:])
+    kernel = ints_attr(node, "kernel_shape") or (list(weight.shape[2:]) if weight is not None else None)
     group = int(node.attributes.get("group", 1))
     inputs = [node.input_values[0]]
     if weight is None or (b_name and bias is None):  # computed weights: every weight is a call argument

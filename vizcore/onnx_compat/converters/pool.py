@@ -69,10 +69,10 @@ class GlobalPool(nn.Module):
         return x.mean(dim=dims, keepdim=True) if self.kind == "avg" else x.amax(dim=dims, keepdim=True)
 
 
-@converter("MaxPool", 1, 8, 10, 11, 12, override=True)
-@converter("MaxPool", 22)
-@converter("AveragePool", 1, 7, 10, 11, override=True)
-@converter("AveragePool", 19, 22)
+@converter("MaxPool", 8, 10, 11, 12, override=True)
+@converter("MaxPool", 1, 22)
+@converter("AveragePool", 7, 10, 11, override=True)
+@converter("AveragePool", 1, 19, 22)
 def convert_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """MaxPool/AveragePool of spatial rank 1-3 with any padding rule."""
     kind = "max" if node.operation_type == "MaxPool" else "avg"

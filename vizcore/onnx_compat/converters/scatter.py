@@ -4,6 +4,7 @@ autograd flows to both the data and the updates."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
@@ -36,7 +37,9 @@ class ScatterND(nn.Module):
             return data.index_put(tuple(idx.T), upd, accumulate=self.reduction == "add")
         strides = torch.tensor([math.prod(lead[j + 1:]) for j in range(k)], device=idx.device)
         flat = data.reshape(-1, *data.shape[k:])
-        out = flat.index_reduce(0, (idx * strides).sum(dim=1), upd, _REDUCE[self.reduction], include_self=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "index_reduce() is in beta"
+            out = flat.index_reduce(0, (idx * strides).sum(dim=1), upd, _REDUCE[self.reduction], include_self=True)
         return out.reshape(data.shape)
 
 

