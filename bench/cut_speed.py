@@ -21,14 +21,17 @@ import vizcore
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _time(fn, repeat: int) -> float:  # noqa: ANN001
-    fn()  # warm-up
-    times = []
+def _interleaved(fns: dict[str, object], repeat: int) -> dict[str, float]:
+    """Median seconds per function, timing them in turn each round so that load changes hit all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> int:
@@ -55,26 +58,32 @@ def main() -> int:
         out = out[0] if isinstance(out, (tuple, list)) else out
         out.mean().backward()
 
-    t_full, t_full_b = _time(full_fwd, args.repeat), _time(full_bwd, args.repeat)
-    print(f"{'layer':<48} {'nodes':>6} {'fwd ms':>8} {'ratio':>6} {'fwd+bwd ms':>11} {'ratio':>6}")
-    n_full = sum(1 for n in model.module.graph.nodes if n.op == "call_module")
-    print(f"{'(full graph)':<48} {n_full:>6} {t_full * 1e3:>8.1f} {1:>6.2f} {t_full_b * 1e3:>11.1f} {1:>6.2f}")
+    fns: dict[str, object] = {"full": full_fwd, "full_b": full_bwd}
+    cuts = {}
     for i in picks:
         layer = convs[i]
-        cut = model.cut_at([layer])
+        cut = cuts[layer.index] = model.cut_at([layer])
 
-        def cut_fwd() -> None:
+        def cut_fwd(cut=cut) -> None:  # noqa: ANN001
             with torch.no_grad():
                 cut(x)
 
-        def cut_bwd() -> None:
+        def cut_bwd(cut=cut) -> None:  # noqa: ANN001
             xi = x.clone().requires_grad_(True)
             cut(xi)[0].mean().backward()
 
-        t, tb = _time(cut_fwd, args.repeat), _time(cut_bwd, args.repeat)
+        fns[f"{layer.index}"], fns[f"{layer.index}_b"] = cut_fwd, cut_bwd
+    t = _interleaved(fns, args.repeat)
+    n_full = sum(1 for n in model.module.graph.nodes if n.op == "call_module")
+    print(f"{'layer':<48} {'nodes':>6} {'fwd ms':>8} {'speed-up':>8} {'fwd+bwd ms':>11} {'speed-up':>8}")
+    print(f"{'(full graph)':<48} {n_full:>6} {t['full'] * 1e3:>8.1f} {1:>8.2f} {t['full_b'] * 1e3:>11.1f} {1:>8.2f}")
+    for index, cut in cuts.items():
+        layer = model.layers[index]
         nodes = sum(1 for n in cut.graph.nodes if n.op == "call_module")
-        name = f"#{layer.index} {layer.name}"[:48]
-        print(f"{name:<48} {nodes:>6} {t * 1e3:>8.1f} {t_full / t:>6.2f} {tb * 1e3:>11.1f} {t_full_b / tb:>6.2f}")
+        f, b = t[f"{index}"], t[f"{index}_b"]
+        name = f"#{index} {layer.name}"[:48]
+        print(f"{name:<48} {nodes:>6} {f * 1e3:>8.1f} {t['full'] / f:>8.2f} {b * 1e3:>11.1f} "
+              f"{t['full_b'] / b:>8.2f}")
     return 0
 
 

@@ -55,7 +55,7 @@ def export_torch(model: nn.Module, path: Path, *, dynamo: bool = False, shape: S
     """Export a torch module to ONNX at `path` (TorchScript exporter unless `dynamo`); returns the path."""
     x = torch.rand(*shape)
     kwargs: dict = {"input_names": ["image"], "output_names": ["logits"]}
-    if opset is not None:
+    if opset is not None and dynamo:
         kwargs["opset_version"] = opset
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -58,6 +58,12 @@ def test_ascent_keeps_relu_blocked_units_alive(shy_model: Path) -> None:
     assert any(str(SHY) in n for n in rep.layers[0].notes)
 
 
+def test_ascent_on_every_unit(shy_model: Path) -> None:
+    rep = check(shy_model, size=32, photos=False, noise_probes=4, ascent="all", fidelity=False, duplicates=False)
+    assert [lay.dead for lay in rep.layers] == [[2], [3], []]
+    assert "gradient ascent: 36 units of 3 layers" in " ".join(rep.notes)
+
+
 def test_noise_probes_are_seeded_images() -> None:
     a = probes.noise((1, 3, 16, 16), 8, seed=3)
     assert a.shape == (8, 3, 16, 16) and float(a.min()) >= 0 and float(a.max()) <= 1

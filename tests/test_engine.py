@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from tiny import TinyCNN, TinySignal, export
 from torch import nn
 
 import vizcore
 from vizcore.errors import DeviceError, ModelLoadError, OptionError
 from vizcore.objectives import Channel, Diversity
-
-from tiny import TinyCNN, TinySignal, export
 
 FAST = dict(steps=24, size=32, seed=0, lr=0.2)
 

@@ -69,8 +69,8 @@ def _bad_files(tmp_path):
         (tmp_path / name).write_bytes(ext.SerializeToString())
     loop_body = helper.make_graph([helper.make_node("Identity", ["cond_in"], ["cond_out"]),
                                    helper.make_node("Identity", ["v_in"], ["v_out"])], "body",
-                                  [tensor("i", [], onnx.TensorProto.INT64), tensor("cond_in", [], onnx.TensorProto.BOOL),
-                                   tensor("v_in", [1, 3])],
+                                  [tensor("i", [], onnx.TensorProto.INT64),
+                                   tensor("cond_in", [], onnx.TensorProto.BOOL), tensor("v_in", [1, 3])],
                                   [tensor("cond_out", [], onnx.TensorProto.BOOL), tensor("v_out", [1, 3])])
     loop = make_onnx([helper.make_node("Loop", ["n", "", "x"], ["y"], name="the_loop", body=loop_body)],
                      [tensor("x", [1, 3])], [tensor("y", [1, 3])], [np.array(2, dtype=np.int64)], ["n"], opset=17)
@@ -110,3 +110,14 @@ def test_unsupported_op_error_names_version_node_and_hook(capsys, tmp_path):
 def test_debug_shows_traceback(capsys, tmp_path):
     code, _, err = _run(capsys, "--debug", "inspect", str(tmp_path / "absent.onnx"))
     assert code == 2 and "Traceback" in err and "not found" in err
+
+
+@pytest.mark.parametrize(("target", "expected"), [("/conv2/Convv:0", "closest: /conv2/Conv"),
+                                                  ("9999:0", "out of range")])
+def test_bad_layer_on_the_command_line_exits_2(capsys, tmp_path, cnn_onnx, target, expected):
+    """Layer names and indices reach the Model through `vizcore render` targets."""
+    code, _, err = _run(capsys, "render", str(cnn_onnx()), target, "--steps", "1", "--out", str(tmp_path / "o"),
+                        "--quiet", "--preprocess", "none")
+    assert code == 2 and "Traceback" not in err
+    line = next(ln for ln in err.splitlines() if ln.startswith("error:"))
+    assert expected in line

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from tiny import TinyCNN, export
 
 import vizcore
 from vizcore.errors import TargetError
 from vizcore.objectives import Channel, ClassLogit, DeepDream, Direction, Diversity, Neuron, batch_values
-
-from tiny import TinyCNN, export
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,9 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from tiny import TinyCNN, export
 
 from vizcore.cli import main
-
-from tiny import TinyCNN, export
 
 HOSTILE = "../../evil/<b>x</b>"
 

@@ -1,11 +1,10 @@
 import pytest
+from tiny import TinyCNN, export
 
 import vizcore
 from vizcore.errors import LayerNotFoundError, TargetError
 from vizcore.objectives import Channel, ClassLogit, DeepDream, Neuron
 from vizcore.targets import resolve
-
-from tiny import TinyCNN, export
 
 
 @pytest.fixture(scope="module")

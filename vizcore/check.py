@@ -285,6 +285,9 @@ def check(model: Model | str | os.PathLike[str], config: CheckConfig | None = No
     limits = {c.layer.index: cfg.limits(c.layer.name, c.conv.name if c.conv else None, str(c.layer.index))
               for c in chosen}
     chosen = [c for c in chosen if not limits[c.layer.index].skip]
+    if not chosen:
+        notes.append("no layers to check: the model has no Conv layers (choose some with --layers)"
+                     if not cfg.layers else "every chosen layer is skipped by an override")
     verdicts = _dead_units(model, chosen, cfg, notes, progress, timings) if cfg.dead and chosen else {}
 
     t0 = time.perf_counter()

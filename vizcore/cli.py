@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VizcoreError as exc:
         if args.debug:
             err.print_exception()
-        err.print(f"[bold red]error:[/] {escape(exc.message)}" + (f"\n  [dim]{escape(exc.hint)}[/]" if exc.hint else ""),
+        hint = f"\n  [dim]{escape(exc.hint)}[/]" if exc.hint else ""
+        err.print(f"[bold red]error:[/] {escape(exc.message)}{hint}",
                   highlight=False, markup=True, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import torch
 from onnx import TensorProto
-from torch import fx, nn
+from torch import fx
 
 from .errors import LayerNotFoundError, ModelLoadError, UnsupportedOpError, closest
 
@@ -183,7 +183,8 @@ class Model:
             raise LayerNotFoundError(f"no output named {output!r}; outputs: {', '.join(names)}",
                                      f"did you mean {hint[0]!r}?" if hint else None)
         layer = self.layer(output)
-        while layer.op_type in ("Softmax", "LogSoftmax", "Identity") and layer.inputs and layer.inputs[0] in self._by_key:
+        while (layer.op_type in ("Softmax", "LogSoftmax", "Identity") and layer.inputs
+               and layer.inputs[0] in self._by_key):
             layer = self._by_key[layer.inputs[0]]
         return layer
 
@@ -408,7 +409,7 @@ def _opset(proto: onnx.ModelProto, domain: str = "") -> int:
 #: Why some ops have no converter, for the one-line error (the hint always says how to add one).
 _WHY = {
     "If": "data-dependent control flow", "Loop": "data-dependent control flow", "Scan": "a loop over a subgraph",
-    "LSTM": "recurrent layer", "GRU": "recurrent layer", "RNN": "recurrent layer",
+    "RNN": "recurrent layer",
     "QuantizeLinear": "quantized model", "DequantizeLinear": "quantized model", "QLinearConv": "quantized model",
     "QLinearMatMul": "quantized model", "ConvInteger": "quantized model", "MatMulInteger": "quantized model",
     "DynamicQuantizeLinear": "quantized model",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import OptionError
 from ..hookspecs import hookimpl
 from ..model import Layer, Model
 from .probes import LayerStats
@@ -125,8 +126,20 @@ def ascend(model: Model, jobs: Sequence[Job], *, steps: int, size: int | None, l
     {layer index: {channel: value}}; the jobs run in a few renders grouped by depth (`depth_groups`)."""
     out: dict[int, dict[int, float]] = {}
     for group in depth_groups(model, jobs):
-        for li, vals in ascend_once(model, group, steps=steps, size=size, lr=lr, seed=seed, device=device,
-                                    on_warning=on_warning).items():
+        s = size
+        while True:
+            try:
+                got = ascend_once(model, group, steps=steps, size=s, lr=lr, seed=seed, device=device,
+                                  on_warning=on_warning)
+                break
+            except OptionError as exc:  # e.g. a 5x5 kernel deep in the net needs more than 32 pixels
+                full = model.input_shape(1)[-1]
+                if s is None or s >= full or "cannot run on a" not in exc.message:
+                    raise
+                s = min(2 * s, full)
+                if on_warning:
+                    on_warning(f"the model needs a larger input: gradient ascent at {s} pixels")
+        for li, vals in got.items():
             out.setdefault(li, {}).update(vals)
     return out
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import OptionError
 from ..model import ACTIVATION_OPS, Layer, Model
 
 CONV_OPS = frozenset({"Conv", "ConvTranspose"})
@@ -86,6 +87,9 @@ def select_layers(model: Model, keys: Sequence[str] = ()) -> list[CheckedLayer]:
     seen: set[int] = set()
     for k in keys:
         lay = model.layer(k)
+        if not lay.channels:
+            raise OptionError(f"layer {lay.name!r} ({lay.op_type}) has no channel dimension to check",
+                              "choose a layer with an (N, C, ...) output; see `vizcore inspect MODEL`")
         if lay.index in seen:
             continue
         seen.add(lay.index)

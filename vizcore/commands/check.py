@@ -162,9 +162,11 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
     failed = {(f.check, f.layer) for f in report.failures}
     table = Table(title=f"{len(report.layers)} layers checked", title_justify="left")
     for col, j in (("#", "right"), ("layer", "left"), ("op", "left"), ("ch", "right"), ("dead", "right"),
-                   ("const", "right"), ("dup", "right"), ("", "left")):
-        table.add_column(col, justify=j, no_wrap=True)
-    width = max(16, console.width - 58)
+                   ("const", "right"), ("dup", "right")):
+        table.add_column(col, justify=j, no_wrap=True, overflow="ellipsis")
+    table.add_column("", no_wrap=True, min_width=4)
+    width = max(16, console.width - 74)
+    judged = report.config is None or report.config.dead
     skipped_dups = 0
     for lay in report.layers:
         lim = lay.limits
@@ -173,8 +175,10 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
         dups = "[dim]-[/]" if no_dups else "[dim]0[/]" if not lay.duplicates else f"[yellow]{len(lay.duplicates)}[/]"
         ok = not any((c, lay.name) in failed for c in ("dead", "constant", "duplicates", "nonfinite-activations"))
         table.add_row(str(lay.index) if lay.index is not None else "", escape(elide(lay.name, width)), escape(lay.op),
-                      str(lay.channels), _count(lay.dead, lay.channels, lim.max_dead_fraction if lim else None),
-                      _count(lay.constant, lay.channels, lim.max_constant_fraction if lim else None),
+                      str(lay.channels),
+                      _count(lay.dead, lay.channels, lim.max_dead_fraction if lim else None) if judged else "[dim]-[/]",
+                      _count(lay.constant, lay.channels, lim.max_constant_fraction if lim else None) if judged
+                      else "[dim]-[/]",
                       dups, "[green]ok[/]" if ok else "[bold red]FAIL[/]")
     console.print(table)
     if skipped_dups:

@@ -19,7 +19,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("model", help="path to an .onnx file")
     p.add_argument("--all", action="store_true", help="list every node, not only the ones people visualize")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("--verbose", "-v", action="store_true", help="also list the pre-passes that ran")
+    p.add_argument("--verbose", "-v", action="store_true", help="also list every pre-pass in order, with its changes")
     p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
     p.add_argument("--size", type=int, default=None, help="spatial size of the probe input (default: model's, or 224)")
     return p
@@ -52,7 +52,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     head.add_row("parameters", f"{model.param_count:,}")
     head.add_row("batch > 1", "yes" if model.batch_ok else "[yellow]no: the graph bakes batch 1 in; units render "
                  "one at a time[/]")
-    if fidelity.get("available"):
+    if fidelity.get("error"):
+        head.add_row("fidelity", f"[red]{escape(fidelity['error'])}[/]")
+    elif fidelity.get("available"):
         d = fidelity["max_abs_diff"]
         style = "green" if d <= 1e-4 else "yellow" if d <= 1e-2 else "red"
         head.add_row("fidelity", f"[{style}]max |torch - onnxruntime| = {d:.2e}[/] on a seeded "
@@ -60,11 +62,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     else:
         head.add_row("fidelity", f"[yellow]not measured: {fidelity.get('reason')}[/]")
     if args.verbose:
-        ran = [f"{n} ({c} changes)" for n, c in model.prepasses if c] or ["none changed the graph"]
-        head.add_row("pre-passes", ", ".join(ran))
+        ran = [f"{escape(n)}: {c} change{'s' if c != 1 else ''}" if c else f"[dim]{escape(n)}: no change[/]"
+               for n, c in model.prepasses]
+        head.add_row("pre-passes", "\n".join(ran) or "none registered")
     console.print(head)
-    table = Table(title=f"{len(layers)} of {len(model.layers)} layers" + ("" if args.all else " (--all for every node)"),
-                  title_justify="left")
+    title = f"{len(layers)} of {len(model.layers)} layers" + ("" if args.all else " (--all for every node)")
+    table = Table(title=title, title_justify="left")
     for col, j in (("#", "right"), ("name", "left"), ("op", "left"), ("output shape", "left"), ("ch", "right")):
         table.add_column(col, justify=j, overflow="fold")
     for l in layers:

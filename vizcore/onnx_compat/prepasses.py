@@ -164,10 +164,23 @@ def _set_batch(vi: onnx.ValueInfoProto, value: int | str) -> None:
         dim.dim_value = value
 
 
-def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+def _skeleton(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """The graph with the batch set to `batch` and big initializers turned into typed inputs: shape inference needs
+    their shapes, not their bytes (copying vit_b_16's weights for every inference took seconds)."""
     m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for vi in m.graph.input:
+    m.ir_version, m.producer_name = model.ir_version, model.producer_name
+    m.opset_import.extend(model.opset_import)
+    g = m.graph
+    g.node.extend(model.graph.node)
+    g.output.extend(model.graph.output)
+    g.input.extend(model.graph.input)
+    names = {vi.name for vi in g.input}
+    for t in model.graph.initializer:
+        if int(np.prod(t.dims)) <= 64:
+            g.initializer.append(t)
+        elif t.name not in names:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    for vi in g.input:
         dims = vi.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_param") and dims[0].dim_param == BATCH:
             dims[0].dim_value = batch
@@ -177,11 +190,11 @@ def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
 def _inferred_dim0(model: onnx.ModelProto, batch: int, names: set[str]) -> dict[str, int | None]:
     """dim 0 of the named tensors by shape inference with the batch set to `batch` (None if unknown)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(_with_batch(model, batch), data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_skeleton(model, batch), data_prop=True)
     except Exception:
         return {}
     found: dict[str, int | None] = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input):
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         if vi.name in names:
             dims = vi.type.tensor_type.shape.dim
             found[vi.name] = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
@@ -295,12 +308,23 @@ def symbolic_batch(model: onnx.ModelProto) -> int:
                 node, old, _ = plan.pop(k)
                 node.input[1] = old
 
+    def hopeless() -> bool:
+        """Shape inference already shows an output that does not follow the batch (e.g. a Concat with a batch-1
+        class token): no need to ask onnxruntime."""
+        outs = {o.name for o in g.output}
+        at3 = _inferred_dim0(model, 3, outs)
+        return any(d is not None and d != 3 for d in at3.values()) or len(at3) < len(outs) and not at3
+
     # shape inference loses dims after Shape->Gather->Slice arithmetic (shufflenet's channel split): such
     # "unknown" rewrites are tried only when onnxruntime can check the result, then dropped if it disagrees
     settle(unknown_ok=reference is not None)
+    if hopeless():
+        model.CopyFrom(original)
+        return 0
     if reference is not None and not _onnxruntime_agrees(reference, model):
+        before = len(plan)
         settle(unknown_ok=False)
-        if not _onnxruntime_agrees(reference, model):
+        if len(plan) == before or hopeless() or not _onnxruntime_agrees(reference, model):
             model.CopyFrom(original)
             return 0
     used = {i for n in g.node for i in n.input}
