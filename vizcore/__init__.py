@@ -18,5 +18,7 @@ from .hookspecs import hookimpl
 from .model import Layer, Model, load
 from .result import Result, Unit
 
-__all__ = ["CheckReport", "Layer", "Model", "Result", "Unit", "VizcoreError", "__version__", "check", "hookimpl", "load",
-           "objectives", "render"]
+__all__ = [
+    "CheckReport", "Layer", "Model", "Result", "Unit", "VizcoreError", "__version__", "check", "hookimpl", "load",
+    "objectives", "render",
+]

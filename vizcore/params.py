@@ -36,7 +36,8 @@ class _ToImage(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         if self.decorrelate:
-            t = torch.einsum("nc...,dc->nd...", t, self.color)
+            # one broadcast matmul over the flattened pixels: 5x faster than einsum here (bench/RESULTS.md)
+            t = torch.matmul(self.color, t.flatten(2)).view(t.shape)
         return torch.sigmoid(t)
 
 

@@ -76,7 +76,8 @@ class Affine:
             return x
         r = math.radians(a)
         cos, sin = math.cos(r) / s, math.sin(r) / s
-        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype, device=x.device)
+        # built on the host and copied without blocking: a plain torch.tensor(..., device=cuda) syncs every step
+        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype).to(x.device, non_blocking=True)
         grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 

@@ -75,13 +75,15 @@ class OnnxRecurrent(nn.Module):
         if self.reverse:
             x = x.flip(0)
         c_n = None
-        if self.kind == "LSTM":
-            c0 = x.new_zeros(n_dir, batch, hidden) if c0 is None else c0
-            y, (h_n, c_n) = self.rnn(x, (h0.contiguous(), c0.contiguous()))
-        elif self.gru_loop:
-            y, h_n = self._gru_steps(x, h0)
-        else:
-            y, h_n = self.rnn(x, h0.contiguous())
+        # cuDNN's RNN backward refuses eval mode, and vizcore back-propagates through eval-mode models
+        with torch.backends.cudnn.flags(enabled=not (x.is_cuda and torch.is_grad_enabled())):
+            if self.kind == "LSTM":
+                c0 = x.new_zeros(n_dir, batch, hidden) if c0 is None else c0
+                y, (h_n, c_n) = self.rnn(x, (h0.contiguous(), c0.contiguous()))
+            elif self.gru_loop:
+                y, h_n = self._gru_steps(x, h0)
+            else:
+                y, h_n = self.rnn(x, h0.contiguous())
         if self.reverse:
             y = y.flip(0)
         y = y.reshape(y.shape[0], batch, n_dir, hidden).transpose(1, 2)  # (seq, dirs, batch, hidden)
