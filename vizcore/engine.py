@@ -422,6 +422,8 @@ def render(
     switch = _Switch()
     n_redirected = redirect_relus(cut, switch) if relu_override > 0 else 0
     net = _Net(model, cut, indices, pre.module(channels), fixed)
+    batch_ok = model.batch_ok  # decided where the weights are now (CPU after load), before they move
+    home = model.device
     model.module.to(dev)
     net.to(dev)
     net.memory_format = memory_format(cut, shape)
@@ -449,7 +451,7 @@ def render(
     chunk = max(1, budget // per_unit)
     if batch_size:
         chunk = min(chunk, max(1, batch_size))
-    if not model.batch_ok and chunk * images_per_unit > 1:
+    if not batch_ok and chunk * images_per_unit > 1:
         if images_per_unit > 1:
             raise OptionError("this model only runs at batch 1, so it cannot render several images per unit",
                               "use images_per_unit=1")
@@ -526,4 +528,5 @@ def render(
                     model=model.summary(), timings={"seconds": time.perf_counter() - t0}, warnings=messages,
                     trace_steps=trace_steps)
     pm.call("vizcore_render_end", run=run, result=result)
+    model.module.to(home)  # the caller's model stays where it was (activations, fidelity and checks on the CPU)
     return result

@@ -86,7 +86,10 @@ def vizcore_add_onnx_converters() -> list[Converter]:
 
     The function has onnx2torch's converter signature `(OnnxNode, OnnxGraph) -> OperationConverterResult`.
     `override=True` replaces a converter onnx2torch already has for that (domain, op, version).
-    Installed before every conversion.
+    Installed before every conversion. The decorator `vizcore.onnx_compat.converter(op, *versions, domain=...)`
+    collects functions into a module-level `CONVERTERS` list to return here. `version` is the op's since-version
+    in the ai.onnx domain; for a custom domain it must equal the model's opset for that domain (onnx2torch matches
+    custom domains exactly).
     """
 
 

@@ -254,7 +254,12 @@ class Model:
             with torch.no_grad():
                 both = _first_tensor(self.run(x))
                 one = _first_tensor(self.run(x[1:2]))
-            return both.shape[0] == 2 and torch.allclose(both[1:2], one, atol=1e-3, rtol=1e-2)
+            if both.shape[0] != 2:
+                return False
+            # a graph that bakes batch 1 in fails or gives a different answer; GPU numerics (TF32, algorithm
+            # choice per batch size) differ by far less, so compare relative to the output's scale
+            scale = float(one.abs().max()) + 1e-6
+            return float((both[1:2].float() - one.float()).abs().max()) <= 1e-2 * scale
         except Exception:
             return False
 

@@ -90,12 +90,15 @@ class Blur:
         r = max(1, int(math.ceil(2 * self.sigma)))
         k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * self.sigma ** 2))
         self.kernel = k / k.sum()
+        self._on: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}  # the kernel per device: one copy
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.sigma <= 0:
             return x
         c = x.shape[1]
-        k = self.kernel.to(x.device, x.dtype)
+        k = self._on.get((x.device, x.dtype))
+        if k is None:
+            k = self._on.setdefault((x.device, x.dtype), self.kernel.to(x.device, x.dtype))
         r = k.numel() // 2
         if x.dim() == 3:
             return F.conv1d(F.pad(x, (r, r), mode="reflect"), k.view(1, 1, -1).repeat(c, 1, 1), groups=c)
