@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -242,11 +243,11 @@ class _Checker:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sess = ort.InferenceSession(str(MODELS / "efficientnet_lite0.onnx"), so,
                                          providers=["CPUExecutionProvider"])
-        self.spent = 0.0
+        self.spent = self.cpu_spent = 0.0
 
     def p(self, images: np.ndarray) -> float:
         """images: (H, W, 3) or (1, H, W, 3) floats in 0..1 or uint8; quantized to uint8 like a saved PNG."""
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         x = np.asarray(images)
         x = x[0] if x.ndim == 4 else x
         if x.dtype != np.uint8:
@@ -259,6 +260,7 @@ class _Checker:
         y = self.sess.run(None, {self.sess.get_inputs()[0].name: x})[0][0].astype(np.float64)
         e = np.exp(y - y.max())
         self.spent += time.perf_counter() - t
+        self.cpu_spent += time.process_time() - c
         return float(e[GOLDFISH] / e.sum())
 
 
@@ -267,120 +269,149 @@ def section_quality(args: argparse.Namespace, dev: torch.device, out: dict[str, 
     from vizcore.plugins import get_manager
 
     every = 8
-    lucent_steps = 128 if args.quick else 512  # Lucent's default render_vis length is 512 steps
+    seeds = [0] if args.quick else list(range(args.seeds))
+    viz_cap, lucent_cap = (96, 96) if args.quick else (256, 512)  # each library's default number of steps
     checker = _Checker()
-    res: dict[str, Any] = {"check_every": every, "bar": 0.9}
-    print(f"  every {every} steps the current image is classified by EfficientNet-Lite0 (time excluded); "
-          "'first' = first check with p >= 0.9, 'stays' = first check from which every later check passes")
+    res: dict[str, Any] = {"check_every": every, "bar": 0.9, "seeds": seeds}
+    print(f"  seeds {seeds}, interleaved: each render is checked every {every} steps by EfficientNet-Lite0 (check "
+          f"time excluded) and stops at the first p >= 0.9; capped at the library's default length ({viz_cap} / "
+          f"{lucent_cap} steps). Wall and process CPU seconds (CPU time is steadier on a shared machine).")
+
+    class Clock:
+        def __init__(self) -> None:
+            sync(dev)
+            checker.spent = checker.cpu_spent = 0.0
+            self.wall, self.cpu = time.perf_counter(), time.process_time()
+            self.marks: list[tuple[int, float, float, float]] = []
+
+        def mark(self, step: int, image: np.ndarray) -> bool:
+            sync(dev)
+            wall = time.perf_counter() - self.wall - checker.spent
+            cpu = time.process_time() - self.cpu - checker.cpu_spent
+            self.marks.append((step, wall, cpu, checker.p(image)))
+            return self.marks[-1][3] >= 0.9
 
     class Probe:
-        def __init__(self) -> None:
-            self.t0 = 0.0
-            self.marks: list[tuple[int, float, float]] = []
+        clock: Clock
 
         @vizcore.hookimpl
         def vizcore_render_step(self, run: Any, state: Any) -> None:
-            if state.step % every:
-                return
-            sync(dev)
-            elapsed = time.perf_counter() - self.t0 - checker.spent
-            img = state.images()[0].float().permute(1, 2, 0).cpu().numpy()
-            self.marks.append((state.step, elapsed, checker.p(img)))
+            if state.step % every == 0:
+                state.stop = self.clock.mark(state.step, state.images()[0].float().permute(1, 2, 0).cpu().numpy())
 
-    for name, options in _quality_variants(args).items():
-        model = load_model()
+    def run_vizcore(seed: int, options: dict[str, Any]) -> dict[str, Any]:
         probe = Probe()
         pm = get_manager()
         pm.register(probe, "bench-quality-probe")
         try:
-            checker.spent = 0.0
-            steps = options.pop("steps", 128 if args.quick else 256)
-            sync(dev)
-            probe.t0 = time.perf_counter()
-            r = vizcore.render(model, "class:1", steps=steps, **render_kwargs(args), **options)
-            sync(dev)
-            total = time.perf_counter() - probe.t0 - checker.spent
+            probe.clock = Clock()
+            vizcore.render(model, "class:1", steps=int(options.get("steps", viz_cap)),
+                           **(render_kwargs(args) | {"seed": seed}),
+                           **{k: v for k, v in options.items() if k != "steps"})
         finally:
             pm.unregister(name="bench-quality-probe")
-        res[name] = _quality_summary(probe.marks, steps, total, checker.p(r.images[0]))
-        _print_quality(name, res[name])
+        return _first_pass(probe.clock.marks)
 
+    def run_lucent(seed: int) -> dict[str, Any]:
+        original = lu.render.tensor_to_img_array
+        clock = Clock()
+
+        def spy(tensor: torch.Tensor) -> np.ndarray:
+            arr = original(tensor)
+            if clock.mark(every * (len(clock.marks) + 1), arr):
+                raise KeyboardInterrupt  # render_vis catches it and returns: Lucent's own way to stop early
+            return arr
+
+        lu.render.tensor_to_img_array = spy
+        try:
+            torch.manual_seed(seed)
+            clock.wall, clock.cpu = time.perf_counter(), time.process_time()
+            with contextlib.redirect_stdout(io.StringIO()):
+                lucent_render(lu, lmodel, logits, [GOLDFISH], lucent_cap, False,
+                              thresholds=tuple(range(every, lucent_cap + 1, every)))
+        finally:
+            lu.render.tensor_to_img_array = original
+        return _first_pass(clock.marks)
+
+    model = load_model()
+    variants = _quality_variants(args)
     lu, why = import_lucent(dev)
     if lu is None:
         print(f"  Lucent rows SKIPPED: {why}")
         res["lucent_skipped"] = why
     else:
         lmodel = load_model().module.to(dev).eval()
-        marks: list[tuple[int, float, float]] = []
-        state = {"i": 0, "t0": 0.0}
-        original = lu.render.tensor_to_img_array
-
-        def spy(tensor: torch.Tensor) -> np.ndarray:
-            sync(dev)
-            elapsed = time.perf_counter() - state["t0"] - checker.spent
-            arr = original(tensor)
-            state["i"] += every
-            marks.append((state["i"], elapsed, checker.p(arr)))
-            return arr
-
-        lu.render.tensor_to_img_array = spy
-        try:
-            checker.spent = 0.0
-            torch.manual_seed(0)
-            sync(dev)
-            state["t0"] = time.perf_counter()
-            lucent_render(lu, lmodel, load_model().layers[-1].fx_name, [GOLDFISH], lucent_steps, False,
-                          thresholds=tuple(range(every, lucent_steps + 1, every)))
-        finally:
-            lu.render.tensor_to_img_array = original
-        res["Lucent defaults"] = _quality_summary(marks, lucent_steps, marks[-1][1] if marks else None,
-                                                  marks[-1][2] if marks else None)
-        _print_quality("Lucent defaults", res["Lucent defaults"])
-        viz, luc = res["vizcore defaults"]["stays"], res["Lucent defaults"]["stays"]
-        if viz and luc:
-            ratio = luc[1] / viz[1]
-            res["speedup"] = ratio
-            verdict(out, "quality", f"stays >= 0.9 from: vizcore defaults {viz[1]:.1f} s (step {viz[0]}), Lucent "
-                                    f"defaults {luc[1]:.1f} s (step {luc[0]}): {ratio:.2f}x", ratio >= 5.0)
+        logits = model.layers[-1].fx_name
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    if lu is not None:
+        rows["Lucent defaults"] = []
+    for seed in seeds:
+        for name, options in variants.items():
+            rows[name].append(run_vizcore(seed, options))
+            print(f"    seed {seed} {name}: {_fmt_pass(rows[name][-1])}", flush=True)
+        if lu is not None:
+            rows["Lucent defaults"].append(run_lucent(seed))
+            print(f"    seed {seed} Lucent defaults: {_fmt_pass(rows['Lucent defaults'][-1])}", flush=True)
+    for name, r in rows.items():
+        res[name] = _quality_row(r)
+        _print_quality(name, res[name])
+    if lu is not None:
+        v, lo = res["vizcore defaults"], res["Lucent defaults"]
+        if v["median_seconds"] is not None and lo["median_seconds"] is not None:
+            res["speedup"] = lo["median_seconds"] / v["median_seconds"]
+            res["speedup_cpu"] = lo["median_cpu_seconds"] / v["median_cpu_seconds"]
+            verdict(out, "quality", f"median time to p >= 0.9 over {len(seeds)} seed(s): vizcore defaults "
+                                    f"{v['median_seconds']:.1f} s (step {v['median_step']}), Lucent defaults "
+                                    f"{lo['median_seconds']:.1f} s (step {lo['median_step']}): {res['speedup']:.2f}x "
+                                    f"wall, {res['speedup_cpu']:.2f}x CPU time", res["speedup"] >= 5)
         else:
-            verdict(out, "quality", f"a default render never stayed at p >= 0.9 (vizcore {viz}, Lucent {luc})",
-                    bool(viz) and not luc)
+            verdict(out, "quality", f"no median (vizcore {v['median_seconds']}, Lucent {lo['median_seconds']}): "
+                                    "most seeds never passed", False)
     out["quality"] = res
 
 
-def _quality_summary(marks: list[tuple[int, float, float]], steps: int, seconds: float | None,
-                     final_p: float | None) -> dict[str, Any]:
-    """first = (step, s, p) of the first check with p >= 0.9; stays = the first check after which none fails."""
-    first = next(((s, t, p) for s, t, p in marks if p >= 0.9), None)
-    stays = None
-    for i in range(len(marks) - 1, -1, -1):
-        if marks[i][2] < 0.9:
-            break
-        stays = marks[i]
-    return {"first": first, "stays": stays, "steps": steps, "render_seconds": seconds, "final_p": final_p,
-            "curve": [(s, round(p, 3)) for s, _, p in marks]}
+def _first_pass(marks: list[tuple[int, float, float, float]]) -> dict[str, Any]:
+    hit = next((m for m in marks if m[3] >= 0.9), None)
+    return {"step": hit[0] if hit else None, "seconds": hit[1] if hit else None, "cpu_seconds": hit[2] if hit else None,
+            "best_p": max((m[3] for m in marks), default=None), "checks": len(marks)}
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = sorted(xs)
+    m = xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
+    return None if m == float("inf") else m
+
+
+def _quality_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over seeds; a seed that never passed counts as infinitely slow."""
+    inf = float("inf")
+    step = _median([r["step"] if r["step"] is not None else inf for r in rows])
+    return {"per_seed": rows, "median_seconds": _median([r["seconds"] if r["seconds"] is not None else inf
+                                                         for r in rows]),
+            "median_cpu_seconds": _median([r["cpu_seconds"] if r["cpu_seconds"] is not None else inf for r in rows]),
+            "median_step": step, "passed": sum(r["step"] is not None for r in rows)}
 
 
 def _quality_variants(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The vizcore settings compared for time to quality: the defaults first, then options that may help."""
     variants: dict[str, dict[str, Any]] = {"vizcore defaults": {}}
     for text in args.quality_variants or []:  # e.g. "lr=0.1,relu_override=0"
-        opts = {k: (float(v) if k != "transforms" else v) for k, v in (kv.split("=", 1) for kv in text.split(","))}
-        if "steps" in opts:
-            opts["steps"] = int(opts["steps"])
-        variants[f"vizcore {text}"] = opts
+        variants[f"vizcore {text}"] = {k: float(v) for k, v in (kv.split("=", 1) for kv in text.split(","))}
     return variants
 
 
-def _print_quality(name: str, r: dict[str, Any]) -> None:
-    def at(m: tuple[int, float, float] | None) -> str:
-        return f"step {m[0]} after {m[1]:.2f} s (p={m[2]:.3f})" if m else "never"
+def _fmt_pass(x: dict[str, Any]) -> str:
+    if x["step"] is None:
+        best = f"{x['best_p']:.2f}" if x["best_p"] is not None else "-"
+        return f"never (best p {best})"
+    return f"step {x['step']} ({x['seconds']:.1f} s, {x['cpu_seconds']:.1f} s CPU)"
 
-    fin = f"{r['final_p']:.3f}" if r["final_p"] is not None else "-"
-    rs = f"{r['render_seconds']:.1f} s" if r["render_seconds"] is not None else "-"
-    print(f"  {name:22s} first: {at(r['first'])}; stays: {at(r['stays'])}; whole render {r['steps']} steps {rs}, "
-          f"final p={fin}")
-    print(f"    p by step: {r['curve'][:12]}{' ...' if len(r['curve']) > 12 else ''}")
+
+def _print_quality(name: str, r: dict[str, Any]) -> None:
+    med = (f"{r['median_seconds']:.2f} s ({r['median_cpu_seconds']:.2f} s CPU), step {r['median_step']}"
+           if r["median_seconds"] is not None else "never")
+    print(f"  {name:22s} median {med}; passed {r['passed']}/{len(r['per_seed'])}: "
+          + "; ".join(_fmt_pass(x) for x in r["per_seed"]))
 
 
 # -- section 3: truncation ------------------------------------------------------------------------------------------
@@ -655,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--record", type=Path, default=None, help="append the run to this markdown file")
     ap.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds in the quality section (default 3)")
     ap.add_argument("--quality-variant", dest="quality_variants", action="append", default=None,
                     help="extra vizcore settings for the quality section, e.g. lr=0.1,relu_override=0 (repeatable)")
     ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)

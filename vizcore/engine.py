@@ -201,7 +201,7 @@ def memory_format(cut: nn.Module, shape: Sequence[int]) -> torch.memory_format:
 
 
 # -- the CPU heap ---------------------------------------------------------------------------------------------------
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc mallopt parameters
 _heap_lock = threading.Lock()
 _heap_depth = 0
 
@@ -222,6 +222,8 @@ def cpu_heap() -> Any:
 
     glibc serves every allocation over its mmap threshold with a fresh mmap, so each step page-faults its big
     activations in again: 28 % of a MobileNetV2 step on 2 cores (bench/RESULTS.md). VIZCORE_CPU_HEAP=0 turns it off.
+    Afterwards glibc keeps the thresholds its own dynamic tuning ends at in a busy torch process (mmap above 32 MiB,
+    trim above 64 MiB): any mallopt call freezes that tuning, so vizcore sets its end state rather than the defaults.
     """
     global _heap_depth
     libc = _glibc() if os.environ.get("VIZCORE_CPU_HEAP", "1") != "0" else None
@@ -239,9 +241,10 @@ def cpu_heap() -> Any:
         with _heap_lock:
             _heap_depth -= 1
             if _heap_depth == 0:
-                libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)  # glibc's defaults
-                libc.mallopt(_M_MMAP_MAX, 65536)
-                libc.malloc_trim(0)
+                libc.mallopt(_M_MMAP_MAX, 65536)  # glibc's default
+                libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # the most glibc's dynamic threshold reaches
+                libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)  # twice that, as the dynamic tuning keeps it
+                libc.malloc_trim(0)  # give the render's memory back to the OS
 
 
 def _cpu_heap_when_on_cpu(fn: Callable[..., Any]) -> Callable[..., Any]:
