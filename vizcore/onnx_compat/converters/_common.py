@@ -49,6 +49,25 @@ def const(node: OnnxNode, graph: OnnxGraph, i: int) -> np.ndarray | None:
     return None
 
 
+def split_inputs(node: OnnxNode, graph: OnnxGraph, slots: Sequence[tuple[int, str]]
+                 ) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+    """Sort optional inputs into constants (read now, by name) and run-time inputs (passed on, by name).
+
+    Returns (the call's input names, starting with input 0; the names of the run-time slots; the constants).
+    """
+    inputs, dynamic, values = [node.input_values[0]], [], {}
+    for i, key in slots:
+        if not input_at(node, i):
+            continue
+        c = const(node, graph, i)
+        if c is None:
+            inputs.append(input_at(node, i))
+            dynamic.append(key)
+        else:
+            values[key] = c
+    return inputs, dynamic, values
+
+
 def ints_attr(node: OnnxNode, name: str, default: Sequence[int] | None = None) -> list[int] | None:
     """An integer-list attribute; onnx2torch leaves an empty list as a raw AttributeProto, read it as []."""
     value = node.attributes.get(name, default)

@@ -13,7 +13,7 @@ from onnx2torch.utils.common import OperationConverterResult
 from torch import nn
 
 from .. import converter
-from ._common import as_list, const, input_at, ints_attr, result
+from ._common import as_list, ints_attr, result, split_inputs
 
 MODES = ("constant", "reflect", "edge", "wrap")
 
@@ -78,17 +78,7 @@ def convert_pad(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     if "pads" in node.attributes:  # Pad@2: everything is an attribute
         module = OnnxPad(mode, ints_attr(node, "pads"), float(node.attributes.get("value", 0.0)), None, ())
         return result(module, node, node.input_values[:1])
-    inputs, dynamic = [node.input_values[0]], []
-    values: dict[str, object] = {}
-    for i, key in ((1, "pads"), (2, "value"), (3, "axes")):
-        if not input_at(node, i):
-            continue
-        c = const(node, graph, i)
-        if c is None:
-            inputs.append(input_at(node, i))
-            dynamic.append(key)
-        else:
-            values[key] = c
+    inputs, dynamic, values = split_inputs(node, graph, ((1, "pads"), (2, "value"), (3, "axes")))
     pads = as_list(values["pads"]) if "pads" in values else None
     value = float(values["value"].reshape(-1)[0]) if "value" in values and values["value"].size else None
     axes = as_list(values["axes"]) if "axes" in values else None

@@ -19,7 +19,7 @@ from onnx2torch.utils.common import OperationConverterResult
 from torch import nn
 
 from .. import converter
-from ._common import const, input_at, result
+from ._common import result, split_inputs
 
 _COORDS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
            "tf_half_pixel_for_nn", "tf_crop_and_resize")
@@ -195,17 +195,7 @@ def _convert(node: OnnxNode, graph: OnnxGraph, legacy: bool) -> OperationConvert
         coord = attrs.get("coordinate_transformation_mode", "half_pixel")
         nearest = attrs.get("nearest_mode", "round_prefer_floor")
         slots = ((1, "roi"), (2, "scales"), (3, "sizes"))
-    values: dict[str, object] = {}
-    inputs, dynamic = [node.input_values[0]], []
-    for i, key in slots:
-        if not input_at(node, i):
-            continue
-        c = const(node, graph, i)
-        if c is None:
-            inputs.append(input_at(node, i))
-            dynamic.append(key)
-        else:
-            values[key] = c
+    inputs, dynamic, values = split_inputs(node, graph, slots)
     scales = _floats(values.get("scales")) if "scales" in values else (
         [float(s) for s in attrs["scales"]] if "scales" in attrs else None)
     sizes = _floats(values.get("sizes"))

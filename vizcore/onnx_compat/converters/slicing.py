@@ -17,7 +17,7 @@ from onnx2torch.utils.common import OperationConverterResult
 from torch import nn
 
 from .. import converter
-from ._common import as_list, const, input_at, ints_attr, result
+from ._common import as_list, ints_attr, result, split_inputs
 
 
 def slice_tensor(x: torch.Tensor, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int] | None,
@@ -65,17 +65,8 @@ def convert_slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     if "starts" in node.attributes:
         module = OnnxSlice(ints_attr(node, "starts"), ints_attr(node, "ends"), ints_attr(node, "axes"), None, ())
         return result(module, node, node.input_values[:1])
-    values: dict[str, list[int]] = {}
-    inputs, dynamic = [node.input_values[0]], []
-    for i, key in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")):
-        if not input_at(node, i):
-            continue
-        c = const(node, graph, i)
-        if c is None:
-            inputs.append(input_at(node, i))
-            dynamic.append(key)
-        else:
-            values[key] = as_list(c)
+    inputs, dynamic, consts = split_inputs(node, graph, ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")))
+    values = {k: as_list(v) for k, v in consts.items()}
     module = OnnxSlice(values.get("starts"), values.get("ends"), values.get("axes"), values.get("steps"), dynamic)
     return result(module, node, inputs)
 
