@@ -348,7 +348,8 @@ def batch_values(objectives: Sequence[Objective], acts: Acts, per_unit: int) -> 
     first = objectives[0]
     if type(first) is Channel and all(type(o) is Channel and o.layers == first.layers for o in objectives):
         a = acts[first.layers[0].index]
-        idx = torch.tensor([o.channel for o in objectives], device=a.device).repeat_interleave(per_unit)
+        # built on the host and copied without blocking: no device sync on the step path
+        idx = torch.tensor([o.channel for o in objectives]).repeat_interleave(per_unit).to(a.device, non_blocking=True)
         picked = a[torch.arange(a.shape[0], device=a.device), idx]
         return _spatial_mean(picked)
     return torch.cat([o.value({k: v[i * per_unit:(i + 1) * per_unit] for k, v in acts.items()})
