@@ -18,6 +18,9 @@ mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 DEADLINE=${DEADLINE:-450}
+DEV=${GPU_CHECK_DEVICE:-cuda}  # GPU_CHECK_DEVICE=cpu: a tiny smoke run of this script itself on a machine without GPU
+if [ "$DEV" = cuda ]; then GOAL_ARGS=""; BENCH_ARGS="--amp --units 16 --steps 64 --reps 3"
+else GOAL_ARGS="--units 8 --steps 4 --size 64"; BENCH_ARGS="--quick --no-lucent"; fi
 T0=$(date +%s)
 now() { echo $(( $(date +%s) - T0 )); }
 stage() { echo; echo "=== [$(now) s] $*"; }
@@ -36,11 +39,20 @@ EOF
 
 stage "environment"
 PY=python3
+# The machine's python3 may itself live in a venv (/opt/torch/.venv): --system-site-packages would then only show
+# the base interpreter's packages, so a .pth file adds python3's own site-packages (torch, onnx, ...) to the new venv.
 if timeout "$(budget 60)" python3 -m venv --system-site-packages /tmp/vz-venv; then
-    PY=/tmp/vz-venv/bin/python
+    VSITE=$(/tmp/vz-venv/bin/python -c 'import site; print(site.getsitepackages()[0])')
+    python3 -c 'import site; print("\n".join(site.getsitepackages()))' > "$VSITE/_machine_site.pth"
+    if /tmp/vz-venv/bin/python -c "import torch"; then
+        PY=/tmp/vz-venv/bin/python
+    else
+        echo "the new venv cannot import torch: using the machine's python3 directly"
+    fi
 else
     echo "venv creation failed: using the machine's python3 directly"
 fi
+echo "python: $PY"
 if ! $PY -c "import onnx2torch" 2>/dev/null; then
     if [ -d .devcarry/onnx2torch ]; then
         echo "onnx2torch: from .devcarry/onnx2torch (PYTHONPATH)"
@@ -70,13 +82,13 @@ for name in ("torch", "torchvision", "onnx", "onnx2torch", "onnxruntime", "numpy
     except Exception as exc:  # noqa: BLE001
         print(f"  {name:12s} MISSING: {type(exc).__name__}: {exc}")
 EOF
-if ! $PY -c "import vizcore, torch; assert torch.cuda.is_available()"; then
+if ! $PY -c "import vizcore, torch; assert '$DEV' != 'cuda' or torch.cuda.is_available()"; then
     echo "FATAL: vizcore or CUDA torch not importable; see above"; exit 1
 fi
 
 stage "goal: 1280 channels of layer 95, 256 steps, 224 px, bf16, < 60 s"
 # variants start only in the first 120 s of the stage; the first one is the goal as a user would run it
-timeout "$(budget 200)" $PY bench/gpu_goal.py --variants amp,amp+benchmark,fp32,amp+unit1 \
+timeout "$(budget 200)" $PY bench/gpu_goal.py --device "$DEV" $GOAL_ARGS --variants amp,amp+benchmark,fp32,amp+unit1 \
     --deadline 120 --json "$OUT/goal.json" --grid "$OUT/goal_grid.png" \
     || echo "gpu_goal.py exited with $? (124 = stage time limit)"
 
@@ -86,7 +98,7 @@ timeout "$(budget 90)" $PY -m pytest -q -p no:cacheprovider tests/test_perf_path
 echo "pytest exit: ${PIPESTATUS[0]}"
 
 stage "benchmark on the GPU"
-timeout "$(budget 200)" $PY bench/render_speed.py --device cuda --amp --units 16 --steps 64 --reps 3 \
+timeout "$(budget 200)" $PY bench/render_speed.py --device "$DEV" $BENCH_ARGS \
     --only roofline,overhead,truncation,memory,quality,lucent \
     --json "$OUT/bench.json" --record "$OUT/RESULTS-gpu.md" \
     || echo "render_speed.py exited with $? (124 = stage time limit)"

@@ -206,6 +206,7 @@ _heap_lock = threading.Lock()
 _heap_depth = 0
 
 
+@functools.lru_cache(maxsize=1)
 def _glibc() -> Any:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
