@@ -546,7 +546,7 @@ def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str,
     # the network alone: forward + backward to the input of the cut graph, same batch, at the size it sees (245 px)
     cut = model.cut_at([layer.index])
     fmt = memory_format(cut, (1, 3, 224, 224))
-    cut.to(memory_format=fmt)
+    cut.to(dev).to(memory_format=fmt)
     norm = resolve(model).module(3).to(dev)
     x0 = torch.rand(n, 3, 245, 245, device=dev).contiguous(memory_format=fmt)
     amp = args.amp and dev.type == "cuda"
