@@ -23,7 +23,7 @@ from .analysis.probes import layer_stats, probe_set
 from .analysis.weights import nonfinite_weights
 from .config import CheckConfig, LayerLimits, load_config
 from .errors import OptionError
-from .junit import Case, junit_xml
+from .junit import Case, group_failures, junit_xml, pop_failure
 from .model import Model, load
 
 Progress = Callable[[str], None]
@@ -101,13 +101,10 @@ class CheckReport:
 
     def junit_cases(self) -> list[Case]:
         """One JUnit test case per check per layer, plus the model-wide checks."""
-        fails: dict[tuple[str, str | None], list[str]] = {}
-        for f in self.failures:
-            fails.setdefault((f.check, f.layer), []).append(f.message)
+        fails = group_failures(self.failures)
 
         def failure(check: str, layer: str | None) -> str | None:
-            msgs = fails.pop((check, layer), None)
-            return "\n".join(msgs) if msgs else None
+            return pop_failure(fails, check, layer)
 
         fid = self.fidelity
         cases = [Case("model", "fidelity", failure("fidelity", None),

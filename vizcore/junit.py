@@ -6,6 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # Characters XML 1.0 cannot hold (control characters other than tab, newline, carriage return; surrogates; U+FFFE/F).
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -21,6 +22,20 @@ class Case:
     skipped: str | None = None  # reason when the check did not run
     details: str = ""  # system-out text (e.g. the channel indices)
     time: float = 0.0
+
+
+def group_failures(failures: Any) -> dict[tuple[str, str | None], list[str]]:
+    """Failure messages keyed by (check, layer), so each JUnit case can pop its own."""
+    fails: dict[tuple[str, str | None], list[str]] = {}
+    for f in failures:
+        fails.setdefault((f.check, f.layer), []).append(f.message)
+    return fails
+
+
+def pop_failure(fails: dict[tuple[str, str | None], list[str]], check: str, layer: str | None) -> str | None:
+    """The joined messages for (check, layer), removed from `fails`; None when that case passed."""
+    msgs = fails.pop((check, layer), None)
+    return "\n".join(msgs) if msgs else None
 
 
 def _clean(s: str) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import CheckConfig
-from ..junit import Case, junit_xml
+from ..junit import Case, group_failures, junit_xml, pop_failure
 
 if TYPE_CHECKING:
     from ..check import CheckReport, Failure, LayerReport
@@ -107,13 +107,10 @@ class DiffReport:
 
     def junit_cases(self) -> list[Case]:
         """One case per regression check per layer, plus fidelity, weights and the layer list."""
-        fails: dict[tuple[str, str | None], list[str]] = {}
-        for f in self.failures:
-            fails.setdefault((f.check, f.layer), []).append(f.message)
+        fails = group_failures(self.failures)
 
         def failure(check: str, layer: str | None) -> str | None:
-            msgs = fails.pop((check, layer), None)
-            return "\n".join(msgs) if msgs else None
+            return pop_failure(fails, check, layer)
 
         fid = self.fidelity
         cases = [Case("model", "fidelity", failure("fidelity", None),
