@@ -8,7 +8,8 @@
 Sections: `lucent` (seconds per unit, Lucent and vizcore, one at a time and batched), `quality` (seconds until the
 goldfish image from MobileNetV2 is a goldfish with p >= 0.9 to EfficientNet-Lite0), `truncation` (graph cut at the
 target vs the full graph), `overhead` (onnx2torch graph vs torchvision's MobileNetV2 with the same weights),
-`roofline` (FLOP/s of the whole step vs torch.mm), `memory` (peak RSS / CUDA max allocated for 64 units).
+`roofline` (FLOP/s of the whole step vs torch.mm, and its bytes/s vs a streaming kernel), `memory` (peak RSS /
+CUDA max allocated for 64 units).
 Every comparison is interleaved (A B A B ...) and reported as a median. Lucent is optional: it is looked for in
 $LUCENT_PATH, /tmp/lucent_pkgs and .devcarry/lucent_pkgs (install there with `pip install --target /tmp/lucent_pkgs
 --no-deps torch-lucent==0.1.8 kornia==0.4.1 tqdm decorator`; IPython is stubbed); without it those rows are skipped.
@@ -522,6 +523,48 @@ def matmul_flops(dev: torch.device, dtype: torch.dtype, quick: bool) -> float:
     return 2 * n ** 3 / med(ts)
 
 
+_NO_TRAFFIC = {"detach", "view", "_unsafe_view", "alias", "as_strided", "slice", "select", "permute", "t",
+               "expand", "transpose", "unsqueeze", "squeeze", "reshape", "_reshape_alias", "unbind", "split",
+               "view_as_real", "view_as_complex", "_conj", "lift_fresh", "empty", "empty_like", "empty_strided",
+               "set_", "resize_", "_to_copy_noop"}
+
+
+def traffic_bytes(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
+    """Memory traffic of fn() if every aten op read its inputs and wrote its outputs once (no cache reuse, no fusion).
+
+    The memory side of the roofline: a step's minimum bytes between cores and DRAM with unfused kernels. View and
+    allocation ops move nothing; an expanded input counts its storage once (stride-0 broadcasts read little).
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    totals: dict[str, int] = {}
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            res = func(*args, **(kwargs or {}))
+            name = func.__name__.split(".")[0]
+            if name not in _NO_TRAFFIC:
+                n = 0
+                for t in tree_flatten((args, kwargs, res))[0]:
+                    if isinstance(t, torch.Tensor) and t.numel() > 1:
+                        n += min(t.numel() * t.element_size(), t.untyped_storage().nbytes())
+                totals[name] = totals.get(name, 0) + n
+            return res
+
+    with Count():
+        fn()
+    return sum(totals.values()), totals
+
+
+def stream_kernel(dev: torch.device, quick: bool) -> tuple[Callable[[], Any], int]:
+    """A streaming kernel (out = a + 1, read + write, far larger than the caches): its bytes/s is the practical
+    memory peak."""
+    a = torch.rand((16 if quick else 64) * 2**20, device=dev)
+    o = torch.empty_like(a)
+    return (lambda: torch.add(a, 1.0, out=o)), 2 * a.numel() * a.element_size()
+
+
 def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str, Any]) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -558,6 +601,10 @@ def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str,
         y.float()[:, 0].mean().backward()
 
     net_flops = flops(network)
+    step_bytes = traffic_bytes(lambda: vizcore.render(model, targets, steps=2, **kw))[0] - traffic_bytes(
+        lambda: vizcore.render(model, targets, steps=1, **kw))[0]
+    net_bytes, net_by_op = traffic_bytes(network)
+    stream, stream_bytes = stream_kernel(dev, args.quick)
     size = 8192 if dev.type == "cuda" else (1024 if args.quick else 2048)
     a = torch.randn(size, size, device=dev)
     b = torch.randn(size, size, device=dev)
@@ -567,7 +614,7 @@ def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str,
     with cpu_heap() if dev.type == "cpu" else contextlib.nullcontext():
         times = interleaved({"short": lambda: vizcore.render(model, targets, steps=2, **kw),
                              "long": lambda: vizcore.render(model, targets, steps=2 + steps, **kw),
-                             "network": network, "mm": lambda: torch.mm(a, b)},
+                             "network": network, "mm": lambda: torch.mm(a, b), "stream": stream},
                             1 if args.quick else 3, dev, warmup=True)
     step_s = max(1e-9, (med(times["long"]) - med(times["short"])) / steps)
     achieved = per_step / step_s
@@ -582,13 +629,32 @@ def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str,
           f"{med(times['network']):.3f} s -> {net_rate / 1e9:.1f} GFLOP/s")
     print(f"  torch.mm float32 ({size}^2): {peak32 / 1e9:.1f} GFLOP/s -> the step runs at "
           f"{100 * achieved / peak32:.1f} %, the network alone at {100 * net_rate / peak32:.1f} %")
+    # the memory side: bytes per step with unfused kernels vs the streaming bandwidth measured in the same run
+    bw = stream_bytes / med(times["stream"])
+    intensity = per_step / max(1, step_bytes)
+    attainable = min(peak32, intensity * bw)  # the roofline's bound for this arithmetic intensity
+    net_bw = net_bytes / med(times["network"])
+    res.update(step_bytes=step_bytes, network_bytes=net_bytes, stream_bytes_per_s=bw, flop_per_byte=intensity,
+               attainable_flops=attainable, fraction_attainable=achieved / attainable,
+               step_bandwidth_fraction=step_bytes / step_s / bw, network_bandwidth_fraction=net_bw / bw,
+               network_bytes_by_op={k: v for k, v in sorted(net_by_op.items(), key=lambda kv: -kv[1])[:6]})
+    print(f"  memory traffic (unfused kernels): step {step_bytes / 1e9:.2f} GB, network {net_bytes / 1e9:.2f} GB; "
+          f"streaming bandwidth (torch.add, {stream_bytes / 2**21:.0f} MiB arrays) {bw / 1e9:.1f} GB/s")
+    print(f"  arithmetic intensity {intensity:.2f} FLOP/byte vs the machine's balance {peak32 / bw:.2f}: "
+          f"{'memory' if intensity < peak32 / bw else 'compute'}-bound; the roofline allows "
+          f"{attainable / 1e9:.1f} GFLOP/s ({100 * attainable / peak32:.0f} % of torch.mm)")
+    print(f"  the step moves {step_bytes / step_s / 1e9:.1f} GB/s ({100 * step_bytes / step_s / bw:.0f} % of "
+          f"streaming), the network alone {net_bw / 1e9:.1f} GB/s ({100 * net_bw / bw:.0f} %): "
+          f"{100 * achieved / attainable:.0f} % of the attainable FLOP/s")
     if dev.type == "cuda":
         peak16 = matmul_flops(dev, torch.bfloat16, args.quick)
         res.update(mm_bf16_flops=peak16, fraction_bf16=achieved / peak16)
         print(f"  torch.mm bfloat16: {peak16 / 1e12:.1f} TFLOP/s -> {100 * achieved / peak16:.1f} % of it")
     out["roofline"] = res
     verdict(out, "roofline", f"{100 * achieved / peak32:.1f} % of torch.mm float32 (network alone "
-                             f"{100 * net_rate / peak32:.1f} %)", achieved / peak32 >= 0.40)
+                             f"{100 * net_rate / peak32:.1f} %); memory-bound at {intensity:.1f} FLOP/byte: "
+                             f"{100 * achieved / attainable:.0f} % of the bandwidth roofline "
+                             f"({100 * attainable / peak32:.0f} % of torch.mm)", achieved / peak32 >= 0.40)
 
 
 # -- section 6: memory ----------------------------------------------------------------------------------------------

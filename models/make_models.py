@@ -111,7 +111,8 @@ def mtcnn_onet() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
-                          output_names=["face_logits"], dynamic_axes={"image": {0: "batch"}, "face_logits": {0: "batch"}})
+                          output_names=["face_logits"],
+                          dynamic_axes={"image": {0: "batch"}, "face_logits": {0: "batch"}})
     m = onnx.load(str(path))
     # facenet-pytorch feeds (x*255 - 127.5) * 0.0078125, i.e. mean 0.5, std 0.502 on a 0..1 image.
     for k, v in {"vizcore.mean": "0.5,0.5,0.5", "vizcore.std": "0.50196,0.50196,0.50196", "vizcore.range": "0,1",
