@@ -59,6 +59,32 @@ def test_batched_equals_one_at_a_time(model):
     assert both.values[1] == pytest.approx(one.values[0], rel=1e-3, abs=1e-4)
 
 
+def test_on_step_sees_every_step_and_can_stop_early(model):
+    seen = []
+
+    def watch(run, state):
+        seen.append((run.chunk, state.step, state.values.clone()))
+        if state.step == 5:
+            state.stop = True
+
+    r = vizcore.render(model, ["3:0-3"], batch_size=2, on_step=watch, **FAST)
+    n_chunks = 2
+    assert r.settings["chunk_units"] == 2
+    assert [s for _, s, _ in seen] == [1, 2, 3, 4, 5] * n_chunks  # every chunk stopped at step 5
+    assert r.trace_steps[-1] == 5
+    # the callback belongs to this render only: a later render without it calls nothing
+    vizcore.render(model, "3:0", **dict(FAST, steps=3))
+    assert len(seen) == 5 * n_chunks
+
+
+def test_best_values_are_the_best_seen(model):
+    r = vizcore.render(model, ["3:0-2"], **dict(FAST, record_every=1))
+    assert r.best_values is not None and r.best_values.shape == r.values.shape
+    for i in range(3):
+        assert r.best_values[i] >= max(r.traces[i]) - 1e-6 and r.best_values[i] >= r.values[i] - 1e-6
+    assert r.to_json()["units"][0]["best_value"] == pytest.approx(float(r.best_values[0]))
+
+
 def test_seeded_renders_are_reproducible(model):
     a = vizcore.render(model, "3:2", **FAST)
     b = vizcore.render(model, "3:2", **FAST)

@@ -366,12 +366,16 @@ def render(
     record_every: int = 8,
     images_per_unit: int = 1,
     on_warning: Callable[[str], None] | None = None,
+    on_step: Callable[[RenderRun, StepState], None] | None = None,
 ) -> Result:
     """Synthesize, for every target, the input that maximizes it; returns images, values and traces.
 
     `targets` are target strings (see `vizcore.targets`) and/or Objective objects, one image per unit
     (`images_per_unit` for several, e.g. with a diversity term). `relu_override` is the fraction of steps that
     use Lucid's ReLU gradient override, so units blocked by a ReLU still get a gradient at first.
+    `on_step(run, state)` is called after every step of this render only (progress bars, early stopping by
+    setting `state.stop`), as the `vizcore_render_step` hook is for every render (reading `state.values` on a GPU
+    waits for the step to finish).
     """
     t0 = time.perf_counter()
     warn = on_warning or (lambda m: warnings.warn(m, VizcoreWarning, stacklevel=3))
@@ -473,9 +477,10 @@ def render(
         "chunk_units": chunk, "max_memory": budget, "network_input": list(fixed) if fixed else None,
         "vizcore_version": __version__,
     }
-    want_steps = pm.has_impls("vizcore_render_step")
+    want_steps = pm.has_impls("vizcore_render_step") or on_step is not None
     all_images: list[np.ndarray] = []
     all_values: list[np.ndarray] = []
+    all_best: list[np.ndarray] = []
     all_traces: list[list[float]] = []
     trace_steps: list[int] = []
     override_steps = int(round(relu_override * steps))
@@ -492,6 +497,7 @@ def render(
         pm.call("vizcore_render_start", run=run)
         trace: list[torch.Tensor] = []
         trace_steps = []
+        best: torch.Tensor | None = None  # each image's best value during the ascent (on its transformed input)
         for step in range(1, steps + 1):
             switch.on = step <= override_steps
             img = p()
@@ -507,12 +513,15 @@ def render(
             opt.zero_grad(set_to_none=True)
             (-gain.sum()).backward()
             opt.step()
+            best = vals.detach() if best is None else torch.maximum(best, vals.detach())  # no host sync
             if step % record_every == 0 or step == steps:
                 trace.append(vals.detach())
                 trace_steps.append(step)
             if want_steps:
                 state = StepState(step=step, values=vals.detach(), _images=lambda p=p: _no_grad_call(p))
                 pm.call("vizcore_render_step", run=run, state=state)
+                if on_step is not None:
+                    on_step(run, state)
                 if state.stop:
                     trace.append(vals.detach())
                     trace_steps.append(step)
@@ -523,6 +532,8 @@ def render(
             final = batch_values(objs, {i: v.float() for i, v in net(img).items()}, k)
         all_images.append((img.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
         all_values.append(final.float().cpu().numpy())
+        all_best.append(torch.maximum(best, final).float().cpu().numpy() if best is not None else
+                        final.float().cpu().numpy())
         all_traces.extend(torch.stack(trace, 1).float().cpu().numpy().tolist())
 
     images = np.concatenate(all_images)
@@ -530,7 +541,7 @@ def render(
     result = Result(images=images, values=np.concatenate(all_values).astype(np.float32),
                     traces=all_traces, units=units, settings=settings,
                     model=model.summary(), timings={"seconds": time.perf_counter() - t0}, warnings=messages,
-                    trace_steps=trace_steps)
+                    trace_steps=trace_steps, best_values=np.concatenate(all_best).astype(np.float32))
     pm.call("vizcore_render_end", run=run, result=result)
     model.module.to(home)  # the caller's model stays where it was (activations, fidelity and checks on the CPU)
     return result

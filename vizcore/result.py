@@ -44,6 +44,7 @@ class Result:
     extras: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     trace_steps: list[int] = field(default_factory=list)
+    best_values: np.ndarray | None = None  # each unit's best value seen during the ascent or at the end
 
     def __len__(self) -> int:
         return len(self.units)
@@ -110,6 +111,7 @@ class Result:
         """Units with values and traces, as the manifest stores them."""
         return {
             "units": [dict(u.to_json(), file=self.filename(i), value=float(self.values[i]),
+                           **({} if self.best_values is None else {"best_value": float(self.best_values[i])}),
                            trace=[float(v) for v in self.traces[i]]) for i, u in enumerate(self.units)],
             "trace_steps": list(self.trace_steps),
         }

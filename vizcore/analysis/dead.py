@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import OptionError
-from ..hookspecs import hookimpl
 from ..model import Layer, Model
 from .probes import LayerStats
 
@@ -70,14 +69,13 @@ def render_available() -> bool:
 
 
 class _EarlyStop:
-    """A render-step hook: keeps each unit's best value and stops a chunk once every unit in it beat its bar."""
+    """A render's `on_step`: keeps each unit's best value and stops a chunk once every unit in it beat its bar."""
 
     def __init__(self, bars: np.ndarray) -> None:
         self.bars = bars
         self.best = np.full(len(bars), -np.inf)
 
-    @hookimpl
-    def vizcore_render_step(self, run: Any, state: Any) -> None:
+    def __call__(self, run: Any, state: Any) -> None:
         v = state.values.detach().float().cpu().numpy().reshape(-1)
         a = run.unit_offset
         sl = slice(a, a + len(v))
@@ -157,7 +155,6 @@ def ascend_once(model: Model, jobs: Sequence[Job], *, steps: int, size: int | No
     import vizcore
 
     from ..objectives import Neuron
-    from ..plugins import get_manager
 
     targets: list[Neuron] = []
     owners: list[tuple[int, int]] = []
@@ -170,16 +167,12 @@ def ascend_once(model: Model, jobs: Sequence[Job], *, steps: int, size: int | No
     if not targets:
         return {}
     stopper = _EarlyStop(np.asarray(bars, dtype=np.float64))
-    pm = get_manager()
-    name = f"vizcore-check-early-stop-{id(stopper)}"
-    pm.register(stopper, name)
-    try:
-        res = vizcore.render(model, targets, steps=steps, size=size, transforms="none", relu_override=1.0, lr=lr,
-                             seed=seed, device=device, record_every=max(1, steps // 4),
-                             on_warning=on_warning or (lambda m: None))
-    finally:
-        pm.unregister(name)
+    res = vizcore.render(model, targets, steps=steps, size=size, transforms="none", relu_override=1.0, lr=lr,
+                         seed=seed, device=device, record_every=max(1, steps // 4),
+                         on_warning=on_warning or (lambda m: None), on_step=stopper)
     values = np.asarray(res.values, dtype=np.float64).reshape(-1)
+    if res.best_values is not None:
+        values = np.fmax(values, np.asarray(res.best_values, dtype=np.float64).reshape(-1))
     out: dict[int, dict[int, float]] = {}
     for k, unit in enumerate(res.units):
         li, c = owners[k]

@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..engine import render
-from ..hookspecs import hookimpl
 from ..io import prepare_out_dir
 from ..model import load
 from ..plugins import get_manager
@@ -50,23 +49,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-class _ProgressPlugin:
-    """Drives a rich progress bar from the engine's lifecycle hooks."""
+class _Progress:
+    """The render's `on_step`: drives a rich progress bar (this render only, not a global plugin)."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task: Any = None
         self.every = 4
 
-    @hookimpl
-    def vizcore_render_start(self, run: Any) -> None:
-        total = run.steps * run.n_chunks
+    def __call__(self, run: Any, state: Any) -> None:
         if self.task is None:
-            self.task = self.progress.add_task("render", total=total, units=f"0/{run.total_units}", value="")
-        self.progress.update(self.task, units=f"{run.unit_offset + len(run.units)}/{run.total_units}")
-
-    @hookimpl
-    def vizcore_render_step(self, run: Any, state: Any) -> None:
+            self.task = self.progress.add_task("render", total=run.steps * run.n_chunks,
+                                               units=f"0/{run.total_units}", value="")
+        if state.step == 1:
+            self.progress.update(self.task, units=f"{run.unit_offset + len(run.units)}/{run.total_units}")
         done = run.chunk * run.steps + state.step
         if state.step % self.every == 0 or state.step == run.steps:
             v = state.values
@@ -88,17 +84,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     progress = Progress(TextColumn("[bold]{task.fields[units]}[/] units"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("steps"), TimeRemainingColumn(), TextColumn("{task.fields[value]}"),
                         console=err, disable=args.quiet, transient=False)
-    plugin = _ProgressPlugin(progress)
-    pm.register(plugin, name="vizcore-progress")
-    try:
-        with progress:
-            result = render(model, args.targets, steps=args.steps, size=args.size, param=args.param,
-                            transforms=args.transforms, l1=args.l1, l2=args.l2, tv=args.tv, lr=args.lr,
-                            seed=args.seed, device=args.device, amp=args.amp, max_memory=args.max_memory,
-                            relu_override=args.relu_override, preprocess=args.preprocess,
-                            value_range=args.value_range, images_per_unit=args.images_per_unit, on_warning=warn)
-    finally:
-        pm.unregister("vizcore-progress")
+    with progress:
+        result = render(model, args.targets, steps=args.steps, size=args.size, param=args.param,
+                        transforms=args.transforms, l1=args.l1, l2=args.l2, tv=args.tv, lr=args.lr,
+                        seed=args.seed, device=args.device, amp=args.amp, max_memory=args.max_memory,
+                        relu_override=args.relu_override, preprocess=args.preprocess,
+                        value_range=args.value_range, images_per_unit=args.images_per_unit, on_warning=warn,
+                        on_step=None if args.quiet else _Progress(progress))
     written = result.save(out, exporters=exporters, force=True)
     shown = min(len(result), 12)
     for i in range(shown):
