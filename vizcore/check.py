@@ -23,7 +23,7 @@ from .analysis.probes import layer_stats, probe_set
 from .analysis.weights import nonfinite_weights
 from .config import CheckConfig, LayerLimits, load_config
 from .errors import OptionError
-from .junit import Case, group_failures, junit_xml, pop_failure
+from .junit import Case, Failures, junit_xml
 from .model import Model, load
 
 Progress = Callable[[str], None]
@@ -101,18 +101,14 @@ class CheckReport:
 
     def junit_cases(self) -> list[Case]:
         """One JUnit test case per check per layer, plus the model-wide checks."""
-        fails = group_failures(self.failures)
-
-        def failure(check: str, layer: str | None) -> str | None:
-            return pop_failure(fails, check, layer)
-
+        fails = Failures(self.failures)
+        failure = fails.take
         fid = self.fidelity
         cases = [Case("model", "fidelity", failure("fidelity", None),
                       None if fid.get("available") else str(fid.get("reason", "not measured")),
                       f"max_abs_diff={fid.get('max_abs_diff')}" if fid.get("available") else "")]
         bad = self.model.get("nonfinite_weights") or []
-        weights_fail = "\n".join(m for (c, _), ms in list(fails.items()) if c == "nonfinite-weights" for m in ms)
-        fails = {k: v for k, v in fails.items() if k[0] != "nonfinite-weights"}
+        weights_fail = failure("nonfinite-weights", any_layer=True)
         details = "\n".join(f"{b['layer']}.{b['tensor']}: {b['nan']} NaN, {b['inf']} Inf" for b in bad)
         cases.append(Case("model", "nonfinite-weights", weights_fail or None, details=details))
         for lay in self.layers:
@@ -121,9 +117,7 @@ class CheckReport:
             cases.append(Case(lay.name, "duplicates", failure("duplicates", lay.name),
                               details="\n".join(f"filter {j} = {t}(filter {i}), similarity {s:.4f}"
                                                 for i, j, t, s in lay.duplicates)))
-        for (check, layer), msgs in fails.items():  # e.g. nonfinite activations
-            cases.append(Case(layer or "model", check, "\n".join(msgs)))
-        return cases
+        return cases + fails.rest()
 
     def junit(self) -> str:
         """The report as JUnit XML."""

@@ -24,18 +24,23 @@ class Case:
     time: float = 0.0
 
 
-def group_failures(failures: Any) -> dict[tuple[str, str | None], list[str]]:
-    """Failure messages keyed by (check, layer), so each JUnit case can pop its own."""
-    fails: dict[tuple[str, str | None], list[str]] = {}
-    for f in failures:
-        fails.setdefault((f.check, f.layer), []).append(f.message)
-    return fails
+class Failures:
+    """A report's failure messages keyed by (check, layer): each JUnit case takes its own, the rest get cases too."""
 
+    def __init__(self, failures: Any) -> None:
+        self._by: dict[tuple[str, str | None], list[str]] = {}
+        for f in failures:
+            self._by.setdefault((f.check, f.layer), []).append(f.message)
 
-def pop_failure(fails: dict[tuple[str, str | None], list[str]], check: str, layer: str | None) -> str | None:
-    """The joined messages for (check, layer), removed from `fails`; None when that case passed."""
-    msgs = fails.pop((check, layer), None)
-    return "\n".join(msgs) if msgs else None
+    def take(self, check: str, layer: str | None = None, any_layer: bool = False) -> str | None:
+        """The joined messages of (check, layer) — of every layer with `any_layer` — removed; None: it passed."""
+        keys = [k for k in self._by if k[0] == check and (any_layer or k[1] == layer)]
+        msgs = [m for k in keys for m in self._by.pop(k)]
+        return "\n".join(msgs) if msgs else None
+
+    def rest(self) -> list[Case]:
+        """Cases for the failures no case took (e.g. non-finite activations)."""
+        return [Case(layer or "model", check, "\n".join(msgs)) for (check, layer), msgs in self._by.items()]
 
 
 def _clean(s: str) -> str:

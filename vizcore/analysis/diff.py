@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import CheckConfig
-from ..junit import Case, group_failures, junit_xml, pop_failure
+from ..junit import Case, Failures, junit_xml
 
 if TYPE_CHECKING:
     from ..check import CheckReport, Failure, LayerReport
@@ -107,11 +107,8 @@ class DiffReport:
 
     def junit_cases(self) -> list[Case]:
         """One case per regression check per layer, plus fidelity, weights and the layer list."""
-        fails = group_failures(self.failures)
-
-        def failure(check: str, layer: str | None) -> str | None:
-            return pop_failure(fails, check, layer)
-
+        fails = Failures(self.failures)
+        failure = fails.take
         fid = self.fidelity
         cases = [Case("model", "fidelity", failure("fidelity", None),
                       None if fid.get("change") is not None else "not measured in both models",
@@ -125,9 +122,7 @@ class DiffReport:
                               details=f"{len(d.old.constant)} -> {len(d.new.constant)} of {d.new.channels}"))
             cases.append(Case(d.name, "duplicates", failure("duplicates", d.name),
                               details=f"{len(d.old.duplicates)} -> {len(d.new.duplicates)} pairs"))
-        for (check, layer), msgs in fails.items():
-            cases.append(Case(layer or "model", check, "\n".join(msgs)))
-        return cases
+        return cases + fails.rest()
 
     def junit(self) -> str:
         """The diff as JUnit XML."""
