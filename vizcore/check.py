@@ -23,7 +23,7 @@ from .analysis.probes import layer_stats, probe_set
 from .analysis.weights import nonfinite_weights
 from .config import CheckConfig, LayerLimits, load_config
 from .errors import OptionError
-from .junit import Case, Failures, junit_xml
+from .junit import Case, Failures, Report
 from .model import Model, load
 
 Progress = Callable[[str], None]
@@ -74,7 +74,7 @@ class LayerReport:
 
 
 @dataclass
-class CheckReport:
+class CheckReport(Report):
     """The result of `check`: model facts, per-layer findings, fidelity and the failures (empty: passed)."""
 
     model: dict[str, Any]
@@ -94,10 +94,6 @@ class CheckReport:
         """{"model", "passed", "layers", "fidelity", "failures"} as the issue's schema says (JSON-safe floats)."""
         return jsonable({"model": self.model, "passed": self.passed, "layers": [lay.to_json() for lay in self.layers],
                          "fidelity": self.fidelity, "failures": [f.to_json() for f in self.failures]})
-
-    def dumps(self) -> str:
-        """The JSON report as text."""
-        return json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n"
 
     def junit_cases(self) -> list[Case]:
         """One JUnit test case per check per layer, plus the model-wide checks."""
@@ -119,10 +115,8 @@ class CheckReport:
                                                 for i, j, t, s in lay.duplicates)))
         return cases + fails.rest()
 
-    def junit(self) -> str:
-        """The report as JUnit XML."""
-        return junit_xml("vizcore check " + str(self.model.get("path", "")), self.junit_cases(),
-                         self.timings.get("total", 0.0))
+    def junit_suite(self) -> str:
+        return "vizcore check " + str(self.model.get("path", ""))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckReport:

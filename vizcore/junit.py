@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -41,6 +42,31 @@ class Failures:
     def rest(self) -> list[Case]:
         """Cases for the failures no case took (e.g. non-finite activations)."""
         return [Case(layer or "model", check, "\n".join(msgs)) for (check, layer), msgs in self._by.items()]
+
+
+class Report:
+    """What check and diff reports share: JSON text from `to_json()`, JUnit XML from `junit_cases()`."""
+
+    suite = "vizcore"
+    timings: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def junit_cases(self) -> list[Case]:
+        raise NotImplementedError
+
+    def junit_suite(self) -> str:
+        """The JUnit test suite's name."""
+        return self.suite
+
+    def dumps(self) -> str:
+        """The JSON report as text (strict JSON: no NaN)."""
+        return json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n"
+
+    def junit(self) -> str:
+        """The report as JUnit XML."""
+        return junit_xml(self.junit_suite(), self.junit_cases(), self.timings.get("total", 0.0))
 
 
 def _clean(s: str) -> str:

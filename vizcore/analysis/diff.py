@@ -5,12 +5,11 @@ the thresholds (`max-dead-increase`, `max-constant-increase`, `fail-on-new-dupli
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import CheckConfig
-from ..junit import Case, Failures, junit_xml
+from ..junit import Case, Failures, Report
 
 if TYPE_CHECKING:
     from ..check import CheckReport, Failure, LayerReport
@@ -76,7 +75,7 @@ class LayerDiff:
 
 
 @dataclass
-class DiffReport:
+class DiffReport(Report):
     """The comparison of two check reports, with the regressions that exceed the thresholds as failures."""
 
     old: CheckReport
@@ -101,10 +100,6 @@ class DiffReport:
                          "layers": [d.to_json() for d in self.layers], "added": self.added, "removed": self.removed,
                          "fidelity": self.fidelity, "failures": [f.to_json() for f in self.failures]})
 
-    def dumps(self) -> str:
-        """The JSON report as text."""
-        return json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n"
-
     def junit_cases(self) -> list[Case]:
         """One case per regression check per layer, plus fidelity, weights and the layer list."""
         fails = Failures(self.failures)
@@ -124,10 +119,8 @@ class DiffReport:
                               details=f"{len(d.old.duplicates)} -> {len(d.new.duplicates)} pairs"))
         return cases + fails.rest()
 
-    def junit(self) -> str:
-        """The diff as JUnit XML."""
-        return junit_xml(f"vizcore diff {self.old.model.get('path', '')} {self.new.model.get('path', '')}",
-                         self.junit_cases(), self.timings.get("total", 0.0))
+    def junit_suite(self) -> str:
+        return f"vizcore diff {self.old.model.get('path', '')} {self.new.model.get('path', '')}"
 
 
 def _max_diff(fid: dict[str, Any]) -> float | None:
