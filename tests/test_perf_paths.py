@@ -10,7 +10,7 @@ from tiny import TinyCNN, TinySignal, export
 from torch import nn
 
 import vizcore
-from vizcore import engine, params, transforms
+from vizcore import clamps, engine, params, transforms
 
 FAST = dict(steps=12, size=32, seed=0, lr=0.2)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -53,7 +53,7 @@ def test_redirected_backward_equals_the_reference(bounds, layout, dtype):
     if layout == "channels_last":
         x, grad = x.contiguous(memory_format=torch.channels_last), grad.contiguous(memory_format=torch.channels_last)
     xx = x.clone().requires_grad_(True)
-    y = engine._RedirectedClamp.apply(xx, lo, hi)
+    y = clamps.RedirectedClamp.apply(xx, lo, hi)
     assert torch.equal(y, torch.clamp(x, lo, hi))
     y.backward(grad)
     expected = _reference_grad(x, grad, lo, hi)
@@ -66,7 +66,7 @@ def test_redirected_backward_without_blocked_images_is_the_plain_gradient():
     x = torch.rand(3, 2, 4, 4) + 0.5  # all inside (0, 6)
     grad = torch.randn(3, 2, 4, 4)
     xx = x.clone().requires_grad_(True)
-    engine._RedirectedClamp.apply(xx, 0.0, 6.0).backward(grad)
+    clamps.RedirectedClamp.apply(xx, 0.0, 6.0).backward(grad)
     yy = x.clone().requires_grad_(True)
     nn.ReLU6()(yy).backward(grad)
     assert torch.equal(xx.grad, yy.grad)
@@ -155,8 +155,8 @@ def test_amp_on_cpu_warns_and_runs_in_float32(model):
 def test_bfloat16_autocast_step_gives_finite_gradients(model):
     """The CUDA --amp step, run with CPU autocast: redirected ReLUs, channels_last and bf16 activations together."""
     cut = model.cut_at([4])  # conv relu pool conv relu
-    switch = engine._Switch()
-    assert engine.redirect_relus(cut, switch) == 2
+    switch = clamps.Switch()
+    assert clamps.redirect_relus(cut, switch) == 2
     cut.to(memory_format=torch.channels_last)
     net = engine._Net(model, cut, [4], nn.Identity(), None)
     net.memory_format = torch.channels_last

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
+from .clamps import Switch, fuse_conv_clamps, redirect_relus
 from .errors import DeviceError, OptionError, VizcoreError
 from .model import Model, load
 from .objectives import Objective, batch_values
@@ -71,96 +72,6 @@ class StepState:
 def _no_grad_call(p: nn.Module) -> torch.Tensor:
     with torch.no_grad():
         return p()
-
-
-# -- ReLU gradient override ---------------------------------------------------------------------------------------
-class _Switch:
-    on = False
-
-
-class _RedirectedClamp(torch.autograd.Function):
-    """clamp(x, lo, hi) with Lucid's ReLU gradient override for images whose true gradient here is all zero.
-
-    For such an image, the gradient also flows where it would move x back into [lo, hi]; images that already
-    get a gradient through this op keep the true one, so the override only un-blocks, never misleads.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, lo: float | None, hi: float | None) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.lo, ctx.hi = lo, hi
-        return torch.clamp(x, lo, hi)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        # Few full-size passes: this runs on every ReLU of the cut graph during the override steps.
-        (x,) = ctx.saved_tensors
-        lo, hi = ctx.lo, ctx.hi
-        if lo is None and hi is None:
-            return g, None, None
-        if hi is None:  # the true gradient, in one fused pass each (ReLU's and clamp's own backward kernels)
-            true_g = torch.ops.aten.threshold_backward(g, x, lo)
-        else:
-            true_g = torch.ops.aten.hardtanh_backward(g, x, -math.inf if lo is None else lo, hi)
-        dims = tuple(range(1, g.dim()))  # amax and amin are fast reductions on CPU (vector_norm is 5x slower)
-        flows = (true_g.amax(dims) != 0) | (true_g.amin(dims) != 0) if dims else true_g != 0
-        if bool(flows.all()):  # the usual case: no image is blocked here, nothing to redirect
-            return true_g, None, None
-        # loss = -objective is minimized: g < 0 pushes x up, g > 0 pushes x down; a blocked image also gets the
-        # gradient where it would move x back into [lo, hi].
-        inside = (x > lo) if lo is not None else None
-        if hi is not None:
-            inside = x < hi if inside is None else inside & (x < hi)
-        back = None
-        if lo is not None:
-            back = (x <= lo) & (g < 0)
-        if hi is not None:
-            back = (x >= hi) & (g > 0) if back is None else back | ((x >= hi) & (g > 0))
-        blocked = (~flows).view(-1, *([1] * (g.dim() - 1)))
-        return torch.where(inside | (back & blocked), g, 0), None, None
-
-
-class _Redirected(nn.Module):
-    """Wraps a ReLU-like module; while the switch is on, its zero-gradient region passes useful gradients."""
-
-    def __init__(self, inner: nn.Module, lo: float | None, hi: float | None, switch: type[_Switch] | _Switch):
-        super().__init__()
-        self.inner, self.lo, self.hi, self.switch = inner, lo, hi, switch
-
-    def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
-        if self.switch.on and x.requires_grad:
-            return _RedirectedClamp.apply(x, self.lo, self.hi)
-        return self.inner(x, *args)
-
-
-def _clamp_bounds(m: nn.Module) -> tuple[float | None, float | None] | None:
-    if isinstance(m, nn.ReLU):
-        return 0.0, None
-    if isinstance(m, nn.ReLU6):
-        return 0.0, 6.0
-    if isinstance(m, nn.Hardtanh):
-        return float(m.min_val), float(m.max_val)
-    if type(m).__name__ == "OnnxClip":
-        lo, hi = getattr(m, "min_val", None), getattr(m, "max_val", None)
-        try:
-            return (None if lo is None else float(lo)), (None if hi is None else float(hi))
-        except (TypeError, ValueError, RuntimeError):
-            return None
-    return None
-
-
-def redirect_relus(gm: torch.fx.GraphModule, switch: _Switch) -> int:
-    """Replace ReLU/ReLU6/Clip modules of a cut graph by redirected ones (the model's own module is untouched)."""
-    n = 0
-    for node in gm.graph.nodes:
-        if node.op != "call_module":
-            continue
-        m = gm.get_submodule(node.target)
-        bounds = _clamp_bounds(m)
-        if bounds is not None and len(node.args) == 1:
-            setattr(gm, node.target, _Redirected(m, *bounds, switch))
-            n += 1
-    return n
 
 
 # -- the network as the loop sees it ------------------------------------------------------------------------------
@@ -427,7 +338,7 @@ def render(
     channels = shape[1]
 
     cut = model.cut_at(indices)
-    switch = _Switch()
+    switch = Switch()
     n_redirected = redirect_relus(cut, switch) if relu_override > 0 else 0
     net = _Net(model, cut, indices, pre.module(channels), fixed)
     batch_ok = model.batch_ok  # decided where the weights are now (CPU after load), before they move
@@ -437,6 +348,7 @@ def render(
     net.memory_format = memory_format(cut, shape)
     if net.memory_format == torch.channels_last:
         cut.to(memory_format=torch.channels_last)  # the conv weights, shared with model.module (same values)
+    n_fused = fuse_conv_clamps(cut, switch) if dev.type == "cpu" else 0  # after redirect: keeps the override
     tlist = [t for f in tfactories for t in f(size)]
 
     # Can the network take this size at all? (one cheap no-grad forward on the un-transformed image)
@@ -473,6 +385,7 @@ def render(
         "targets": names, "steps": steps, "size": size, "param": param, "param_options": param_options or {},
         "transforms": tnames, "regularizers": {k: v for k, v in regs_w.items() if v}, "lr": lr, "seed": seed,
         "device": str(dev), "amp": amp, "relu_override": relu_override, "relu_redirected_modules": n_redirected,
+        "fused_conv_clamps": n_fused,
         "preprocess": pre.to_json(), "record_every": record_every, "images_per_unit": images_per_unit,
         "chunk_units": chunk, "max_memory": budget, "network_input": list(fixed) if fixed else None,
         "vizcore_version": __version__,
