@@ -110,3 +110,14 @@ def test_renders_with_and_without_fusion_agree(model, monkeypatch):
     assert on.settings["fused_conv_clamps"] == 3 and off.settings["fused_conv_clamps"] == 0
     assert np.abs(on.images.astype(int) - off.images.astype(int)).max() <= 1
     assert np.allclose(on.values, off.values, rtol=1e-3, atol=1e-4)
+
+
+def test_fused_pairs_fall_back_under_autocast(model):
+    cut = model.cut_at([_last(model)])
+    assert clamps.fuse_conv_clamps(cut) == 3
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = cut(x)[0]
+    assert y.dtype == torch.bfloat16  # the unfused modules ran (the fused kernel is float32 only)
+    y.float().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
