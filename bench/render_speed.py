@@ -530,9 +530,9 @@ _NO_TRAFFIC = {"detach", "view", "_unsafe_view", "alias", "as_strided", "slice",
 
 
 def traffic_bytes(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
-    """Memory traffic of fn() if every aten op read its inputs and wrote its outputs once (no cache reuse, no fusion).
+    """Memory traffic of fn() if every aten op read its inputs and wrote its outputs once (no cache reuse).
 
-    The memory side of the roofline: a step's minimum bytes between cores and DRAM with unfused kernels. View and
+    The memory side of the roofline: a step's minimum bytes between cores and DRAM with the kernels it runs. View and
     allocation ops move nothing; an expanded input counts its storage once (stride-0 broadcasts read little).
     """
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -569,6 +569,7 @@ def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str,
     from torch.utils.flop_counter import FlopCounterMode
 
     import vizcore
+    from vizcore.clamps import fuse_conv_clamps
     from vizcore.engine import cpu_heap, memory_format
     from vizcore.preprocess import resolve
 
@@ -580,27 +581,41 @@ def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str,
     kw = render_kwargs(args)
 
     def flops(fn: Callable[[], Any]) -> int:
-        with FlopCounterMode(display=False) as fc:
-            fn()
+        """FLOPs of fn() with the conv + clamp fusion off: the same convolutions, but FlopCounterMode has no
+        formula for oneDNN's fused kernel, so the fused step would be under-counted."""
+        old = os.environ.get("VIZCORE_FUSE")
+        os.environ["VIZCORE_FUSE"] = "0"
+        try:
+            with FlopCounterMode(display=False) as fc:
+                fn()
+        finally:
+            if old is None:
+                os.environ.pop("VIZCORE_FUSE")
+            else:
+                os.environ["VIZCORE_FUSE"] = old
         return fc.get_total_flops()
 
     per_step = flops(lambda: vizcore.render(model, targets, steps=2, **kw)) - flops(
         lambda: vizcore.render(model, targets, steps=1, **kw))
-    # the network alone: forward + backward to the input of the cut graph, same batch, at the size it sees (245 px)
+    # the network alone, as the engine runs it (cut at the target, memory format, conv + clamp fused on the CPU):
+    # forward + backward to the input, same batch, at the size it sees (245 px)
+    plain = model.cut_at([layer.index])
+    fmt = memory_format(plain, (1, 3, 224, 224))
+    plain.to(dev).to(memory_format=fmt)
     cut = model.cut_at([layer.index])
-    fmt = memory_format(cut, (1, 3, 224, 224))
-    cut.to(dev).to(memory_format=fmt)
+    if dev.type == "cpu":
+        fuse_conv_clamps(cut)
     norm = resolve(model).module(3).to(dev)
     x0 = torch.rand(n, 3, 245, 245, device=dev).contiguous(memory_format=fmt)
     amp = args.amp and dev.type == "cuda"
 
-    def network() -> None:
+    def network(graph: torch.nn.Module = cut) -> None:
         x = x0.clone().requires_grad_(True)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            y = cut(norm(x))[0]
+            y = graph(norm(x))[0]
         y.float()[:, 0].mean().backward()
 
-    net_flops = flops(network)
+    net_flops = flops(lambda: network(plain))
     step_bytes = traffic_bytes(lambda: vizcore.render(model, targets, steps=2, **kw))[0] - traffic_bytes(
         lambda: vizcore.render(model, targets, steps=1, **kw))[0]
     net_bytes, net_by_op = traffic_bytes(network)
@@ -638,7 +653,8 @@ def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str,
                attainable_flops=attainable, fraction_attainable=achieved / attainable,
                step_bandwidth_fraction=step_bytes / step_s / bw, network_bandwidth_fraction=net_bw / bw,
                network_bytes_by_op={k: v for k, v in sorted(net_by_op.items(), key=lambda kv: -kv[1])[:6]})
-    print(f"  memory traffic (unfused kernels): step {step_bytes / 1e9:.2f} GB, network {net_bytes / 1e9:.2f} GB; "
+    print(f"  memory traffic (each kernel reads its inputs, writes its outputs once): step {step_bytes / 1e9:.2f} GB, "
+          f"network {net_bytes / 1e9:.2f} GB; "
           f"streaming bandwidth (torch.add, {stream_bytes / 2**21:.0f} MiB arrays) {bw / 1e9:.1f} GB/s")
     print(f"  arithmetic intensity {intensity:.2f} FLOP/byte vs the machine's balance {peak32 / bw:.2f}: "
           f"{'memory' if intensity < peak32 / bw else 'compute'}-bound; the roofline allows "
