@@ -72,6 +72,21 @@ def test_redirected_backward_without_blocked_images_is_the_plain_gradient():
     assert torch.equal(xx.grad, yy.grad)
 
 
+@pytest.mark.parametrize("bounds", [(0.0, None), (0.0, 6.0), (None, 1.0)])
+def test_override_gradient_without_the_early_exit_is_the_same(bounds):
+    """The GPU path (no host sync: the masks always run) gives what the CPU's early exit gives."""
+    lo, hi = bounds
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 3, 6, 6, generator=g) * 3
+    grad = torch.randn(4, 3, 6, 6, generator=g)
+    x_blocked = x.clone()
+    x_blocked[1] = (lo - 1.0) if lo is not None else (hi + 1.0)  # image 1 closed everywhere
+    for t in (x, x_blocked):
+        fast = clamps.clamp_grad(grad, t, lo, hi, redirect=True, early_exit=True)
+        full = clamps.clamp_grad(grad, t, lo, hi, redirect=True, early_exit=False)
+        assert torch.equal(fast, full)
+
+
 # -- channels_last --------------------------------------------------------------------------------------------------
 def test_memory_format_is_channels_last_for_conv_images_only(model, monkeypatch, tmp_path):
     cut = model.cut_at([3])
