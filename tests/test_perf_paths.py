@@ -87,6 +87,16 @@ def test_override_gradient_without_the_early_exit_is_the_same(bounds):
         assert torch.equal(fast, full)
 
 
+def test_cudnn_autotune_is_on_inside_and_restored_after(monkeypatch):
+    torch.backends.cudnn.benchmark = False
+    with engine.cudnn_autotune():
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark is False
+    monkeypatch.setenv("VIZCORE_CUDNN_BENCHMARK", "0")
+    with engine.cudnn_autotune():
+        assert torch.backends.cudnn.benchmark is False
+
+
 # -- channels_last --------------------------------------------------------------------------------------------------
 def test_memory_format_is_channels_last_for_conv_images_only(model, monkeypatch, tmp_path):
     cut = model.cut_at([3])

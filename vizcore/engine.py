@@ -159,14 +159,31 @@ def cpu_heap() -> Any:
                 libc.malloc_trim(0)  # give the render's memory back to the OS
 
 
-def _cpu_heap_when_on_cpu(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run `fn` (render) inside cpu_heap() when its `device` resolves to the CPU."""
+@contextlib.contextmanager
+def cudnn_autotune() -> Any:
+    """Let cuDNN time its convolution algorithms once per shape and keep the fastest: a render repeats the same
+    shapes for hundreds of steps. The previous setting is restored afterwards; VIZCORE_CUDNN_BENCHMARK=0 turns it off.
+    """
+    if os.environ.get("VIZCORE_CUDNN_BENCHMARK", "1") == "0":
+        yield
+        return
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
+
+
+def _device_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `fn` (render) inside cpu_heap() on the CPU, inside cudnn_autotune() on CUDA."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         dev = str(kwargs.get("device", "auto"))
+        on_cuda = dev.startswith("cuda") or (dev == "auto" and torch.cuda.is_available())
         on_cpu = dev == "cpu" or (dev == "auto" and not torch.cuda.is_available())
-        with cpu_heap() if on_cpu else contextlib.nullcontext():
+        with cpu_heap() if on_cpu else cudnn_autotune() if on_cuda else contextlib.nullcontext():
             return fn(*args, **kwargs)
 
     return wrapper
@@ -251,7 +268,7 @@ def _targets_with_strings(model: Model, targets: Any) -> tuple[list[Objective], 
     return objs, names
 
 
-@_cpu_heap_when_on_cpu
+@_device_settings
 def render(
     model: Model | str | os.PathLike[str],
     targets: str | Objective | Sequence[str | Objective],
