@@ -77,6 +77,44 @@ def test_on_step_sees_every_step_and_can_stop_early(model):
     assert len(seen) == 5 * n_chunks
 
 
+def _oom_above(limit):
+    """An on_step that fails like a full GPU whenever a chunk holds more than `limit` units."""
+
+    def step(run, state):
+        if len(run.units) > limit and state.step == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+    return step
+
+
+def test_out_of_memory_retries_with_smaller_chunks(model):
+    msgs = []
+    r = vizcore.render(model, ["3:0-3"], on_step=_oom_above(1), on_warning=msgs.append, **FAST)
+    assert len(r) == 4 and r.settings["chunk_units"] == 1
+    assert sum("out of memory" in m for m in msgs) == 2  # 4 -> 2 -> 1
+    one = vizcore.render(model, ["3:0-3"], batch_size=1, **FAST)
+    assert np.array_equal(r.images, one.images)  # the retried chunks start afresh: same images as chunks of 1
+    assert np.allclose(r.values, one.values)
+
+
+def test_out_of_memory_with_one_unit_is_a_clear_error(model):
+    with pytest.raises(DeviceError, match="out of memory") as err:
+        vizcore.render(model, "3:0", on_step=_oom_above(0), **FAST)
+    assert "--size" in err.value.hint
+
+
+def test_other_errors_in_a_step_are_not_retried(model):
+    calls = []
+
+    def boom(run, state):
+        calls.append(state.step)
+        raise ValueError("a bug in a callback")
+
+    with pytest.raises(ValueError, match="a bug"):
+        vizcore.render(model, ["3:0-1"], on_step=boom, **FAST)
+    assert calls == [1]
+
+
 def test_best_values_are_the_best_seen(model):
     r = vizcore.render(model, ["3:0-2"], **dict(FAST, record_every=1))
     assert r.best_values is not None and r.best_values.shape == r.values.shape

@@ -244,8 +244,29 @@ def _bytes_per_image(model: Model, deepest: int, shape: Sequence[int], amp: bool
 
 # -- the loop -----------------------------------------------------------------------------------------------------
 def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
-    for start in range(0, n, size):
+    return _chunks_from(0, n, size)
+
+
+def _chunks_from(first: int, n: int, size: int) -> Iterable[tuple[int, int]]:
+    for start in range(first, n, size):
         yield start, min(n, start + size)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """An allocation failure of the device (CUDA) or of torch's CPU allocator."""
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower())
+
+
+def _release_memory(dev: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _unit(obj: Objective, target: str) -> Unit:
@@ -416,7 +437,8 @@ def render(
     override_steps = int(round(relu_override * steps))
     k = images_per_unit
 
-    for ci, (a, b) in enumerate(_chunks(n_units, chunk)):
+    def run_chunk(ci: int, a: int, b: int, n_chunks: int) -> tuple[RenderRun, list[int]]:
+        """Units a..b-1 in one batch: appends their images, values, best values and traces."""
         objs = objectives[a:b]
         n_img = (b - a) * k
         run = RenderRun(model=model, units=units[a * k:b * k], settings=settings, device=dev, steps=steps,
@@ -426,7 +448,7 @@ def render(
         opt = torch.optim.Adam(p.parameters(), lr=lr)
         pm.call("vizcore_render_start", run=run)
         trace: list[torch.Tensor] = []
-        trace_steps = []
+        steps_seen: list[int] = []
         best: torch.Tensor | None = None  # each image's best value during the ascent (on its transformed input)
         for step in range(1, steps + 1):
             switch.on = step <= override_steps
@@ -446,15 +468,16 @@ def render(
             best = vals.detach() if best is None else torch.maximum(best, vals.detach())  # no host sync
             if step % record_every == 0 or step == steps:
                 trace.append(vals.detach())
-                trace_steps.append(step)
+                steps_seen.append(step)
             if want_steps:
                 state = StepState(step=step, values=vals.detach(), _images=lambda p=p: _no_grad_call(p))
                 pm.call("vizcore_render_step", run=run, state=state)
                 if on_step is not None:
                     on_step(run, state)
                 if state.stop:
-                    trace.append(vals.detach())
-                    trace_steps.append(step)
+                    if not steps_seen or steps_seen[-1] != step:
+                        trace.append(vals.detach())
+                        steps_seen.append(step)
                     break
         switch.on = False
         with torch.no_grad():
@@ -465,6 +488,34 @@ def render(
         all_best.append(torch.maximum(best, final).float().cpu().numpy() if best is not None else
                         final.float().cpu().numpy())
         all_traces.extend(torch.stack(trace, 1).float().cpu().numpy().tolist())
+        return run, steps_seen
+
+    pending = list(_chunks(n_units, chunk))
+    done = 0
+    run: RenderRun | None = None
+    try:
+        while done < len(pending):
+            a, b = pending[done]
+            try:
+                run, trace_steps = run_chunk(done, a, b, len(pending))
+                done += 1
+                continue
+            except Exception as exc:  # noqa: BLE001  out of memory is retried below; anything else propagates
+                if not _is_oom(exc):
+                    raise
+            # out of memory (the exception and its frames are gone here): retry the rest in half-size chunks
+            _release_memory(dev)
+            if b - a == 1:
+                raise DeviceError(f"out of memory on {dev} with a single unit at {size} px",
+                                  "lower --size, give a smaller --max-memory, or use --device cpu")
+            half = max(1, (b - a) // 2)
+            pending = pending[:done] + list(_chunks_from(a, n_units, half))
+            settings["chunk_units"] = half
+            note(f"out of memory on {dev} with {b - a} units at once: continuing with {half} at a time "
+                 f"(set --max-memory lower to start there)")
+    finally:
+        switch.on = False
+        model.module.to(home)  # the caller's model stays where it was, also after an error
 
     images = np.concatenate(all_images)
     images = np.moveaxis(images, 1, -1)  # (N, H, W, C) or (N, L, C)
@@ -473,5 +524,4 @@ def render(
                     model=model.summary(), timings={"seconds": time.perf_counter() - t0}, warnings=messages,
                     trace_steps=trace_steps, best_values=np.concatenate(all_best).astype(np.float32))
     pm.call("vizcore_render_end", run=run, result=result)
-    model.module.to(home)  # the caller's model stays where it was (activations, fidelity and checks on the CPU)
     return result

@@ -61,8 +61,9 @@ class _Progress:
         if self.task is None:
             self.task = self.progress.add_task("render", total=run.steps * run.n_chunks,
                                                units=f"0/{run.total_units}", value="")
-        if state.step == 1:
-            self.progress.update(self.task, units=f"{run.unit_offset + len(run.units)}/{run.total_units}")
+        if state.step == 1:  # a new chunk (after an out-of-memory retry there are more, smaller ones)
+            self.progress.update(self.task, total=run.steps * run.n_chunks,
+                                 units=f"{run.unit_offset + len(run.units)}/{run.total_units}")
         done = run.chunk * run.steps + state.step
         if state.step % self.every == 0 or state.step == run.steps:
             v = state.values
