@@ -25,7 +25,8 @@ def _render(rec: Recorder, n: int = 3, steps: int = 40, size: int = 64, chunk: i
     final = np.zeros((n, size, size, 3), np.uint8)
     for ci, start in enumerate(range(0, n, chunk)):
         k = min(chunk, n - start)
-        run = SimpleNamespace(settings=settings, chunk=ci, steps=steps, unit_offset=start, total_units=n)
+        run = SimpleNamespace(settings=settings, chunk=ci, steps=steps, unit_offset=start, total_units=n,
+                              units=[None] * k)
         rec.start(run)
         for step in range(1, steps + 1):
             def images(step=step, k=k, start=start):
@@ -52,6 +53,25 @@ def test_frames_are_kept_every_few_steps_per_unit_across_chunks():
         assert (frames[-1] == 255).all()  # the final frame is the result's image
     assert calls["images"] == 2 * 8  # images computed only on the kept steps (2 chunks x 8), not 40 times
     assert rec.frames == {}  # nothing is kept after the render
+
+
+def test_a_chunk_started_again_after_out_of_memory_records_afresh():
+    rec = Recorder(max_frames=9, max_side=32)
+    settings = {"steps": 40}
+
+    def chunk(ci, offset, k, value, steps):
+        run = SimpleNamespace(settings=settings, chunk=ci, steps=40, unit_offset=offset, total_units=3,
+                              units=[None] * k)
+        rec.start(run)
+        for step in steps:
+            rec.step(run, SimpleNamespace(step=step, values=torch.zeros(k), stop=False,
+                                          images=lambda k=k: torch.full((k, 3, 64, 64), value)))
+
+    chunk(0, 0, 1, 0.5, (1, 5))  # unit 0 done
+    chunk(1, 1, 2, 0.9, (1, 5))  # units 1-2 run out of memory after step 5 ...
+    chunk(1, 1, 1, 0.1, (1,))  # ... and unit 1 starts again alone
+    assert len(rec.frames[0]) == 2  # the finished chunk keeps its frames
+    assert len(rec.frames[1]) == 1 and abs(int(rec.frames[1][0][0, 0, 0]) - 26) <= 1  # only the retry's frame
 
 
 def test_many_units_stay_within_the_memory_budget():

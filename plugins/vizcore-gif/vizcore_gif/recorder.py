@@ -43,9 +43,13 @@ class Recorder:
         return exporters is None or "gif" in exporters
 
     def start(self, run: Any) -> None:
-        """Forget the previous render at the first chunk of a new one."""
+        """Forget the previous render at the first chunk of a new one, and a chunk's frames when it starts again
+        (the engine retries a chunk that ran out of memory as smaller ones)."""
         if run.chunk == 0:
             self.plan, self.frames, self.steps = None, {}, {}
+        for i in range(run.unit_offset, run.unit_offset + len(run.units)):
+            self.frames.pop(i, None)
+            self.steps.pop(i, None)
 
     def _plan(self, run: Any, shape: tuple[int, ...]) -> Plan | None:
         if len(shape) != 4:  # 1-D signals: no GIF
