@@ -73,3 +73,9 @@ def test_unwritable_output(model_path, tmp_path, capsys):
     blocker.write_text("x")
     rc = main(["render", str(model_path), "0:1", "--out", str(blocker / "sub"), "--quiet"])
     assert rc == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_a_bad_target_prints_only_the_error_not_an_empty_progress_bar(model_path, tmp_path, capsys):
+    rc = main(["render", str(model_path), "nope:1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: no layer named"), repr(err[:80])

@@ -59,6 +59,7 @@ class _Progress:
 
     def __call__(self, run: Any, state: Any) -> None:
         if self.task is None:
+            self.progress.start()
             self.task = self.progress.add_task("render", total=run.steps * run.n_chunks,
                                                units=f"0/{run.total_units}", value="")
         if state.step == 1:  # a new chunk (after an out-of-memory retry there are more, smaller ones)
@@ -85,13 +86,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     progress = Progress(TextColumn("[bold]{task.fields[units]}[/] units"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("steps"), TimeRemainingColumn(), TextColumn("{task.fields[value]}"),
                         console=err, disable=args.quiet, transient=False)
-    with progress:
+    bar = None if args.quiet else _Progress(progress)
+    try:
         result = render(model, args.targets, steps=args.steps, size=args.size, param=args.param,
                         transforms=args.transforms, l1=args.l1, l2=args.l2, tv=args.tv, lr=args.lr,
                         seed=args.seed, device=args.device, amp=args.amp, max_memory=args.max_memory,
                         relu_override=args.relu_override, preprocess=args.preprocess,
                         value_range=args.value_range, images_per_unit=args.images_per_unit, on_warning=warn,
-                        on_step=None if args.quiet else _Progress(progress))
+                        on_step=bar)
+    finally:
+        if bar is not None and bar.task is not None:  # started at the first step: a bad target prints no bar
+            progress.stop()
     written = result.save(out, exporters=exporters, force=True)
     shown = min(len(result), 12)
     for i in range(shown):
