@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from tiny import export
+from tiny import load_tiny
 from torch import nn
 
 import vizcore
@@ -32,9 +32,7 @@ class Blocks(nn.Module):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    path = export(Blocks(), tmp_path_factory.mktemp("clamps") / "blocks.onnx", (1, 3, 32, 32),
-                  metadata={"vizcore.mean": "0.5", "vizcore.std": "0.25", "vizcore.range": "0,1"})
-    return vizcore.load(path, size=32)
+    return load_tiny(Blocks(), tmp_path_factory.mktemp("clamps"))
 
 
 def _run(cut, x, grad):

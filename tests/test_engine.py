@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from tiny import TinyCNN, TinySignal, export
+from tiny import TinyCNN, TinySignal, export, load_tiny
 from torch import nn
 
 import vizcore
@@ -13,9 +13,7 @@ FAST = dict(steps=24, size=32, seed=0, lr=0.2)
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    path = export(TinyCNN(), tmp_path_factory.mktemp("m") / "tiny.onnx", (1, 3, 32, 32),
-                  metadata={"vizcore.mean": "0.5", "vizcore.std": "0.25", "vizcore.range": "0,1"})
-    return vizcore.load(path, size=32)
+    return load_tiny(TinyCNN(), tmp_path_factory.mktemp("m"))
 
 
 def _value_on(model, obj, img):

@@ -1,17 +1,14 @@
 import pytest
 import torch
-from tiny import TinyCNN, export
+from tiny import TinyCNN, load_tiny
 
-import vizcore
 from vizcore.errors import TargetError
 from vizcore.objectives import Channel, ClassLogit, DeepDream, Direction, Diversity, Neuron, batch_values
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    path = export(TinyCNN(), tmp_path_factory.mktemp("m") / "tiny.onnx", (1, 3, 32, 32),
-                  metadata={"vizcore.mean": "0.5", "vizcore.std": "0.25", "vizcore.range": "0,1"})
-    return vizcore.load(path, size=32)
+    return load_tiny(TinyCNN(), tmp_path_factory.mktemp("m"))
 
 
 def _acts(model, x):

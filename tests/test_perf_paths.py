@@ -6,7 +6,7 @@ run only where a GPU is (bench/gpu_check.sh runs them on the GPU machine).
 import numpy as np
 import pytest
 import torch
-from tiny import TinyCNN, TinySignal, export
+from tiny import TinyCNN, TinySignal, export, load_tiny
 from torch import nn
 
 import vizcore
@@ -18,9 +18,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    path = export(TinyCNN(), tmp_path_factory.mktemp("perf") / "tiny.onnx", (1, 3, 32, 32),
-                  metadata={"vizcore.mean": "0.5", "vizcore.std": "0.25", "vizcore.range": "0,1"})
-    return vizcore.load(path, size=32)
+    return load_tiny(TinyCNN(), tmp_path_factory.mktemp("perf"))
 
 
 # -- the ReLU-override backward: same gradient as the plain formula (Lucid's), in every layout and dtype -----------

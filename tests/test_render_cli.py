@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from tiny import TinyCNN, export
+from tiny import IMAGE_META, TinyCNN, export
 
 from vizcore.cli import main
 
@@ -13,7 +13,7 @@ HOSTILE = "../../evil/<b>x</b>"
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     return export(TinyCNN(), tmp_path_factory.mktemp("m") / "tiny.onnx", (1, 3, 32, 32), names={3: HOSTILE},
-                  metadata={"vizcore.mean": "0.5", "vizcore.std": "0.25", "vizcore.range": "0,1"})
+                  metadata=IMAGE_META)
 
 
 def test_render_writes_pngs_grid_and_manifest(model_path, tmp_path, capsys):
