@@ -381,119 +381,119 @@ def render(
     net = _Net(model, cut, indices, pre.module(channels), fixed)
     batch_ok = model.batch_ok  # decided where the weights are now (CPU after load), before they move
     home = model.device
-    model.module.to(dev)
-    net.to(dev)
-    net.memory_format = memory_format(cut, shape)
-    if net.memory_format == torch.channels_last:
-        cut.to(memory_format=torch.channels_last)  # the conv weights, shared with model.module (same values)
-    n_fused = fuse_conv_clamps(cut, switch) if dev.type == "cpu" else 0  # after redirect: keeps the override
-    tlist = [t for f in tfactories for t in f(size)]
+    try:  # from here on, the caller's model goes back to its device whatever happens
+        model.module.to(dev)
+        net.to(dev)
+        net.memory_format = memory_format(cut, shape)
+        if net.memory_format == torch.channels_last:
+            cut.to(memory_format=torch.channels_last)  # the conv weights, shared with model.module (same values)
+        n_fused = fuse_conv_clamps(cut, switch) if dev.type == "cpu" else 0  # after redirect: keeps the override
+        tlist = [t for f in tfactories for t in f(size)]
 
-    # Can the network take this size at all? (one cheap no-grad forward on the un-transformed image)
-    try:
-        with torch.no_grad():
-            net(torch.full(shape, 0.5, device=dev))
-    except Exception as exc:
-        if isinstance(exc, VizcoreError):
-            raise
-        raise OptionError(f"the model cannot run on a {size}-pixel input: {str(exc).splitlines()[0][:160]}",
-                          "use a larger --size (see the input shape in `vizcore inspect`)") from exc
+        # Can the network take this size at all? (one cheap no-grad forward on the un-transformed image)
+        try:
+            with torch.no_grad():
+                net(torch.full(shape, 0.5, device=dev))
+        except Exception as exc:
+            if isinstance(exc, VizcoreError):
+                raise
+            raise OptionError(f"the model cannot run on a {size}-pixel input: {str(exc).splitlines()[0][:160]}",
+                              "use a larger --size (see the input shape in `vizcore inspect`)") from exc
 
-    n_units = len(objectives)
-    per_image = _bytes_per_image(model, max(indices), shape, amp)
-    budget = parse_memory(max_memory) or _default_budget(dev)
-    per_unit = per_image * images_per_unit
-    if per_unit > budget:
-        raise DeviceError(f"one unit needs about {per_unit / 2**20:.0f} MiB but the memory budget is "
-                          f"{budget / 2**20:.0f} MiB", "raise --max-memory or lower --size")
-    chunk = max(1, budget // per_unit)
-    if batch_size:
-        chunk = min(chunk, max(1, batch_size))
-    if not batch_ok and chunk * images_per_unit > 1:
-        if images_per_unit > 1:
-            raise OptionError("this model only runs at batch 1, so it cannot render several images per unit",
-                              "use images_per_unit=1")
-        note("the model's graph only works at batch 1: rendering one unit at a time (slower)")
-        chunk = 1
-    chunk = min(chunk, n_units)
-    n_chunks = math.ceil(n_units / chunk)
-    chunk = math.ceil(n_units / n_chunks)  # equal chunks: no small tail chunk with its own shapes
+        n_units = len(objectives)
+        per_image = _bytes_per_image(model, max(indices), shape, amp)
+        budget = parse_memory(max_memory) or _default_budget(dev)
+        per_unit = per_image * images_per_unit
+        if per_unit > budget:
+            raise DeviceError(f"one unit needs about {per_unit / 2**20:.0f} MiB but the memory budget is "
+                              f"{budget / 2**20:.0f} MiB", "raise --max-memory or lower --size")
+        chunk = max(1, budget // per_unit)
+        if batch_size:
+            chunk = min(chunk, max(1, batch_size))
+        if not batch_ok and chunk * images_per_unit > 1:
+            if images_per_unit > 1:
+                raise OptionError("this model only runs at batch 1, so it cannot render several images per unit",
+                                  "use images_per_unit=1")
+            note("the model's graph only works at batch 1: rendering one unit at a time (slower)")
+            chunk = 1
+        chunk = min(chunk, n_units)
+        n_chunks = math.ceil(n_units / chunk)
+        chunk = math.ceil(n_units / n_chunks)  # equal chunks: no small tail chunk with its own shapes
 
-    settings = {
-        "targets": names, "steps": steps, "size": size, "param": param, "param_options": param_options or {},
-        "transforms": tnames, "regularizers": {k: v for k, v in regs_w.items() if v}, "lr": lr, "seed": seed,
-        "device": str(dev), "amp": amp, "relu_override": relu_override, "relu_redirected_modules": n_redirected,
-        "fused_conv_clamps": n_fused,
-        "preprocess": pre.to_json(), "record_every": record_every, "images_per_unit": images_per_unit,
-        "chunk_units": chunk, "max_memory": budget, "network_input": list(fixed) if fixed else None,
-        "vizcore_version": __version__,
-    }
-    want_steps = pm.has_impls("vizcore_render_step") or on_step is not None
-    all_images: list[np.ndarray] = []
-    all_values: list[np.ndarray] = []
-    all_best: list[np.ndarray] = []
-    all_traces: list[list[float]] = []
-    trace_steps: list[int] = []
-    override_steps = int(round(relu_override * steps))
-    k = images_per_unit
+        settings = {
+            "targets": names, "steps": steps, "size": size, "param": param, "param_options": param_options or {},
+            "transforms": tnames, "regularizers": {k: v for k, v in regs_w.items() if v}, "lr": lr, "seed": seed,
+            "device": str(dev), "amp": amp, "relu_override": relu_override, "relu_redirected_modules": n_redirected,
+            "fused_conv_clamps": n_fused,
+            "preprocess": pre.to_json(), "record_every": record_every, "images_per_unit": images_per_unit,
+            "chunk_units": chunk, "max_memory": budget, "network_input": list(fixed) if fixed else None,
+            "vizcore_version": __version__,
+        }
+        want_steps = pm.has_impls("vizcore_render_step") or on_step is not None
+        all_images: list[np.ndarray] = []
+        all_values: list[np.ndarray] = []
+        all_best: list[np.ndarray] = []
+        all_traces: list[list[float]] = []
+        trace_steps: list[int] = []
+        override_steps = int(round(relu_override * steps))
+        k = images_per_unit
 
-    def run_chunk(ci: int, a: int, b: int, n_chunks: int) -> tuple[RenderRun, list[int]]:
-        """Units a..b-1 in one batch: appends their images, values, best values and traces."""
-        objs = objectives[a:b]
-        n_img = (b - a) * k
-        run = RenderRun(model=model, units=units[a * k:b * k], settings=settings, device=dev, steps=steps,
-                        chunk=ci, n_chunks=n_chunks, unit_offset=a * k, total_units=n_units * k)
-        torch.manual_seed(seed)
-        p = param_factory((n_img, *shape[1:]), units=b - a, **(param_options or {})).to(dev)
-        opt = torch.optim.Adam(p.parameters(), lr=lr)
-        pm.call("vizcore_render_start", run=run)
-        trace: list[torch.Tensor] = []
-        steps_seen: list[int] = []
-        best: torch.Tensor | None = None  # each image's best value during the ascent (on its transformed input)
-        for step in range(1, steps + 1):
-            switch.on = step <= override_steps
-            img = p()
-            x = img
-            for t in tlist:
-                x = t(x)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                acts = net(x)
-            vals = batch_values(objs, {i: v.float() for i, v in acts.items()}, k)
-            gain = vals
-            for r in regs:
-                gain = gain - r(img)
-            opt.zero_grad(set_to_none=True)
-            (-gain.sum()).backward()
-            opt.step()
-            best = vals.detach() if best is None else torch.maximum(best, vals.detach())  # no host sync
-            if step % record_every == 0 or step == steps:
-                trace.append(vals.detach())
-                steps_seen.append(step)
-            if want_steps:
-                state = StepState(step=step, values=vals.detach(), _images=lambda p=p: _no_grad_call(p))
-                pm.call("vizcore_render_step", run=run, state=state)
-                if on_step is not None:
-                    on_step(run, state)
-                if state.stop:
-                    if not steps_seen or steps_seen[-1] != step:
-                        trace.append(vals.detach())
-                        steps_seen.append(step)
-                    break
-        switch.on = False
-        with torch.no_grad():
-            img = p()
-            final = batch_values(objs, {i: v.float() for i, v in net(img).items()}, k)
-        all_images.append((img.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
-        all_values.append(final.float().cpu().numpy())
-        all_best.append(torch.maximum(best, final).float().cpu().numpy() if best is not None else
-                        final.float().cpu().numpy())
-        all_traces.extend(torch.stack(trace, 1).float().cpu().numpy().tolist())
-        return run, steps_seen
+        def run_chunk(ci: int, a: int, b: int, n_chunks: int) -> tuple[RenderRun, list[int]]:
+            """Units a..b-1 in one batch: appends their images, values, best values and traces."""
+            objs = objectives[a:b]
+            n_img = (b - a) * k
+            run = RenderRun(model=model, units=units[a * k:b * k], settings=settings, device=dev, steps=steps,
+                            chunk=ci, n_chunks=n_chunks, unit_offset=a * k, total_units=n_units * k)
+            torch.manual_seed(seed)
+            p = param_factory((n_img, *shape[1:]), units=b - a, **(param_options or {})).to(dev)
+            opt = torch.optim.Adam(p.parameters(), lr=lr)
+            pm.call("vizcore_render_start", run=run)
+            trace: list[torch.Tensor] = []
+            steps_seen: list[int] = []
+            best: torch.Tensor | None = None  # each image's best value during the ascent (on its transformed input)
+            for step in range(1, steps + 1):
+                switch.on = step <= override_steps
+                img = p()
+                x = img
+                for t in tlist:
+                    x = t(x)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    acts = net(x)
+                vals = batch_values(objs, {i: v.float() for i, v in acts.items()}, k)
+                gain = vals
+                for r in regs:
+                    gain = gain - r(img)
+                opt.zero_grad(set_to_none=True)
+                (-gain.sum()).backward()
+                opt.step()
+                best = vals.detach() if best is None else torch.maximum(best, vals.detach())  # no host sync
+                if step % record_every == 0 or step == steps:
+                    trace.append(vals.detach())
+                    steps_seen.append(step)
+                if want_steps:
+                    state = StepState(step=step, values=vals.detach(), _images=lambda p=p: _no_grad_call(p))
+                    pm.call("vizcore_render_step", run=run, state=state)
+                    if on_step is not None:
+                        on_step(run, state)
+                    if state.stop:
+                        if not steps_seen or steps_seen[-1] != step:
+                            trace.append(vals.detach())
+                            steps_seen.append(step)
+                        break
+            switch.on = False
+            with torch.no_grad():
+                img = p()
+                final = batch_values(objs, {i: v.float() for i, v in net(img).items()}, k)
+            all_images.append((img.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+            all_values.append(final.float().cpu().numpy())
+            all_best.append(torch.maximum(best, final).float().cpu().numpy() if best is not None else
+                            final.float().cpu().numpy())
+            all_traces.extend(torch.stack(trace, 1).float().cpu().numpy().tolist())
+            return run, steps_seen
 
-    pending = list(_chunks(n_units, chunk))
-    done = 0
-    run: RenderRun | None = None
-    try:
+        pending = list(_chunks(n_units, chunk))
+        done = 0
+        run: RenderRun | None = None
         while done < len(pending):
             a, b = pending[done]
             try:
