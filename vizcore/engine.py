@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import gc
 import math
 import os
 import platform
@@ -180,10 +181,8 @@ def _device_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        dev = str(kwargs.get("device", "auto"))
-        on_cuda = dev.startswith("cuda") or (dev == "auto" and torch.cuda.is_available())
-        on_cpu = dev == "cpu" or (dev == "auto" and not torch.cuda.is_available())
-        with cpu_heap() if on_cpu else cudnn_autotune() if on_cuda else contextlib.nullcontext():
+        kind = resolve_device(kwargs.get("device", "auto")).type
+        with cpu_heap() if kind == "cpu" else cudnn_autotune() if kind == "cuda" else contextlib.nullcontext():
             return fn(*args, **kwargs)
 
     return wrapper
@@ -243,11 +242,8 @@ def _bytes_per_image(model: Model, deepest: int, shape: Sequence[int], amp: bool
 
 
 # -- the loop -----------------------------------------------------------------------------------------------------
-def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
-    return _chunks_from(0, n, size)
-
-
-def _chunks_from(first: int, n: int, size: int) -> Iterable[tuple[int, int]]:
+def _chunks(n: int, size: int, first: int = 0) -> Iterable[tuple[int, int]]:
+    """(start, end) of consecutive chunks of `size` units from `first` to `n`."""
     for start in range(first, n, size):
         yield start, min(n, start + size)
 
@@ -262,8 +258,6 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _release_memory(dev: torch.device) -> None:
-    import gc
-
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -466,7 +460,7 @@ def render(
                 opt.zero_grad(set_to_none=True)
                 (-gain.sum()).backward()
                 opt.step()
-                best = vals.detach() if best is None else torch.maximum(best, vals.detach())  # no host sync
+                best = vals.detach() if best is None else torch.fmax(best, vals.detach())  # NaN-skipping, no sync
                 if step % record_every == 0 or step == steps:
                     trace.append(vals.detach())
                     steps_seen.append(step)
@@ -486,7 +480,7 @@ def render(
                 final = batch_values(objs, {i: v.float() for i, v in net(img).items()}, k)
             all_images.append((img.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
             all_values.append(final.float().cpu().numpy())
-            all_best.append(torch.maximum(best, final).float().cpu().numpy() if best is not None else
+            all_best.append(torch.fmax(best, final).float().cpu().numpy() if best is not None else
                             final.float().cpu().numpy())
             all_traces.extend(torch.stack(trace, 1).float().cpu().numpy().tolist())
             return run, steps_seen
@@ -509,7 +503,7 @@ def render(
                 raise DeviceError(f"out of memory on {dev} with a single unit at {size} px",
                                   "lower --size, give a smaller --max-memory, or use --device cpu")
             half = max(1, (b - a) // 2)
-            pending = pending[:done] + list(_chunks_from(a, n_units, half))
+            pending = pending[:done] + list(_chunks(n_units, half, first=a))
             settings["chunk_units"] = half
             note(f"out of memory on {dev} with {b - a} units at once: continuing with {half} at a time "
                  f"(set --max-memory lower to start there)")

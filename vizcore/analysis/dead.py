@@ -170,17 +170,14 @@ def ascend_once(model: Model, jobs: Sequence[Job], *, steps: int, size: int | No
     res = vizcore.render(model, targets, steps=steps, size=size, transforms="none", relu_override=1.0, lr=lr,
                          seed=seed, device=device, record_every=max(1, steps // 4),
                          on_warning=on_warning or (lambda m: None), on_step=stopper)
-    values = np.asarray(res.values, dtype=np.float64).reshape(-1)
-    if res.best_values is not None:
-        values = np.fmax(values, np.asarray(res.best_values, dtype=np.float64).reshape(-1))
+    # the best finite value each unit reached during the ascent or on its final image
+    best = np.fmax(np.asarray(res.values, dtype=np.float64), np.asarray(res.best_values, dtype=np.float64))
     out: dict[int, dict[int, float]] = {}
     for k, unit in enumerate(res.units):
         li, c = owners[k]
         if unit.layer_index is not None and unit.channel is not None:
             li, c = int(unit.layer_index), int(unit.channel)
-        seen = [values[k], stopper.best[k]] + [float(v) for v in (res.traces[k] if k < len(res.traces) else [])]
-        seen = [v for v in seen if np.isfinite(v)]
-        if seen:
+        if np.isfinite(best[k]):
             cur = out.setdefault(li, {})
-            cur[c] = max(cur.get(c, -np.inf), max(seen))
+            cur[c] = max(cur.get(c, -np.inf), float(best[k]))
     return out
