@@ -33,3 +33,22 @@ def as_text(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", "backslashreplace")
     return value
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN/Inf float replaced by None, so that `json.dumps(..., allow_nan=False)` succeeds:
+    `NaN` and `Infinity` are not JSON and break strict parsers (jq, JavaScript, Go)."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """Strict JSON text: non-finite floats as null, anything else unknown as its str."""
+    import json
+
+    return json.dumps(finite_json(value), indent=indent, default=str, allow_nan=False)

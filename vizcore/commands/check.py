@@ -211,7 +211,9 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..check import check
+    from ..inputs import require_readable
 
+    require_readable(args.model)
     cfg = config_from_args(args, args.model)
     with progress_status(console, args.quiet or args.json == "-") as progress:
         report = check(args.model, cfg, progress=progress)

@@ -10,10 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..engine import render
-from ..io import prepare_out_dir
-from ..model import load
-from ..plugins import get_manager
+from ..inputs import require_readable
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -72,6 +69,12 @@ class _Progress:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    from ..engine import render
+    from ..io import prepare_out_dir
+    from ..model import load
+    from ..plugins import get_manager
+
+    require_readable(args.model)  # before the output folder is created
     pm = get_manager()
     exporters = args.export or ["png", "manifest"]
     for name in exporters:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LayerNotFoundError, OptionError
-from ..model import Model, load
+from ..inputs import require_readable
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -63,8 +66,10 @@ def _layer_keys(model: Model, items: list[str] | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    from ..model import load
     from ..report import build_report
 
+    require_readable(args.model)
     if not args.layers and not args.auto and not args.classes:
         raise OptionError("nothing to render", "pass --layers A B, --auto, or --classes 1,9,130")
     model = load(args.model, size=args.size)
