@@ -55,9 +55,12 @@ def require_readable(path: str | os.PathLike[str], what: str = "model file",
     return Path(text)
 
 
-def read_regular(path: Path, limit: int = MAX_MODEL_BYTES, what: str = "model file") -> bytes:
-    """The bytes of a regular file of at most `limit` bytes; checked on the open descriptor (no race with a swap)."""
+def read_regular(path: Path, limit: int | None = None, what: str = "model file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (default MAX_MODEL_BYTES); checked on the open
+    descriptor (no race with a swap)."""
     from .text import printable
+
+    limit = MAX_MODEL_BYTES if limit is None else limit
 
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
