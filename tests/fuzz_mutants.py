@@ -123,11 +123,13 @@ def _mutate_proto(m: onnx.ModelProto, r: random.Random) -> str:
             node.output[r.randrange(len(node.output))] = _pick(r, _TEXT)
         return "names"
     if kind == 7:
-        props = m.metadata_props if r.random() < 0.5 else _pick(r, list(g.node)).metadata_props
+        props = m.metadata_props if r.random() < 0.4 else (g.node[1] if r.random() < 0.5
+                                                           else _pick(r, list(g.node))).metadata_props
         key = _pick(r, ["vizcore.size", "vizcore.mean", "vizcore.std", "vizcore.range", "pkg.torch.onnx.name_scopes"])
         p = next((q for q in props if q.key == key), None) or props.add()
         p.key = key
-        p.value = _pick(r, _TEXT + ["abc", "0", "-5", "1e9", "nan", "0,0", "1,2,3", "99999999999"])
+        p.value = _pick(r, _TEXT + ["abc", "0", "-5", "1e9", "nan", "0,0", "1,2,3", "99999999999", "[1, 2]",
+                                    "['a', None]", "['" + "a" * 100_000 + "']", "[" * 100_000 + "]" * 100_000])
         return "metadata"
     if kind == 8:
         what = r.randrange(4)
@@ -165,7 +167,11 @@ def _mutate_proto(m: onnx.ModelProto, r: random.Random) -> str:
 
 def _mutate_bytes(data: bytes, r: random.Random) -> tuple[bytes, str]:
     b = bytearray(data)
-    kind = r.randrange(4)
+    kind = r.randrange(5)
+    if kind == 4:  # a name that is not valid UTF-8 (protobuf then hands back bytes), same length: still parses
+        name = _pick(r, [b"/relu1/Relu", b"conv1.weight", b"c1", b"logits", b"fuzz", b"relu1", b"Relu"])
+        bad = bytes(c if r.random() < 0.6 else 0xFF for c in name)
+        return bytes(b).replace(name, bad, r.choice((1, -1))), "bad_utf8"
     if kind == 0:
         for _ in range(r.randint(1, 8)):
             b[r.randrange(len(b))] ^= 1 << r.randrange(8)
