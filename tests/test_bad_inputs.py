@@ -18,7 +18,7 @@ from conftest import make_onnx, tensor
 from onnx import TensorProto, helper, numpy_helper
 
 import vizcore
-from vizcore import io as vio
+from vizcore import files as vio
 from vizcore.cli import main
 from vizcore.errors import ModelLoadError
 from vizcore.text import printable
@@ -338,13 +338,12 @@ def test_render_output_files_are_not_0600(tmp_path):
 
 
 def test_diff_checks_nothing_before_both_inputs_exist(tmp_path, capsys, monkeypatch):
-    import sys
+    import vizcore.health
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("OLD was checked before NEW was found missing")
 
-    monkeypatch.setattr(sys.modules["vizcore.check"] if "vizcore.check" in sys.modules
-                        else __import__("importlib").import_module("vizcore.check"), "check", boom)
+    monkeypatch.setattr(vizcore.health, "check", boom)  # what `diff` calls for each .onnx side
     old = _save(_conv(), tmp_path / "old.onnx")
     assert main(["diff", old, str(tmp_path / "new.onnx")]) == 2
     assert "new.onnx" in capsys.readouterr().err

@@ -5,51 +5,54 @@
     result = vizcore.render(model, ["40:0-7", "class:1"])
     result.save("out/")
 
-The names below are imported on first use (PEP 562), so `import vizcore` and `vizcore --help` stay fast: torch
-and onnx load when `load`, `render` or `check` is first touched.
+The names below are imported on first use (PEP 562), so `import vizcore.errors` or `vizcore --help` do not pay for
+torch and onnx.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-#: public name -> the submodule that defines it
+#: public name -> the module that defines it
 _EXPORTS = {
-    "CheckReport": "check", "check": "check", "render": "engine", "VizcoreError": "errors", "hookimpl": "hookspecs",
-    "Layer": "model", "Model": "model", "load": "model", "Result": "result", "Unit": "result",
+    "load": "vizcore.api", "render": "vizcore.api", "save": "vizcore.api",
+    "check": "vizcore.health", "CheckReport": "vizcore.health",
+    "VizcoreError": "vizcore.errors", "hookimpl": "vizcore.hookspecs",
+    "Layer": "vizcore.model", "Model": "vizcore.model",
+    "Result": "vizcore.result", "Unit": "vizcore.result",
+    "Manager": "vizcore.plugins",
 }
+_SUBMODULES = {"objectives"}
 
 __all__ = [
-    "CheckReport", "Layer", "Model", "Result", "Unit", "VizcoreError", "__version__", "check", "hookimpl", "load",
-    "objectives", "render",
+    "CheckReport", "Layer", "Manager", "Model", "Result", "Unit", "VizcoreError", "__version__", "check", "hookimpl",
+    "load", "objectives", "render", "save",
 ]
+
+if TYPE_CHECKING:
+    from . import objectives
+    from .api import load, render, save
+    from .errors import VizcoreError
+    from .health import CheckReport, check
+    from .hookspecs import hookimpl
+    from .model import Layer, Model
+    from .plugins import Manager
+    from .result import Result, Unit
 
 
 def __getattr__(name: str) -> Any:
-    if name == "objectives":
-        return importlib.import_module(".objectives", __name__)
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"vizcore.{name}")
+    else:
+        raise AttributeError(f"module 'vizcore' has no attribute {name!r}")
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        # importing the submodule vizcore.check must not hide the function vizcore.check (as the eager import did)
-        if name == "check" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+    return __all__

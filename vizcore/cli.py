@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 
 COMMANDS = ("inspect", "render", "check", "diff", "report", "plugins")
 
@@ -112,9 +112,9 @@ def _main(argv: Sequence[str] | None) -> int:
             from . import plugins
 
             env = plugins.Settings.from_env()
-            plugins.configure(plugins.Settings(autoload=env.autoload,
-                                               disabled=env.disabled | frozenset(args.disable_plugin),
-                                               strict=env.strict or args.strict))
+            args.plugins = plugins.Manager(plugins.Settings(autoload=env.autoload,
+                                                            disabled=env.disabled | frozenset(args.disable_plugin),
+                                                            strict=env.strict or args.strict))
             return int(args._run(args, console) or 0)
     except VizcoreError as exc:
         if args.debug:

@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _side(path: str, cfg: Any, progress: Any, label: str) -> Any:
-    from ..check import check, read_report
+    from ..health import check, read_report
 
     if Path(path).suffix.lower() == ".json":
         return read_report(path)
@@ -84,7 +84,7 @@ def print_diff(diff: Any, console: Console, verbose: bool = False) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ..analysis.diff import compare
+    from ..health.diff import compare
     from ..inputs import require_readable
 
     for path in (args.old, args.new):  # both sides exist and are readable before the long check of OLD starts

@@ -34,10 +34,10 @@ def _tensor(t: Any) -> str:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ..model import load
+    from ..api import load
 
     require_readable(args.model)
-    model = load(args.model, size=args.size)
+    model = load(args.model, size=args.size, plugins=args.plugins)
     layers = model.layers if args.all else [l for l in model.layers if l.visual]
     fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
         size=args.size)
