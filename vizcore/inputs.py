@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 from .errors import ModelLoadError, VizcoreError
+from .text import printable
 
 #: Protobuf cannot parse a message of 2 GiB or more: a larger .onnx file is refused before it is read.
 MAX_MODEL_BYTES = 2**31 - 1
@@ -30,8 +31,6 @@ def _kind(mode: int) -> str:
 def require_readable(path: str | os.PathLike[str], what: str = "model file",
                      error: type[VizcoreError] = ModelLoadError) -> Path:
     """`path` as a Path if it is an existing, readable regular file; else `error` with a one-line message."""
-    from .text import printable
-
     text = os.fspath(path)
     shown = printable(text if len(text) <= 200 else text[:100] + "…" + text[-60:])
     if "\0" in text:
@@ -58,8 +57,6 @@ def require_readable(path: str | os.PathLike[str], what: str = "model file",
 def read_regular(path: Path, limit: int | None = None, what: str = "model file") -> bytes:
     """The bytes of a regular file of at most `limit` bytes (default MAX_MODEL_BYTES); checked on the open
     descriptor (no race with a swap)."""
-    from .text import printable
-
     limit = MAX_MODEL_BYTES if limit is None else limit
 
     try:
@@ -85,8 +82,6 @@ def contained(base: Path, location: str, owner: str, model: str) -> Path:
 
     The same rule as onnxruntime's ("escapes model directory"): relative, no NUL, symlinks resolved inside `base`.
     """
-    from .text import printable
-
     shown = printable(location if len(location) <= 120 else location[:60] + "…" + location[-40:])
     who = f"{model}: {owner}"
     if not location:
