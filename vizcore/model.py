@@ -21,8 +21,9 @@ import torch
 from onnx import TensorProto
 from torch import fx
 
-from . import inputs, proto_check
+from . import proto_check
 from .errors import LayerNotFoundError, ModelLoadError, OptionError, UnsupportedOpError, VizcoreError, closest
+from .inputs import contained, read_regular, require_readable
 from .onnx_compat import Converter, Prepass, registry
 from .text import printable
 
@@ -341,8 +342,8 @@ def _zeros_for(t: TensorInfo, batch: int) -> torch.Tensor:
 
 # -- loading -----------------------------------------------------------------------------------------------------
 def _read(path: Path) -> tuple[onnx.ModelProto, bytes]:
-    inputs.require_readable(path, "model file")  # not a FIFO, a device or a folder: checked before any read
-    data = inputs.read_regular(path)
+    require_readable(path, "model file")  # not a FIFO, a device or a folder: checked before any read
+    data = read_regular(path)
     if not data:
         raise ModelLoadError(f"{path} is empty", "re-export the model")
     try:
@@ -366,7 +367,7 @@ def _load_external(proto: onnx.ModelProto, path: Path) -> None:
     for owner, t in proto_check.external_tensors(proto):
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
-        inputs.contained(base, loc, owner, path.name)
+        contained(base, loc, owner, path.name)
         try:
             load_external_data_for_tensor(t, str(base))
         except Exception as exc:
