@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..files import check_out_dir
+from ..inputs import require_readable
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -71,6 +72,7 @@ class _Progress:
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load, render
 
+    require_readable(args.model)  # before anything else: a missing model is reported first
     pm = args.plugins
     exporters = args.export or ["png", "manifest"]
     for name in exporters:

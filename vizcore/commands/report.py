@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LayerNotFoundError, OptionError
-from ..model import Model
+from ..inputs import require_readable
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
     from ..atlas import build_report
 
+    require_readable(args.model)
     if not args.layers and not args.auto and not args.classes:
         raise OptionError("nothing to render", "pass --layers A B, --auto, or --classes 1,9,130")
     model = load(args.model, size=args.size, plugins=args.plugins)
