@@ -18,7 +18,7 @@ from rich.markup import escape
 from . import __version__
 from .errors import VizcoreError
 
-COMMANDS = ("inspect", "render", "check", "diff", "report", "plugins")
+COMMANDS = ("inspect", "render", "check", "diff", "report", "plugins", "prune")
 
 
 def build_parser() -> argparse.ArgumentParser:
