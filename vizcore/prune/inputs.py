@@ -79,7 +79,7 @@ def to_model(images01: np.ndarray, model: onnx.ModelProto) -> np.ndarray:
 def noise(spec: InputSpec, n: int, size: int, seed: int, model: onnx.ModelProto) -> np.ndarray:
     """`n` seeded inputs: half uniform 0..1 images in the model's input space, half standard normal."""
     rng = np.random.default_rng(seed)
-    shape = spec.shape(n, size)
+    shape = (n,) + spec.shape(1, size)[1:]
     if not np.issubdtype(spec.dtype, np.floating):
         return rng.integers(0, 2, size=shape).astype(spec.dtype)
     x = rng.standard_normal(shape).astype(np.float32)

@@ -47,6 +47,9 @@ def labels(ch: Channels) -> dict[int, str]:
             node, tensor = e[1], e[-1]
             for i, a in enumerate(ch.atoms.get(tensor, [])):
                 out.setdefault(ch.uf.find(int(a)), f"{node.name or node.op_type}:{i}")
+    for t, atoms in ch.atoms.items():
+        for i, a in enumerate(atoms):
+            out.setdefault(ch.uf.find(int(a)), f"{t}:{i}")
     return out
 
 

@@ -68,7 +68,7 @@ class Surgeon:
         vals = np.zeros(w.shape[s.w_axis], dtype=np.float64)
         vals[ks] = st.lo[ks]
         if n.op_type == "Conv":
-            extra = np.einsum("oi...,i->o", w.astype(np.float64), vals)
+            extra = w.astype(np.float64).reshape(w.shape[0], w.shape[1], -1).sum(-1) @ vals
             bidx, scale = 2, 1.0
         else:  # Gemm: Y = alpha * A @ B' + beta * C
             b2 = w.T if attr(n, "transB", 0) else w
