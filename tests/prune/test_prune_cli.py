@@ -113,7 +113,7 @@ def test_real_check_report_feeds_prune(tmp_path):
     import vizcore
 
     src = _planted(tmp_path)
-    report = vizcore.check(str(src), size=16, fidelity=False, duplicates=False, ascent_steps=4)
+    report = vizcore.check(str(src), size=16, fidelity=False, duplicates=False, ascent="none", noise_probes=4)
     (tmp_path / "check.json").write_text(json.dumps(report.to_json()))
     rep = prune(src, tmp_path / "p.onnx", from_check=tmp_path / "check.json", probes=8, latency_reps=0)
     assert rep.verified and rep.counts()["removed"] == 3
