@@ -106,7 +106,8 @@ def test_check_json_gates_the_removal(tmp_path):
     check.write_text(json.dumps({"model": {}, "passed": True, "layers": layers, "fidelity": {}, "failures": []}))
     rep = prune(src, tmp_path / "b.onnx", from_check=check, probes=8, latency_reps=0)
     assert rep.counts()["removed"] == 2 and rep.inconclusive == 1
-    assert rep.kept == [{"unit": "/c1/Conv:5", "reason": "zero on the probes, but the check (probes/ascent) saw it fire"}]
+    why = "zero on the probes, but the check (probes/ascent) saw it fire"
+    assert rep.kept == [{"unit": "/c1/Conv:5", "reason": why}]
 
 
 def test_real_check_report_feeds_prune(tmp_path):

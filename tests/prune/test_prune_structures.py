@@ -13,8 +13,8 @@ from prune_models import (
     DenseBlock,
     PlainCNN,
     ResBlock,
-    Separable,
     SEBlock,
+    Separable,
     Shuffle,
     conv_channels,
     export,
@@ -99,7 +99,8 @@ def test_depthwise_separable_and_constant_fold(tmp_path):
     rep, w = _prune(tmp_path, m)
     assert rep.counts()["removed"] == 1 and rep.counts()["folded"] == 1
     assert w["/c1/Conv"][0] == 6 and w["/dw/Conv"] == (6, 1, 3, 3) and w["/pw/Conv"][1] == 6
-    group = [a.i for n in onnx.load(str(tmp_path / "0" / "p.onnx")).graph.node for a in n.attribute if a.name == "group"]
+    nodes = onnx.load(str(tmp_path / "0" / "p.onnx")).graph.node
+    group = [a.i for n in nodes for a in n.attribute if a.name == "group"]
     assert 6 in group
 
 

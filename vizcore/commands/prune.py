@@ -31,6 +31,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="merge channels that are exact copies of another channel of the same layer")
     p.add_argument("--tolerance", type=float, default=1e-5, help="largest allowed |difference| per output, "
                    "relative to the output's largest |value| (default 1e-5)")
+    p.add_argument("--margin", type=float, default=2.0, help="a unit behind a ReLU-like gate is dead only if its "
+                   "input stayed this many standard deviations below the threshold on the probes (default 2; 0: off)")
     p.add_argument("--dry-run", action="store_true", help="report what would be removed; write nothing")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--json", metavar="FILE", help="write the JSON report here ('-': print it instead of tables)")
@@ -54,9 +56,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             if status is not None:
                 status.update(escape(msg) + "…")
         rep = prune(args.model, args.out, from_check=args.from_check, data=args.data, verify_data=args.verify_data,
-                    duplicates=args.duplicates, tolerance=args.tolerance, dry_run=args.dry_run, force=args.force,
-                    probes=args.probes, size=args.size, seed=args.seed, latency_reps=args.latency_reps,
-                    progress=progress)
+                    duplicates=args.duplicates, tolerance=args.tolerance, margin=args.margin, dry_run=args.dry_run,
+                    force=args.force, probes=args.probes, size=args.size, seed=args.seed,
+                    latency_reps=args.latency_reps, progress=progress)
     if args.json == "-":
         print(rep.dumps(), end="")
     else:

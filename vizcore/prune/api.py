@@ -67,7 +67,7 @@ def _input_sets(model, size, seed, probes, data, verify_data) -> tuple[dict, dic
 def gather_evidence(model, ch, sets: dict, check, batch: int) -> Evidence:
     """Sink-tensor statistics over every evidence input."""
     ev = Evidence(check=check)
-    tensors = sorted({s.tensor for s in ch.sinks})
+    tensors = sorted({s.tensor for s in ch.sinks} | {t for gate in ch.gates for t in gate[:2]})
     if not tensors:
         return ev
     sess = runtime.session(model, tensors)
@@ -107,10 +107,14 @@ def _culprit(model, ch, plan: Plan, ev, sets, batches, tol) -> dict:
 
 def prune(model_path: str | Path, out: str | Path | None = None, *, from_check: str | Path | None = None,
           data: str | Path | None = None, verify_data: str | Path | None = None, duplicates: str | None = None,
-          tolerance: float = 1e-5, dry_run: bool = False, force: bool = False, probes: int = 16,
+          tolerance: float = 1e-5, margin: float = 2.0, dry_run: bool = False, force: bool = False, probes: int = 16,
           size: int | None = None, seed: int = 0, batch: int = 4, latency_reps: int = 20,
           progress: Callable[[str], None] | None = None) -> PruneReport:
     """Remove dead (and, with duplicates="merge", duplicate) channels; verify in onnxruntime; write `out`.
+
+    A channel is dead when it is exactly zero at every channel-mixing consumer on every probe and --data input
+    (and, with `from_check`, the check called it dead); behind a ReLU-like gate its input must also have stayed
+    `margin` standard deviations below the threshold (0: no margin test).
 
     When the pruned outputs differ by more than `tolerance` (relative to each output's scale) the report has
     `verified == False` and a `culprit`, and nothing is written. The input file is only read.
@@ -134,7 +138,7 @@ def prune(model_path: str | Path, out: str | Path | None = None, *, from_check: 
     ch = analyze(Graph(model), shapes)
     say("gathering evidence")
     ev = gather_evidence(model, ch, ev_sets, check, fixed or batch)
-    plan = decide(ch, Graph(model), ev, duplicates=duplicates == "merge")
+    plan = decide(ch, Graph(model), ev, duplicates=duplicates == "merge", margin=margin)
     report = _report(model_path, out_path, ch, plan, ev, tolerance, dry_run)
     say("pruning and verifying")
     pruned = surgery.apply(model, ch, plan, ev)

@@ -97,6 +97,7 @@ class Analyzer:
                 rule(node)
             elif node.op_type in UNARY:
                 self.passthrough(node, node.input[0]) if node.input[0] in self.ch.atoms else self.unknown(node)
+                self.gate(node)
             elif node.op_type in BINARY:
                 self.binary(node)
             elif node.op_type in NORM:
@@ -111,6 +112,23 @@ class Analyzer:
             if o in self.ch.atoms:
                 self.ch.freeze(self.ch.atoms[o], "model output")
         return self.ch
+
+    def gate(self, node: onnx.NodeProto) -> None:
+        """Record ReLU-like gates (output exactly 0 at or below a threshold) for the margin test."""
+        thr = None
+        if node.op_type == "Relu":
+            thr = 0.0
+        elif node.op_type == "HardSwish":
+            thr = -3.0
+        elif node.op_type == "Clip":
+            lo = attr(node, "min")
+            if lo is None and len(node.input) > 1 and node.input[1]:
+                v = self.g.const(node.input[1])
+                lo = None if v is None else float(v)
+            thr = 0.0 if lo is not None and float(lo) == 0.0 else None
+        out = node.output[0]
+        if thr is not None and out in self.ch.atoms and node.input[0] in self.ch.atoms:
+            self.ch.gates.append((out, node.input[0], thr))
 
     # --- channel producers and sinks -------------------------------------------------------------------------
     def op_Conv(self, node: onnx.NodeProto, transpose: bool = False) -> None:

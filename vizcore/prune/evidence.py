@@ -23,11 +23,21 @@ class TensorStats:
     lo: np.ndarray
     hi: np.ndarray
     sketch: np.ndarray  # (C, SKETCHES) float64
+    total: np.ndarray
+    sumsq: np.ndarray
+    count: int = 0
     samples: int = 0
 
     @classmethod
     def empty(cls, c: int) -> TensorStats:
-        return cls(np.zeros(c), np.full(c, np.inf), np.full(c, -np.inf), np.zeros((c, SKETCHES)))
+        return cls(np.zeros(c), np.full(c, np.inf), np.full(c, -np.inf), np.zeros((c, SKETCHES)), np.zeros(c),
+                   np.zeros(c))
+
+    @property
+    def std(self) -> np.ndarray:
+        """Per-channel standard deviation over every sample and position."""
+        n = max(self.count, 1)
+        return np.sqrt(np.maximum(self.sumsq / n - (self.total / n) ** 2, 0.0))
 
     def add(self, x: np.ndarray, start: int, seed: int) -> None:
         """Fold in a batch `x` (N, C, ...) whose first sample is probe number `start`."""
@@ -40,6 +50,9 @@ class TensorStats:
         proj = rng.standard_normal((flat.shape[2], SKETCHES))
         weights = np.random.default_rng([seed, start]).standard_normal(n)
         self.sketch += np.einsum("ncs,sk,n->ck", flat, proj, weights)
+        self.total += flat.sum(axis=(0, 2))
+        self.sumsq += np.square(flat).sum(axis=(0, 2))
+        self.count += n * flat.shape[2]
         self.samples += n
 
 

@@ -142,6 +142,7 @@ class Channels:
     sinks: list[Sink] = field(default_factory=list)
     edits: list[tuple] = field(default_factory=list)  # (kind, node, ...) replayed by the surgery
     unknown_ops: dict[str, int] = field(default_factory=dict)
+    gates: list[tuple[str, str, float]] = field(default_factory=list)  # (output, input, zero at or below)
 
     def freeze(self, atoms: np.ndarray, reason: str) -> None:
         for a in atoms:

@@ -91,9 +91,29 @@ def foldable(s: Sink) -> str | None:
     return f"{n.op_type} {n.name} has no bias to fold into"
 
 
-def decide(ch: Channels, g: Graph, ev: Evidence, duplicates: bool = False) -> Plan:
-    """The plan: dead classes go, constants fold where exact, duplicates merge when asked."""
+def _margins(ch: Channels, ev: Evidence, margin: float) -> dict[int, str]:
+    """Classes that are zero behind a ReLU-like gate whose input came within `margin` std of the threshold."""
+    close: dict[int, str] = {}
+    if margin <= 0:
+        return close
+    for out, inp, thr in ch.gates:
+        so, si = ev.stats.get(out), ev.stats.get(inp)
+        if so is None or si is None:
+            continue
+        std = si.std
+        for k, r in enumerate(ch.uf.roots(ch.atoms[out])):
+            if so.maxabs[k] == 0 and si.hi[k] + margin * std[k] >= thr:
+                gap = (thr - si.hi[k]) / std[k] if std[k] > 0 else 0.0
+                close.setdefault(int(r), f"zero on the probes, but its input came within {gap:.2g} std of firing "
+                                 f"(margin {margin:g})")
+    return close
+
+
+def decide(ch: Channels, g: Graph, ev: Evidence, duplicates: bool = False, margin: float = 2.0) -> Plan:
+    """The plan: dead classes go (when clear of firing by `margin` std), constants fold where exact, duplicates
+    merge when asked."""
     plan = Plan(labels=labels(ch))
+    close = _margins(ch, ev, margin)
     frozen = ch.frozen_roots()
     reads = sink_reads(ch)
     covered, check_dead = _check_roots(ch, g, ev.check, plan) if ev.check else (set(), set())
@@ -106,7 +126,10 @@ def decide(ch: Channels, g: Graph, ev: Evidence, duplicates: bool = False) -> Pl
             if why_frozen:
                 plan.kept.append((root, f"{'zero' if peak == 0 else 'constant'} on the probes, but {why_frozen}"))
                 continue
-        if peak == 0:
+        if peak == 0 and root in close:
+            plan.inconclusive += 1
+            plan.kept.append((root, close[root]))
+        elif peak == 0:
             if ev.check is None:
                 plan.remove.add(root)
             elif root not in covered:

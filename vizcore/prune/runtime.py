@@ -24,8 +24,6 @@ def session(model: onnx.ModelProto, extra: Sequence[str] = (), threads: int = 0)
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
-    if extra:  # keep every requested tensor as the graph computes it (no fusion across it)
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
