@@ -195,7 +195,7 @@ def one(name: str, dynamo: bool, size: int, tmp: Path, seed: int = 0) -> dict:
     t_export = time.perf_counter() - t0
     found = markers(src)
     t0 = time.perf_counter()
-    rep = prune(src, out, size=size, probes=8, latency_reps=10, force=True)
+    rep = prune(src, out, size=size, probes=16, latency_reps=10, force=True)
     t_prune = time.perf_counter() - t0
     left = markers(out) if rep.written else found
     c = rep.cost or {}

@@ -6,6 +6,7 @@ Exit codes: 0 pruned and verified (or a dry run), 1 verification failed (nothing
 from __future__ import annotations
 
 import argparse
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,8 @@ def show(rep: Any, console: Console, verbose: bool = False) -> None:
     c = rep.counts()
     console.print(f"[bold]{escape(rep.model)}[/]: {c['removed']} dead removed, {c['folded']} constant folded, "
                   f"{c['merged']} duplicates merged; {c['kept']} candidates kept ({c['inconclusive']} inconclusive)")
-    reasons = Counter(k["reason"].split(":")[0] if ":" in k["reason"] else k["reason"] for k in rep.kept)
+    reasons = Counter(re.sub(r"within [-\d.e+]+ std", "within less than the margin in std", k["reason"])
+                      for k in rep.kept)
     for why, n in reasons.most_common(None if verbose else 5):
         console.print(f"  [dim]kept {n}: {escape(why)}[/]", highlight=False)
     for op, n in list(rep.frozen_ops.items())[: None if verbose else 5]:

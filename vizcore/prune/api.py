@@ -134,8 +134,9 @@ def prune(model_path: str | Path, out: str | Path | None = None, *, from_check: 
     batches = (fixed,) if fixed else (1, 3)
     say("tracing channels")
     one = {k: v[:fixed or 1] for k, v in ev_sets["probes"].items()}
-    shapes = runtime.shapes(model, one)
-    ch = analyze(Graph(model), shapes)
+    values: dict = {}
+    shapes = runtime.shapes(model, one, values)
+    ch = analyze(Graph(model), shapes, values)
     say("gathering evidence")
     ev = gather_evidence(model, ch, ev_sets, check, fixed or batch)
     plan = decide(ch, Graph(model), ev, duplicates=duplicates == "merge", margin=margin)

@@ -28,14 +28,19 @@ Shapes = dict[str, tuple[tuple[int, ...], str]]  # tensor -> (shape, numpy dtype
 class Analyzer:
     """Walk the graph once, applying the rule of each op."""
 
-    def __init__(self, graph: Graph, shapes: Shapes) -> None:
+    def __init__(self, graph: Graph, shapes: Shapes, values: dict | None = None) -> None:
         from .graph import UnionFind
 
-        self.g, self.shapes = graph, shapes
+        self.g, self.shapes, self.values = graph, shapes, values or {}
         self.ch = Channels(uf=UnionFind())
         self.skip: set[str] = set()  # nodes already handled by a pattern (channel shuffle)
 
     # --- helpers ---------------------------------------------------------------------------------------------
+    def value(self, name: str) -> np.ndarray | None:
+        """A constant, else the value a small integer tensor had on the probe run (read-only uses: no edit)."""
+        v = self.g.const(name)
+        return v if v is not None else self.values.get(name)
+
     def has_ch(self, t: str) -> bool:
         s = self.shapes.get(t)
         return s is not None and len(s[0]) >= 2 and s[1] == "f" and not self.g.is_const(t)
@@ -210,7 +215,7 @@ class Analyzer:
         x = node.input[0]
         axes = attr(node, "axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
-            v = self.g.const(node.input[1])
+            v = self.value(node.input[1])
             axes = None if v is None else [int(a) for a in v.ravel()]
         r = self.rank(x)
         if axes is None or any(int(a) % r in (0, 1) for a in axes):
@@ -315,7 +320,7 @@ class Analyzer:
     def _unsqueeze(self, node: onnx.NodeProto) -> None:
         axes = attr(node, "axes")
         if axes is None and len(node.input) > 1:
-            v = self.g.const(node.input[1])
+            v = self.value(node.input[1])
             axes = None if v is None else list(v.ravel())
         r = self.rank(node.input[0] if node.op_type == "Squeeze" else node.output[0])
         if axes is None or any(int(a) % r in (0, 1) for a in axes):
@@ -326,8 +331,8 @@ class Analyzer:
         x = node.input[0]
         pads = attr(node, "pads")
         if pads is None and len(node.input) > 1:
-            pads = self.g.const(node.input[1])
-        axes = self.g.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+            pads = self.value(node.input[1])
+        axes = self.value(node.input[3]) if len(node.input) > 3 and node.input[3] else None
         if pads is None:
             return self.unknown(node, "pads are not constant")
         pads = [int(p) for p in np.ravel(pads)]
@@ -350,9 +355,9 @@ class Analyzer:
 
     def op_Reshape(self, node: onnx.NodeProto) -> None:
         x, out = node.input[0], node.output[0]
-        shape = self.g.const(node.input[1])
+        shape = self.value(node.input[1])
         if shape is None or out not in self.shapes:
-            return self.unknown(node, "the target shape is not constant")
+            return self.unknown(node, "the target shape is not known")
         if self._shuffle(node):
             return
         sin, sout = self.shapes[x][0], self.shapes[out][0]
@@ -363,6 +368,8 @@ class Analyzer:
         else:
             return self.unknown(node, "regroups the channels")
         if int(shape[1]) not in (0, -1):
+            if not self.g.is_const(node.input[1]):
+                return self.unknown(node, "the target shape is computed and names the channel count")
             self.ch.edits.append(("reshape", node, out))
 
     def _shuffle(self, node: onnx.NodeProto) -> bool:
@@ -392,6 +399,6 @@ class Analyzer:
         return True
 
 
-def analyze(graph: Graph, shapes: Shapes) -> Channels:
-    """Atoms, classes, sinks and edits of `graph`, with the tensor shapes measured on a probe run."""
-    return Analyzer(graph, shapes).run()
+def analyze(graph: Graph, shapes: Shapes, values: dict | None = None) -> Channels:
+    """Atoms, classes, sinks and edits of `graph`, with the tensor shapes (and small integer values) of a probe run."""
+    return Analyzer(graph, shapes, values).run()

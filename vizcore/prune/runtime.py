@@ -43,14 +43,18 @@ def chunks(inputs: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.nd
         yield {k: v[lo:lo + size] for k, v in inputs.items()}
 
 
-def shapes(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Shape and dtype kind of every tensor on one run of `feed`."""
+def shapes(model: onnx.ModelProto, feed: dict[str, np.ndarray], values: dict | None = None
+           ) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape and dtype kind of every tensor on one run of `feed`; small integer tensors' values go to `values`."""
     names = intermediates(model)
     sess = session(model, names)
     outs = sess.get_outputs()
     vals = sess.run(None, feed)
     got = {o.name: (tuple(int(d) for d in v.shape), v.dtype.kind) for o, v in zip(outs, vals)
            if isinstance(v, np.ndarray)}
+    if values is not None:
+        values.update({o.name: v for o, v in zip(outs, vals)
+                       if isinstance(v, np.ndarray) and v.dtype.kind in "iu" and v.size <= 16})
     for k, v in feed.items():
         got[k] = (tuple(v.shape), v.dtype.kind)
     return got
