@@ -46,7 +46,7 @@ def labels(ch: Channels) -> dict[int, str]:
         if e[0] in ("out", "dw"):
             node, tensor = e[1], e[-1]
             for i, a in enumerate(ch.atoms.get(tensor, [])):
-                out.setdefault(ch.uf.find(int(a)), f"{node.name or node.op_type}:{i}")
+                out.setdefault(ch.uf.find(int(a)), f"{node.name or node.output[0]}:{i}")
     for t, atoms in ch.atoms.items():
         for i, a in enumerate(atoms):
             out.setdefault(ch.uf.find(int(a)), f"{t}:{i}")
