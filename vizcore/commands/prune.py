@@ -125,13 +125,15 @@ def _verification(rep: Any, console: Console) -> None:
 
 def _costs(rep: Any, console: Console) -> None:
     t = Table(title="what it bought", title_justify="left")
-    for col in ("layer", "op", "channels", "params", "MACs"):
+    for col in ("layer", "op", "channels", "params", "MACs", "kernel ms"):
         t.add_column(col, justify="left" if col in ("layer", "op") else "right")
     for lay in rep.layers:
+        lat = lay.get("latency_s") or [None, None]
+        ms = " → ".join("-" if v is None else f"{v * 1e3:.3g}" for v in lat)
         t.add_row(escape(lay["layer"]), lay["op"], "{} → {}".format(*lay["channels"]),
-                  "{:,} → {:,}".format(*lay["params"]), "{:,} → {:,}".format(*lay["macs"]))
+                  "{:,} → {:,}".format(*lay["params"]), "{:,} → {:,}".format(*lay["macs"]), ms)
     co = rep.cost
-    t.add_row("[bold]total[/]", "", "", _ratio(co["params"]), _ratio(co["macs"]))
+    t.add_row("[bold]total[/]", "", "", _ratio(co["params"]), _ratio(co["macs"]), "")
     console.print(t)
     fb = co["file_bytes"]
     line = f"file size {fb[0]:,} → {fb[1]:,} bytes ({fb[1] / fb[0]:.1%})"

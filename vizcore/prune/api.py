@@ -198,11 +198,13 @@ def _measure(report: PruneReport, model, pruned, feed, reps: int) -> None:
     sa = runtime.shapes(model, feed)
     sb = runtime.shapes(pruned, feed)
     before, after = cost.layer_costs(model, sa), cost.layer_costs(pruned, sb)
+    ta, tb = cost.layer_latency(model, pruned, feed, reps=max(3, reps // 2)) if reps else ({}, {})
     for key, b in before.items():
         a = after.get(key, {"channels": 0, "params": 0, "macs": 0})
         if a != b:
             report.layers.append({"layer": b["name"], "op": b["op"], "channels": [b["channels"], a["channels"]],
-                                  "params": [b["params"], a["params"]], "macs": [b["macs"], a["macs"]]})
+                                  "params": [b["params"], a["params"]], "macs": [b["macs"], a["macs"]],
+                                  "latency_s": [ta.get(b["name"]), tb.get(a.get("name", b["name"]))]})
     lat = cost.latency(runtime.session(model), runtime.session(pruned), feed, reps=reps) if reps else {}
     report.cost = {"params": [cost.params(model), cost.params(pruned)], "macs": [cost.macs(model, sa),
                    cost.macs(pruned, sb)], "file_bytes": [cost.weight_bytes(model), cost.weight_bytes(pruned)],

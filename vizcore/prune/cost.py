@@ -90,3 +90,40 @@ def latency(sess_a, sess_b, feed: dict[str, np.ndarray], reps: int = 20, warmup:
             times.append(time.perf_counter() - t0)
     a, b = statistics.median(ta), statistics.median(tb)
     return {"before_s": a, "after_s": b, "ratio": b / a if a > 0 else float("nan"), "reps": reps}
+
+
+def layer_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, feed: dict[str, np.ndarray],
+                  reps: int = 10) -> tuple[dict[str, float], dict[str, float]]:
+    """Median kernel time (seconds) per node name of each model, from onnxruntime's profiler, runs interleaved.
+
+    Profiled at onnxruntime's basic graph optimization (no layout change, no activation fusion) so that each
+    Conv/Gemm keeps its name; the total latency (`latency`) is measured at the default level.
+    """
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = []
+        for i, m in enumerate((model_a, model_b)):
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            opts.enable_profiling = True
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            opts.profile_file_prefix = str(Path(tmp) / f"p{i}")
+            sessions.append(ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]))
+        for _ in range(reps):
+            for s in sessions:
+                s.run(None, feed)
+        for s in sessions:
+            events = json.loads(Path(s.end_profiling()).read_text())
+            times: dict[str, list[float]] = {}
+            for e in events:
+                name = str(e.get("name", ""))
+                if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+                    times.setdefault(name[: -len("_kernel_time")], []).append(float(e.get("dur", 0)) * 1e-6)
+            out.append({k: statistics.median(v) for k, v in times.items()})
+    return out[0], out[1]
