@@ -78,3 +78,25 @@ def test_classes_join_across_add_and_route_through_concat():
     assert len(ch.atoms["f"]) == 9 and not ch.unknown_ops
     assert {s.node.op_type for s in ch.sinks} == {"Conv", "MatMul"}
     assert ch.frozen_roots()[int(ch.uf.roots(ch.atoms["y"])[0])] == "model output"
+
+
+def test_weights_shared_through_identity(tmp_path):
+    """TorchScript shares equal initializers through Identity nodes: the pruned conv gets its own sliced copy."""
+    rng = np.random.default_rng(1)
+    w1, b = rng.standard_normal((4, 3, 3, 3)), rng.random(4) + 0.5
+    w1[1], b[1] = 0.0, -1.0
+    nodes = [helper.make_node("Identity", ["b"], ["b_shared"]),
+             helper.make_node("Conv", ["x", "w1", "b"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b_shared"], ["y"])]
+    src = tmp_path / "m.onnx"
+    onnx.save(_model(nodes, {"w1": w1, "b": b, "w2": rng.standard_normal((4, 4, 1, 1))}, ["n", 4, 8, 8]), str(src))
+    rep = prune(src, tmp_path / "p.onnx", probes=8, latency_reps=0)
+    assert rep.verified and [r["unit"] for r in rep.removed] == ["c1:1"]
+    m = onnx.load(str(tmp_path / "p.onnx"))
+    w = {t.name: numpy_helper.to_array(t).shape for t in m.graph.initializer}
+    conv1, conv2 = (n for n in m.graph.node if n.op_type == "Conv")
+    assert w[conv1.input[2]] == (3,) and w[conv1.input[1]] == (3, 3, 3, 3)
+    assert conv2.input[2] == "b_shared" and w["b"] == (4,) and w[conv2.input[1]] == (4, 3, 1, 1)
+    x = np.random.default_rng(2).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    assert max_rel_diff(src, tmp_path / "p.onnx", x) <= 1e-6

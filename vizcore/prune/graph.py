@@ -66,12 +66,18 @@ class Graph:
                     self.consumers[i].append(n)
         self.outputs = {o.name for o in g.output}
         self.inputs = [i.name for i in g.input if i.name not in self.inits]
+        self.alias: dict[str, str] = {}  # Identity of a constant (TorchScript shares equal weights so) -> source
+        for n in g.node:
+            if n.op_type == "Identity" and n.input and (n.input[0] in self.inits or n.input[0] in self.const_nodes
+                                                        or n.input[0] in self.alias):
+                self.alias[n.output[0]] = self.alias.get(n.input[0], n.input[0])
 
     def is_const(self, name: str) -> bool:
-        return name in self.inits or name in self.const_nodes
+        return name in self.inits or name in self.const_nodes or name in self.alias
 
     def const(self, name: str) -> np.ndarray | None:
-        """The value of an initializer or Constant node output, else None."""
+        """The value of an initializer, a Constant node output or an Identity of one, else None."""
+        name = self.alias.get(name, name)
         if name in self.inits:
             return numpy_helper.to_array(self.inits[name])
         n = self.const_nodes.get(name)

@@ -189,8 +189,16 @@ def _opset(m: onnx.ModelProto) -> int:
 
 
 def _drop_unused(m: onnx.ModelProto) -> None:
-    """Initializers no node reads any more (the weights replaced by pruned copies), and their graph inputs."""
-    used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
+    """Initializers, Constant and Identity nodes that nothing reads any more (weights replaced by pruned copies)."""
+    outs = {o.name for o in m.graph.output}
+    while True:
+        used = {i for n in m.graph.node for i in n.input} | outs
+        dead = [n for n in m.graph.node if n.op_type in ("Constant", "Identity") and not set(n.output) & used]
+        if not dead:
+            break
+        for n in dead:
+            m.graph.node.remove(n)
+    used = {i for n in m.graph.node for i in n.input} | outs
     dropped = {t.name for t in m.graph.initializer if t.name not in used}
     if not dropped:
         return
