@@ -46,10 +46,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    try:  # vizcore/io.py becomes vizcore/files.py
-        from ..files import atomic_write_text
-    except ImportError:
-        from ..io import atomic_write_text
+    from ..files import atomic_write_text
     from ..prune import prune
 
     with console.status("pruning…") if console.is_terminal and args.json != "-" else _null() as status:
