@@ -415,9 +415,6 @@ def _opset(proto: onnx.ModelProto, domain: str = "") -> int:
 _WHY = {
     "If": "data-dependent control flow", "Loop": "data-dependent control flow", "Scan": "a loop over a subgraph",
     "RNN": "recurrent layer",
-    "QuantizeLinear": "quantized model", "DequantizeLinear": "quantized model", "QLinearConv": "quantized model",
-    "QLinearMatMul": "quantized model", "ConvInteger": "quantized model", "MatMulInteger": "quantized model",
-    "DynamicQuantizeLinear": "quantized model",
 }
 CONVERTER_HINT = ("add a converter in a plugin (hook vizcore_add_onnx_converters, see vizcore/hookspecs.py), "
                   "or re-export the model without this op")
