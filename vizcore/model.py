@@ -275,7 +275,7 @@ class Model:
         so.log_severity_level = 3
         try:
             sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-            arrays = {t.name: f.cpu().numpy() for t, f in zip(self.inputs, feeds)}
+            arrays = _as_session_types(sess, {t.name: f.cpu().numpy() for t, f in zip(self.inputs, feeds)})
             try:
                 ref = sess.run(None, arrays)
             except Exception:
@@ -311,6 +311,13 @@ class Model:
                 "ir_version": self.ir_version, "inputs": [t.to_json() for t in self.inputs],
                 "outputs": [t.to_json() for t in self.outputs], "parameters": self.param_count,
                 "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses]}
+
+
+def _as_session_types(sess: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feeds cast to the element types the onnxruntime session declares (an fp16 file that vizcore runs in
+    float32 still wants float16 inputs)."""
+    want = {i.name: i.type for i in sess.get_inputs()}
+    return {k: v.astype(np.float16) if want.get(k) == "tensor(float16)" else v for k, v in arrays.items()}
 
 
 def _first(x: Any) -> Any:
