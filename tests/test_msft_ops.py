@@ -31,7 +31,8 @@ def msft_model(nodes: list, feeds: dict[str, np.ndarray], inits: dict[str, np.nd
     ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v.shape) for k, v in feeds.items()]
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs]
     graph = helper.make_graph(nodes, "msft", ins, outs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     return model
 

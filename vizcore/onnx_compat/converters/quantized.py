@@ -13,7 +13,8 @@ from onnxruntime's integer kernels and could not be told apart from a plain floa
 Rounding is half-to-even (torch.round, as ONNX). Gradients: `round` is a straight-through estimator (forward
 rounds, backward passes the gradient unchanged) and `clamp` passes it inside [qmin, qmax] only, so the input
 gradient of a quantized model is finite and non-zero. Scales and zero points are buffers when constant, call
-arguments otherwise (dynamic quantization computes them at run time; they carry no gradient).
+arguments otherwise (dynamic quantization computes them at run time: the scale passes the gradient of the
+tensor's range, so even an objective on ConvInteger's integer output follows the chain rule).
 """
 
 from __future__ import annotations
@@ -252,10 +253,9 @@ class DynamicQuantizeLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = x.float()
-        lo = torch.clamp(x.detach().min(), max=0.0)
-        hi = torch.clamp(x.detach().max(), min=0.0)
-        scale = torch.where(hi == lo, torch.ones_like(hi), (hi - lo) / 255.0)
-        zp = torch.round(torch.clamp(0.0 - lo / scale, 0.0, 255.0))
+        lo, hi = torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0)
+        scale = torch.where(hi == lo, torch.ones_like(hi), (hi - lo) / 255.0)  # the range's gradient flows too
+        zp = torch.round(torch.clamp(0.0 - lo / scale, 0.0, 255.0)).detach()
         return requantize(x / scale, zp, 0, 255), scale, zp
 
 
