@@ -29,6 +29,10 @@ VISUAL_OPS = frozenset({
     "Conv", "ConvTranspose", "Gemm", "MatMul", "Relu", "Clip", "PRelu", "LeakyRelu", "Elu", "Selu", "Sigmoid",
     "HardSigmoid", "HardSwish", "Gelu", "Tanh", "Softplus", "Mish", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "Concat", "Add", "Softmax", "BatchNormalization", "LayerNormalization", "Flatten",
+    # quantized and onnxruntime-fused forms of the same layers
+    "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearConcat",
+    "QLinearGlobalAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "FusedConv", "FusedGemm", "FastGelu",
+    "BiasGelu", "QuickGelu", "SkipLayerNormalization",
 })
 ACTIVATION_OPS = frozenset({
     "Relu", "Clip", "PRelu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu", "Tanh",

@@ -145,6 +145,7 @@ def convert_quantize(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResu
 def convert_dequantize(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """DequantizeLinear (integer types; per tensor or per axis)."""
     _no_blocks(node)
+    qrange(node, graph, 2, node.input_values[0])  # refuses float8 and other non-integer types
     inputs, dynamic, consts = split_inputs(node, graph, [(1, "scale"), (2, "zero_point")])
     return result(DequantizeLinear(int(node.attributes.get("axis", 1)), consts, dynamic), node, inputs)
 
