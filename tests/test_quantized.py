@@ -298,3 +298,22 @@ def test_blocked_quantization_is_refused_with_the_node_name(tmp_path):
     with pytest.raises(UnsupportedOpError, match="blocked") as err:
         vizcore.load(tmp_path / "blocked.onnx")
     assert "'blocked'" in err.value.message
+
+
+@pytest.mark.parametrize("quantized_output", [True, False])
+def test_qgemm_matches_onnxruntime(tmp_path, quantized_output):
+    """com.microsoft QGemm with per-column weight scales, an int32 bias and alpha; quantized or float output."""
+    rng = np.random.default_rng(2)
+    inits = {"sa": np.array(0.01, np.float32), "za": np.array(3, np.uint8),
+             "b": rng.integers(-128, 128, (5, 4)).astype(np.int8), "sb": np.linspace(0.01, 0.02, 5).astype(np.float32),
+             "zb": np.zeros(5, np.int8), "c": rng.integers(-500, 500, 5).astype(np.int32),
+             "sy": np.array(0.05, np.float32), "zy": np.array(128, np.uint8)}
+    ins = ["a", "sa", "za", "b", "sb", "zb", "c"] + (["sy", "zy"] if quantized_output else [])
+    if not quantized_output:
+        del inits["sy"], inits["zy"]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sa", "za"], ["a"]),
+             helper.make_node("QGemm", ins, ["y"], domain=MS, transB=1, alpha=0.7)]
+    x = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
+    out = TensorProto.UINT8 if quantized_output else TensorProto.FLOAT
+    got, ref = run_single(tmp_path, nodes, {"x": x}, inits, out, msft=True)
+    np.testing.assert_allclose(got, ref.astype(np.float32), atol=1e-5 if not quantized_output else 0)
