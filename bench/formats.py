@@ -14,10 +14,12 @@ non-zero gradient of the output's sum (the straight-through round).
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +193,8 @@ def main_(argv: list[str] | None = None) -> int:
     ap.add_argument("--goldfish", action="store_true", help="also render and judge the quantized goldfish")
     ap.add_argument("--no-write", action="store_true", help="print, do not touch bench/COVERAGE.md")
     args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")  # onnxconverter_common's "truncated to 1e-07" notes, one per tiny weight
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" advice
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
