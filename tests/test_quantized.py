@@ -317,3 +317,18 @@ def test_qgemm_matches_onnxruntime(tmp_path, quantized_output):
     out = TensorProto.UINT8 if quantized_output else TensorProto.FLOAT
     got, ref = run_single(tmp_path, nodes, {"x": x}, inits, out, msft=True)
     np.testing.assert_allclose(got, ref.astype(np.float32), atol=1e-5 if not quantized_output else 0)
+
+
+def test_float8_quantization_is_refused(tmp_path):
+    zp = helper.make_tensor("z", TensorProto.FLOAT8E4M3FN, [], [0.0])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="to_fp8"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="from_fp8")]
+    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.array(0.5, np.float32), "s"), zp])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "fp8.onnx"))
+    with pytest.raises(UnsupportedOpError, match="float8") as err:
+        vizcore.load(tmp_path / "fp8.onnx")
+    assert "'to_fp8'" in err.value.message
