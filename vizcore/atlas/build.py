@@ -6,6 +6,7 @@ so re-running with more layers renders only what is new. Pages come from Jinja2 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import io
@@ -21,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OptionError, OutputError, VizcoreError
-from .io import atomic_write_bytes, atomic_write_text, prepare_out_dir
-from .model import ACTIVATION_OPS, Layer, Model, load
+from .. import api
+from ..errors import OptionError, OutputError, VizcoreError
+from ..files import atomic_write_bytes, atomic_write_text, prepare_out_dir
+from ..model import ACTIVATION_OPS, Layer, Model
+from ..plugins import Manager
 
 CACHE_VERSION = 1
 CACHE_DIR = ".cache"
@@ -64,7 +67,7 @@ class UnitSpec:
 
     def objective(self) -> Any:
         """The objective `vizcore.render` optimizes for this unit."""
-        from .objectives import Channel, ClassLogit
+        from ..objectives import Channel, ClassLogit
 
         return ClassLogit(self.channel) if self.kind == "class" else Channel(self.layer, self.channel)
 
@@ -257,7 +260,7 @@ def load_health(source: dict[str, Any] | str | Path | None) -> dict[str, Any] | 
 def run_health(model: Model, layers: Sequence[Layer], size: int | None = None) -> dict[str, Any] | None:
     """`vizcore check` on the report's layers, as its JSON dict; None when that feature is not installed."""
     try:
-        from .check import check
+        from ..health import check
     except ImportError:
         return None
     if not layers:
@@ -365,13 +368,8 @@ def _render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings:
     return total
 
 
-def _default_renderer() -> Renderer:
-    import vizcore
-
-    render = getattr(vizcore, "render", None)
-    if render is None:
-        raise VizcoreError("rendering is not available in this vizcore build", "install a vizcore with vizcore.render")
-    return render
+def _default_renderer(plugins: Manager | None) -> Renderer:
+    return functools.partial(api.render, plugins=plugins)
 
 
 # -- output folder ----------------------------------------------------------------------------------------------------
@@ -526,7 +524,7 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
                  labels: str | Path | None = None, steps: int | None = None, size: int | None = None,
                  seed: int | None = None, health: dict[str, Any] | str | Path | bool | None = None, force: bool = False,
                  render_options: dict[str, Any] | None = None, renderer: Renderer | None = None,
-                 fidelity: bool = True,
+                 fidelity: bool = True, plugins: Manager | None = None,
                  log: Callable[[str], None] | None = None) -> Path:
     """Write (or grow) a static HTML atlas of `model` in `out_dir`; returns the path of its index.html.
 
@@ -534,7 +532,7 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     more layers renders only the new ones. `health` is a `vizcore check --json` dict or file, or True to run
     `vizcore.check` on the shown layers (when installed).
     """
-    model = model if isinstance(model, Model) else load(model, size=size)
+    model = model if isinstance(model, Model) else api.load(model, size=size, plugins=plugins)
     say = log or (lambda _m: None)
     chosen = _layers(model, layers, auto)
     class_ids = parse_classes(classes)
@@ -569,7 +567,7 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     keys = [cache.key(model.sha256, settings, s) for s in specs]
     missing = [(s, k) for s, k in zip(specs, keys) if cache.get(k) is None]
     say(f"{len(specs)} units: {len(specs) - len(missing)} from the cache, {len(missing)} to render")
-    seconds = _render_missing(model, missing, settings, cache, renderer or _default_renderer(), say)
+    seconds = _render_missing(model, missing, settings, cache, renderer or _default_renderer(plugins), say)
 
     if health is True:
         try:
@@ -641,7 +639,7 @@ def _write_pages(out: Path, model: Model, facts: dict[str, Any], chosen: list[La
                  health: dict[str, Any] | None, by_health: dict[int, _LayerHealth], settings: dict[str, Any],
                  seconds: float, keep: set[str], units_per_layer: int) -> list[str]:
     env = _env()
-    from . import __version__
+    from .._version import __version__
 
     by_layer: dict[int, list[UnitRecord]] = {}
     class_recs = [r for r in records if r.spec.kind == "class"]
