@@ -148,7 +148,7 @@ def table(folder: Path) -> list[str]:
 
 
 def goldfish(folder: Path) -> str:
-    """Render class:1 of the QDQ per-channel int8 MobileNetV2 with default settings; EfficientNet-Lite0's p."""
+    """Render class:1 of the QOperator per-channel MobileNetV2 with default settings; the transfer test's p."""
     import onnxruntime as ort
     from PIL import Image
 
