@@ -32,6 +32,10 @@ VISUAL_OPS = frozenset({
     "Conv", "ConvTranspose", "Gemm", "MatMul", "Relu", "Clip", "PRelu", "LeakyRelu", "Elu", "Selu", "Sigmoid",
     "HardSigmoid", "HardSwish", "Gelu", "Tanh", "Softplus", "Mish", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "Concat", "Add", "Softmax", "BatchNormalization", "LayerNormalization", "Flatten",
+    # quantized and onnxruntime-fused forms of the same layers
+    "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearConcat",
+    "QLinearGlobalAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "FusedConv", "FusedGemm", "FastGelu",
+    "BiasGelu", "QuickGelu", "SkipLayerNormalization",
 })
 ACTIVATION_OPS = frozenset({
     "Relu", "Clip", "PRelu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu", "Tanh",
@@ -281,7 +285,7 @@ class Model:
         so.log_severity_level = 3
         try:
             sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-            arrays = {t.name: f.cpu().numpy() for t, f in zip(self.inputs, feeds)}
+            arrays = _as_session_types(sess, {t.name: f.cpu().numpy() for t, f in zip(self.inputs, feeds)})
             try:
                 ref = sess.run(None, arrays)
             except Exception:
@@ -317,6 +321,13 @@ class Model:
                 "ir_version": self.ir_version, "inputs": [t.to_json() for t in self.inputs],
                 "outputs": [t.to_json() for t in self.outputs], "parameters": self.param_count,
                 "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses]}
+
+
+def _as_session_types(sess: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feeds cast to the element types the onnxruntime session declares (an fp16 file that vizcore runs in
+    float32 still wants float16 inputs)."""
+    want = {i.name: i.type for i in sess.get_inputs()}
+    return {k: v.astype(np.float16) if want.get(k) == "tensor(float16)" else v for k, v in arrays.items()}
 
 
 def _first(x: Any) -> Any:
@@ -407,9 +418,6 @@ def _opset(proto: onnx.ModelProto, domain: str = "") -> int:
 _WHY = {
     "If": "data-dependent control flow", "Loop": "data-dependent control flow", "Scan": "a loop over a subgraph",
     "RNN": "recurrent layer",
-    "QuantizeLinear": "quantized model", "DequantizeLinear": "quantized model", "QLinearConv": "quantized model",
-    "QLinearMatMul": "quantized model", "ConvInteger": "quantized model", "MatMulInteger": "quantized model",
-    "DynamicQuantizeLinear": "quantized model",
 }
 CONVERTER_HINT = ("add a converter in a plugin (hook vizcore_add_onnx_converters, see vizcore/hookspecs.py), "
                   "or re-export the model without this op")
