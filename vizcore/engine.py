@@ -241,6 +241,31 @@ def _bytes_per_image(model: Model, deepest: int, shape: Sequence[int], amp: bool
     return int(numel * scale * bytes_per * 3 + np.prod(shape[1:]) * 4 * 16)
 
 
+# -- chunk plan (shared with vizcore.executors: moves to engine/budget.py) -------------------------------------------
+def chunk_plan(model: Model, indices: Sequence[int], shape: Sequence[int], amp: bool, n_units: int,
+               images_per_unit: int, max_memory: str | int | None, batch_size: int | None, dev: torch.device,
+               batch_ok: bool, note: Callable[[str], None]) -> tuple[int, int]:
+    """(units per chunk, memory budget in bytes): equal chunks that fit the budget; `_chunks` gives the bounds."""
+    per_image = _bytes_per_image(model, max(indices), shape, amp)
+    budget = parse_memory(max_memory) or _default_budget(dev)
+    per_unit = per_image * images_per_unit
+    if per_unit > budget:
+        raise DeviceError(f"one unit needs about {per_unit / 2**20:.0f} MiB but the memory budget is "
+                          f"{budget / 2**20:.0f} MiB", "raise --max-memory or lower --size")
+    chunk = max(1, budget // per_unit)
+    if batch_size:
+        chunk = min(chunk, max(1, batch_size))
+    if not batch_ok and chunk * images_per_unit > 1:
+        if images_per_unit > 1:
+            raise OptionError("this model only runs at batch 1, so it cannot render several images per unit",
+                              "use images_per_unit=1")
+        note("the model's graph only works at batch 1: rendering one unit at a time (slower)")
+        chunk = 1
+    chunk = min(chunk, n_units)
+    n_chunks = math.ceil(n_units / chunk)
+    return math.ceil(n_units / n_chunks), budget  # equal chunks: no small tail chunk with its own shapes
+
+
 # -- the loop -----------------------------------------------------------------------------------------------------
 def _chunks(n: int, size: int, first: int = 0) -> Iterable[tuple[int, int]]:
     """(start, end) of consecutive chunks of `size` units from `first` to `n`."""
@@ -310,6 +335,7 @@ def render(
     images_per_unit: int = 1,
     on_warning: Callable[[str], None] | None = None,
     on_step: Callable[[RenderRun, StepState], None] | None = None,
+    executor: Any = None,
 ) -> Result:
     """Synthesize, for every target, the input that maximizes it; returns images, values and traces.
 
@@ -318,8 +344,12 @@ def render(
     use Lucid's ReLU gradient override, so units blocked by a ReLU still get a gradient at first.
     `on_step(run, state)` is called after every step of this render only (progress bars, early stopping by
     setting `state.stop`), as the `vizcore_render_step` hook is for every render (reading `state.values` on a GPU
-    waits for the step to finish).
+    waits for the step to finish). `executor` ("ray", "ray://HOST:PORT", an Executor) renders the chunks there.
     """
+    if executor is not None and executor != "local":  # vizcore.executors: the same chunks, on other processes
+        args = {k: v for k, v in locals().items() if k != "executor"}
+        from .executors import render as render_on
+        return render_on(**args, executor=executor)
     t0 = time.perf_counter()
     warn = on_warning or (lambda m: warnings.warn(m, VizcoreWarning, stacklevel=3))
     messages: list[str] = []
@@ -395,24 +425,8 @@ def render(
                               "use a larger --size (see the input shape in `vizcore inspect`)") from exc
 
         n_units = len(objectives)
-        per_image = _bytes_per_image(model, max(indices), shape, amp)
-        budget = parse_memory(max_memory) or _default_budget(dev)
-        per_unit = per_image * images_per_unit
-        if per_unit > budget:
-            raise DeviceError(f"one unit needs about {per_unit / 2**20:.0f} MiB but the memory budget is "
-                              f"{budget / 2**20:.0f} MiB", "raise --max-memory or lower --size")
-        chunk = max(1, budget // per_unit)
-        if batch_size:
-            chunk = min(chunk, max(1, batch_size))
-        if not batch_ok and chunk * images_per_unit > 1:
-            if images_per_unit > 1:
-                raise OptionError("this model only runs at batch 1, so it cannot render several images per unit",
-                                  "use images_per_unit=1")
-            note("the model's graph only works at batch 1: rendering one unit at a time (slower)")
-            chunk = 1
-        chunk = min(chunk, n_units)
-        n_chunks = math.ceil(n_units / chunk)
-        chunk = math.ceil(n_units / n_chunks)  # equal chunks: no small tail chunk with its own shapes
+        chunk, budget = chunk_plan(model, indices, shape, amp, n_units, images_per_unit, max_memory, batch_size,
+                                   dev, batch_ok, note)  # vizcore.executors plans with the same function
 
         settings = {
             "targets": names, "steps": steps, "size": size, "param": param, "param_options": param_options or {},

@@ -46,6 +46,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--export", action="append", default=None, metavar="NAME",
                    help="exporter(s) to run (default: png and manifest); plugins add more, e.g. gif")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--executor", default="local", metavar="local|ray|ray://HOST:PORT",
+                   help="where chunks run: this process (default) or a Ray cluster (same images)")
     return p
 
 
@@ -71,6 +73,16 @@ class _Progress:
             self.progress.update(self.task, completed=done, value=f"mean value {float(v.float().mean()):.3g}")
 
 
+def _executor(args: argparse.Namespace, err: Console) -> Any:
+    """None for local (the step-level bar above); else the executor with a bar over all units."""
+    if args.executor == "local":
+        return None
+    from ..executors import resolve_executor
+    from ..executors.progress import UnitBar
+
+    return resolve_executor(args.executor, progress=UnitBar(err, disable=args.quiet))
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     pm = get_manager()
     exporters = args.export or ["png", "manifest"]
@@ -93,7 +105,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                         seed=args.seed, device=args.device, amp=args.amp, max_memory=args.max_memory,
                         relu_override=args.relu_override, preprocess=args.preprocess,
                         value_range=args.value_range, images_per_unit=args.images_per_unit, on_warning=warn,
-                        on_step=bar)
+                        on_step=bar if args.executor == "local" else None, executor=_executor(args, err))
     finally:
         if bar is not None and bar.task is not None:  # started at the first step: a bad target prints no bar
             progress.stop()
