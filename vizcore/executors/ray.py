@@ -89,6 +89,7 @@ class RayExecutor:
     def __init__(self, address: str | None = None, *, workers: int | None = None, threads: int = 1,
                  actors_per_gpu: int = 1, max_retries: int = 2, max_restarts: int = 2, depth: int = 2,
                  progress: Any = None, keep_workers: bool = False) -> None:
+        import_ray()  # fail now, with the install hint, rather than when the job starts
         self.progress = progress  # called with a JobProgress as units finish
         self.keep_workers = keep_workers  # True: `close` keeps the actors for the next job on the same model
         self.address, self.n_workers, self.threads = address, workers, max(1, int(threads))
