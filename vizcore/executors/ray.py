@@ -209,8 +209,8 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 def _local_env(address: str | None) -> dict[str, Any]:
-    """A new local instance's workers import this vizcore (an unpacked checkout need not be installed)."""
-    if address or os.environ.get("RAY_ADDRESS"):
+    """Workers on this machine import this vizcore (a checkout need not be installed); not for a Ray Client URL."""
+    if address and address.startswith("ray://"):
         return {}
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
