@@ -155,10 +155,10 @@ def test_all_units_from_the_cli_with_an_estimate(model: vizcore.Model, tmp_path:
     assert code == 0
     man = json.loads((out / "manifest.json").read_text())
     layers = all_unit_layers(model)
-    assert [ly.index for ly in layers] == [0, 1, 2, 3, 4]
-    assert len(man["units"]) == sum(ly.channels for ly in layers) == 56
+    assert [ly.index for ly in layers] == [1, 4]  # each conv after its ReLU
+    assert len(man["units"]) == sum(ly.channels for ly in layers) == 24
     err = capsys.readouterr().err
-    assert "estimate: 56 units x 2 steps" in err and "per unit-step" in err
+    assert "estimate: 24 units x 2 steps" in err and "per unit-step" in err
 
 
 def test_executor_names_and_a_missing_ray(monkeypatch: pytest.MonkeyPatch, model: vizcore.Model,

@@ -29,7 +29,7 @@ class Chunk:
     objectives: list[Objective]
     settings: dict[str, Any]  # keyword arguments of vizcore.render (batch_size and max_memory fixed by the plan)
     tags: list[Any] = field(default_factory=list)  # one per objective: what the driver needs to file the result
-    attempt: int = 0
+    png: bool = False  # encode each image as PNG on the worker (an atlas: the driver only writes files)
 
     def __len__(self) -> int:
         return len(self.objectives)
@@ -37,7 +37,7 @@ class Chunk:
     def split(self) -> list[Chunk]:
         """Two halves (the engine's out-of-memory rule): the first `len // 2` units, then the rest."""
         half = max(1, len(self) // 2)
-        return [Chunk(self.objectives[a:b], {**self.settings, "batch_size": b - a}, self.tags[a:b])
+        return [Chunk(self.objectives[a:b], {**self.settings, "batch_size": b - a}, self.tags[a:b], self.png)
                 for a, b in ((0, half), (half, len(self))) if b > a]
 
 
@@ -54,6 +54,7 @@ class ChunkResult:
     warnings: list[str]
     seconds: float
     worker: str = ""
+    pngs: list[bytes] = field(default_factory=list)  # when the chunk asked for them
 
 
 @runtime_checkable

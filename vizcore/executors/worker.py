@@ -55,7 +55,10 @@ def render_chunk(model: Model, chunk: Chunk, worker: str = "") -> ChunkResult:
     t0 = time.perf_counter()
     res = render(model, list(chunk.objectives), on_warning=messages.append, **kwargs)
     best = res.best_values if res.best_values is not None else res.values
+    if chunk.png:
+        from ..report import _png  # the atlas's PNG encoder (moves with the atlas package)
     return ChunkResult(images=np.ascontiguousarray(res.images), values=np.asarray(res.values),
                        best_values=np.asarray(best), traces=[list(map(float, t)) for t in res.traces],
                        trace_steps=list(res.trace_steps), settings=dict(res.settings), warnings=messages,
-                       seconds=time.perf_counter() - t0, worker=worker)
+                       seconds=time.perf_counter() - t0, worker=worker,
+                       pngs=[_png(img) for img in res.images] if chunk.png else [])
