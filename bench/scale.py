@@ -7,8 +7,8 @@
    actor (one thread), interleaved; the overhead is the driver's round trip minus the actor's own render time, as a
    share of the local chunk time (goal <= 5 %).
 2. Throughput: one job of 4 chunks run by Ray with 1 and 2 actors of one thread each, and by the local executor in
-   one process with two threads, interleaved; units per second. Ray gets 3 logical CPUs so that both sets of actors
-   stay loaded (only one set works at a time: the machine's cores are what they are).
+   one process with two threads (and with one, for reference), interleaved; units per second. Ray gets 3 logical
+   CPUs so that both sets of actors stay loaded (one set works at a time: the machine's cores are what they are).
 Medians of `--repeat` interleaved rounds; the load average is printed (the box is shared).
 """
 
@@ -43,7 +43,9 @@ def _chunks(model: vizcore.Model, layer: int, n: int, per: int, settings: dict) 
 
 def _job(ex, chunks: list[Chunk]) -> float:  # noqa: ANN001
     t0 = time.perf_counter()
-    run_chunks(ex, chunks, lambda c, r: None)
+    failed = run_chunks(ex, chunks, lambda c, r: None)
+    if failed:
+        raise RuntimeError(f"{len(failed)} units failed: {failed[0][1]}")
     return time.perf_counter() - t0
 
 
@@ -79,14 +81,14 @@ def throughput(model: vizcore.Model, chunks: list[Chunk], repeat: int) -> dict:
     size = chunks[0].settings.get("size")
     execs = {"ray 1 worker x 1 thread": RayExecutor(workers=1, keep_workers=True),
              "ray 2 workers x 1 thread": RayExecutor(workers=2, keep_workers=True),
-             "local 1 process x 2 threads": LocalExecutor()}
+             "local 1 process x 2 threads": LocalExecutor(), "local 1 process x 1 thread": LocalExecutor()}
     for ex in execs.values():  # all loaded and warm before timing (3 logical CPUs: the actors are idle between)
         ex.start(model, size, "cpu")
         _job(ex, chunks[:ex.workers])
     times: dict[str, list[float]] = {k: [] for k in execs}
-    torch.set_num_threads(2)
     for _ in range(repeat):
         for name, ex in execs.items():
+            torch.set_num_threads(2 if "2 threads" in name else 1)
             times[name].append(_job(ex, chunks))
     for ex in execs.values():
         getattr(ex, "shutdown", ex.close)()

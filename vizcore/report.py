@@ -534,12 +534,12 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     more layers renders only the new ones. `health` is a `vizcore check --json` dict or file, or True to run
     `vizcore.check` on the shown layers (when installed). `executor` (local, ray, ray://HOST:PORT, an Executor)
     renders chunks there, each stored as it finishes (a killed run resumes); `all_units`: every channel of every
-    visual layer.
+    convolution, after its activation (vizcore.executors.atlas.all_unit_layers).
     """
     model = model if isinstance(model, Model) else load(model, size=size)
     say = log or (lambda _m: None)
     chosen = _layers(model, layers, auto)
-    if all_units:  # vizcore.executors: every channel of every visual layer
+    if all_units:  # vizcore.executors: every channel of every convolution
         from .executors.atlas import all_unit_layers
         chosen = all_unit_layers(model)
         units_per_layer = max([ly.channels or 0 for ly in chosen] + [1])

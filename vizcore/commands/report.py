@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     which.add_argument("--auto", action="store_true",
                        help="pick layers spread through the depth, with a budget that takes minutes on a CPU")
     which.add_argument("--all-units", action="store_true",
-                       help="every channel of every visual layer (prints an estimate first; resumable)")
+                       help="every channel of every conv, after its activation (an estimate first; resumable)")
     p.add_argument("--executor", default=None, metavar="local|ray|ray://HOST:PORT",
                    help="where chunks run: this process (local, default) or a Ray cluster; resumable either way")
     p.add_argument("--units-per-layer", type=int, default=None, metavar="N",
