@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     import torch  # imports count: a CI job pays them too
 
-    from vizcore.check import check
+    from vizcore.health import check
 
     load_before = os.getloadavg()[0]
     report = check(args.model, ascent=args.ascent)

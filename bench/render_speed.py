@@ -207,7 +207,7 @@ def section_lucent(args: argparse.Namespace, dev: torch.device, out: dict[str, A
         cases["Lucent one at a time"] = lambda: [lucent_render(lu, lmodel, layer.fx_name, [c], steps, False)
                                                  for c in channels]
         if dev.type == "cpu" and not args.quick:  # how much of the gap is vizcore's glibc heap setting alone
-            from vizcore.engine import cpu_heap
+            from vizcore.engine.device import cpu_heap
 
             def lucent_heap() -> Any:
                 with cpu_heap():
@@ -569,8 +569,9 @@ def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str,
     from torch.utils.flop_counter import FlopCounterMode
 
     import vizcore
-    from vizcore.clamps import fuse_conv_clamps
-    from vizcore.engine import cpu_heap, memory_format
+    from vizcore.engine.device import cpu_heap
+    from vizcore.engine.fusion import fuse_conv_clamps
+    from vizcore.engine.net import memory_format
     from vizcore.preprocess import resolve
 
     n = 4 if args.quick else args.units

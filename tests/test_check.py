@@ -13,8 +13,8 @@ import torch
 from test_check_models import PLANTED, Planted, export, found
 
 import vizcore
-from vizcore.check import CheckReport, check
 from vizcore.cli import main
+from vizcore.health import CheckReport, check
 
 FAST = ["--size", "32"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vizcore.config import CheckConfig, find_config, load_config, parse, read_file
 from vizcore.errors import OptionError
+from vizcore.health.config import CheckConfig, find_config, load_config, parse, read_file
 
 
 def test_defaults_and_precedence(tmp_path: Path) -> None:

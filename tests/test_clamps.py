@@ -7,7 +7,7 @@ from tiny import load_tiny
 from torch import nn
 
 import vizcore
-from vizcore import clamps
+from vizcore.engine import fusion, relu
 
 FAST = dict(steps=10, size=32, seed=0, lr=0.2)
 
@@ -49,8 +49,8 @@ def _last(model):
 def test_fused_graph_gives_the_same_values_and_input_gradient(model):
     last = _last(model)
     plain, fused = model.cut_at([last]), model.cut_at([last])
-    assert clamps.fuse_conv_clamps(fused) == 3  # c1+clip, dw+relu, out+relu6; pw is followed by a Mul
-    assert sum(isinstance(m, clamps.FusedConvClamp) for m in fused.modules()) == 3
+    assert fusion.fuse_conv_clamps(fused) == 3  # c1+clip, dw+relu, out+relu6; pw is followed by a Mul
+    assert sum(isinstance(m, fusion.FusedConvClamp) for m in fused.modules()) == 3
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(2, 3, 32, 32, generator=g) * 2).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(2, 4, 16, 16, generator=g)
@@ -66,10 +66,10 @@ def test_fused_pairs_keep_the_relu_override(model):
     """With the switch on, a fused graph redirects exactly as the unfused, redirected graph does."""
     last = _last(model)
     plain, fused = model.cut_at([last]), model.cut_at([last])
-    s0, s1 = clamps.Switch(), clamps.Switch()
-    clamps.redirect_relus(plain, s0)
-    clamps.redirect_relus(fused, s1)
-    assert clamps.fuse_conv_clamps(fused, s1) == 3
+    s0, s1 = relu.Switch(), relu.Switch()
+    relu.redirect_relus(plain, s0)
+    relu.redirect_relus(fused, s1)
+    assert fusion.fuse_conv_clamps(fused, s1) == 3
     # an image whose output channel 0 is closed everywhere (its true gradient is all zero), beside an open one
     with torch.no_grad():
         closed = next(c for c in torch.linspace(-8, 8, 33)
@@ -90,14 +90,14 @@ def test_fused_pairs_keep_the_relu_override(model):
 def test_a_target_at_the_raw_conv_output_is_not_fused(model):
     conv = next(lay.index for lay in model.layers if lay.op_type == "Conv")
     cut = model.cut_at([conv, _last(model)])
-    assert clamps.fuse_conv_clamps(cut) == 2  # the first conv's raw output is a target: left alone
+    assert fusion.fuse_conv_clamps(cut) == 2  # the first conv's raw output is a target: left alone
     x = torch.rand(1, 3, 32, 32)
     assert torch.equal(cut(x)[0], model.cut_at([conv])(x)[0])
 
 
 def test_fusion_can_be_turned_off(model, monkeypatch):
     monkeypatch.setenv("VIZCORE_FUSE", "0")
-    assert clamps.fuse_conv_clamps(model.cut_at([_last(model)])) == 0
+    assert fusion.fuse_conv_clamps(model.cut_at([_last(model)])) == 0
 
 
 def test_renders_with_and_without_fusion_agree(model, monkeypatch):
@@ -112,7 +112,7 @@ def test_renders_with_and_without_fusion_agree(model, monkeypatch):
 
 def test_fused_pairs_fall_back_under_autocast(model):
     cut = model.cut_at([_last(model)])
-    assert clamps.fuse_conv_clamps(cut) == 3
+    assert fusion.fuse_conv_clamps(cut) == 3
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = cut(x)[0]

@@ -16,8 +16,8 @@ from torch import nn
 import vizcore
 from vizcore.analysis import dead, probes
 from vizcore.analysis.layers import default_layers, select_layers
-from vizcore.check import check
 from vizcore.errors import OptionError
+from vizcore.health import ascent, check
 
 
 def _stats(peak: list[float], spread: list[float], scale: float = 1.0) -> probes.LayerStats:
@@ -131,6 +131,6 @@ def test_depth_groups_cover_every_job_in_order(shy_model: Path) -> None:
     m = vizcore.load(shy_model, size=32)
     layers = [c.layer for c in default_layers(m)]
     jobs = [(lay, [0, 1], 0.1) for lay in layers]
-    groups = dead.depth_groups(m, jobs)
+    groups = ascent.depth_groups(m, jobs)
     assert [j for g in groups for j in g] == jobs
-    assert dead.depth_groups(m, []) == []
+    assert ascent.depth_groups(m, []) == []

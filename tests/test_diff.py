@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from test_check_models import Planted, Wider, export
 
-from vizcore.analysis.diff import compare
-from vizcore.check import CheckReport, check
 from vizcore.cli import main
-from vizcore.config import CheckConfig
+from vizcore.health import CheckReport, check
+from vizcore.health.config import CheckConfig
+from vizcore.health.diff import compare
 
 FAST = ["--size", "32", "--ascent", "none", "--no-fidelity"]
 

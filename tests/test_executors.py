@@ -12,13 +12,13 @@ import pytest
 from tiny import TinyCNN, load_tiny
 
 import vizcore
+from vizcore.atlas.build import CACHE_DIR, build_report
 from vizcore.errors import OptionError
 from vizcore.executors import Chunk, ChunkResult, render, resolve_executor
 from vizcore.executors.atlas import all_unit_layers
 from vizcore.executors.local import LocalExecutor
 from vizcore.executors.progress import JobProgress
 from vizcore.executors.worker import plan_chunks, resolve
-from vizcore.report import CACHE_DIR, build_report
 
 FAST = {"steps": 6, "size": 32, "seed": 3}
 

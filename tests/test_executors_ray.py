@@ -17,8 +17,8 @@ import torch
 from tiny import TinyCNN, load_tiny
 
 import vizcore
+from vizcore.atlas.build import CACHE_DIR, build_report
 from vizcore.objectives import Channel
-from vizcore.report import CACHE_DIR, build_report
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -109,7 +109,7 @@ def test_a_worker_that_raises_is_retried_then_its_unit_reported(ex, model, one_t
 
 _DRIVER = """
 import sys
-from vizcore.report import build_report
+from vizcore.atlas.build import build_report
 build_report(sys.argv[1], sys.argv[2], layers=[3], units_per_layer=16, steps=40, size=32, health=False,
              fidelity=False, render_options={"batch_size": 2}, executor="ray")
 """

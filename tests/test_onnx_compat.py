@@ -16,7 +16,7 @@ from vizcore.onnx_compat import Converter, converter, registry
 from vizcore.onnx_compat.converters import _all
 from vizcore.onnx_compat.converters._common import result
 from vizcore.onnx_compat.converters.aliases import ALIASES, LEGACY_ATTRIBUTES
-from vizcore.plugins import get_manager
+from vizcore.plugins import Manager, Settings, get_manager
 
 
 def test_onnx2torch_private_registry_is_what_vizcore_expects():
@@ -45,16 +45,18 @@ def test_onnx2torch_private_registry_is_what_vizcore_expects():
 
 
 def test_overrides_replace_builtins_and_keep_them_reachable():
-    registry.install(c for c in _all())
     from onnx2torch.node_converters import registry as o2t
 
+    before = dict(o2t._CONVERTER_REGISTRY)
     overridden = [c for c in _all() if c.override]
     assert {c.op_type for c in overridden} >= {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "Reshape",
                                                "LayerNormalization", "Resize", "Pad", "Clip", "Slice"}
-    for c in overridden:
-        desc = o2t.OperationDescription("", c.op_type, c.version)
-        assert o2t._CONVERTER_REGISTRY[desc] is c.fn
-        assert registry.builtin(c.op_type, c.version) is not c.fn  # onnx2torch's own, for delegation
+    with registry.installed(_all()):
+        for c in overridden:
+            desc = o2t.OperationDescription("", c.op_type, c.version)
+            assert o2t._CONVERTER_REGISTRY[desc] is c.fn
+            assert registry.builtin(c.op_type, c.version) is not c.fn  # onnx2torch's own, for delegation
+    assert o2t._CONVERTER_REGISTRY == before  # restored exactly: entries and functions
 
 
 def test_override_flag_is_set_exactly_where_onnx2torch_has_a_converter():
@@ -84,16 +86,16 @@ def test_alias_has_the_same_signature_as_its_target(op, version):
 
 def test_every_op_version_up_to_opset_23_of_a_converted_op_has_a_converter():
     """Each op onnx2torch knows at some version converts at every opset from 11 to 23 (bar listed gaps)."""
-    registry.install(c for c in _all())
     known_gaps = {"Cast@24", "RoiAlign", "NonMaxSuppression"}  # torchvision-dependent or newer than onnxruntime
     missing = []
     ops = {k[1] for k in registry.builtin_keys() if k[0] == ""}
-    for op in sorted(ops):
-        for opset in range(11, 24):
-            if registry.since_version(op, opset) is None or op in known_gaps:
-                continue
-            if registry.find(op, opset) is None:
-                missing.append(f"{op}@{registry.since_version(op, opset)}")
+    with registry.installed(_all()):
+        for op in sorted(ops):
+            for opset in range(11, 24):
+                if registry.since_version(op, opset) is None or op in known_gaps:
+                    continue
+                if registry.find(op, opset) is None:
+                    missing.append(f"{op}@{registry.since_version(op, opset)}")
     assert not sorted(set(missing))
 
 
@@ -114,15 +116,43 @@ def test_third_party_converter_for_a_custom_domain(save_onnx):
     path = save_onnx(model)
     with pytest.raises(UnsupportedOpError, match="acme.ops::Double"):
         vizcore.load(path)
-    manager = get_manager()
+    manager = Manager(Settings(autoload=False))
     manager.register(Plugin(), name="acme")
-    try:
-        m = vizcore.load(path)
-    finally:
-        manager.unregister("acme")
+    m = vizcore.load(path, plugins=manager)
     x = torch.tensor([[-1.0, 0.5, 2.0]])
     assert torch.equal(m.run(x), 2 * torch.relu(x))
     assert m.layer("twice").op_type == "Double"
+    # the converter belongs to that manager only: the default manager, and a fresh one, do not see it
+    with pytest.raises(UnsupportedOpError, match="acme.ops::Double"):
+        vizcore.load(path)
+    del manager
+    with pytest.raises(UnsupportedOpError, match="acme.ops::Double"):
+        vizcore.load(path, plugins=Manager(Settings(autoload=False)))
+
+
+def test_a_plugin_override_does_not_outlive_its_manager(save_onnx):
+    """A plugin that overrides a built-in converter (Relu -> 3x) changes only the loads given its manager."""
+    from onnx2torch.node_converters import registry as o2t
+
+    class Triple(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 3 * x
+
+    class Plugin:
+        @vizcore.hookimpl
+        def vizcore_add_onnx_converters(self) -> list[Converter]:
+            return [Converter("Relu", 14, lambda node, graph: result(Triple(), node), override=True)]
+
+    model = make_onnx([helper.make_node("Relu", ["x"], ["y"])], [tensor("x", [1, 3])], [tensor("y", [1, 3])],
+                      opset=17)
+    path = save_onnx(model)
+    table = dict(o2t._CONVERTER_REGISTRY)
+    manager = Manager(Settings(autoload=False))
+    manager.register(Plugin(), name="triple")
+    x = torch.tensor([[-1.0, 0.5, 2.0]])
+    assert torch.equal(vizcore.load(path, plugins=manager).run(x), 3 * x)
+    assert o2t._CONVERTER_REGISTRY == table  # onnx2torch's table is as it was
+    assert torch.equal(vizcore.load(path).run(x), torch.relu(x))
 
 
 def test_converter_decorator_collects_into_module_list():

@@ -10,7 +10,9 @@ from tiny import TinyCNN, TinySignal, export, load_tiny
 from torch import nn
 
 import vizcore
-from vizcore import clamps, engine, params, transforms
+from vizcore import params, transforms
+from vizcore.engine import budget, device, relu
+from vizcore.engine import net as engine_net
 
 FAST = dict(steps=12, size=32, seed=0, lr=0.2)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -51,7 +53,7 @@ def test_redirected_backward_equals_the_reference(bounds, layout, dtype):
     if layout == "channels_last":
         x, grad = x.contiguous(memory_format=torch.channels_last), grad.contiguous(memory_format=torch.channels_last)
     xx = x.clone().requires_grad_(True)
-    y = clamps.RedirectedClamp.apply(xx, lo, hi)
+    y = relu.RedirectedClamp.apply(xx, lo, hi)
     assert torch.equal(y, torch.clamp(x, lo, hi))
     y.backward(grad)
     expected = _reference_grad(x, grad, lo, hi)
@@ -64,7 +66,7 @@ def test_redirected_backward_without_blocked_images_is_the_plain_gradient():
     x = torch.rand(3, 2, 4, 4) + 0.5  # all inside (0, 6)
     grad = torch.randn(3, 2, 4, 4)
     xx = x.clone().requires_grad_(True)
-    clamps.RedirectedClamp.apply(xx, 0.0, 6.0).backward(grad)
+    relu.RedirectedClamp.apply(xx, 0.0, 6.0).backward(grad)
     yy = x.clone().requires_grad_(True)
     nn.ReLU6()(yy).backward(grad)
     assert torch.equal(xx.grad, yy.grad)
@@ -80,29 +82,29 @@ def test_override_gradient_without_the_early_exit_is_the_same(bounds):
     x_blocked = x.clone()
     x_blocked[1] = (lo - 1.0) if lo is not None else (hi + 1.0)  # image 1 closed everywhere
     for t in (x, x_blocked):
-        fast = clamps.clamp_grad(grad, t, lo, hi, redirect=True, early_exit=True)
-        full = clamps.clamp_grad(grad, t, lo, hi, redirect=True, early_exit=False)
+        fast = relu.clamp_grad(grad, t, lo, hi, redirect=True, early_exit=True)
+        full = relu.clamp_grad(grad, t, lo, hi, redirect=True, early_exit=False)
         assert torch.equal(fast, full)
 
 
 def test_cudnn_autotune_is_on_inside_and_restored_after(monkeypatch):
     torch.backends.cudnn.benchmark = False
-    with engine.cudnn_autotune():
+    with device.cudnn_autotune():
         assert torch.backends.cudnn.benchmark is True
     assert torch.backends.cudnn.benchmark is False
     monkeypatch.setenv("VIZCORE_CUDNN_BENCHMARK", "0")
-    with engine.cudnn_autotune():
+    with device.cudnn_autotune():
         assert torch.backends.cudnn.benchmark is False
 
 
 # -- channels_last --------------------------------------------------------------------------------------------------
 def test_memory_format_is_channels_last_for_conv_images_only(model, monkeypatch, tmp_path):
     cut = model.cut_at([3])
-    assert engine.memory_format(cut, (1, 3, 32, 32)) == torch.channels_last
+    assert engine_net.memory_format(cut, (1, 3, 32, 32)) == torch.channels_last
     sig = vizcore.load(export(TinySignal(), tmp_path / "sig.onnx", (1, 2, 64)), size=64)
-    assert engine.memory_format(sig.cut_at([2]), (1, 2, 64)) == torch.contiguous_format
+    assert engine_net.memory_format(sig.cut_at([2]), (1, 2, 64)) == torch.contiguous_format
     monkeypatch.setenv("VIZCORE_CHANNELS_LAST", "0")
-    assert engine.memory_format(cut, (1, 3, 32, 32)) == torch.contiguous_format
+    assert engine_net.memory_format(cut, (1, 3, 32, 32)) == torch.contiguous_format
 
 
 def test_channels_last_render_matches_contiguous(model, monkeypatch):
@@ -116,7 +118,7 @@ def test_channels_last_render_matches_contiguous(model, monkeypatch):
 def test_channels_last_network_sees_channels_last_input(model):
     seen = []
     cut = model.cut_at([3])
-    net = engine._Net(model, cut, [3], nn.Identity(), None)
+    net = engine_net.Net(model, cut, [3], nn.Identity(), None)
     net.memory_format = torch.channels_last
     cut.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
     net(torch.rand(2, 3, 32, 32))
@@ -126,9 +128,9 @@ def test_channels_last_network_sees_channels_last_input(model):
 # -- the CPU heap ---------------------------------------------------------------------------------------------------
 def test_cpu_heap_changes_speed_not_results(model, monkeypatch):
     a = vizcore.render(model, "3:2", device="cpu", **FAST)
-    with engine.cpu_heap(), engine.cpu_heap():  # nested: only the outermost exit restores glibc's settings
+    with device.cpu_heap(), device.cpu_heap():  # nested: only the outermost exit restores glibc's settings
         b = vizcore.render(model, "3:2", device="cpu", **FAST)
-    assert engine._heap_depth == 0
+    assert device._heap_depth == 0
     monkeypatch.setenv("VIZCORE_CPU_HEAP", "0")
     c = vizcore.render(model, "3:2", device="cpu", **FAST)
     assert np.array_equal(a.images, b.images) and np.array_equal(a.images, c.images)
@@ -153,7 +155,7 @@ def test_chunks_are_equal_and_match_one_batch(model):
 
 def test_memory_estimate_covers_the_measured_peak_of_the_network(model):
     """The chunk budget must not under-estimate what one image's forward+backward really holds."""
-    est = engine._bytes_per_image(model, 3, (1, 3, 32, 32), amp=False)
+    est = budget.bytes_per_image(model, 3, (1, 3, 32, 32), amp=False)
     cut = model.cut_at([3])
     x = torch.rand(8, 3, 32, 32, requires_grad=True)
     saved = []
@@ -178,10 +180,10 @@ def test_amp_on_cpu_warns_and_runs_in_float32(model):
 def test_bfloat16_autocast_step_gives_finite_gradients(model):
     """The CUDA --amp step, run with CPU autocast: redirected ReLUs, channels_last and bf16 activations together."""
     cut = model.cut_at([4])  # conv relu pool conv relu
-    switch = clamps.Switch()
-    assert clamps.redirect_relus(cut, switch) == 2
+    switch = relu.Switch()
+    assert relu.redirect_relus(cut, switch) == 2
     cut.to(memory_format=torch.channels_last)
-    net = engine._Net(model, cut, [4], nn.Identity(), None)
+    net = engine_net.Net(model, cut, [4], nn.Identity(), None)
     net.memory_format = torch.channels_last
     img = torch.rand(4, 3, 32, 32, requires_grad=True)
     switch.on = True
@@ -242,5 +244,5 @@ def test_cuda_budget_covers_max_allocated(model):
     base = torch.cuda.memory_allocated()
     r = vizcore.render(model, "3:0-7", device="cuda", max_memory="1G", **FAST)
     peak = torch.cuda.max_memory_allocated() - base
-    est = engine._bytes_per_image(model, 3, (1, 3, 32, 32), amp=False) * r.settings["chunk_units"]
+    est = budget.bytes_per_image(model, 3, (1, 3, 32, 32), amp=False) * r.settings["chunk_units"]
     assert est >= peak, (est, peak)

@@ -18,6 +18,7 @@ from tiny import TinyCNN, export
 
 import vizcore
 from vizcore import cli, plugins
+from vizcore.plugins import Manager, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,8 @@ def test_installed_plugins_are_listed_with_version_source_and_what_they_add(inst
 
 def test_plugins_work_through_the_python_api(installed, model_path, tmp_path):
     result = vizcore.render(model_path, ["peak:conv:1", "conv:2"], steps=24, size=32, param="maco", device="cpu",
-                            record_every=4, preprocess="none", value_range="0,1", seed=0)
+                            record_every=4, preprocess="none", value_range="0,1", seed=0,
+                            exporters=["png", "gif"])
     assert result.settings["param"] == "maco"
     assert [u.label for u in result.units][0] == "peak(conv:1)"
     for trace in result.traces:
@@ -95,8 +97,20 @@ def test_disabled_plugin_is_not_used(installed, model_path, capsys):
     assert cli.main(["--disable-plugin", "vizcore-maco", "plugins", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert next(p for p in data["plugins"] if p["name"] == "vizcore-maco")["status"] == "disabled"
+    without = Manager(Settings(disabled=frozenset({"vizcore-maco"})))
     with pytest.raises(vizcore.VizcoreError, match="unknown param 'maco'"):
-        vizcore.render(model_path, "conv:0", steps=2, param="maco", device="cpu")
+        vizcore.render(model_path, "conv:0", steps=2, param="maco", device="cpu", plugins=without)
+    with_maco = vizcore.render(model_path, "conv:0", steps=2, size=32, param="maco", device="cpu")
+    assert with_maco.settings["param"] == "maco"
+
+
+def test_gif_frames_are_recorded_only_for_renders_exporting_a_gif(installed, model_path):
+    """vizcore-gif used to record frames on every render (check ascents and atlases included)."""
+    fast = dict(steps=8, size=32, device="cpu", preprocess="none", value_range="0,1")
+    plain = vizcore.render(model_path, ["conv:1"], **fast)
+    gif = vizcore.render(model_path, ["conv:1"], exporters=["png", "gif"], **fast)
+    assert "gif" not in plain.extras
+    assert gif.extras["gif"]["frames"][0].shape[0] >= 2
 
 
 def test_plugins_work_through_the_cli(installed, model_path, tmp_path, capsys):

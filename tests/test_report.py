@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import vizcore
+from vizcore.atlas import UnitCache, UnitSpec, auto_layers, build_report, load_labels, trace_svg
 from vizcore.errors import LayerNotFoundError, OptionError, OutputError
-from vizcore.report import UnitCache, UnitSpec, auto_layers, build_report, load_labels, trace_svg
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 TRAVERSAL = "../../etc"

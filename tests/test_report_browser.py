@@ -14,7 +14,7 @@ from PIL import Image, ImageStat
 from test_report import HOSTILE, TRAVERSAL, tiny_cnn
 
 import vizcore
-from vizcore.report import build_report
+from vizcore.atlas import build_report
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = [pytest.mark.browser,

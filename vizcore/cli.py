@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__
+from ._version import __version__
 from .errors import VizcoreError
 
 COMMANDS = ("inspect", "render", "check", "diff", "report", "plugins")
@@ -57,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import plugins
 
         env = plugins.Settings.from_env()
-        plugins.configure(plugins.Settings(autoload=env.autoload,
-                                           disabled=env.disabled | frozenset(args.disable_plugin),
-                                           strict=env.strict or args.strict))
+        args.plugins = plugins.Manager(plugins.Settings(autoload=env.autoload,
+                                                        disabled=env.disabled | frozenset(args.disable_plugin),
+                                                        strict=env.strict or args.strict))
         return int(args._run(args, console) or 0)
     except VizcoreError as exc:
         if args.debug:

@@ -43,6 +43,10 @@ class OptionError(VizcoreError):
     """An option value that cannot work (unknown name, impossible size, steps <= 0, ...)."""
 
 
+class InputTooSmallError(OptionError):
+    """The converted graph cannot run at the asked input size (a kernel or pooling window larger than its input)."""
+
+
 class OutputError(VizcoreError):
     """An output path that exists, cannot be written, or would leave its folder."""
 

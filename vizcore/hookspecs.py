@@ -1,7 +1,8 @@
 """The plugin contract: every hook vizcore calls. Built-ins are registered through exactly these hooks.
 
 A plugin is a module or object with functions marked `@vizcore.hookimpl`, published under the entry-point group
-`vizcore` (or registered with `vizcore.plugins.get_manager().register(obj)`). Reading this file is enough to write one.
+`vizcore` (or registered with `Manager.register(obj)` on the manager you pass as `plugins=`). Reading this file
+is enough to write one.
 
 Contribution hooks take no arguments and return a dict name -> factory (converters and pre-passes: a list).
 Names are global per kind: two plugins giving the same name is an error that names both (`PluginError`), unless
@@ -22,7 +23,7 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .engine import RenderRun, StepState
+    from .lifecycle import RenderRun, StepState
     from .onnx_compat import Converter, Prepass
     from .result import Result
 
@@ -76,7 +77,7 @@ def vizcore_add_exporters() -> dict[str, Callable[..., Any]]:
     """Exporter factories: name -> callable(result: Result, out_dir: pathlib.Path, **options) -> list[Path].
 
     Called after a render, by `vizcore render --export NAME` and `vizcore.export`. Writes files inside out_dir
-    only (use `vizcore.io.atomic_write_bytes`), and returns the paths written.
+    only (use `vizcore.files.atomic_write_bytes`), and returns the paths written.
     """
 
 
@@ -106,9 +107,11 @@ def vizcore_add_prepasses() -> list[Prepass]:
 def vizcore_render_start(run: RenderRun) -> None:
     """Called once per chunk of units before its first step.
 
-    `run` (`vizcore.engine.RenderRun`): model, units (this chunk's), settings (dict, shared by every chunk of
+    `run` (`vizcore.lifecycle.RenderRun`): model, units (this chunk's), settings (dict, shared by every chunk of
     the render), device, steps, chunk (0-based), n_chunks, unit_offset (global index of the chunk's first image),
-    total_units (images in the whole render).
+    total_units (images in the whole render), exporters (the names the caller will export with, e.g. ("png",
+    "manifest", "gif"): record only what an exporter of yours will write), state (a dict shared by every chunk of
+    this render: keep per-render data there under your plugin's name, never in a module global).
     """
 
 

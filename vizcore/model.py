@@ -23,6 +23,7 @@ from onnx import TensorProto
 from torch import fx
 
 from .errors import LayerNotFoundError, ModelLoadError, UnsupportedOpError, closest
+from .onnx_compat import Converter, Prepass, registry
 
 #: Op types shown by default in `vizcore inspect`: the nodes people visualize.
 VISUAL_OPS = frozenset({
@@ -235,14 +236,14 @@ class Model:
             return t.device
         return torch.device("cpu")
 
-    def _feeds(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def feeds(self, x: torch.Tensor) -> list[torch.Tensor]:
         """All graph inputs for input `x` (other inputs zero), on the module's device."""
         dev = self.device
         return [x.to(dev) if t is self.input else _zeros_for(t, x.shape[0]).to(dev) for t in self.inputs]
 
     def run(self, x: torch.Tensor) -> Any:
         """The full converted graph on input `x` (other inputs, if any, zero)."""
-        return self.module(*self._feeds(x))
+        return self.module(*self.feeds(x))
 
     @cached_property
     def batch_ok(self) -> bool:
@@ -270,7 +271,7 @@ class Model:
         except ImportError:
             return {"available": False, "reason": "onnxruntime is not installed (pip install onnxruntime)"}
         x = self.probe_input(batch, size, seed)
-        feeds = self._feeds(x)
+        feeds = self.feeds(x)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         try:
@@ -424,8 +425,6 @@ CONVERTER_HINT = ("add a converter in a plugin (hook vizcore_add_onnx_converters
 
 
 def _op_label(node: onnx.NodeProto, opsets: dict[str, int]) -> str:
-    from .onnx_compat import registry
-
     dom = node.domain if node.domain not in ("", "ai.onnx") else ""
     opset = opsets.get(dom, 0)
     version = registry.since_version(node.op_type, opset, dom)
@@ -434,8 +433,6 @@ def _op_label(node: onnx.NodeProto, opsets: dict[str, int]) -> str:
 
 
 def _check_supported(proto: onnx.ModelProto, names: Sequence[str] | None = None) -> None:
-    from .onnx_compat import registry
-
     opsets = {o.domain if o.domain != "ai.onnx" else "": int(o.version) for o in proto.opset_import}
     missing = []
     for i, node in enumerate(proto.graph.node):
@@ -472,10 +469,7 @@ def _failing_node(proto: onnx.ModelProto, names: Sequence[str]) -> tuple[str, st
     return None
 
 
-def _apply_prepasses(proto: onnx.ModelProto) -> list[tuple[str, int]]:
-    from .plugins import get_manager
-
-    passes = [f for f, _ in get_manager().registry("prepasses").values()]
+def _apply_prepasses(proto: onnx.ModelProto, passes: Sequence[Prepass]) -> list[tuple[str, int]]:
     done = []
     for p in sorted(passes, key=lambda p: (p.order, p.name)):
         try:
@@ -487,13 +481,14 @@ def _apply_prepasses(proto: onnx.ModelProto) -> list[tuple[str, int]]:
     return done
 
 
-def _convert(proto: onnx.ModelProto, names: Sequence[str] | None = None) -> fx.GraphModule:
+def _convert(proto: onnx.ModelProto, names: Sequence[str] | None, converters: Sequence[Converter]) -> fx.GraphModule:
+    with registry.installed(converters):  # onnx2torch's table is restored afterwards
+        return _convert_installed(proto, names)
+
+
+def _convert_installed(proto: onnx.ModelProto, names: Sequence[str] | None) -> fx.GraphModule:
     from onnx2torch import convert
 
-    from .onnx_compat import registry
-    from .plugins import get_manager
-
-    registry.install(f for f, _ in get_manager().registry("converters").values())
     _check_supported(proto, names)
     for node in proto.graph.node:  # custom domains: no dots in torch module names (see registry.safe_domain)
         if node.domain not in ("", "ai.onnx"):
@@ -567,11 +562,13 @@ def _shapes(gm: fx.GraphModule, feeds: list[torch.Tensor]) -> dict[str, tuple[in
     return shapes
 
 
-def load(path: str | os.PathLike[str], *, size: int | None = None) -> Model:
+def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Sequence[Prepass] = (),
+         converters: Sequence[Converter] = ()) -> Model:
     """Load, validate, pre-pass and convert an ONNX file; raise `ModelLoadError` with a one-line cause if it can't.
 
     `size` is the spatial size of the probe input used to fill the layer table's shapes (default: the model's
-    fixed size, else 224).
+    fixed size, else 224). `prepasses` and `converters` are applied as given (`vizcore.load` passes those of a
+    plugin manager); onnx2torch's converter table is left as it was found.
     """
     path = Path(path)
     proto, data = _read(path)
@@ -587,7 +584,7 @@ def load(path: str | os.PathLike[str], *, size: int | None = None) -> Model:
     if not [vi for vi in proto.graph.input if vi.name not in {t.name for t in proto.graph.initializer}]:
         raise ModelLoadError(f"{path.name} has no inputs", "a model to visualize needs an input")
 
-    prepasses = _apply_prepasses(proto)
+    done = _apply_prepasses(proto, prepasses)
     inits = {t.name for t in proto.graph.initializer}
     inputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.input if vi.name not in inits]
     outputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.output]
@@ -599,13 +596,13 @@ def load(path: str | os.PathLike[str], *, size: int | None = None) -> Model:
     ops = [n.op_type for n in nodes]
     for i, n in enumerate(nodes):
         n.name = f"n{i}"  # predictable fx names; the model's own names stay in the layer table
-    gm = _convert(proto, names)
+    gm = _convert(proto, names, converters)
 
     model = Model(path=path, sha256=hashlib.sha256(data).hexdigest(), producer=producer,
                   opset=_opset(proto), ir_version=int(proto.ir_version), inputs=inputs, outputs=outputs,
-                  metadata=metadata, layers=[], module=gm, prepasses=prepasses)
+                  metadata=metadata, layers=[], module=gm, prepasses=done)
     try:
-        shapes = _shapes(gm, model._feeds(model.probe_input(model.probe_batch, size)))
+        shapes = _shapes(gm, model.feeds(model.probe_input(model.probe_batch, size)))
     except Exception as exc:
         shape = list(model.input_shape(model.probe_batch, size))
         raise ModelLoadError(f"the converted graph does not run on a {shape} input: "

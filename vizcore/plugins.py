@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pluggy
 
 from . import hookspecs
+from ._version import __version__
 from .errors import PluginError, unknown_name
 
 ENTRY_POINT_GROUP = "vizcore"
@@ -123,7 +124,7 @@ class Manager:
         self.info: dict[str, PluginInfo] = {}
         self._registries: dict[str, dict[str, tuple[Any, str]]] = {}
         self._overrides: dict[str, dict[str, str]] = {}  # kind -> name -> the plugin whose factory was replaced
-        version = _version()
+        version = __version__
         for modname in BUILTIN_MODULES:
             self._add(importlib.import_module(modname), PluginInfo(modname, version, "builtin", modname))
         if self.settings.autoload:
@@ -340,36 +341,38 @@ def _oneline(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}"
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 _manager: Manager | None = None
 
 
-def get_manager() -> Manager:
-    """The process-wide plugin manager, created on first use from the environment's settings."""
+def default_manager() -> Manager:
+    """The process's default plugin manager, created on first use from the environment's settings.
+
+    Only the public API (`vizcore.api`) and the CLI call this; everything below takes a manager (or the tables it
+    yields) as an argument.
+    """
     global _manager
     if _manager is None:
         _manager = Manager()
     return _manager
 
 
+#: The name earlier releases used (kept for plugin code and notebooks that register into the default manager).
+get_manager = default_manager
+
+
 def configure(settings: Settings) -> Manager:
-    """Rebuild the process-wide manager with explicit settings (the CLI's flags)."""
+    """Rebuild the process's default manager with explicit settings (the CLI's flags)."""
     global _manager
     _manager = Manager(settings)
     return _manager
 
 
-def factory(kind: str, name: str) -> Callable[..., Any]:
-    """Shorthand: the factory for `name` of `kind` from the process-wide manager."""
-    return get_manager().get(kind, name)
+def builtins_only() -> Manager:
+    """A fresh manager with vizcore's built-ins and no entry-point plugins (a check's ascent uses one)."""
+    return Manager(Settings(autoload=False))
 
 
 def reset() -> None:
-    """Forget the process-wide manager (tests use it after changing the environment)."""
+    """Forget the process's default manager (tests use it after changing the environment)."""
     global _manager
     _manager = None

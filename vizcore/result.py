@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .io import prepare_out_dir, safe_name
+from .errors import unknown_name
+from .files import prepare_out_dir, safe_name
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     trace_steps: list[int] = field(default_factory=list)
     best_values: np.ndarray | None = None  # each unit's best value seen during the ascent or at the end
+    exporter_table: dict[str, Callable[..., list[Path]]] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(d) for d in self.images.shape[1:])
+        return (f"Result({len(self)} units, images {shape}, values {np.round(self.values[:4], 4).tolist()}"
+                f"{'...' if len(self) > 4 else ''}, {self.settings.get('steps', '?')} steps)")
 
     def __len__(self) -> int:
         return len(self.units)
@@ -96,11 +104,15 @@ class Result:
 
     def save(self, out_dir: str | Path, exporters: tuple[str, ...] | list[str] = ("png", "manifest"),
              force: bool = False, **options: Any) -> list[Path]:
-        """Write the result with the named exporters (plugins included) into `out_dir`; returns the paths."""
-        from .plugins import get_manager
+        """Write the result with the named exporters into `out_dir`; returns the paths.
 
-        pm = get_manager()
-        fns = [pm.get("exporters", name) for name in exporters]  # fail on unknown names before writing anything
+        The exporters are those of the plugin manager that rendered it (`vizcore.render(..., plugins=...)` puts its
+        exporter table on the result); `vizcore.save(result, out, plugins=...)` chooses another manager.
+        """
+        unknown = [name for name in exporters if name not in self.exporter_table]
+        if unknown:  # fail on unknown names before writing anything
+            raise unknown_name("exporter", unknown[0], self.exporter_table)
+        fns = [self.exporter_table[name] for name in exporters]
         out = prepare_out_dir(Path(out_dir), force=force)
         written: list[Path] = []
         for fn in fns:

@@ -12,8 +12,8 @@ LAYER is a layer name, output tensor name or index, as `vizcore inspect` prints 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import LayerNotFoundError, TargetError
 from .objectives import Channel, ClassLogit, DeepDream, Neuron, Objective
@@ -46,10 +46,11 @@ def _is_layer(model: Model, key: str) -> bool:
         return False
 
 
-def _plugin_objective(model: Model, name: str, rest: str) -> Objective:
-    from .plugins import get_manager
+#: Objective factories by name (a plugin manager's "objectives" registry): name -> callable(layer, *args).
+Factories = Mapping[str, Callable[..., Any]]
 
-    factory = get_manager().get("objectives", name)
+
+def _plugin_objective(model: Model, factory: Callable[..., Any], name: str, rest: str) -> Objective:
     layer, _, args = rest.partition(":") if not _is_layer(model, rest) else (rest, "", "")
     params = [_number(a) for a in args.split(",") if a.strip()] if args else []
     obj = factory(layer, *params)
@@ -59,8 +60,10 @@ def _plugin_objective(model: Model, name: str, rest: str) -> Objective:
     return obj
 
 
-def parse(model: Model, spec: str) -> list[Objective]:
-    """Objectives (unbound) for one target string; `LAYER:all` and ranges give several."""
+def parse(model: Model, spec: str, objectives: Factories | None = None) -> list[Objective]:
+    """Objectives (unbound) for one target string; `LAYER:all` and ranges give several.
+
+    `objectives` are the named objective factories a `NAME:LAYER[:ARGS]` target may use (plugins' included)."""
     spec = spec.strip()
     if not spec:
         raise TargetError("empty target", GRAMMAR)
@@ -77,10 +80,8 @@ def parse(model: Model, spec: str) -> list[Objective]:
     if head in {o.name for o in model.outputs} and _CH.match(tail):
         return [ClassLogit(int(tail), output=head)]
     if not _is_layer(model, head):
-        from .plugins import get_manager
-
-        if first in get_manager().registry("objectives") and first not in _BUILTIN_NAMES:
-            return [_plugin_objective(model, first, after)]
+        if objectives and first in objectives and first not in _BUILTIN_NAMES:
+            return [_plugin_objective(model, objectives[first], first, after)]
         model.layer(head)  # raises with suggestions
     layer = model.layer(head)
     key = head
@@ -103,15 +104,33 @@ def parse(model: Model, spec: str) -> list[Objective]:
     raise TargetError(f"malformed target {spec!r}", GRAMMAR)
 
 
-def resolve(model: Model, targets: str | Objective | Iterable[str | Objective]) -> list[Objective]:
-    """Bound objectives, one per unit, from strings and/or Objective objects."""
+def resolve(model: Model, targets: str | Objective | Iterable[str | Objective],
+            objectives: Factories | None = None) -> list[Objective]:
+    """Bound objectives, one per unit, from strings and/or Objective objects (`objectives`: see `parse`)."""
     items: Sequence[str | Objective] = [targets] if isinstance(targets, (str, Objective)) else list(targets)
     if not items:
         raise TargetError("no targets given", GRAMMAR)
     out: list[Objective] = []
     for t in items:
-        objs = parse(model, t) if isinstance(t, str) else [t]
+        objs = parse(model, t, objectives) if isinstance(t, str) else [t]
         for o in objs:
             o.bind(model)
         out.extend(objs)
     return out
+
+
+def labelled(model: Model, targets: str | Objective | Iterable[str | Objective],
+             objectives: Factories | None = None) -> tuple[list[Objective], list[str]]:
+    """`resolve`, plus one label per objective: the target string itself, `LAYER:CH` for each channel of a range or
+    `LAYER:all`, and an Objective's own label."""
+    items = [targets] if isinstance(targets, (str, Objective)) else list(targets)
+    objs: list[Objective] = []
+    names: list[str] = []
+    for t in items:
+        bound = resolve(model, [t], objectives)
+        objs.extend(bound)
+        if isinstance(t, str) and len(bound) == 1:
+            names.append(t)
+        else:
+            names.extend(o.label if not isinstance(t, str) else f"{t.rpartition(':')[0]}:{o.channel}" for o in bound)
+    return objs, names

@@ -212,7 +212,7 @@ def layer_stats(model: Model, layers: Sequence[CheckedLayer], probes: torch.Tens
     with torch.no_grad():
         for s in range(0, probes.shape[0], bs):
             x = to_model_input(model, probes[s:s + bs])
-            outs = cut(*model._feeds(x))
+            outs = cut(*model.feeds(x))
             for lay, a in zip(keys, outs):
                 accs[lay.index].add(a)
             if progress:

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import CheckConfig, load_config
-from ..io import atomic_write_text
+from ..files import atomic_write_text
+from ..health.config import CheckConfig, load_config
 
 #: Command-line options that override config-file settings: dest -> CheckConfig field.
 OVERRIDES = ("max_dead_fraction", "max_constant_fraction", "fail_on_duplicates", "duplicate_threshold", "max_shift",
@@ -210,7 +210,7 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ..check import check
+    from ..health import check
 
     cfg = config_from_args(args, args.model)
     with progress_status(console, args.quiet or args.json == "-") as progress:

@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _side(path: str, cfg: Any, progress: Any, label: str) -> Any:
-    from ..check import check, read_report
+    from ..health import check, read_report
 
     if Path(path).suffix.lower() == ".json":
         return read_report(path)
@@ -84,7 +84,7 @@ def print_diff(diff: Any, console: Console, verbose: bool = False) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ..analysis.diff import compare
+    from ..health.diff import compare
 
     new_model = args.new if Path(args.new).suffix.lower() != ".json" else None
     cfg = config_from_args(args, new_model)

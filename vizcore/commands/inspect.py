@@ -10,8 +10,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..model import load
-
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show a model's inputs, outputs and layers",
@@ -30,7 +28,9 @@ def _dims(shape: Any) -> str:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    model = load(args.model, size=args.size)
+    from ..api import load
+
+    model = load(args.model, size=args.size, plugins=args.plugins)
     layers = model.layers if args.all else [l for l in model.layers if l.visual]
     fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
         size=args.size)

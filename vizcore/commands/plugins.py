@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .. import __version__
-from ..plugins import KINDS, get_manager
+from .._version import __version__
+from ..plugins import KINDS
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def _compact(kind: str, names: list[str]) -> str:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    manager = get_manager()
+    manager = args.plugins
     infos, clashes = manager.describe()
     if args.json:
         data = {"vizcore_version": __version__, "autoload": manager.settings.autoload,

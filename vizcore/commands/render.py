@@ -10,10 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..engine import render
-from ..io import prepare_out_dir
-from ..model import load
-from ..plugins import get_manager
+from ..files import check_out_dir
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -84,12 +81,14 @@ def _executor(args: argparse.Namespace, err: Console) -> Any:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    pm = get_manager()
+    from ..api import load, render
+
+    pm = args.plugins
     exporters = args.export or ["png", "manifest"]
     for name in exporters:
         pm.get("exporters", name)
-    out = prepare_out_dir(args.out or Path("vizcore-out"), force=args.force)
-    model = load(args.model, size=args.size)  # layer shapes (and neuron positions) at the render size
+    out = check_out_dir(args.out or Path("vizcore-out"), force=args.force)  # refused early; created only to save
+    model = load(args.model, size=args.size, plugins=pm)  # layer shapes (and neuron positions) at the render size
     err = Console(stderr=True)
 
     def warn(msg: str) -> None:
@@ -100,7 +99,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                         console=err, disable=args.quiet, transient=False)
     bar = None if args.quiet else _Progress(progress)
     try:
-        result = render(model, args.targets, steps=args.steps, size=args.size, param=args.param,
+        result = render(model, args.targets, plugins=pm, exporters=exporters, steps=args.steps, size=args.size,
+                        param=args.param,
                         transforms=args.transforms, l1=args.l1, l2=args.l2, tv=args.tv, lr=args.lr,
                         seed=args.seed, device=args.device, amp=args.amp, max_memory=args.max_memory,
                         relu_override=args.relu_override, preprocess=args.preprocess,

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LayerNotFoundError, OptionError
-from ..model import Model, load
+from ..model import Model
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -77,18 +77,20 @@ def _executor(args: argparse.Namespace, err: Console) -> Any:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ..report import build_report
+    from ..api import load
+    from ..atlas import build_report
 
     if not args.layers and not args.auto and not args.classes and not args.all_units:
         raise OptionError("nothing to render", "pass --layers A B, --auto, or --classes 1,9,130")
-    model = load(args.model, size=args.size)
+    model = load(args.model, size=args.size, plugins=args.plugins)
     err = Console(stderr=True)
     index = build_report(model, args.out, layers=_layer_keys(model, args.layers), auto=args.auto,
                          units_per_layer=args.units_per_layer, classes=args.classes, labels=args.labels,
                          steps=args.steps, size=args.size, seed=args.seed,
                          health=args.check if args.check else not args.no_health, force=args.force,
                          render_options={"device": args.device} if args.device != "auto" else None,
-                         fidelity=not args.no_fidelity, all_units=args.all_units, executor=_executor(args, err),
+                         fidelity=not args.no_fidelity, plugins=args.plugins, all_units=args.all_units,
+                         executor=_executor(args, err),
                          log=lambda m: err.print(f"[dim]{escape(m)}[/]", highlight=False))
     console.print(f"report: [bold]{escape(str(index))}[/]", highlight=False)
     return 0

@@ -63,8 +63,8 @@ class Executor(Protocol):
 
     name: str
 
-    def start(self, model: Model, size: int | None, device: str) -> None:
-        """Get workers ready for `model` (loaded once per worker)."""
+    def start(self, model: Model, size: int | None, device: str, plugins: Any = None) -> None:
+        """Get workers ready for `model` (loaded once per worker); `plugins`: the manager for in-process work."""
 
     @property
     def workers(self) -> int:

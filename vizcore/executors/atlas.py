@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io import atomic_write_bytes, atomic_write_text
+from ..files import atomic_write_bytes, atomic_write_text
 from . import Chunk, ChunkResult, Executor, resolve_executor
 from .run import run_chunks
 
 if TYPE_CHECKING:
+    from ..atlas.build import UnitCache, UnitSpec
     from ..model import Layer, Model
-    from ..report import UnitCache, UnitSpec
 
 PLAN_VERSION = 1
 #: Settings that say how units are computed on the worker, not what the report shows: kept out of the records.
@@ -31,7 +31,7 @@ _RUN_ONLY = ("targets", "chunk_units", "max_memory")
 def all_unit_layers(model: Model) -> list[Layer]:
     """What `--all-units` renders: every convolution's output, after its activation when one follows (the layers
     `--auto` picks from, all of them); MobileNetV2: 52 layers, 17,056 channels."""
-    from ..report import auto_layers
+    from ..atlas.build import auto_layers
 
     return auto_layers(model, count=len(model.layers))
 
@@ -62,8 +62,8 @@ class PlanStore:
 def _group_chunks(model: Model, group: list[tuple[UnitSpec, str]], settings: dict[str, Any], ex: Executor,
                   store: PlanStore, gid: tuple[str, int]) -> list[Chunk]:
     """The chunks of one layer that hold a missing unit, from its stored plan (or a new plan over the missing)."""
-    from ..engine import _chunks
-    from ..report import UnitSpec
+    from ..atlas.build import UnitSpec
+    from ..engine.budget import chunks as _chunks
 
     want = {key for _, key in group}
     path = store.path(model.sha256, settings, gid)
@@ -86,7 +86,7 @@ def _group_chunks(model: Model, group: list[tuple[UnitSpec, str]], settings: dic
 
 def _store(model: Model, cache: UnitCache, chunk: Chunk, res: ChunkResult) -> None:
     """Write each unit of a finished chunk that the atlas still lacks (image first, then its record)."""
-    from ..report import _finite, _png
+    from ..atlas.build import _finite, _png
 
     used = {k: v for k, v in res.settings.items() if k not in _RUN_ONLY}
     for i, (spec, key, needed) in enumerate(chunk.tags):
@@ -98,10 +98,11 @@ def _store(model: Model, cache: UnitCache, chunk: Chunk, res: ChunkResult) -> No
         cache.put(key, res.pngs[i] if res.pngs else _png(res.images[i]), rec)
 
 
-def estimate(model: Model, chunks: Sequence[Chunk], settings: dict[str, Any], workers: int) -> str:
+def estimate(model: Model, chunks: Sequence[Chunk], settings: dict[str, Any], workers: int,
+             plugins: Any = None) -> str:
     """Units, steps and the time they take, from a warm-up here: 2 and 6 steps of up to 4 units of the deepest layer
     (the difference leaves out the setup); divided by the workers (assumed as fast as this device)."""
-    from ..engine import render
+    from ..api import render
 
     units = sum(1 for c in chunks for t in c.tags if t[2])
     steps = int(settings.get("steps", 1))
@@ -113,7 +114,8 @@ def estimate(model: Model, chunks: Sequence[Chunk], settings: dict[str, Any], wo
     times = []
     for n in (2, 6):
         t0 = time.perf_counter()
-        render(model, objs, **{**args, "steps": n, "batch_size": len(objs)}, on_warning=lambda _m: None)
+        render(model, objs, **{**args, "steps": n, "batch_size": len(objs)}, plugins=plugins,
+               on_warning=lambda _m: None)
         times.append(time.perf_counter() - t0)
     per = max(times[1] - times[0], 1e-9) / (4 * len(objs))
     total = units * steps * per / max(1, workers)
@@ -130,8 +132,8 @@ def _human(seconds: float) -> str:
 
 
 def render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings: dict[str, Any], cache: UnitCache,
-                   executor: str | Executor | None, say: Callable[[str], None],
-                   warm_up: bool = True) -> tuple[float, dict[str, str]]:
+                   executor: str | Executor | None, say: Callable[[str], None], warm_up: bool = True,
+                   plugins: Any = None) -> tuple[float, dict[str, str]]:
     """Render the atlas's missing units on `executor`, each chunk stored as it arrives; returns (seconds spent,
     {cache key: error} of units that could not be rendered)."""
     if not missing:
@@ -141,14 +143,14 @@ def render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings: 
         groups.setdefault((spec.kind, spec.layer.index), []).append((spec, key))
     t0 = time.perf_counter()
     ex = resolve_executor(executor)
-    ex.start(model, settings.get("size"), str(settings.get("device", "auto")))
+    ex.start(model, settings.get("size"), str(settings.get("device", "auto")), plugins=plugins)
     try:
         store = PlanStore(cache.root / "plans")
         chunks = [c for gid, group in groups.items() for c in _group_chunks(model, group, settings, ex, store, gid)]
         say(f"{len(missing)} units in {len(chunks)} chunks on {ex.name} ({ex.workers} "
             f"worker{'s' if ex.workers != 1 else ''})")
         if warm_up and chunks:
-            say(estimate(model, chunks, settings, ex.workers))
+            say(estimate(model, chunks, settings, ex.workers, plugins))
         failed = run_chunks(ex, chunks, lambda c, r: _store(model, cache, c, r))
     finally:
         ex.close()
@@ -161,7 +163,7 @@ def failed_entry(out: Path, key: str, error: str, settings: dict[str, Any]) -> t
     """What the atlas shows for a unit that could not be rendered: a grey placeholder and the error."""
     import numpy as np
 
-    from ..report import _png
+    from ..atlas.build import _png
 
     side = int(settings.get("size") or 64)
     png = atomic_write_bytes(Path(out) / ".cache" / "failed" / f"{key}.png",

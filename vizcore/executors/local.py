@@ -21,15 +21,16 @@ class LocalExecutor:
 
     def __init__(self, progress: Any = None) -> None:
         self.progress = progress  # called with a JobProgress as units finish
+        self.plugins: Any = None
         self.model: Model | None = None
         self._queue: deque[Chunk] = deque()
         self._heap: contextlib.ExitStack | None = None
 
-    def start(self, model: Model, size: int | None = None, device: str = "auto") -> None:
-        """Use the caller's model; on the CPU keep the render heap for the whole job (no trim between chunks)."""
-        from ..engine import cpu_heap, resolve_device
+    def start(self, model: Model, size: int | None = None, device: str = "auto", plugins: Any = None) -> None:
+        """Use the caller's model and plugin manager; on the CPU keep the render heap for the whole job."""
+        from ..engine.device import cpu_heap, resolve_device
 
-        self.model = model
+        self.model, self.plugins = model, plugins
         if self._heap is None and resolve_device(device).type == "cpu":
             self._heap = contextlib.ExitStack()
             self._heap.enter_context(cpu_heap())
@@ -40,7 +41,7 @@ class LocalExecutor:
 
     def plan(self, objectives: list[Objective], settings: dict[str, Any]) -> tuple[int, int]:
         assert self.model is not None, "start() first"
-        return plan_chunks(self.model, objectives, settings)
+        return plan_chunks(self.model, objectives, settings, self.plugins)
 
     def submit(self, chunk: Chunk) -> None:
         self._queue.append(chunk)
@@ -56,7 +57,7 @@ class LocalExecutor:
         assert self.model is not None, "start() first"
         chunk = self._queue.popleft()
         try:
-            return [(chunk, render_chunk(self.model, chunk, worker="local"))]
+            return [(chunk, render_chunk(self.model, chunk, worker="local", plugins=self.plugins))]
         except Exception as exc:  # noqa: BLE001  the driver decides: split, report, or raise
             return [(chunk, exc)]
 

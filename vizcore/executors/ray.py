@@ -39,8 +39,8 @@ class ModelWorker:
                  device: str) -> None:
         import torch
 
-        from ..engine import cpu_heap, resolve_device
-        from ..model import load
+        from ..api import load
+        from ..engine.device import cpu_heap, resolve_device
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -113,8 +113,9 @@ class RayExecutor:
         """Chunks in flight: `depth` per actor, so the next chunk is there when one finishes."""
         return self.workers * self.depth
 
-    def start(self, model: Model, size: int | None = None, device: str = "auto") -> None:
-        """Connect to (or start) Ray and create the actors; each loads `model` once."""
+    def start(self, model: Model, size: int | None = None, device: str = "auto", plugins: Any = None) -> None:
+        """Connect to (or start) Ray and create the actors; each loads `model` once, with the plugins installed
+        on its node (a plugin manager cannot travel: `plugins` is not used)."""
         ray = import_ray()
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **_local_env(self.address))

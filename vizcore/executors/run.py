@@ -70,20 +70,24 @@ def render_result(model: Any, targets: Any, executor: str | Executor | None, set
     A unit that cannot be rendered gets a blank image and NaN values; `result.extras["failed"]` maps its index to
     the error and the message is in `result.warnings`.
     """
-    from ..engine import _chunks, _targets_with_strings, _unit
-    from ..model import Model, load
+    from ..api import load
+    from ..engine.budget import chunks as _chunks
+    from ..engine.run import _unit
+    from ..model import Model
+    from .worker import labelled
 
     if settings.get("on_step") is not None:
         raise OptionError("on_step is called in this process only", "use executor='local', or drop on_step")
     warn = settings.get("on_warning") or (lambda _m: None)
-    args = {k: v for k, v in settings.items() if k not in ("on_step", "on_warning")}
+    plugins = settings.get("plugins")
+    args = {k: v for k, v in settings.items() if k not in ("on_step", "on_warning", "plugins", "exporters")}
     t0 = time.perf_counter()
-    model = model if isinstance(model, Model) else load(model, size=args.get("size"))
-    objs, names = _targets_with_strings(model, targets)
+    model = model if isinstance(model, Model) else load(model, size=args.get("size"), plugins=plugins)
+    objs, names = labelled(model, targets, plugins)
     k = int(args.get("images_per_unit", 1))
     units = [_unit(o, n) for o, n in zip(objs, names) for _ in range(k)]
     ex = resolve_executor(executor)
-    ex.start(model, args.get("size"), str(args.get("device", "auto")))
+    ex.start(model, args.get("size"), str(args.get("device", "auto")), plugins=plugins)
     done: dict[int, tuple[Chunk, ChunkResult]] = {}
     try:
         chunk, budget = ex.plan(objs, args)
@@ -92,8 +96,12 @@ def render_result(model: Any, targets: Any, executor: str | Executor | None, set
         failed = dict(run_chunks(ex, chunks, lambda c, r: done.__setitem__(c.tags[0], (c, r))))
     finally:
         ex.close()
-    return _assemble(model, units, names, k, done, failed, warn, time.perf_counter() - t0,
-                     {"chunk_units": chunk, "max_memory": budget, "executor": ex.name})
+    from ..api import _manager, _table
+
+    result = _assemble(model, units, names, k, done, failed, warn, time.perf_counter() - t0,
+                       {"chunk_units": chunk, "max_memory": budget, "executor": ex.name})
+    result.exporter_table = _table(_manager(plugins), "exporters")
+    return result
 
 
 def _assemble(model: Any, units: list[Any], names: list[str], k: int, done: dict[int, tuple[Chunk, ChunkResult]],

@@ -19,21 +19,29 @@ if TYPE_CHECKING:
     from ..objectives import Objective
 
 #: Settings that describe the job, not how `vizcore.render` is called.
-NOT_RENDER_ARGS = ("on_step", "on_warning", "executor")
+NOT_RENDER_ARGS = ("on_step", "on_warning", "executor", "plugins")
 
 
-def resolve(model: Model, objectives: list[Any]) -> list[Objective]:
+def labelled(model: Model, targets: Any, plugins: Any = None) -> tuple[list[Objective], list[str]]:
+    """Objectives bound to `model` and their labels, as `vizcore.render` makes them (`plugins`: whose objectives)."""
+    from ..api import _manager, _table
+    from ..targets import labelled as bind
+
+    return bind(model, targets, _table(_manager(plugins), "objectives"))
+
+
+def resolve(model: Model, targets: Any, plugins: Any = None) -> list[Objective]:
     """Objectives bound to `model` (strings expanded as `vizcore.render` does)."""
-    from ..engine import _targets_with_strings
-
-    return _targets_with_strings(model, objectives)[0]
+    return labelled(model, targets, plugins)[0]
 
 
-def plan_chunks(model: Model, objectives: list[Objective], settings: dict[str, Any]) -> tuple[int, int]:
+def plan_chunks(model: Model, objectives: list[Objective], settings: dict[str, Any],
+                plugins: Any = None) -> tuple[int, int]:
     """(units per chunk, memory budget in bytes) exactly as `vizcore.render` would cut these objectives here."""
-    from ..engine import chunk_plan, resolve_device
+    from ..engine.budget import chunk_plan
+    from ..engine.device import resolve_device
 
-    objs = resolve(model, objectives)
+    objs = resolve(model, objectives, plugins)
     indices = sorted({i for o in objs for i in o.targets})
     dev = resolve_device(settings.get("device", "auto"))
     amp = bool(settings.get("amp", False)) and dev.type == "cuda"
@@ -45,18 +53,19 @@ def plan_chunks(model: Model, objectives: list[Objective], settings: dict[str, A
                       settings.get("max_memory"), settings.get("batch_size"), dev, model.batch_ok, lambda _m: None)
 
 
-def render_chunk(model: Model, chunk: Chunk, worker: str = "") -> ChunkResult:
-    """Render one chunk as a single engine chunk; returns plain arrays (cheap to send between processes)."""
-    from ..engine import render
+def render_chunk(model: Model, chunk: Chunk, worker: str = "", plugins: Any = None) -> ChunkResult:
+    """Render one chunk as a single engine chunk (with `plugins`, default: this process's manager); returns plain
+    arrays (cheap to send between processes)."""
+    from ..api import render
 
     messages: list[str] = []
     kwargs = {k: v for k, v in chunk.settings.items() if k not in NOT_RENDER_ARGS}
     kwargs["batch_size"] = len(chunk)
     t0 = time.perf_counter()
-    res = render(model, list(chunk.objectives), on_warning=messages.append, **kwargs)
+    res = render(model, list(chunk.objectives), plugins=plugins, on_warning=messages.append, **kwargs)
     best = res.best_values if res.best_values is not None else res.values
     if chunk.png:
-        from ..report import _png  # the atlas's PNG encoder (moves with the atlas package)
+        from ..atlas.build import _png  # the atlas's PNG encoder
     return ChunkResult(images=np.ascontiguousarray(res.images), values=np.asarray(res.values),
                        best_values=np.asarray(best), traces=[list(map(float, t)) for t in res.traces],
                        trace_steps=list(res.trace_steps), settings=dict(res.settings), warnings=messages,

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
+from ..files import atomic_write_text, inside
 from ..hookspecs import hookimpl
-from ..io import atomic_write_text, inside
 from ..result import Result
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write_bytes, inside
 from ..hookspecs import hookimpl
-from ..io import atomic_write_bytes, inside
 from ..result import Result
 
 

@@ -7,7 +7,9 @@ private API changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from onnx import defs
@@ -17,7 +19,7 @@ from . import Converter
 
 #: onnx2torch's own converters, captured before vizcore or a plugin overrides any (overrides may delegate to them).
 _BUILTIN: dict[tuple[str, str, int], Callable[..., Any]] = {tuple(k): v for k, v in _o2t._CONVERTER_REGISTRY.items()}
-_installed: dict[tuple[str, str, int], object] = {}
+_lock = threading.RLock()  # one conversion at a time may own onnx2torch's process-wide table
 
 
 def safe_domain(domain: str) -> str:
@@ -30,17 +32,26 @@ def _description(c: Converter) -> _o2t.OperationDescription:
     return _o2t.OperationDescription(domain=safe_domain(c.domain), operation_type=c.op_type, version=c.version)
 
 
-def install(converters: Iterable[Converter]) -> None:
-    """Make every converter visible to onnx2torch; idempotent, so it can run before every conversion."""
-    table = _o2t._CONVERTER_REGISTRY
-    for c in converters:
-        desc = _description(c)
-        if _installed.get(tuple(desc)) is c.fn:
-            continue
-        if desc in table and not c.override and tuple(desc) not in _installed:
-            continue  # onnx2torch already has it and the plugin did not ask to replace it
-        table[desc] = c.fn
-        _installed[tuple(desc)] = c.fn
+@contextlib.contextmanager
+def installed(converters: Iterable[Converter]) -> Iterator[None]:
+    """onnx2torch's table with these converters added for the duration of the block, then restored exactly.
+
+    A converter replaces one onnx2torch already has only with `override=True`. Conversions in other threads wait
+    (the table is process-wide), so two managers never see each other's converters.
+    """
+    with _lock:
+        table = _o2t._CONVERTER_REGISTRY
+        saved = dict(table)
+        try:
+            for c in converters:
+                desc = _description(c)
+                if desc in saved and not c.override:
+                    continue  # onnx2torch already has it and the plugin did not ask to replace it
+                table[desc] = c.fn
+            yield
+        finally:
+            table.clear()
+            table.update(saved)
 
 
 def builtin(op_type: str, version: int, domain: str = "") -> Callable[..., Any]:

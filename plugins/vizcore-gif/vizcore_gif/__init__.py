@@ -1,7 +1,9 @@
 """vizcore-gif: an exporter (`--export gif`) that writes, per unit, an animated GIF of the optimization.
 
-Frames are recorded by the `vizcore_render_step` hook every few steps (small and within a fixed memory budget)
-and handed to the result by `vizcore_render_end` as `result.extras["gif"]`; the exporter only writes files.
+Frames are recorded by the `vizcore_render_step` hook every few steps (small and within a fixed memory budget),
+only for renders whose caller will export a GIF (`vizcore.render(..., exporters=[..., "gif"])`, `--export gif`),
+kept in the render's own `run.state`, and handed to the result by `vizcore_render_end` as `result.extras["gif"]`;
+the exporter only writes files.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .recorder import Recorder
 __version__ = "0.1.0"
 __all__ = ["Recorder", "export_gif", "recorder"]
 
-#: The process-wide recorder; its limits (`max_side`, `max_frames`, `budget_bytes`) may be changed.
+#: The recorder's limits (`max_side`, `max_frames`, `budget_bytes`) may be changed; it keeps no render's frames.
 recorder = Recorder()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 from vizcore.errors import OptionError
-from vizcore.io import atomic_write_bytes, inside
+from vizcore.files import atomic_write_bytes, inside
 
 from .recorder import KEY
 

@@ -6,6 +6,7 @@ so re-running with more layers renders only what is new. Pages come from Jinja2 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import io
@@ -21,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OptionError, OutputError, VizcoreError
-from .io import atomic_write_bytes, atomic_write_text, prepare_out_dir
-from .model import ACTIVATION_OPS, Layer, Model, load
+from .. import api
+from ..errors import OptionError, OutputError, VizcoreError
+from ..files import atomic_write_bytes, atomic_write_text, prepare_out_dir
+from ..model import ACTIVATION_OPS, Layer, Model
+from ..plugins import Manager
 
 CACHE_VERSION = 1
 CACHE_DIR = ".cache"
@@ -64,7 +67,7 @@ class UnitSpec:
 
     def objective(self) -> Any:
         """The objective `vizcore.render` optimizes for this unit."""
-        from .objectives import Channel, ClassLogit
+        from ..objectives import Channel, ClassLogit
 
         return ClassLogit(self.channel) if self.kind == "class" else Channel(self.layer, self.channel)
 
@@ -257,7 +260,7 @@ def load_health(source: dict[str, Any] | str | Path | None) -> dict[str, Any] | 
 def run_health(model: Model, layers: Sequence[Layer], size: int | None = None) -> dict[str, Any] | None:
     """`vizcore check` on the report's layers, as its JSON dict; None when that feature is not installed."""
     try:
-        from .check import check
+        from ..health import check
     except ImportError:
         return None
     if not layers:
@@ -365,13 +368,8 @@ def _render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings:
     return total
 
 
-def _default_renderer() -> Renderer:
-    import vizcore
-
-    render = getattr(vizcore, "render", None)
-    if render is None:
-        raise VizcoreError("rendering is not available in this vizcore build", "install a vizcore with vizcore.render")
-    return render
+def _default_renderer(plugins: Manager | None) -> Renderer:
+    return functools.partial(api.render, plugins=plugins)
 
 
 # -- output folder ----------------------------------------------------------------------------------------------------
@@ -526,7 +524,7 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
                  labels: str | Path | None = None, steps: int | None = None, size: int | None = None,
                  seed: int | None = None, health: dict[str, Any] | str | Path | bool | None = None, force: bool = False,
                  render_options: dict[str, Any] | None = None, renderer: Renderer | None = None,
-                 fidelity: bool = True,
+                 fidelity: bool = True, plugins: Manager | None = None,
                  log: Callable[[str], None] | None = None, executor: Any = None, all_units: bool = False) -> Path:
     """Write (or grow) a static HTML atlas of `model` in `out_dir`; returns the path of its index.html.
 
@@ -536,11 +534,11 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     renders chunks there, each stored as it finishes (a killed run resumes); `all_units`: every channel of every
     convolution, after its activation (vizcore.executors.atlas.all_unit_layers).
     """
-    model = model if isinstance(model, Model) else load(model, size=size)
+    model = model if isinstance(model, Model) else api.load(model, size=size, plugins=plugins)
     say = log or (lambda _m: None)
     chosen = _layers(model, layers, auto)
     if all_units:  # vizcore.executors: every channel of every convolution
-        from .executors.atlas import all_unit_layers
+        from ..executors.atlas import all_unit_layers
         chosen = all_unit_layers(model)
         units_per_layer = max([ly.channels or 0 for ly in chosen] + [1])
     class_ids = parse_classes(classes)
@@ -577,10 +575,10 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     say(f"{len(specs)} units: {len(specs) - len(missing)} from the cache, {len(missing)} to render")
     failed: dict[str, str] = {}
     if executor is None and not all_units:
-        seconds = _render_missing(model, missing, settings, cache, renderer or _default_renderer(), say)
+        seconds = _render_missing(model, missing, settings, cache, renderer or _default_renderer(plugins), say)
     else:  # vizcore.executors: chunks on workers, stored as they finish, resumable
-        from .executors.atlas import failed_entry, render_missing
-        seconds, failed = render_missing(model, missing, settings, cache, executor, say)
+        from ..executors.atlas import failed_entry, render_missing
+        seconds, failed = render_missing(model, missing, settings, cache, executor, say, plugins=plugins)
 
     if health is True:
         try:
@@ -656,7 +654,7 @@ def _write_pages(out: Path, model: Model, facts: dict[str, Any], chosen: list[La
                  health: dict[str, Any] | None, by_health: dict[int, _LayerHealth], settings: dict[str, Any],
                  seconds: float, keep: set[str], units_per_layer: int) -> list[str]:
     env = _env()
-    from . import __version__
+    from .._version import __version__
 
     by_layer: dict[int, list[UnitRecord]] = {}
     class_recs = [r for r in records if r.spec.kind == "class"]

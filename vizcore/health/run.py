@@ -1,150 +1,31 @@
 """Model health checks for CI: conversion fidelity, NaN/Inf weights, dead and constant units, duplicate filters.
 
-    from vizcore.check import check
+    from vizcore import check
     report = check("model.onnx")          # thresholds from a vizcore.toml / pyproject.toml next to the model
     report.passed, report.failures, report.to_json()
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .analysis import dead as dead_mod
-from .analysis.duplicates import find_duplicates
-from .analysis.layers import CheckedLayer, conv_module, select_layers
-from .analysis.probes import layer_stats, probe_set
-from .analysis.weights import nonfinite_weights
+from ..analysis import dead as dead_mod
+from ..analysis.duplicates import find_duplicates
+from ..analysis.layers import CheckedLayer, conv_module, select_layers
+from ..analysis.probes import layer_stats, probe_set
+from ..analysis.weights import nonfinite_weights
+from ..api import load
+from ..errors import OptionError
+from ..model import Model
+from ..plugins import Manager
+from . import ascent
 from .config import CheckConfig, LayerLimits, load_config
-from .errors import OptionError
-from .junit import Case, Failures, Report
-from .model import Model, load
+from .results import CheckReport, Failure, LayerReport
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class Failure:
-    """One exceeded threshold: which check, which layer (None: the whole model), and a one-line message."""
-
-    check: str
-    layer: str | None
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {"check": self.check, "layer": self.layer, "message": self.message}
-
-
-@dataclass
-class LayerReport:
-    """What the check found in one layer (JSON: name, channels, dead, constant, duplicates)."""
-
-    name: str
-    channels: int
-    dead: list[int] = field(default_factory=list)
-    constant: list[int] = field(default_factory=list)
-    duplicates: list[list] = field(default_factory=list)
-    index: int | None = None
-    op: str = ""
-    conv: str | None = None
-    notes: list[str] = field(default_factory=list)
-    limits: LayerLimits | None = None
-
-    @property
-    def dead_fraction(self) -> float:
-        """Dead channels / channels."""
-        return len(self.dead) / self.channels if self.channels else 0.0
-
-    @property
-    def constant_fraction(self) -> float:
-        """Constant channels / channels."""
-        return len(self.constant) / self.channels if self.channels else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """Exactly the layer entry of the report schema."""
-        return {"name": self.name, "channels": self.channels, "dead": list(self.dead), "constant": list(self.constant),
-                "duplicates": [list(p) for p in self.duplicates]}
-
-
-@dataclass
-class CheckReport(Report):
-    """The result of `check`: model facts, per-layer findings, fidelity and the failures (empty: passed)."""
-
-    model: dict[str, Any]
-    layers: list[LayerReport]
-    fidelity: dict[str, Any]
-    failures: list[Failure]
-    notes: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    config: CheckConfig | None = None
-
-    @property
-    def passed(self) -> bool:
-        """True when no threshold was exceeded."""
-        return not self.failures
-
-    def to_json(self) -> dict[str, Any]:
-        """{"model", "passed", "layers", "fidelity", "failures"} as the issue's schema says (JSON-safe floats)."""
-        return jsonable({"model": self.model, "passed": self.passed, "layers": [lay.to_json() for lay in self.layers],
-                         "fidelity": self.fidelity, "failures": [f.to_json() for f in self.failures]})
-
-    def junit_cases(self) -> list[Case]:
-        """One JUnit test case per check per layer, plus the model-wide checks."""
-        fails = Failures(self.failures)
-        failure = fails.take
-        fid = self.fidelity
-        cases = [Case("model", "fidelity", failure("fidelity", None),
-                      None if fid.get("available") else str(fid.get("reason", "not measured")),
-                      f"max_abs_diff={fid.get('max_abs_diff')}" if fid.get("available") else "")]
-        bad = self.model.get("nonfinite_weights") or []
-        weights_fail = failure("nonfinite-weights", any_layer=True)
-        details = "\n".join(f"{b['layer']}.{b['tensor']}: {b['nan']} NaN, {b['inf']} Inf" for b in bad)
-        cases.append(Case("model", "nonfinite-weights", weights_fail or None, details=details))
-        for lay in self.layers:
-            cases.append(Case(lay.name, "dead", failure("dead", lay.name), details=f"dead={lay.dead}"))
-            cases.append(Case(lay.name, "constant", failure("constant", lay.name), details=f"constant={lay.constant}"))
-            cases.append(Case(lay.name, "duplicates", failure("duplicates", lay.name),
-                              details="\n".join(f"filter {j} = {t}(filter {i}), similarity {s:.4f}"
-                                                for i, j, t, s in lay.duplicates)))
-        return cases + fails.rest()
-
-    def junit_suite(self) -> str:
-        return "vizcore check " + str(self.model.get("path", ""))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CheckReport:
-        """A report read back from `to_json()` output (for `vizcore diff` against a stored baseline)."""
-        try:
-            layers = [LayerReport(name=str(d["name"]), channels=int(d["channels"]), dead=list(d["dead"]),
-                                  constant=list(d["constant"]), duplicates=[list(p) for p in d["duplicates"]])
-                      for d in data["layers"]]
-            failures = [Failure(f.get("check", "?"), f.get("layer"), f.get("message", "")) if isinstance(f, dict)
-                        else Failure("?", None, str(f)) for f in data.get("failures", [])]
-            return cls(model=dict(data["model"]), layers=layers, fidelity=dict(data.get("fidelity") or {}),
-                       failures=failures)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise OptionError(f"not a vizcore check report: missing or malformed {exc}",
-                              "pass an .onnx model or a file written by `vizcore check --json`") from exc
-
-
-def jsonable(x: Any) -> Any:
-    """`x` with non-finite floats written as the strings "nan", "inf", "-inf" (strict JSON has no such numbers)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if hasattr(x, "item") and callable(x.item):  # numpy / torch scalars
-        return jsonable(x.item())
-    return x
 
 
 def _model_facts(model: Model, nonfinite: list[dict[str, Any]]) -> dict[str, Any]:
@@ -177,11 +58,7 @@ def _dead_units(model: Model, chosen: list[CheckedLayer], cfg: CheckConfig, note
         if f"ascent: {msg}" not in notes:
             notes.append(f"ascent: {msg}")
 
-    can_ascend = cfg.ascent != "none" and cfg.ascent_steps > 0
-    available = can_ascend and dead_mod.render_available()
-    if can_ascend and not available:
-        notes.append("gradient ascent unavailable (vizcore.render is missing): units no probe drove are "
-                     "reported dead")
+    can_ascend = available = cfg.ascent != "none" and cfg.ascent_steps > 0
     cands = {c.layer.index: dead_mod.candidates(stats[c.layer.index], cfg.dead_threshold) for c in chosen}
     jobs = [(c.layer, None if cfg.ascent == "all" else cands[c.layer.index],
              dead_mod.threshold(stats[c.layer.index], cfg.dead_threshold))
@@ -191,7 +68,7 @@ def _dead_units(model: Model, chosen: list[CheckedLayer], cfg: CheckConfig, note
         n_units = sum(len(ch) if ch is not None else int(lay.channels or 0) for lay, ch, _ in jobs)
         if progress:
             progress(f"gradient ascent on {n_units} units of {len(jobs)} layers")
-        best = dead_mod.ascend(model, jobs, steps=cfg.ascent_steps, size=_ascent_size(model, cfg), lr=cfg.ascent_lr,
+        best = ascent.ascend(model, jobs, steps=cfg.ascent_steps, size=_ascent_size(model, cfg), lr=cfg.ascent_lr,
                                seed=cfg.seed, device=cfg.device, on_warning=warn)
         notes.append(f"gradient ascent: {n_units} units of {len(jobs)} layers, {cfg.ascent_steps} steps")
     distinct = probes.images.shape[0] >= 2
@@ -223,11 +100,13 @@ def _duplicates(model: Model, c: CheckedLayer, limits: LayerLimits, cfg: CheckCo
 
 
 def check(model: Model | str | os.PathLike[str], config: CheckConfig | None = None, *,
-          progress: Progress | None = None, **options: Any) -> CheckReport:
+          progress: Progress | None = None, plugins: Manager | None = None, **options: Any) -> CheckReport:
     """Run every check on a model and judge it against the thresholds.
 
     `config` None reads `[tool.vizcore.check]` from a vizcore.toml or pyproject.toml next to the model (else the
     defaults); `options` (CheckConfig fields, e.g. `layers=[...]`, `max_dead_fraction=0.1`) override it.
+    `plugins` (default: the process's manager) provides the converters and pre-passes used to load a path; the
+    gradient ascent always runs with built-in parameterizations only.
     Raises `VizcoreError` for a model or option it cannot use; a failed threshold is in the report.
     """
     t_all = time.perf_counter()
@@ -237,7 +116,7 @@ def check(model: Model | str | os.PathLike[str], config: CheckConfig | None = No
     cfg = _apply(config, options)
     if not isinstance(model, Model):
         t0 = time.perf_counter()
-        model = load(model, size=cfg.size)
+        model = load(model, size=cfg.size, plugins=plugins)
         timings["load"] = time.perf_counter() - t0
     notes: list[str] = []
     if cfg.source:
@@ -333,15 +212,3 @@ def _short(items: list[Any], n: int = 8) -> str:
     return f"[{s}{', …' if len(items) > n else ''}]"
 
 
-def read_report(path: str | os.PathLike[str]) -> CheckReport:
-    """A `CheckReport` from a JSON file written by `vizcore check --json`."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise OptionError(f"report not found: {p}", "check the path") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OptionError(f"cannot read {p} as a JSON report: {exc}") from exc
-    if not isinstance(data, dict):
-        raise OptionError(f"{p} is not a vizcore check report")
-    return CheckReport.from_json(data)

@@ -6,13 +6,11 @@ the thresholds (`max-dead-increase`, `max-constant-increase`, `fail-on-new-dupli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import CheckConfig
-from ..junit import Case, Failures, Report
-
-if TYPE_CHECKING:
-    from ..check import CheckReport, Failure, LayerReport
+from .config import CheckConfig
+from .junit import Case, Failures, Report
+from .results import CheckReport, Failure, LayerReport, jsonable
 
 
 @dataclass
@@ -94,7 +92,6 @@ class DiffReport(Report):
 
     def to_json(self) -> dict[str, Any]:
         """{"old", "new", "passed", "layers", "added", "removed", "fidelity", "failures"}."""
-        from ..check import jsonable
 
         return jsonable({"old": self.old.model, "new": self.new.model, "passed": self.passed,
                          "layers": [d.to_json() for d in self.layers], "added": self.added, "removed": self.removed,
@@ -130,7 +127,6 @@ def _max_diff(fid: dict[str, Any]) -> float | None:
 
 def compare(old: CheckReport, new: CheckReport, config: CheckConfig | None = None) -> DiffReport:
     """The regressions from `old` to `new` judged against `config`'s diff thresholds."""
-    from ..check import Failure
 
     cfg = config or CheckConfig()
     old_by = {lay.name: lay for lay in old.layers}

@@ -52,13 +52,20 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def prepare_out_dir(out: Path, force: bool = False) -> Path:
-    """Create the output folder; refuse a non-empty one unless `force`, and a path that is a file."""
+def check_out_dir(out: Path, force: bool = False) -> Path:
+    """Refuse an output path that is a file, or a non-empty folder unless `force`; creates nothing (commands call it
+    before any work, and create the folder only when they have something to write)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} exists and is not a folder", "choose another --out")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OutputError(f"output folder {out} is not empty", "choose another --out, or pass --force to write into it")
+    return out
+
+
+def prepare_out_dir(out: Path, force: bool = False) -> Path:
+    """Create the output folder; refuse a non-empty one unless `force`, and a path that is a file."""
+    out = check_out_dir(out, force)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".vizcore-write-test-{os.getpid()}"

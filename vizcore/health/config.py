@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionError, closest
+from ..errors import OptionError, closest
 
 try:  # Python >= 3.11
     import tomllib as _toml

@@ -1,0 +1,189 @@
+"""The house rules, enforced: vizcore's modules import only downward, without cycles, and only the public API and the
+CLI look up the plugin manager. Every import counts: module level, inside functions and under TYPE_CHECKING."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "vizcore"
+
+#: Layers, lowest first. A module belongs to the first prefix it matches (a package prefix covers its submodules).
+LAYERS: list[tuple[str, ...]] = [
+    ("vizcore._version", "vizcore.errors", "vizcore.files", "vizcore.text", "vizcore.images"),
+    ("vizcore.lifecycle", "vizcore.result", "vizcore.onnx_compat.__init__", "vizcore.hookspecs"),
+    ("vizcore.onnx_compat", "vizcore.model", "vizcore.preprocess", "vizcore.objectives", "vizcore.params",
+     "vizcore.transforms", "vizcore.regularizers", "vizcore.layouts", "vizcore.inputs"),
+    ("vizcore.targets", "vizcore.engine"),
+    ("vizcore.exporters", "vizcore.analysis"),
+    ("vizcore.plugins",),
+    ("vizcore.api",),
+    ("vizcore.executors", "vizcore.health", "vizcore.atlas", "vizcore.prune"),
+    ("vizcore.cli", "vizcore.commands", "vizcore.__init__"),
+]
+#: The only modules that may look up the process's default plugin manager.
+MANAGER_LOOKUP_ALLOWED = ("vizcore.api", "vizcore.cli", "vizcore.commands", "vizcore.plugins")
+LOOKUPS = {"default_manager", "get_manager", "configure"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PKG.rglob("*.py"):
+        parts = path.relative_to(PKG.parent).with_suffix("").parts
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> list[str]:
+    """Absolute module names an ImportFrom refers to (a `from . import x` that names a submodule gives it)."""
+    if node.level:
+        base = module.split(".")  # "vizcore.a.b" or "vizcore.a.__init__": level 1 is "vizcore.a" for both
+        base = base[: len(base) - node.level]
+        prefix = ".".join(base + ([node.module] if node.module else []))
+    else:
+        prefix = node.module or ""
+    names = []
+    for alias in node.names:
+        sub = f"{prefix}.{alias.name}"
+        names.append(sub if (sub in MODULES or f"{sub}.__init__" in MODULES) else prefix)
+    return names
+
+
+def _canonical(name: str) -> str | None:
+    if name in MODULES:
+        return name
+    if f"{name}.__init__" in MODULES:
+        return f"{name}.__init__"
+    return None
+
+
+def _imports(module: str) -> list[tuple[str, bool]]:
+    """(imported vizcore module, under TYPE_CHECKING) for every import in `module`."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    typing_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typing_only |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            targets = _resolve(module, node)
+        else:
+            continue
+        for t in targets:
+            c = _canonical(t)
+            if c is not None and c != module:
+                found.append((c, id(node) in typing_only))
+    return found
+
+
+def _layer(module: str) -> int | None:
+    name = module.removesuffix(".__init__") if module != "vizcore.__init__" else module
+    for i, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if module == p or name == p or name.startswith(p + "."):
+                return i
+    return None
+
+
+def test_every_module_has_a_layer():
+    assert not sorted(m for m in MODULES if _layer(m) is None), "add new modules to LAYERS"
+
+
+def test_imports_go_only_downward():
+    wrong = []
+    for m in MODULES:
+        for target, _ in _imports(m):
+            if _layer(target) is not None and _layer(m) is not None and _layer(target) > _layer(m):
+                wrong.append(f"{m} (layer {_layer(m)}) imports {target} (layer {_layer(target)})")
+    assert not wrong
+
+
+def test_no_import_cycles():
+    graph = {m: {t for t, _ in _imports(m)} for m in MODULES}
+    cycles = _cycles(graph)
+    assert not cycles, cycles
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_nothing_imports_the_package_itself():
+    wrong = [m for m in MODULES if m != "vizcore.__init__"
+             for t, _ in _imports(m) if t == "vizcore.__init__"]
+    assert not wrong
+
+
+def test_hookspecs_imports_only_pluggy_at_run_time():
+    tree = ast.parse(MODULES["vizcore.hookspecs"].read_text(encoding="utf-8"))
+    runtime = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name for n in runtime if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in runtime if isinstance(n, ast.ImportFrom)}
+    assert names <= {"pluggy", "__future__", "typing"}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_only_the_api_and_cli_look_up_the_plugin_manager(module):
+    if module.startswith(MANAGER_LOOKUP_ALLOWED):
+        return
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    used |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not used & LOOKUPS, f"{module} looks up the plugin manager; take it as an argument instead"
+
+
+def test_the_rules_catch_a_violation(tmp_path):
+    """The checker itself: an upward import and a cycle planted in stand-ins for two modules are found."""
+    global MODULES
+    fake = {"vizcore.errors": tmp_path / "errors.py", "vizcore.api": tmp_path / "api.py"}
+    fake["vizcore.errors"].write_text("from .api import load\n")
+    fake["vizcore.api"].write_text("from .errors import VizcoreError\n")
+    saved = MODULES
+    MODULES = {**saved, **fake}
+    try:
+        assert ("vizcore.api", False) in _imports("vizcore.errors")
+        graph = {m: {t for t, _ in _imports(m)} for m in fake}
+        assert _cycles(graph) == [["vizcore.api", "vizcore.errors"]]
+        assert _layer("vizcore.api") > _layer("vizcore.errors")
+    finally:
+        MODULES = saved
