@@ -70,7 +70,7 @@ def render_result(model: Any, targets: Any, executor: str | Executor | None, set
     A unit that cannot be rendered gets a blank image and NaN values; `result.extras["failed"]` maps its index to
     the error and the message is in `result.warnings`.
     """
-    from ..api import load
+    from ..api import _manager, _table, load
     from ..engine.budget import chunks as _chunks
     from ..engine.run import _unit
     from ..model import Model
@@ -96,8 +96,6 @@ def render_result(model: Any, targets: Any, executor: str | Executor | None, set
         failed = dict(run_chunks(ex, chunks, lambda c, r: done.__setitem__(c.tags[0], (c, r))))
     finally:
         ex.close()
-    from ..api import _manager, _table
-
     result = _assemble(model, units, names, k, done, failed, warn, time.perf_counter() - t0,
                        {"chunk_units": chunk, "max_memory": budget, "executor": ex.name})
     result.exporter_table = _table(_manager(plugins), "exporters")
