@@ -12,10 +12,10 @@ import pytest
 from tiny import TinyCNN, load_tiny
 
 import vizcore
+from vizcore.atlas import auto_layers
 from vizcore.atlas.build import CACHE_DIR, build_report
 from vizcore.errors import OptionError
 from vizcore.executors import Chunk, ChunkResult, render, resolve_executor
-from vizcore.executors.atlas import all_unit_layers
 from vizcore.executors.local import LocalExecutor
 from vizcore.executors.progress import JobProgress
 from vizcore.executors.worker import plan_chunks, resolve
@@ -154,7 +154,7 @@ def test_all_units_from_the_cli_with_an_estimate(model: vizcore.Model, tmp_path:
                  "--no-health", "--no-fidelity"])
     assert code == 0
     man = json.loads((out / "manifest.json").read_text())
-    layers = all_unit_layers(model)
+    layers = auto_layers(model, count=len(model.layers))  # what --all-units renders
     assert [ly.index for ly in layers] == [1, 4]  # each conv after its ReLU
     assert len(man["units"]) == sum(ly.channels for ly in layers) == 24
     err = capsys.readouterr().err
@@ -174,4 +174,4 @@ def test_executor_names_and_a_missing_ray(monkeypatch: pytest.MonkeyPatch, model
     assert main(["render", str(model.path), "3:0", "--out", str(tmp_path / "r"), "--executor", "ray"]) == 2
     assert 'pip install "vizcore[ray]"' in capsys.readouterr().err
     with pytest.raises(OptionError, match="on_step"):
-        vizcore.render(model, "3:0", executor="ray", on_step=lambda r, s: None, **FAST)
+        render(model, "3:0", executor="local", on_step=lambda r, s: None, **FAST)

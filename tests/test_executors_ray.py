@@ -18,6 +18,7 @@ from tiny import TinyCNN, load_tiny
 
 import vizcore
 from vizcore.atlas.build import CACHE_DIR, build_report
+from vizcore.executors import render
 from vizcore.objectives import Channel
 
 ray = pytest.importorskip("ray")
@@ -73,7 +74,7 @@ def _pngs(out: Path) -> dict[str, bytes]:
 def test_ray_renders_bitwise_what_the_local_engine_renders(ex, model, one_thread, tmp_path: Path) -> None:  # noqa: ANN001
     targets = ["3:0-9", "1:0-5"]
     ref = vizcore.render(model, targets, batch_size=4, **FAST)
-    got = vizcore.render(model, targets, batch_size=4, executor=ex, **FAST)
+    got = render(model, targets, batch_size=4, executor=ex, **FAST)
     assert got.settings["executor"] == "ray" and got.settings["chunk_units"] == ref.settings["chunk_units"] == 4
     assert np.array_equal(got.images, ref.images) and np.array_equal(got.values, ref.values)
     assert np.array_equal(got.best_values, ref.best_values) and got.traces == ref.traces
@@ -99,7 +100,7 @@ def test_a_worker_that_raises_is_retried_then_its_unit_reported(ex, model, one_t
             return super().value(acts)
 
     objs = [Exploding(model.layer(3), c) for c in range(8)]
-    got = vizcore.render(model, objs, batch_size=4, executor=ex, **FAST)
+    got = render(model, objs, batch_size=4, executor=ex, **FAST)
     assert set(got.extras["failed"]) == {5} and "always fails" in got.extras["failed"][5]
     # chunk [4, 8), then its halves [4, 6), then [5]: each tried 1 + max_retries times by Ray before it counts
     assert attempts.read_text().count("5") == 3 * 3

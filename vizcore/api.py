@@ -75,7 +75,6 @@ def render(
     exporters: Sequence[str] = ("png", "manifest"),
     on_warning: Callable[[str], None] | None = None,
     on_step: Callable[[RenderRun, StepState], None] | None = None,
-    executor: Any = None,
 ) -> Result:
     """Synthesize, for every target, the input that maximizes it; returns images, values and traces.
 
@@ -85,12 +84,7 @@ def render(
     saved with (plugins that record for an exporter, such as vizcore-gif, record only when it is listed).
     `on_step(run, state)` is called after every step of this render only (progress bars, early stopping by
     setting `state.stop`). The other options and their defaults: README.md ("Defaults, and why").
-    `executor` ("ray", "ray://HOST:PORT", an Executor) renders the same chunks there (docs/scale.md).
     """
-    if executor is not None and executor != "local":  # vizcore.executors: the same chunks, on other processes
-        args = {k: v for k, v in locals().items() if k != "executor"}
-        from .executors import render as render_on
-        return render_on(**args, executor=executor)
     pm = _manager(plugins)
     if not isinstance(model, Model):
         model = load(model, plugins=pm)

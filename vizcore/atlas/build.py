@@ -532,14 +532,13 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     more layers renders only the new ones. `health` is a `vizcore check --json` dict or file, or True to run
     `vizcore.check` on the shown layers (when installed). `executor` (local, ray, ray://HOST:PORT, an Executor)
     renders chunks there, each stored as it finishes (a killed run resumes); `all_units`: every channel of every
-    convolution, after its activation (vizcore.executors.atlas.all_unit_layers).
+    convolution, after its activation (auto_layers with no limit).
     """
     model = model if isinstance(model, Model) else api.load(model, size=size, plugins=plugins)
     say = log or (lambda _m: None)
     chosen = _layers(model, layers, auto)
     if all_units:  # vizcore.executors: every channel of every convolution
-        from ..executors.atlas import all_unit_layers
-        chosen = all_unit_layers(model)
+        chosen = auto_layers(model, count=len(model.layers))
         units_per_layer = max([ly.channels or 0 for ly in chosen] + [1])
     class_ids = parse_classes(classes)
     if not chosen and not class_ids:
@@ -577,8 +576,8 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     if executor is None and not all_units:
         seconds = _render_missing(model, missing, settings, cache, renderer or _default_renderer(plugins), say)
     else:  # vizcore.executors: chunks on workers, stored as they finish, resumable
-        from ..executors.atlas import failed_entry, render_missing
-        seconds, failed = render_missing(model, missing, settings, cache, executor, say, plugins=plugins)
+        from .scale import failed_entry, render_missing
+        seconds, failed = render_missing(model, missing, settings, cache, executor, say, _png, plugins=plugins)
 
     if health is True:
         try:
@@ -596,7 +595,7 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     for i, (spec, key) in enumerate(zip(specs, keys)):
         got = cache.get(key)
         if got is None and key in failed:  # vizcore.executors: shown as failed, tried again next run
-            got = failed_entry(out, key, failed[key], settings)
+            got = failed_entry(out, key, failed[key], settings, _png)
         if got is None:
             raise OutputError(f"the cache entry for unit {i} vanished while writing the report", "run it again")
         rec_json, png = got

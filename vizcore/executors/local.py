@@ -6,7 +6,7 @@ import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from . import Chunk, ChunkResult
+from .base import Chunk, ChunkResult
 from .worker import plan_chunks, render_chunk
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError, OptionError
-from . import INSTALL_HINT, Chunk, ChunkResult
+from .base import INSTALL_HINT, Chunk, ChunkResult
 
 if TYPE_CHECKING:
     from ..model import Model

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceError, OptionError, VizcoreError
-from . import Chunk, ChunkResult, Executor, resolve_executor
+from .base import Chunk, ChunkResult, Executor
 from .progress import JobProgress
+from .resolve import resolve_executor
 
 Progress = Callable[[JobProgress], None]
 #: Units that fail one by one, with not one unit rendered, mean a broken job rather than a bad unit: stop.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import Chunk, ChunkResult
+from .base import Chunk, ChunkResult
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -64,10 +64,8 @@ def render_chunk(model: Model, chunk: Chunk, worker: str = "", plugins: Any = No
     t0 = time.perf_counter()
     res = render(model, list(chunk.objectives), plugins=plugins, on_warning=messages.append, **kwargs)
     best = res.best_values if res.best_values is not None else res.values
-    if chunk.png:
-        from ..atlas.build import _png  # the atlas's PNG encoder
     return ChunkResult(images=np.ascontiguousarray(res.images), values=np.asarray(res.values),
                        best_values=np.asarray(best), traces=[list(map(float, t)) for t in res.traces],
                        trace_steps=list(res.trace_steps), settings=dict(res.settings), warnings=messages,
                        seconds=time.perf_counter() - t0, worker=worker,
-                       pngs=[_png(img) for img in res.images] if chunk.png else [])
+                       pngs=[chunk.encode(img) for img in res.images] if chunk.encode else [])

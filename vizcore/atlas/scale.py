@@ -15,25 +15,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..executors import Chunk, ChunkResult, Executor, resolve_executor
+from ..executors.run import run_chunks
 from ..files import atomic_write_bytes, atomic_write_text
-from . import Chunk, ChunkResult, Executor, resolve_executor
-from .run import run_chunks
 
 if TYPE_CHECKING:
-    from ..atlas.build import UnitCache, UnitSpec
-    from ..model import Layer, Model
+    from ..model import Model
+
+#: vizcore.atlas.build's types, not imported (build imports this module): its UnitSpec, UnitCache and PNG encoder
+#: come in as arguments.
+UnitSpec = UnitCache = Any
+Encode = Callable[[Any], bytes]
 
 PLAN_VERSION = 1
 #: Settings that say how units are computed on the worker, not what the report shows: kept out of the records.
 _RUN_ONLY = ("targets", "chunk_units", "max_memory")
-
-
-def all_unit_layers(model: Model) -> list[Layer]:
-    """What `--all-units` renders: every convolution's output, after its activation when one follows (the layers
-    `--auto` picks from, all of them); MobileNetV2: 52 layers, 17,056 channels."""
-    from ..atlas.build import auto_layers
-
-    return auto_layers(model, count=len(model.layers))
 
 
 class PlanStore:
@@ -60,10 +56,10 @@ class PlanStore:
 
 
 def _group_chunks(model: Model, group: list[tuple[UnitSpec, str]], settings: dict[str, Any], ex: Executor,
-                  store: PlanStore, gid: tuple[str, int]) -> list[Chunk]:
+                  store: PlanStore, gid: tuple[str, int], encode: Encode) -> list[Chunk]:
     """The chunks of one layer that hold a missing unit, from its stored plan (or a new plan over the missing)."""
-    from ..atlas.build import UnitSpec
     from ..engine.budget import chunks as _chunks
+    make = type(group[0][0])  # UnitSpec
 
     want = {key for _, key in group}
     path = store.path(model.sha256, settings, gid)
@@ -77,17 +73,15 @@ def _group_chunks(model: Model, group: list[tuple[UnitSpec, str]], settings: dic
     for planned in plan["chunks"]:
         if not any(u[0] in want for u in planned):
             continue  # finished in an earlier run
-        specs = [UnitSpec(kind, model.layers[li], ch) for _, kind, li, ch in planned]
+        specs = [make(kind, model.layers[li], ch) for _, kind, li, ch in planned]
         out.append(Chunk([s.objective() for s in specs], {**settings, "batch_size": len(specs),
                                                           "max_memory": plan["budget"]},
-                         [(s, u[0], u[0] in want) for s, u in zip(specs, planned)], png=True))
+                         [(s, u[0], u[0] in want) for s, u in zip(specs, planned)], encode=encode))
     return out
 
 
 def _store(model: Model, cache: UnitCache, chunk: Chunk, res: ChunkResult) -> None:
     """Write each unit of a finished chunk that the atlas still lacks (image first, then its record)."""
-    from ..atlas.build import _finite, _png
-
     used = {k: v for k, v in res.settings.items() if k not in _RUN_ONLY}
     for i, (spec, key, needed) in enumerate(chunk.tags):
         if not needed or cache.get(key) is not None:
@@ -95,7 +89,7 @@ def _store(model: Model, cache: UnitCache, chunk: Chunk, res: ChunkResult) -> No
         rec = {**spec.ident, "model_sha256": model.sha256, "value": _finite(res.values[i]),
                "trace": [_finite(v) for v in res.traces[i]], "trace_steps": res.trace_steps, "settings": used,
                "seconds": res.seconds / len(chunk), "worker": res.worker}
-        cache.put(key, res.pngs[i] if res.pngs else _png(res.images[i]), rec)
+        cache.put(key, res.pngs[i], rec)
 
 
 def estimate(model: Model, chunks: Sequence[Chunk], settings: dict[str, Any], workers: int,
@@ -123,6 +117,12 @@ def estimate(model: Model, chunks: Sequence[Chunk], settings: dict[str, Any], wo
             f"layer) on {workers} worker{'s' if workers != 1 else ''}: about {_human(total)}")
 
 
+def _finite(v: Any) -> float | None:
+    """A float for JSON; NaN and infinities become None (as the atlas stores them)."""
+    f = float(v)
+    return f if f == f and abs(f) != float("inf") else None
+
+
 def _human(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -132,8 +132,8 @@ def _human(seconds: float) -> str:
 
 
 def render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings: dict[str, Any], cache: UnitCache,
-                   executor: str | Executor | None, say: Callable[[str], None], warm_up: bool = True,
-                   plugins: Any = None) -> tuple[float, dict[str, str]]:
+                   executor: str | Executor | None, say: Callable[[str], None], encode: Encode,
+                   warm_up: bool = True, plugins: Any = None) -> tuple[float, dict[str, str]]:
     """Render the atlas's missing units on `executor`, each chunk stored as it arrives; returns (seconds spent,
     {cache key: error} of units that could not be rendered)."""
     if not missing:
@@ -146,7 +146,8 @@ def render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings: 
     ex.start(model, settings.get("size"), str(settings.get("device", "auto")), plugins=plugins)
     try:
         store = PlanStore(cache.root / "plans")
-        chunks = [c for gid, group in groups.items() for c in _group_chunks(model, group, settings, ex, store, gid)]
+        chunks = [c for gid, group in groups.items()
+                  for c in _group_chunks(model, group, settings, ex, store, gid, encode)]
         say(f"{len(missing)} units in {len(chunks)} chunks on {ex.name} ({ex.workers} "
             f"worker{'s' if ex.workers != 1 else ''})")
         if warm_up and chunks:
@@ -159,13 +160,12 @@ def render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings: 
     return time.perf_counter() - t0, {tag[1]: err for tag, err in failed}
 
 
-def failed_entry(out: Path, key: str, error: str, settings: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+def failed_entry(out: Path, key: str, error: str, settings: dict[str, Any],
+                 encode: Encode) -> tuple[dict[str, Any], Path]:
     """What the atlas shows for a unit that could not be rendered: a grey placeholder and the error."""
     import numpy as np
 
-    from ..atlas.build import _png
-
     side = int(settings.get("size") or 64)
     png = atomic_write_bytes(Path(out) / ".cache" / "failed" / f"{key}.png",
-                             _png(np.full((side, side, 3), 128, np.uint8)))
+                             encode(np.full((side, side, 3), 128, np.uint8)))
     return {"value": None, "trace": [], "trace_steps": [], "settings": settings, "error": error}, png
