@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import operator
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -22,8 +23,10 @@ import torch
 from onnx import TensorProto
 from torch import fx
 
-from .errors import LayerNotFoundError, ModelLoadError, UnsupportedOpError, closest
-from .onnx_compat import Converter, Prepass, registry
+from . import inputs as inputs_mod
+from . import layouts
+from .errors import LayerNotFoundError, ModelLoadError, TargetError, UnsupportedOpError, closest
+from .onnx_compat import Converter, Prepass, partial, registry
 
 #: Op types shown by default in `vizcore inspect`: the nodes people visualize.
 VISUAL_OPS = frozenset({
@@ -102,6 +105,14 @@ class Model:
     module: fx.GraphModule
     prepasses: list[tuple[str, int]] = field(default_factory=list)
     _by_key: dict[str, Layer] = field(default_factory=dict, repr=False)
+    #: the optimized input's layout in the graph (None: natural, N C spatial...); see vizcore.layouts
+    layout: layouts.Layout | None = None
+    #: the probe length of a 1-D model without a fixed length (from its receptive field), else None
+    default_length: int | None = None
+    #: nodes that were not converted: (layer name, op type, why), in graph order (see `vizcore inspect`)
+    unreachable: list[tuple[str, str, str]] = field(default_factory=list)
+    #: the ONNX bytes onnxruntime compares against when the converted graph is not the whole file
+    reference: bytes | None = field(default=None, repr=False)
 
     # -- addressing --------------------------------------------------------------------------------------------
     def layer(self, key: str | int | Layer) -> Layer:
@@ -145,22 +156,40 @@ class Model:
         return d if isinstance(d, int) and d > 0 else 1
 
     @property
+    def natural_dims(self) -> tuple[int | str | None, ...]:
+        """The optimized input's dims in the natural layout (N, C, H, W) or (N, C, L), whatever the graph's."""
+        dims = self.input.shape
+        return self.layout.natural(dims) if self.layout is not None else tuple(dims)
+
+    @property
     def fixed_size(self) -> tuple[int, ...] | None:
-        """The input's static spatial size, if the model fixes it (else None: any size works)."""
-        dims = self.input.shape[2:]
+        """The input's static spatial size (H, W) or (L,), if the model fixes it (else None: any size works)."""
+        dims = self.natural_dims[2:]
         return tuple(dims) if dims and all(isinstance(d, int) and d > 0 for d in dims) else None
 
     def input_shape(self, batch: int = 1, size: int | Sequence[int] | None = None) -> tuple[int, ...]:
-        """A concrete input shape: symbolic batch -> `batch`, symbolic spatial dims -> `size` (default 224)."""
-        shape = list(self.input.shape)
+        """A concrete natural-layout input shape: symbolic batch -> `batch`, symbolic spatial dims -> `size` (an int,
+        or one value per spatial dim such as (H, W)); default: the fixed size, else the 1-D model's receptive-field
+        based length, else metadata `vizcore.size`, else 224. A fixed size always wins."""
+        shape = list(self.natural_dims)
         fixed = self.fixed_size
         spatial = len(shape) - 2
         if size is None:
-            hw = list(fixed) if fixed else [int(self.metadata.get("vizcore.size", DEFAULT_SPATIAL))] * spatial
+            if fixed:
+                hw = list(fixed)
+            elif "vizcore.size" in self.metadata:
+                hw = [int(self.metadata["vizcore.size"])] * spatial
+            elif spatial == 1 and self.default_length:
+                hw = [self.default_length]
+            else:
+                hw = [DEFAULT_SPATIAL] * spatial
         elif isinstance(size, int):
             hw = [size] * spatial
         else:
-            hw = list(size)
+            hw = [int(v) for v in size]
+            if len(hw) != spatial:
+                raise TargetError(f"size {tuple(hw)} has {len(hw)} values but the input has {spatial} spatial "
+                                  f"dimension{'s' if spatial != 1 else ''}", "give one value per dimension")
         out = []
         for i, d in enumerate(shape):
             if i == 0:
@@ -237,9 +266,28 @@ class Model:
         return torch.device("cpu")
 
     def feeds(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """All graph inputs for input `x` (other inputs zero), on the module's device."""
+        """All graph inputs for the natural-layout input `x` (N, C, ...): `x` in the graph's own layout, the other
+        inputs zero (floats) or ones (integers, masks), on the module's device."""
         dev = self.device
-        return [x.to(dev) if t is self.input else _zeros_for(t, x.shape[0]).to(dev) for t in self.inputs]
+        g = self.layout.to_graph(x) if self.layout is not None else x
+        return [g.to(dev) if t is self.input else _zeros_for(t, x.shape[0]).to(dev) for t in self.inputs]
+
+    def depends_on_input(self, key: str | int | Layer) -> bool:
+        """Whether a layer's value depends on the optimized input (graph reachability in the converted graph)."""
+        layer = self.layer(key)
+        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        i = self.inputs.index(self.input)
+        if i >= len(placeholders):
+            return False
+        reached = {placeholders[i]}
+        for n in self.module.graph.nodes:
+            if n in reached:
+                continue
+            if any(a in reached for a in n.all_input_nodes):
+                reached.add(n)
+            if n.name == layer.fx_name:
+                return n in reached
+        return False
 
     def run(self, x: torch.Tensor) -> Any:
         """The full converted graph on input `x` (other inputs, if any, zero)."""
@@ -250,17 +298,19 @@ class Model:
         """Whether the converted graph runs at batch > 1 and gives per-element results equal to batch 1."""
         if isinstance(self.input.shape[0], int) and self.input.shape[0] > 0:
             return self.input.shape[0] > 1
-        x = self.probe_input(batch=2, size=64 if self.fixed_size is None else None)
+        small = 64 if len(self.natural_dims) == 4 else None
+        x = self.probe_input(batch=2, size=small if self.fixed_size is None else None)
         try:
             with torch.no_grad():
                 both = _first_tensor(self.run(x))
                 one = _first_tensor(self.run(x[1:2]))
-            if both.shape[0] != 2:
+            axis = batch_axis(tuple(both.shape), tuple(one.shape))
+            if axis is None:
                 return False
             # a graph that bakes batch 1 in fails or gives a different answer; GPU numerics (TF32, algorithm
             # choice per batch size) differ by far less, so compare relative to the output's scale
             scale = float(one.abs().max()) + 1e-6
-            return float((both[1:2].float() - one.float()).abs().max()) <= 1e-2 * scale
+            return float((both.narrow(axis, 1, 1).float() - one.float()).abs().max()) <= 1e-2 * scale
         except Exception:
             return False
 
@@ -275,7 +325,8 @@ class Model:
         so = ort.SessionOptions()
         so.log_severity_level = 3
         try:
-            sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            src = self.reference if self.reference is not None else str(self.path)
+            sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
             arrays = {t.name: f.cpu().numpy() for t, f in zip(self.inputs, feeds)}
             try:
                 ref = sess.run(None, arrays)
@@ -296,12 +347,13 @@ class Model:
                     "error": f"the converted graph fails: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         got = list(got) if isinstance(got, (tuple, list)) else [got]
         diffs = {}
-        for info, r, t in zip(self.outputs, ref, got):
+        names = [o.name for o in sess.get_outputs()]
+        for name, r, t in zip(names, ref, got):
             t = t.detach().float().cpu().numpy()
             if r.shape != t.shape:
-                diffs[info.name] = float("inf")
+                diffs[name] = float("inf")
             else:
-                diffs[info.name] = float(np.max(np.abs(r.astype(np.float64) - t))) if r.size else 0.0
+                diffs[name] = float(np.max(np.abs(r.astype(np.float64) - t))) if r.size else 0.0
         worst = max(diffs.values()) if diffs else 0.0
         return {"available": True, "onnxruntime": ort.__version__, "input_shape": list(x.shape), "seed": seed,
                 "max_abs_diff": worst, "per_output": diffs}
@@ -311,7 +363,20 @@ class Model:
         return {"path": str(self.path), "sha256": self.sha256, "producer": self.producer, "opset": self.opset,
                 "ir_version": self.ir_version, "inputs": [t.to_json() for t in self.inputs],
                 "outputs": [t.to_json() for t in self.outputs], "parameters": self.param_count,
-                "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses]}
+                "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses],
+                "layout": self.layout.name if self.layout is not None else None,
+                "unreachable": [{"name": n, "op_type": o, "reason": r} for n, o, r in self.unreachable]}
+
+
+def batch_axis(both: tuple[int, ...], one: tuple[int, ...]) -> int | None:
+    """The axis that holds the batch: the one where a batch-2 output has 2 and the batch-1 output 1, all other
+    dims equal (dim 0 first; time-major sequence outputs have it at 1). None if there is no such axis."""
+    if len(both) != len(one):
+        return None
+    for a in range(len(both)):
+        if both[a] == 2 and one[a] == 1 and all(b == o for i, (b, o) in enumerate(zip(both, one)) if i != a):
+            return a
+    return None
 
 
 def _first(x: Any) -> Any:
@@ -562,13 +627,87 @@ def _shapes(gm: fx.GraphModule, feeds: list[torch.Tensor]) -> dict[str, tuple[in
     return shapes
 
 
-def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Sequence[Prepass] = (),
-         converters: Sequence[Converter] = ()) -> Model:
+def _cut_unconvertible(proto: onnx.ModelProto, names: list[str],
+                       converters: Sequence[Converter]) -> tuple[list[tuple[str, str, str]], bytes | None]:
+    """Cut the graph in front of nodes without a converter, if layers worth visualizing remain before them.
+
+    Returns the removed nodes (display name, op type, why) and the cut graph's bytes for onnxruntime (None if
+    nothing was cut). Raises UnsupportedOpError (as `_check_supported`) when nothing visual would be left.
+    """
+    opsets = {o.domain if o.domain != "ai.onnx" else "": int(o.version) for o in proto.opset_import}
+
+    def ok(n: onnx.NodeProto) -> bool:
+        dom = n.domain if n.domain != "ai.onnx" else ""
+        return registry.find(n.op_type, opsets.get(dom, 0), dom) is not None
+
+    def why(n: onnx.NodeProto) -> str:
+        return f"no converter for {_op_label(n, opsets)}" + (f" ({_WHY[n.op_type]})" if n.op_type in _WHY else "")
+
+    with registry.installed(converters):
+        blocked = partial.blocked_nodes(proto, ok, why)
+    if not blocked:
+        return [], None
+    trial = onnx.ModelProto()
+    trial.CopyFrom(proto)
+    nodes = list(proto.graph.node)
+    removed = partial.cut(trial, blocked, names)
+    gone = {i for i, _ in removed}
+    visual = [n for i, n in enumerate(nodes) if i not in gone and n.op_type in VISUAL_OPS]
+    if not visual or not trial.graph.output:
+        _check_supported(proto, names)  # raises with the usual one-line message
+    proto.CopyFrom(trial)
+    shown = list(names)
+    for i in sorted(gone, reverse=True):
+        del names[i]
+    return [(shown[i], nodes[i].op_type, reason) for i, reason in removed], trial.SerializeToString()
+
+
+def _outputs_one_to_one(gm: fx.GraphModule, proto: onnx.ModelProto) -> None:
+    """Graph outputs of a multi-output node (LSTM Y, Y_h, Y_c) -> one module output each, in the graph's order.
+
+    onnx2torch returns such a node's whole tuple once; this rewires the output node to index it per output.
+    """
+    producer: dict[str, tuple[int, int, int]] = {}
+    for i, n in enumerate(proto.graph.node):
+        for k, t in enumerate(n.output):
+            if t:
+                producer[t] = (i, k, len(n.output))
+    want = [producer.get(o.name) for o in proto.graph.output]
+    if not any(w is not None and w[2] > 1 for w in want) or any(w is None for w in want):
+        return
+    by_target = {n.target.rsplit("/", 1)[-1]: n for n in gm.graph.nodes if n.op == "call_module"}
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    values = []
+    with gm.graph.inserting_before(out):
+        for i, k, count in want:
+            node = by_target.get(f"n{i}")
+            if node is None:
+                return
+            values.append(gm.graph.call_function(operator.getitem, (node, k)) if count > 1 else node)
+    out.args = (values[0] if len(values) == 1 else tuple(values),)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+
+
+def _detect_layout(proto: onnx.ModelProto, inputs: list[TensorInfo], metadata: dict[str, str],
+                   layout: str | None) -> layouts.Layout | None:
+    first = next((t for t in inputs if t.is_float), None)
+    if first is None:
+        return None
+    return layouts.detect(proto.graph, first.name, first.shape, metadata, layout)
+
+
+def load(path: str | os.PathLike[str], *, size: int | Sequence[int] | None = None, prepasses: Sequence[Prepass] = (),
+         converters: Sequence[Converter] = (), layout: str | None = None,
+         input_shapes: dict[str, Sequence[int]] | None = None) -> Model:
     """Load, validate, pre-pass and convert an ONNX file; raise `ModelLoadError` with a one-line cause if it can't.
 
     `size` is the spatial size of the probe input used to fill the layer table's shapes (default: the model's
-    fixed size, else 224). `prepasses` and `converters` are applied as given (`vizcore.load` passes those of a
-    plugin manager); onnx2torch's converter table is left as it was found.
+    fixed size, else 224; 1-D models: from their receptive field). `prepasses` and `converters` are applied as
+    given (`vizcore.load` passes those of a plugin manager); onnx2torch's converter table is left as it was found.
+    `layout` overrides the detected input layout (NCHW, NHWC, NCL, NLC, NF); `input_shapes` ({name: dims}) fixes
+    graph input dims (symbolic ones the weights do not determine). Nodes without a converter, and what depends
+    on them, are left out when visual layers remain before them (`Model.unreachable` lists them).
     """
     path = Path(path)
     proto, data = _read(path)
@@ -583,13 +722,18 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Se
     metadata = {p.key: p.value for p in proto.metadata_props}
     if not [vi for vi in proto.graph.input if vi.name not in {t.name for t in proto.graph.initializer}]:
         raise ModelLoadError(f"{path.name} has no inputs", "a model to visualize needs an input")
+    if input_shapes:
+        inputs_mod.apply_shapes(proto, input_shapes)
+    inputs_mod.infer_dims(proto)
 
     done = _apply_prepasses(proto, prepasses)
     inits = {t.name for t in proto.graph.initializer}
+    names = _display_names(list(proto.graph.node), inits)
+    unreachable, reference = _cut_unconvertible(proto, names, converters)
     inputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.input if vi.name not in inits]
     outputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.output]
+    found_layout = _detect_layout(proto, inputs, metadata, layout)
     nodes = list(proto.graph.node)
-    names = _display_names(nodes, inits)
     originals = [n.name for n in nodes]
     outs_of = [list(n.output) for n in nodes]
     ins_of = [list(n.input) for n in nodes]
@@ -597,10 +741,14 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Se
     for i, n in enumerate(nodes):
         n.name = f"n{i}"  # predictable fx names; the model's own names stay in the layer table
     gm = _convert(proto, names, converters)
+    _outputs_one_to_one(gm, proto)
 
     model = Model(path=path, sha256=hashlib.sha256(data).hexdigest(), producer=producer,
                   opset=_opset(proto), ir_version=int(proto.ir_version), inputs=inputs, outputs=outputs,
-                  metadata=metadata, layers=[], module=gm, prepasses=done)
+                  metadata=metadata, layers=[], module=gm, prepasses=done, layout=found_layout,
+                  unreachable=unreachable, reference=reference)
+    if found_layout is not None and found_layout.natural_rank == 3 and model.fixed_size is None:
+        model.default_length = inputs_mod.receptive_length(proto)
     try:
         shapes = _shapes(gm, model.feeds(model.probe_input(model.probe_batch, size)))
     except Exception as exc:

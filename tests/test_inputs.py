@@ -1,0 +1,199 @@
+"""Production input formats: NHWC / NLC / rank-2 inputs, non-square sizes, symbolic dims, multi-output nodes,
+partial conversion, reachability and batch axes. Tiny models built here; parity against onnxruntime."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import make_onnx, ort_run, tensor
+from onnx import TensorProto, helper
+from torch import nn
+
+import vizcore
+from vizcore import layouts
+from vizcore.errors import OptionError, TargetError
+
+META = {"vizcore.mean": "0.5", "vizcore.std": "0.25", "vizcore.range": "0,1"}
+RNG = np.random.default_rng(0)
+
+
+def _w(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) * 0.3).astype(np.float32)
+
+
+def _meta(model: onnx.ModelProto, extra: dict[str, str] | None = None) -> onnx.ModelProto:
+    for k, v in {**META, **(extra or {})}.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    return model
+
+
+def nhwc_model(batch: int | str = "N", h: int | str = 16, w: int | str = 16) -> onnx.ModelProto:
+    """A tf2onnx-like graph: NHWC input -> Transpose(0,3,1,2) -> Conv -> Relu -> Conv -> Relu -> GAP -> Flatten."""
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 3, 1, 2], name="to_nchw"),
+             helper.make_node("Conv", ["xt", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["y"], name="flat")]
+    m = make_onnx(nodes, [tensor("x", [batch, h, w, 3])], [tensor("y", [batch, 6])],
+                  [_w(4, 3, 3, 3), _w(4), _w(6, 4, 3, 3), _w(6)], ["w1", "b1", "w2", "b2"], opset=17)
+    return _meta(m)
+
+
+class Signal(nn.Module):
+    """(N, L, 1) -> transpose -> conv1d(1->4, k5) relu conv1d(4->6, k5, stride 2) relu."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1 = nn.Conv1d(1, 4, 5, padding=2)
+        self.c2 = nn.Conv1d(4, 6, 5, stride=2, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.c2(torch.relu(self.c1(x.transpose(1, 2)))))
+
+
+class MLP(nn.Module):
+    def __init__(self, features: int = 16) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = nn.Linear(features, 12)
+        self.fc2 = nn.Linear(12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def _export(module: nn.Module, path: Path, shape: tuple[int, ...], axes: dict[int, str]) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.rand(shape),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": axes, "y": {0: "N"}})
+    m = onnx.load(str(path))
+    onnx.save(_meta(m), str(path))
+    return path
+
+
+@pytest.fixture
+def nhwc_path(save_onnx):
+    return save_onnx(nhwc_model(), "nhwc.onnx")
+
+
+@pytest.fixture
+def signal_path(tmp_path):
+    return _export(Signal(), tmp_path / "signal.onnx", (1, 40, 1), {0: "N", 1: "L"})
+
+
+@pytest.fixture
+def mlp_path(tmp_path):
+    return _export(MLP(), tmp_path / "mlp.onnx", (1, 16), {0: "N"})
+
+
+def _parity(model: vizcore.Model, batch: int) -> float:
+    x = model.probe_input(batch, seed=batch)
+    graph_x = model.feeds(x)[0].numpy()
+    ref = ort_run(model.path, {model.input.name: graph_x})[0]
+    with torch.no_grad():
+        got = model.run(x)
+    return float(np.abs(ref - got.numpy()).max())
+
+
+def _input_gradient(model: vizcore.Model, layer: str) -> torch.Tensor:
+    x = model.probe_input(1).requires_grad_(True)
+    out = model.cut_at([layer])(*model.feeds(x))[0]
+    out.sum().backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("which, layout, natural, fixed", [
+    ("nhwc", "NHWC", (1, 3, 16, 16), (16, 16)),
+    ("signal", "NLC", (1, 1, 32), None),
+    ("mlp", "NF", (1, 1, 16), (16,)),
+])
+def test_layouts_load_with_natural_shapes_and_match_onnxruntime(which, layout, natural, fixed, request):
+    path = request.getfixturevalue(f"{which}_path")
+    m = vizcore.load(path)
+    assert m.layout.name == layout
+    assert m.fixed_size == fixed
+    assert m.input_shape(1) == natural  # the signal's length comes from its receptive field, not 224
+    assert m.probe_input(3).shape == (3, *natural[1:])
+    for batch in (1, 3):
+        assert _parity(m, batch) < 1e-5
+    assert m.fidelity(batch=3)["max_abs_diff"] < 1e-5
+    assert m.batch_ok
+    first = next(l for l in m.layers if l.op_type in ("Conv", "Gemm", "MatMul"))
+    g = _input_gradient(m, first.name)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_nhwc_layer_table_uses_the_graph_shapes(nhwc_path):
+    m = vizcore.load(nhwc_path)
+    assert m.layer("conv1").shape == (1, 4, 16, 16)
+    assert m.layer("to_nchw").shape == (1, 3, 16, 16)
+
+
+def test_signal_probe_length_follows_the_receptive_field(signal_path, save_onnx):
+    m = vizcore.load(signal_path)
+    assert m.default_length == 32  # receptive field 9: twice that, at least 32
+    assert m.input_shape(2, 100) == (2, 1, 100)
+    # a dilated conv (k 9, dilation 4: receptive field 33) needs more: 2 * 33 rounded up to a multiple of 8
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
+             helper.make_node("Conv", ["xt", "w"], ["c"], dilations=[4], name="wide"),
+             helper.make_node("Relu", ["c"], ["y"])]
+    model = make_onnx(nodes, [tensor("x", ["N", "L", 2])], [tensor("y", ["N", 3, "L2"])], [_w(3, 2, 9)], ["w"],
+                      opset=17)
+    m = vizcore.load(save_onnx(_meta(model), "dilated.onnx"))
+    assert m.input_shape(1) == (1, 2, 72)
+    assert m.layer("wide").shape == (1, 3, 72 - 32)
+
+
+@pytest.mark.parametrize("which, size", [("nhwc", 16), ("signal", 64), ("mlp", 16)])
+def test_render_rises_in_the_natural_layout(which, size, request):
+    m = vizcore.load(request.getfixturevalue(f"{which}_path"))
+    last = [l for l in m.layers if l.op_type in ("Conv", "Gemm")][-1]
+    r = vizcore.render(m, f"{last.name}:1", steps=8, size=size, device="cpu", transforms="none", lr=0.1,
+                       record_every=1)
+    trace = r.traces[0]
+    assert len(trace) == 8 and trace[-1] > trace[0]
+    natural = m.input_shape(1, None if m.fixed_size else size)
+    assert r.images.shape == (1, *natural[2:], natural[1])  # (N, H, W, C) / (N, L, C): the natural layout
+
+
+def test_layout_override_and_metadata(save_onnx):
+    m = nhwc_model(h=3, w=16)  # (N, 3, 16, 3): ambiguous by shape; the Transpose decides
+    path = save_onnx(m, "amb.onnx")
+    assert vizcore.load(path).layout.name == "NHWC"
+    with pytest.raises(OptionError, match="rank-3"):
+        vizcore.load(path, layout="NLC")
+    assert layouts.parse("channels_last", 4).name == "NHWC"
+    g = helper.make_graph([], "g", [], [])
+    assert layouts.detect(g, "x", ("N", 3, 8, 8), {"vizcore.layout": "NHWC"}).name == "NHWC"
+    assert layouts.detect(g, "x", ("N", 8, 8, 3), {}).name == "NHWC"
+    assert layouts.detect(g, "x", ("N", 3, 8, 8), {}).name == "NCHW"
+    assert layouts.detect(g, "x", ("N", "L", 1), {}).name == "NLC"
+    assert layouts.detect(g, "x", ("N", 2, "L"), {}).name == "NCL"
+
+
+def test_non_square_fixed_input_keeps_its_shape(save_onnx):
+    path = save_onnx(nhwc_model(batch=1, h=12, w=20), "wide.onnx")
+    m = vizcore.load(path)
+    assert m.fixed_size == (12, 20)
+    assert m.input_shape(1) == (1, 3, 12, 20)
+    assert m.layer("conv2").shape == (1, 6, 12, 20)
+    assert _parity(m, 1) < 1e-5
+
+
+def test_input_shape_takes_height_and_width(save_onnx):
+    m = vizcore.load(save_onnx(nhwc_model(h="H", w="W"), "free.onnx"))
+    assert m.fixed_size is None
+    assert m.input_shape(2, (10, 24)) == (2, 3, 10, 24)
+    assert m.feeds(m.probe_input(2, (10, 24)))[0].shape == (2, 10, 24, 3)
+    with pytest.raises(TargetError):
+        m.input_shape(1, (10, 24, 3))
