@@ -197,3 +197,70 @@ def test_input_shape_takes_height_and_width(save_onnx):
     assert m.feeds(m.probe_input(2, (10, 24)))[0].shape == (2, 10, 24, 3)
     with pytest.raises(TargetError):
         m.input_shape(1, (10, 24, 3))
+
+
+# -- multi-output nodes, reachability, batch axis -----------------------------------------------------------------
+def lstm_model(time_major_output: bool = False) -> onnx.ModelProto:
+    """(N, C=3, L) -> Conv -> Transpose (L, N, C) -> LSTM(hidden 4); graph outputs Y_h, the Conv's, Y."""
+    hidden = 4
+    nodes = [helper.make_node("Conv", ["x", "wc"], ["c"], name="conv"),
+             helper.make_node("Transpose", ["c"], ["seq"], perm=[2, 0, 1], name="to_seq"),
+             helper.make_node("LSTM", ["seq", "W", "R", "B"], ["Y", "Y_h", "Y_c"], hidden_size=hidden, name="lstm")]
+    # graph outputs in another order than the node's, one of them from another node, Y_c not among them
+    outs = [tensor("Y_h", [1, "N", hidden]), tensor("c", ["N", 5, "L"]), tensor("Y", ["L", 1, "N", hidden])]
+    return _meta(make_onnx(nodes, [tensor("x", ["N", 3, "L"])], outs,
+                           [_w(5, 3, 1), _w(1, 4 * hidden, 5), _w(1, 4 * hidden, hidden), _w(1, 8 * hidden)],
+                           ["wc", "W", "R", "B"], opset=17))
+
+
+def test_lstm_outputs_map_one_to_one_onto_the_module(save_onnx):
+    path = save_onnx(lstm_model(), "lstm.onnx")
+    m = vizcore.load(path)
+    x = m.probe_input(2, 12)
+    ref = ort_run(path, {"x": x.numpy()})
+    with torch.no_grad():
+        got = m.run(x)
+    assert isinstance(got, tuple) and len(got) == 3
+    for r, g in zip(ref, got):
+        assert r.shape == tuple(g.shape)
+        assert np.abs(r - g.numpy()).max() < 1e-5
+    fid = m.fidelity(batch=2, size=12)
+    assert set(fid["per_output"]) == {"Y", "Y_h", "c"} and fid["max_abs_diff"] < 1e-5
+    # the first output, Y_h, is (dirs, N, H): batch 2 matches batch 1 along axis 1
+    assert m.batch_ok
+
+
+def test_batch_axis_is_found_where_the_batch_is():
+    from vizcore.model import batch_axis
+
+    assert batch_axis((2, 5), (1, 5)) == 0
+    assert batch_axis((7, 2, 4), (7, 1, 4)) == 1
+    assert batch_axis((7, 1, 2, 4), (7, 1, 1, 4)) == 2
+    assert batch_axis((7, 4), (7, 4)) is None  # no batch axis at all: not batchable
+    assert batch_axis((2, 3), (1, 4)) is None
+
+
+def test_time_major_output_is_batchable(save_onnx):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Transpose", ["c"], ["y"], perm=[2, 0, 1], name="time_major")]
+    m = vizcore.load(save_onnx(_meta(make_onnx(nodes, [tensor("x", ["N", 2, "L"])], [tensor("y", ["L", "N", 4])],
+                                               [_w(4, 2, 3)], ["w"], opset=17)), "tm.onnx"))
+    assert m.batch_ok
+
+
+def test_a_target_that_does_not_depend_on_the_input_is_refused(save_onnx):
+    # y = conv(x) + (W2 @ ones-input "mask" path): the mask path never sees x
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Cast", ["mask"], ["mf"], to=TensorProto.FLOAT, name="cast"),
+             helper.make_node("Relu", ["mf"], ["mr"], name="mask_relu"),
+             helper.make_node("Mul", ["r", "mr"], ["y"], name="gate")]
+    model = _meta(make_onnx(nodes, [tensor("x", ["N", 2, 8, 8]), tensor("mask", ["N", 1, 1, 1], TensorProto.INT64)],
+                            [tensor("y", ["N", 3, 6, 6])], [_w(3, 2, 3, 3)], ["w"], opset=17))
+    m = vizcore.load(save_onnx(model, "mask.onnx"))
+    assert m.depends_on_input("relu") and m.depends_on_input("gate")
+    assert not m.depends_on_input("mask_relu")
+    with pytest.raises(TargetError, match="does not depend on the input"):
+        vizcore.render(m, "mask_relu:0", steps=2, size=8, device="cpu")
+    r = vizcore.render(m, "gate:0", steps=2, size=8, device="cpu")
+    assert np.isfinite(r.values).all()

@@ -274,20 +274,18 @@ class Model:
 
     def depends_on_input(self, key: str | int | Layer) -> bool:
         """Whether a layer's value depends on the optimized input (graph reachability in the converted graph)."""
-        layer = self.layer(key)
+        return self.layer(key).fx_name in self._reached
+
+    @cached_property
+    def _reached(self) -> frozenset[str]:
+        """fx node names reachable from the optimized input's placeholder."""
         placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
         i = self.inputs.index(self.input)
-        if i >= len(placeholders):
-            return False
-        reached = {placeholders[i]}
+        reached = {placeholders[i]} if i < len(placeholders) else set()
         for n in self.module.graph.nodes:
-            if n in reached:
-                continue
             if any(a in reached for a in n.all_input_nodes):
                 reached.add(n)
-            if n.name == layer.fx_name:
-                return n in reached
-        return False
+        return frozenset(n.name for n in reached)
 
     def run(self, x: torch.Tensor) -> Any:
         """The full converted graph on input `x` (other inputs, if any, zero)."""
