@@ -264,3 +264,137 @@ def test_a_target_that_does_not_depend_on_the_input_is_refused(save_onnx):
         vizcore.render(m, "mask_relu:0", steps=2, size=8, device="cpu")
     r = vizcore.render(m, "gate:0", steps=2, size=8, device="cpu")
     assert np.isfinite(r.values).all()
+
+
+# -- partial conversion and control flow ---------------------------------------------------------------------------
+def custom_after_convs() -> onnx.ModelProto:
+    """conv1 relu conv2 relu -> acme::Mystery -> Relu: the custom op has no converter."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Mystery", ["r2"], ["m"], domain="acme", name="mystery"),
+             helper.make_node("Relu", ["m"], ["y"], name="after")]
+    m = make_onnx(nodes, [tensor("x", ["N", 3, "H", "W"])], [tensor("y", ["N", 6, "H", "W"])],
+                  [_w(4, 3, 3, 3), _w(6, 4, 3, 3)], ["w1", "w2"], opset=17)
+    m.opset_import.append(helper.make_opsetid("acme", 1))
+    return _meta(m)
+
+
+def test_layers_before_an_unknown_op_load_render_and_check(tmp_path):
+    path = tmp_path / "custom.onnx"
+    onnx.save(custom_after_convs(), str(path))  # onnx.checker accepts unknown domains
+    m = vizcore.load(path, size=16)
+    assert [l.name for l in m.layers] == ["conv1", "relu1", "conv2", "relu2"]
+    assert [(n, op) for n, op, _ in m.unreachable] == [("mystery", "Mystery"), ("after", "Relu")]
+    assert "acme::Mystery" in m.unreachable[0][2] and "mystery" in m.unreachable[1][2]
+    fid = m.fidelity(size=16)  # against onnxruntime on the part that was converted
+    assert fid["available"] and fid["max_abs_diff"] < 1e-5 and list(fid["per_output"]) == ["r2"]
+    r = vizcore.render(m, "conv2:1", steps=8, size=16, device="cpu", transforms="none", record_every=1)
+    assert r.traces[0][-1] > r.traces[0][0]
+    rep = vizcore.check(m, size=16)
+    assert [lay.name for lay in rep.layers][-1] == "relu2"
+
+
+def test_an_unknown_op_first_is_still_refused(save_onnx):
+    nodes = [helper.make_node("Mystery", ["x"], ["y"], domain="acme", name="mystery")]
+    m = make_onnx(nodes, [tensor("x", [1, 3, 4, 4])], [tensor("y", [1, 3, 4, 4])], opset=17)
+    m.opset_import.append(helper.make_opsetid("acme", 1))
+    with pytest.raises(vizcore.errors.UnsupportedOpError, match="acme::Mystery"):
+        vizcore.load(save_onnx(m, "first.onnx"))
+
+
+def if_model(constant: bool) -> onnx.ModelProto:
+    """conv -> relu -> If(cond): then = Neg(r) + conv3, else = Sigmoid(r). cond constant, or data-dependent."""
+    then = helper.make_graph([helper.make_node("Conv", ["r", "w3"], ["t1"], pads=[1, 1, 1, 1], name="then_conv"),
+                              helper.make_node("Neg", ["t1"], ["t"], name="then_neg")],
+                             "then", [], [tensor("t", ["N", 4, "H", "W"])])
+    other = helper.make_graph([helper.make_node("Sigmoid", ["r"], ["e"], name="else_sig")], "else", [],
+                              [tensor("e", ["N", 4, "H", "W"])])
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu")]
+    inits, names = [_w(4, 3, 3, 3), _w(4, 4, 3, 3)], ["w1", "w3"]
+    if constant:
+        nodes.append(helper.make_node("Constant", [], ["cond"], name="cond",
+                                      value=helper.make_tensor("v", TensorProto.BOOL, [], [True])))
+    else:
+        nodes += [helper.make_node("ReduceMean", ["r"], ["s"], keepdims=0, name="mean"),
+                  helper.make_node("Greater", ["s", "zero"], ["cond"], name="positive")]
+        inits.append(np.float32(0.1))
+        names.append("zero")
+    nodes += [helper.make_node("If", ["cond"], ["y0"], then_branch=then, else_branch=other, name="branchy"),
+              helper.make_node("Relu", ["y0"], ["y"], name="out")]
+    return _meta(make_onnx(nodes, [tensor("x", [1, 3, 8, 8])], [tensor("y", [1, 4, 8, 8])], inits, names, opset=17))
+
+
+def test_constant_if_is_inlined_and_matches_onnxruntime(save_onnx):
+    path = save_onnx(if_model(constant=True), "if_const.onnx")
+    m = vizcore.load(path)
+    assert dict(m.prepasses)["inline_constant_if"] == 1
+    assert not m.unreachable
+    ops = [l.op_type for l in m.layers]
+    assert "If" not in ops and "Neg" in ops and ops[-1] == "Relu"
+    assert m.fidelity()["max_abs_diff"] < 1e-5
+    r = vizcore.render(m, f"{m.layers[-1].name}:0", steps=4, size=8, device="cpu")
+    assert np.isfinite(r.values).all()
+
+
+def test_data_dependent_if_cuts_the_graph_in_front_of_it(save_onnx):
+    m = vizcore.load(save_onnx(if_model(constant=False), "if_data.onnx"))
+    assert [l.name for l in m.layers] == ["conv", "relu", "mean", "positive"]
+    assert [(n, op) for n, op, _ in m.unreachable] == [("branchy", "If"), ("out", "Relu")]
+    assert "control flow" in m.unreachable[0][2]
+    assert m.fidelity()["max_abs_diff"] < 1e-5
+
+
+# -- symbolic dims ---------------------------------------------------------------------------------------------------
+def emb_model() -> onnx.ModelProto:
+    """emb [1, S, 'hidden'] -> LayerNorm -> MatMul(16 -> 8) -> Relu: hidden is 16 by the weights."""
+    nodes = [helper.make_node("LayerNormalization", ["emb", "g", "b"], ["n"], axis=-1, name="norm"),
+             helper.make_node("MatMul", ["n", "w"], ["h"], name="proj"),
+             helper.make_node("Relu", ["h"], ["y"], name="act")]
+    return _meta(make_onnx(nodes, [tensor("emb", [1, "S", "hidden"])], [tensor("y", [1, "S", 8])],
+                           [np.ones(16, np.float32), np.zeros(16, np.float32), _w(16, 8)], ["g", "b", "w"], opset=17))
+
+
+def test_symbolic_hidden_dim_is_inferred_from_the_weights(save_onnx):
+    m = vizcore.load(save_onnx(emb_model(), "emb.onnx"))
+    assert m.input.shape[1:] == ("S", 16) and m.layout.name == "NLC"
+    assert m.input_shape(1, 10) == (1, 16, 10)
+    assert m.layer("proj").shape[-1] == 8
+    assert m.fidelity(size=10)["max_abs_diff"] < 1e-5
+
+
+def test_input_shapes_fix_what_cannot_be_inferred(save_onnx):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["y"])]
+    path = save_onnx(_meta(make_onnx(nodes, [tensor("x", ["N", "C", 8, 8])], [tensor("y", ["N", "C", 8, 8])],
+                                     opset=17)), "free_c.onnx")
+    with pytest.raises(vizcore.errors.ModelLoadError, match="symbolic channel"):
+        vizcore.load(path)
+    m = vizcore.load(path, input_shapes={"x": (1, 2, 8, 8)})
+    assert m.input_shape(1) == (1, 2, 8, 8) and m.layer("relu").shape == (1, 2, 8, 8)
+    with pytest.raises(OptionError, match="no input named 'X'"):
+        vizcore.load(path, input_shapes={"X": (1, 2, 8, 8)})
+    with pytest.raises(OptionError, match="4 dims"):
+        vizcore.load(path, input_shapes={"x": (1, 2)})
+
+
+def test_consumers_that_disagree_are_reported(save_onnx):
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("MatMul", ["x", "w2"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    path = save_onnx(make_onnx(nodes, [tensor("x", [1, 5, "h"])], [tensor("y", [1, 5, 3])],
+                               [_w(4, 3), _w(6, 3)], ["w1", "w2"], opset=17), "disagree.onnx")
+    with pytest.raises(vizcore.errors.ModelLoadError, match="disagree"):
+        vizcore.load(path)
+
+
+def test_inspect_cli_lists_unreachable_nodes_and_takes_input_flags(tmp_path, capsys):
+    from vizcore.cli import main
+
+    path = tmp_path / "custom.onnx"
+    onnx.save(custom_after_convs(), str(path))
+    assert main(["inspect", str(path), "--size", "16", "--input-shape", "x=1,3,16,16", "--layout", "NCHW"]) == 0
+    out = capsys.readouterr().out
+    assert "not reachable" in out and "Mystery" in out and "layout NCHW" in out
+    assert main(["inspect", str(path), "--input-shape", "x=1,3"]) == 2
+    assert "4 dims" in capsys.readouterr().err

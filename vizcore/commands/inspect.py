@@ -20,6 +20,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true", help="also list every pre-pass in order, with its changes")
     p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
     p.add_argument("--size", type=int, default=None, help="spatial size of the probe input (default: model's, or 224)")
+    p.add_argument("--layout", default=None, help="the input's layout if detection is wrong: NCHW NHWC NCL NLC NF")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
+                   help="fix a graph input's dims (symbolic ones the weights do not determine); repeatable")
     return p
 
 
@@ -29,8 +32,10 @@ def _dims(shape: Any) -> str:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
+    from ..inputs import parse_shape
 
-    model = load(args.model, size=args.size, plugins=args.plugins)
+    shapes = dict(parse_shape(t) for t in args.input_shape) or None
+    model = load(args.model, size=args.size, plugins=args.plugins, layout=args.layout, input_shapes=shapes)
     layers = model.layers if args.all else [l for l in model.layers if l.visual]
     fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
         size=args.size)
@@ -46,7 +51,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     head.add_row("producer", escape(model.producer))
     head.add_row("opset / IR", f"{model.opset} / {model.ir_version}")
     for t in model.inputs:
-        head.add_row("input", f"{escape(t.name)}  {_dims(t.shape)}  {t.dtype}")
+        lay = f"  layout {model.layout.name}" if model.layout is not None and t is model.input else ""
+        head.add_row("input", f"{escape(t.name)}  {_dims(t.shape)}  {t.dtype}{lay}")
     for t in model.outputs:
         head.add_row("output", f"{escape(t.name)}  {_dims(t.shape)}  {t.dtype}")
     head.add_row("parameters", f"{model.param_count:,}")
@@ -74,4 +80,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
         table.add_row(str(l.index), escape(l.name), escape(l.op_type), _dims(l.shape) if l.shape else "-",
                       str(l.channels) if l.channels else "-")
     console.print(table)
+    if model.unreachable:
+        cut = Table(title=f"{len(model.unreachable)} nodes not reachable (not converted)", title_justify="left")
+        for col in ("name", "op", "why"):
+            cut.add_column(col, overflow="fold")
+        for name, op, why in model.unreachable:
+            cut.add_row(escape(name), escape(op), escape(why))
+        console.print(cut)
     return 0
