@@ -398,3 +398,83 @@ def test_inspect_cli_lists_unreachable_nodes_and_takes_input_flags(tmp_path, cap
     assert "not reachable" in out and "Mystery" in out and "layout NCHW" in out
     assert main(["inspect", str(path), "--input-shape", "x=1,3"]) == 2
     assert "4 dims" in capsys.readouterr().err
+
+
+# -- token inputs, an inner tensor as the optimized input ------------------------------------------------------------
+class TextEncoder(nn.Module):
+    """input_ids (N, S) int64 + attention_mask (N, S) -> Embedding(50, 8) -> Linear -> ReLU -> masked mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(50, 8)
+        self.fc = nn.Linear(8, 12)
+        self.out = nn.Linear(12, 3)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc(self.emb(ids)))
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return self.out((h * m).sum(1) / m.sum(1))
+
+
+@pytest.fixture
+def text_path(tmp_path):
+    path = tmp_path / "text.onnx"
+    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["y"],
+                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
+    return path
+
+
+def _gather_output(path: Path) -> str:
+    return next(n.output[0] for n in onnx.load(str(path)).graph.node if n.op_type == "Gather")
+
+
+def test_integer_inputs_load_and_inspect_with_valid_token_ids(text_path, capsys):
+    m = vizcore.load(text_path)
+    assert m.tokens == {"input_ids": 50}
+    ids = m.default_feed(m.inputs[0], 2)
+    assert ids.dtype == torch.int64 and ids.shape == (2, 16) and int(ids.max()) < 50 and int(ids[0, 3]) == 3
+    assert any(l.op_type == "MatMul" and l.shape == (1, 16, 12) for l in m.layers)
+    with pytest.raises(vizcore.errors.ModelLoadError, match="input_node|input="):
+        m.input  # noqa: B018
+    from vizcore.cli import main
+
+    assert main(["inspect", str(text_path), "--no-fidelity"]) == 0
+    assert "input_ids" in capsys.readouterr().out
+
+
+def test_embedding_output_as_the_optimized_input(text_path):
+    emb = _gather_output(text_path)
+    m = vizcore.load(text_path, input=emb)
+    assert m.input.name == emb and m.input.shape == ("batch", "len", 8) and m.layout.name == "NLC"
+    assert m.input_shape(1, 10) == (1, 8, 10)
+    fid = m.fidelity(batch=2, size=10)  # onnxruntime gets the token ids, torch their embedding
+    assert fid["available"] and fid["max_abs_diff"] < 1e-5
+    relu = next(l for l in m.layers if l.op_type == "Relu")
+    assert m.depends_on_input(relu.name)
+    g = _input_gradient(m, relu.name)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    r = vizcore.render(m, f"{relu.name}:2", steps=8, size=10, device="cpu", transforms="none", record_every=1,
+                       lr=0.1)
+    assert r.traces[0][-1] > r.traces[0][0]
+
+
+def test_feeds_give_the_other_inputs(text_path):
+    emb = _gather_output(text_path)
+    mask = np.zeros((1, 10), np.int64)
+    mask[0, :5] = 1
+    m = vizcore.load(text_path, input=emb, feeds={"attention_mask": mask}, size=10)  # the mask fixes the length
+    x = m.probe_input(1, 10)
+    with torch.no_grad():
+        y = m.run(x)
+        x2 = x.clone()
+        x2[..., 5:] = 0.9  # masked-out positions do not count
+        assert torch.allclose(m.run(x2), y, atol=1e-6)
+    with pytest.raises(TargetError, match="no such input"):
+        vizcore.load(text_path, input=emb, feeds={"mask": mask})
+    with pytest.raises(TargetError, match="no single-output node"):
+        vizcore.load(text_path, input="nope")

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from torch import fx
 
 from .errors import ModelLoadError, OptionError, closest
 
@@ -127,3 +128,48 @@ def receptive_length(proto: onnx.ModelProto, minimum: int = 32) -> int:
         jump *= stride
     length = max(minimum, 2 * rf)
     return -(-length // 8) * 8
+
+
+# -- an inner tensor as the optimized input (text models: the embedding output) ------------------------------------
+def token_inputs(proto: onnx.ModelProto) -> dict[str, int]:
+    """Integer graph inputs used as Gather indices into a constant table: {input name: table rows (vocabulary)}."""
+    inits = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    free = {vi.name for vi in _free(proto)}
+    found: dict[str, int] = {}
+    for n in proto.graph.node:
+        if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] in free and n.input[0] in inits:
+            axis = _attr(n, "axis", 0)
+            found[n.input[1]] = int(inits[n.input[0]][axis])
+    return found
+
+
+def tap(gm: fx.GraphModule, node_name: str) -> fx.GraphModule:
+    """A module (sharing `gm`'s weights) with `gm`'s inputs that returns the value of fx node `node_name`."""
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for n in gm.graph.nodes:
+        if n.op == "output":
+            break
+        env[n] = g.node_copy(n, lambda a: env[a])
+        if n.name == node_name:
+            break
+    g.output(env[next(n for n in gm.graph.nodes if n.name == node_name)])
+    sub = fx.GraphModule(gm, g)
+    sub.graph.eliminate_dead_code()
+    sub.recompile()
+    return sub
+
+
+def rewire(gm: fx.GraphModule, node_name: str) -> None:
+    """Make fx node `node_name`'s value a new last placeholder of `gm` (in place): what feeds it becomes dead code."""
+    nodes = list(gm.graph.nodes)
+    target = next((n for n in nodes if n.name == node_name), None)
+    if target is None:
+        raise OptionError(f"tensor node {node_name!r} is not in the converted graph", "pick another --input-node")
+    last = [n for n in nodes if n.op == "placeholder"][-1]
+    with gm.graph.inserting_after(last):
+        p = gm.graph.placeholder("vizcore_input")
+    target.replace_all_uses_with(p)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()

@@ -113,6 +113,14 @@ class Model:
     unreachable: list[tuple[str, str, str]] = field(default_factory=list)
     #: the ONNX bytes onnxruntime compares against when the converted graph is not the whole file
     reference: bytes | None = field(default=None, repr=False)
+    #: an inner tensor made the optimized input (`load(path, input=...)`): the module's extra last argument
+    optimized: TensorInfo | None = None
+    #: values for the other graph inputs (`load(path, feeds=...)`), else defaults (see `default_feed`)
+    given: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: integer inputs that index an embedding table: {name: vocabulary size} (probed with ids 0, 1, ...)
+    tokens: dict[str, int] = field(default_factory=dict)
+    #: a module computing the optimized inner tensor from the graph inputs (fidelity feeds onnxruntime those)
+    source: fx.GraphModule | None = field(default=None, repr=False)
 
     # -- addressing --------------------------------------------------------------------------------------------
     def layer(self, key: str | int | Layer) -> Layer:
@@ -134,13 +142,16 @@ class Model:
 
     @property
     def input(self) -> TensorInfo:
-        """The one float input that gradient ascent optimizes (the first float input)."""
+        """The one float input that gradient ascent optimizes (an inner tensor if asked, else the first float input)."""
+        if self.optimized is not None:
+            return self.optimized
         for t in self.inputs:
             if t.is_float:
                 return t
         t = self.inputs[0]
         raise ModelLoadError(f"input {t.name!r} has dtype {t.dtype}: gradient ascent needs a float input",
-                             "export the model with a float32 image input")
+                             "optimize an inner float tensor such as the embedding output (load(path, input=NAME), "
+                             "--input-node NAME)")
 
     @property
     def param_count(self) -> int:
@@ -152,7 +163,8 @@ class Model:
     @property
     def probe_batch(self) -> int:
         """The batch of the probe that fills the layer table: 1, or the input's fixed batch size."""
-        d = self.input.shape[0] if self.input.shape else 1
+        first = self.optimized or next((t for t in self.inputs if t.is_float), self.inputs[0])
+        d = first.shape[0] if first.shape else 1
         return d if isinstance(d, int) and d > 0 else 1
 
     @property
@@ -270,7 +282,27 @@ class Model:
         inputs zero (floats) or ones (integers, masks), on the module's device."""
         dev = self.device
         g = self.layout.to_graph(x) if self.layout is not None else x
-        return [g.to(dev) if t is self.input else _zeros_for(t, x.shape[0]).to(dev) for t in self.inputs]
+        length = int(x.shape[-1]) if x.dim() == 3 else None
+        rest = [self.default_feed(t, x.shape[0], length).to(dev) for t in self.inputs if t is not self.input]
+        if self.optimized is not None:
+            return [*rest, g.to(dev)]
+        it = iter(rest)
+        return [g.to(dev) if t is self.input else next(it) for t in self.inputs]
+
+    def default_feed(self, t: TensorInfo, batch: int, length: int | None = None) -> torch.Tensor:
+        """The value fed to graph input `t` when it is not optimized: `given` (expanded to the batch), else token
+        ids 0, 1, ... (inputs that index an embedding), else ones (integer inputs, masks), else zeros. Symbolic
+        non-batch dims take `length` (the optimized signal's length), else 16 for token inputs, else 1."""
+        if t.name in self.given:
+            v = self.given[t.name]
+            return v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 and batch > 1 else v
+        n = length or (16 if t.name in self.tokens or not t.is_float else 1)
+        shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else n)
+                 for i, d in enumerate(t.shape)]
+        if t.name in self.tokens:
+            ids = torch.arange(int(np.prod(shape[1:])) if len(shape) > 1 else 1) % max(self.tokens[t.name], 1)
+            return ids.reshape(1, *shape[1:]).expand(*shape).to(getattr(torch, t.dtype, torch.int64)).contiguous()
+        return _zeros_for(t, batch, shape)
 
     def depends_on_input(self, key: str | int | Layer) -> bool:
         """Whether a layer's value depends on the optimized input (graph reachability in the converted graph)."""
@@ -280,7 +312,7 @@ class Model:
     def _reached(self) -> frozenset[str]:
         """fx node names reachable from the optimized input's placeholder."""
         placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
-        i = self.inputs.index(self.input)
+        i = len(self.inputs) if self.optimized is not None else self.inputs.index(self.input)
         reached = {placeholders[i]} if i < len(placeholders) else set()
         for n in self.module.graph.nodes:
             if any(a in reached for a in n.all_input_nodes):
@@ -291,9 +323,23 @@ class Model:
         """The full converted graph on input `x` (other inputs, if any, zero)."""
         return self.module(*self.feeds(x))
 
+    @property
+    def has_float_input(self) -> bool:
+        """Whether there is something to optimize (a float graph input, or an inner tensor given as `input`)."""
+        return self.optimized is not None or any(t.is_float for t in self.inputs)
+
     @cached_property
     def batch_ok(self) -> bool:
         """Whether the converted graph runs at batch > 1 and gives per-element results equal to batch 1."""
+        if not self.has_float_input:  # token ids only: the same default ids in every sample
+            try:
+                with torch.no_grad():
+                    both = _first_tensor(self.module(*[self.default_feed(t, 2) for t in self.inputs]))
+                    one = _first_tensor(self.module(*[self.default_feed(t, 1) for t in self.inputs]))
+                axis = batch_axis(tuple(both.shape), tuple(one.shape))
+                return axis is not None and bool(torch.allclose(both.narrow(axis, 1, 1), one, atol=1e-4))
+            except Exception:
+                return False
         if isinstance(self.input.shape[0], int) and self.input.shape[0] > 0:
             return self.input.shape[0] > 1
         small = 64 if len(self.natural_dims) == 4 else None
@@ -318,8 +364,19 @@ class Model:
             import onnxruntime as ort
         except ImportError:
             return {"available": False, "reason": "onnxruntime is not installed (pip install onnxruntime)"}
-        x = self.probe_input(batch, size, seed)
-        feeds = self.feeds(x)
+        if not self.has_float_input:
+            x = None
+            feeds = [self.default_feed(t, batch) for t in self.inputs]
+        elif self.source is not None:  # an inner tensor is optimized: its value from the graph inputs onnxruntime gets
+            natural = self.input_shape(batch, size)
+            base = [self.default_feed(t, batch, natural[-1] if len(natural) == 3 else None) for t in self.inputs]
+            with torch.no_grad():
+                x = self.source(*base)
+            feeds = [*base, x]
+        else:
+            x = self.probe_input(batch, size, seed)
+            feeds = self.feeds(x)
+        shown = list((x if x is not None else feeds[0]).shape)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         try:
@@ -340,7 +397,7 @@ class Model:
             with torch.no_grad():
                 got = self.module(*feeds)
         except Exception as exc:  # the converted graph itself fails (e.g. batch 1 baked in): a result, not a crash
-            return {"available": True, "onnxruntime": ort.__version__, "input_shape": list(x.shape), "seed": seed,
+            return {"available": True, "onnxruntime": ort.__version__, "input_shape": shown, "seed": seed,
                     "max_abs_diff": float("inf"), "per_output": {},
                     "error": f"the converted graph fails: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         got = list(got) if isinstance(got, (tuple, list)) else [got]
@@ -353,7 +410,7 @@ class Model:
             else:
                 diffs[name] = float(np.max(np.abs(r.astype(np.float64) - t))) if r.size else 0.0
         worst = max(diffs.values()) if diffs else 0.0
-        return {"available": True, "onnxruntime": ort.__version__, "input_shape": list(x.shape), "seed": seed,
+        return {"available": True, "onnxruntime": ort.__version__, "input_shape": shown, "seed": seed,
                 "max_abs_diff": worst, "per_output": diffs}
 
     def summary(self) -> dict[str, Any]:
@@ -387,9 +444,10 @@ def _first_tensor(x: Any) -> torch.Tensor:
     return x
 
 
-def _zeros_for(t: TensorInfo, batch: int) -> torch.Tensor:
-    shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else 1)
-             for i, d in enumerate(t.shape)]
+def _zeros_for(t: TensorInfo, batch: int, shape: Sequence[int] | None = None) -> torch.Tensor:
+    if shape is None:
+        shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else 1)
+                 for i, d in enumerate(t.shape)]
     if t.is_float:
         return torch.zeros(shape, dtype=getattr(torch, t.dtype, torch.float32))
     if t.dtype == "bool":
@@ -687,6 +745,45 @@ def _outputs_one_to_one(gm: fx.GraphModule, proto: onnx.ModelProto) -> None:
     gm.recompile()
 
 
+def _check_given(model: Model) -> None:
+    names = [t.name for t in model.inputs]
+    for k in model.given:
+        if k not in names:
+            hint = closest(k, names)
+            raise TargetError(f"feed for {k!r}, but the model has no such input; inputs: {', '.join(names)}",
+                              f"did you mean {hint[0]!r}?" if hint else "see `vizcore inspect MODEL`")
+
+
+def _optimize_inner(model: Model, proto: onnx.ModelProto, name: str, ops: list[str], outs_of: list[list[str]],
+                    layout: str | None, node_names: Sequence[Sequence[str]]) -> None:
+    """Make inner tensor `name` (or the output of the node so named) the optimized input: rewire the module, probe
+    its shape (symbolic dims where it changes with the token length), detect its layout."""
+    at = next((i for i, outs in enumerate(outs_of) if name in outs), None)
+    if at is None:
+        at = next((i for names in node_names for i, n in enumerate(names) if n == name and outs_of[i]), None)
+        name = outs_of[at][0] if at is not None else name
+    fx_node = {n.target.rsplit("/", 1)[-1]: n.name for n in model.module.graph.nodes
+               if n.op == "call_module"}.get(f"n{at}") if at is not None else None
+    if fx_node is None or len(outs_of[at]) != 1:
+        known = [o for outs in outs_of for o in outs]
+        hint = closest(name, known)
+        raise TargetError(f"no single-output node makes tensor {name!r}",
+                          f"did you mean {hint[0]!r}?" if hint else "tensor names: `vizcore inspect MODEL --all`")
+    source = inputs_mod.tap(model.module, fx_node)
+    with torch.no_grad():
+        a, b = (source(*[model.default_feed(t, 1, n) for t in model.inputs]) for n in (16, 24))
+    if not (isinstance(a, torch.Tensor) and a.is_floating_point()):
+        raise TargetError(f"tensor {name!r} is not a float tensor: gradient ascent cannot optimize it",
+                          "pick a float tensor, such as an embedding output")
+    dims = tuple("batch" if i == 0 else (int(x) if x == y else "len") for i, (x, y) in enumerate(zip(a.shape, b.shape)))
+    model.optimized = TensorInfo(name, dims, "float32")
+    model.source = source
+    if layout is None and len(dims) == 3 and ops[at] == "Gather":
+        layout = "NLC"  # an embedding lookup: (N, tokens, features)
+    model.layout = layouts.detect(proto.graph, name, dims, {}, layout)
+    inputs_mod.rewire(model.module, fx_node)
+
+
 def _detect_layout(proto: onnx.ModelProto, inputs: list[TensorInfo], metadata: dict[str, str],
                    layout: str | None) -> layouts.Layout | None:
     first = next((t for t in inputs if t.is_float), None)
@@ -697,7 +794,8 @@ def _detect_layout(proto: onnx.ModelProto, inputs: list[TensorInfo], metadata: d
 
 def load(path: str | os.PathLike[str], *, size: int | Sequence[int] | None = None, prepasses: Sequence[Prepass] = (),
          converters: Sequence[Converter] = (), layout: str | None = None,
-         input_shapes: dict[str, Sequence[int]] | None = None) -> Model:
+         input_shapes: dict[str, Sequence[int]] | None = None, input: str | None = None,  # noqa: A002
+         feeds: dict[str, Any] | None = None) -> Model:
     """Load, validate, pre-pass and convert an ONNX file; raise `ModelLoadError` with a one-line cause if it can't.
 
     `size` is the spatial size of the probe input used to fill the layer table's shapes (default: the model's
@@ -706,6 +804,8 @@ def load(path: str | os.PathLike[str], *, size: int | Sequence[int] | None = Non
     `layout` overrides the detected input layout (NCHW, NHWC, NCL, NLC, NF); `input_shapes` ({name: dims}) fixes
     graph input dims (symbolic ones the weights do not determine). Nodes without a converter, and what depends
     on them, are left out when visual layers remain before them (`Model.unreachable` lists them).
+    `input` names an inner float tensor to optimize instead of a graph input (a text model's embedding output);
+    `feeds` ({input name: array}) gives the other graph inputs (default: token ids 0, 1, ..., masks of ones).
     """
     path = Path(path)
     proto, data = _read(path)
@@ -744,13 +844,20 @@ def load(path: str | os.PathLike[str], *, size: int | Sequence[int] | None = Non
     model = Model(path=path, sha256=hashlib.sha256(data).hexdigest(), producer=producer,
                   opset=_opset(proto), ir_version=int(proto.ir_version), inputs=inputs, outputs=outputs,
                   metadata=metadata, layers=[], module=gm, prepasses=done, layout=found_layout,
-                  unreachable=unreachable, reference=reference)
-    if found_layout is not None and found_layout.natural_rank == 3 and model.fixed_size is None:
+                  unreachable=unreachable, reference=reference, tokens=inputs_mod.token_inputs(proto),
+                  given={k: torch.as_tensor(np.asarray(v)) for k, v in (feeds or {}).items()})
+    _check_given(model)
+    if input is not None:
+        _optimize_inner(model, proto, input, ops, outs_of, layout, [originals, names])
+    if model.layout is not None and model.layout.natural_rank == 3 and model.fixed_size is None:
         model.default_length = inputs_mod.receptive_length(proto)
+    has_float = model.has_float_input
     try:
-        shapes = _shapes(gm, model.feeds(model.probe_input(model.probe_batch, size)))
+        probe = (model.feeds(model.probe_input(model.probe_batch, size)) if has_float else
+                 [model.default_feed(t, model.probe_batch) for t in inputs])
+        shapes = _shapes(gm, probe)
     except Exception as exc:
-        shape = list(model.input_shape(model.probe_batch, size))
+        shape = list(model.input_shape(model.probe_batch, size)) if has_float else "default"
         raise ModelLoadError(f"the converted graph does not run on a {shape} input: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                              "pass the size the model expects, or run with --debug") from exc
