@@ -3,6 +3,7 @@ partial conversion, reachability and batch axes. Tiny models built here; parity 
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -478,3 +479,17 @@ def test_feeds_give_the_other_inputs(text_path):
         vizcore.load(text_path, input=emb, feeds={"mask": mask})
     with pytest.raises(TargetError, match="no single-output node"):
         vizcore.load(text_path, input="nope")
+
+
+def test_inspect_cli_input_node_and_feed(text_path, tmp_path, capsys):
+    from vizcore.cli import main
+
+    mask = tmp_path / "mask.npy"
+    np.save(mask, np.ones((1, 12), np.int64))
+    emb = _gather_output(text_path)
+    assert main(["inspect", str(text_path), "--input-node", emb, "--feed", f"attention_mask={mask}",
+                 "--size", "12", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fidelity"]["max_abs_diff"] < 1e-5 and data["layout"] == "NLC"
+    assert main(["inspect", str(text_path), "--feed", f"attention_mask={tmp_path / 'missing.npy'}"]) == 2
+    assert "cannot read" in capsys.readouterr().err

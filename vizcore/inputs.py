@@ -25,6 +25,17 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+def read_feed(text: str) -> tuple[str, np.ndarray]:
+    """'NAME=FILE.npy' (the --feed flag) -> (name, array); OptionError for a missing or unreadable file."""
+    name, sep, file = text.partition("=")
+    if not sep or not name or not file:
+        raise OptionError(f"cannot read feed {text!r}", "write NAME=FILE.npy")
+    try:
+        return name, np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise OptionError(f"cannot read {file!r} for input {name!r}: {exc}", "give a .npy file (numpy.save)") from exc
+
+
 def _free(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     inits = {t.name for t in proto.graph.initializer}
     return [vi for vi in proto.graph.input if vi.name not in inits]

@@ -23,6 +23,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--layout", default=None, help="the input's layout if detection is wrong: NCHW NHWC NCL NLC NF")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
                    help="fix a graph input's dims (symbolic ones the weights do not determine); repeatable")
+    p.add_argument("--input-node", default=None, metavar="TENSOR",
+                   help="optimize this inner float tensor (e.g. a text model's embedding output) instead of an input")
+    p.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="value of another graph input (default: token ids 0, 1, ..., masks of ones); repeatable")
     return p
 
 
@@ -32,10 +36,12 @@ def _dims(shape: Any) -> str:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
-    from ..inputs import parse_shape
+    from ..inputs import parse_shape, read_feed
 
     shapes = dict(parse_shape(t) for t in args.input_shape) or None
-    model = load(args.model, size=args.size, plugins=args.plugins, layout=args.layout, input_shapes=shapes)
+    feeds = dict(read_feed(t) for t in args.feed) or None
+    model = load(args.model, size=args.size, plugins=args.plugins, layout=args.layout, input_shapes=shapes,
+                 input=args.input_node, feeds=feeds)
     layers = model.layers if args.all else [l for l in model.layers if l.visual]
     fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
         size=args.size)
