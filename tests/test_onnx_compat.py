@@ -11,7 +11,6 @@ from conftest import make_onnx, ort_run, tensor
 from onnx import defs, helper
 
 import vizcore
-from vizcore.errors import UnsupportedOpError
 from vizcore.onnx_compat import Converter, converter, registry
 from vizcore.onnx_compat.converters import _all
 from vizcore.onnx_compat.converters._common import result

@@ -23,7 +23,7 @@ import torch
 from onnx import TensorProto
 from torch import fx
 
-from . import inputs as inputs_mod
+from . import graph_inputs as inputs_mod
 from . import layouts
 from .errors import LayerNotFoundError, ModelLoadError, TargetError, UnsupportedOpError, closest
 from .onnx_compat import Converter, Prepass, partial, registry

@@ -36,7 +36,7 @@ def _dims(shape: Any) -> str:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
-    from ..inputs import parse_shape, read_feed
+    from ..graph_inputs import parse_shape, read_feed
 
     shapes = dict(parse_shape(t) for t in args.input_shape) or None
     feeds = dict(read_feed(t) for t in args.feed) or None
