@@ -525,16 +525,21 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
                  seed: int | None = None, health: dict[str, Any] | str | Path | bool | None = None, force: bool = False,
                  render_options: dict[str, Any] | None = None, renderer: Renderer | None = None,
                  fidelity: bool = True, plugins: Manager | None = None,
-                 log: Callable[[str], None] | None = None) -> Path:
+                 log: Callable[[str], None] | None = None, executor: Any = None, all_units: bool = False) -> Path:
     """Write (or grow) a static HTML atlas of `model` in `out_dir`; returns the path of its index.html.
 
     Units already rendered with the same model and settings are taken from `out_dir/.cache`, so re-running with
     more layers renders only the new ones. `health` is a `vizcore check --json` dict or file, or True to run
-    `vizcore.check` on the shown layers (when installed).
+    `vizcore.check` on the shown layers (when installed). `executor` (local, ray, ray://HOST:PORT, an Executor)
+    renders chunks there, each stored as it finishes (a killed run resumes); `all_units`: every channel of every
+    convolution, after its activation (auto_layers with no limit).
     """
     model = model if isinstance(model, Model) else api.load(model, size=size, plugins=plugins)
     say = log or (lambda _m: None)
     chosen = _layers(model, layers, auto)
+    if all_units:  # vizcore.executors: every channel of every convolution
+        chosen = auto_layers(model, count=len(model.layers))
+        units_per_layer = max([ly.channels or 0 for ly in chosen] + [1])
     class_ids = parse_classes(classes)
     if not chosen and not class_ids:
         raise OptionError("nothing to show: no layers and no classes", "pass --layers A,B, --auto, or --classes 1,2")
@@ -567,7 +572,12 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     keys = [cache.key(model.sha256, settings, s) for s in specs]
     missing = [(s, k) for s, k in zip(specs, keys) if cache.get(k) is None]
     say(f"{len(specs)} units: {len(specs) - len(missing)} from the cache, {len(missing)} to render")
-    seconds = _render_missing(model, missing, settings, cache, renderer or _default_renderer(plugins), say)
+    failed: dict[str, str] = {}
+    if executor is None and not all_units:
+        seconds = _render_missing(model, missing, settings, cache, renderer or _default_renderer(plugins), say)
+    else:  # vizcore.executors: chunks on workers, stored as they finish, resumable
+        from .scale import failed_entry, render_missing
+        seconds, failed = render_missing(model, missing, settings, cache, executor, say, _png, plugins=plugins)
 
     if health is True:
         try:
@@ -584,6 +594,8 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
     keep: set[str] = {"index.html", "manifest.json"}
     for i, (spec, key) in enumerate(zip(specs, keys)):
         got = cache.get(key)
+        if got is None and key in failed:  # vizcore.executors: shown as failed, tried again next run
+            got = failed_entry(out, key, failed[key], settings, _png)
         if got is None:
             raise OutputError(f"the cache entry for unit {i} vanished while writing the report", "run it again")
         rec_json, png = got
@@ -599,6 +611,8 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
                          trace_steps=[int(x) for x in rec_json.get("trace_steps", [])],
                          label=names.get(spec.channel, "") if spec.kind == "class" else "")
         _flags(rec, by_health.get(spec.layer.index) if spec.kind == "channel" else None)
+        if "error" in rec_json:
+            rec.flags = [("dead", f"failed: {rec_json['error']}")]
         records.append(rec)
 
     if not fidelity:
