@@ -54,6 +54,8 @@ ACTIVATION_OPS = frozenset({
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.DOUBLE: "float64",
                TensorProto.BFLOAT16: "bfloat16"}
 DEFAULT_SPATIAL = 224
+#: Integer/bool input dtypes probed with default ids and masks when a model has no float input
+_ID_TYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"})
 #: Largest probe input (elements) that load/inspect will build: 64 Mi floats (256 MiB), e.g. 3 x 4096 x 5461.
 MAX_PROBE_ELEMENTS = 64 * 2**20
 
@@ -893,6 +895,8 @@ def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters
     has_float = model.has_float_input
     if has_float:
         _check_probe(model, size)
+    elif not all(t.dtype in _ID_TYPES for t in inputs):
+        model.input  # noqa: B018  raises: a dtype that is neither float nor ids/masks (strings, unknown types)
     try:
         probe = (model.feeds(model.probe_input(model.probe_batch, size)) if has_float else
                  [model.default_feed(t, model.probe_batch) for t in inputs])
