@@ -11,7 +11,6 @@ from conftest import make_onnx, ort_run, tensor
 from onnx import defs, helper
 
 import vizcore
-from vizcore.errors import UnsupportedOpError
 from vizcore.onnx_compat import Converter, converter, registry
 from vizcore.onnx_compat.converters import _all
 from vizcore.onnx_compat.converters._common import result
@@ -114,8 +113,12 @@ def test_third_party_converter_for_a_custom_domain(save_onnx):
                       opset=17)
     model.opset_import.append(helper.make_opsetid("acme.ops", 1))
     path = save_onnx(model)
-    with pytest.raises(UnsupportedOpError, match="acme.ops::Double"):
-        vizcore.load(path)
+
+    def left_out(m: vizcore.Model) -> bool:  # without the converter the graph is cut in front of the custom op
+        return [(n, op) for n, op, why in m.unreachable] == [("twice", "Double")] and "acme.ops::Double" in \
+            m.unreachable[0][2] and "twice" not in [l.name for l in m.layers]
+
+    assert left_out(vizcore.load(path))
     manager = Manager(Settings(autoload=False))
     manager.register(Plugin(), name="acme")
     m = vizcore.load(path, plugins=manager)
@@ -123,11 +126,9 @@ def test_third_party_converter_for_a_custom_domain(save_onnx):
     assert torch.equal(m.run(x), 2 * torch.relu(x))
     assert m.layer("twice").op_type == "Double"
     # the converter belongs to that manager only: the default manager, and a fresh one, do not see it
-    with pytest.raises(UnsupportedOpError, match="acme.ops::Double"):
-        vizcore.load(path)
+    assert left_out(vizcore.load(path))
     del manager
-    with pytest.raises(UnsupportedOpError, match="acme.ops::Double"):
-        vizcore.load(path, plugins=Manager(Settings(autoload=False)))
+    assert left_out(vizcore.load(path, plugins=Manager(Settings(autoload=False))))
 
 
 def test_a_plugin_override_does_not_outlive_its_manager(save_onnx):

@@ -30,7 +30,9 @@ def _table(pm: Manager, kind: str) -> dict[str, Any]:
     return {name: factory for name, (factory, _) in pm.registry(kind).items()}
 
 
-def load(path: str | os.PathLike[str], *, size: int | None = None, plugins: Manager | None = None) -> Model:
+def load(path: str | os.PathLike[str], *, size: int | None = None, plugins: Manager | None = None,
+         layout: str | None = None, input_shapes: dict[str, Sequence[int]] | None = None,
+         input: str | None = None, feeds: dict[str, Any] | None = None) -> Model:  # noqa: A002
     """Load, validate, pre-pass and convert an ONNX file with the manager's pre-passes and converters.
 
     Raises `ModelLoadError` (one line) for a file it cannot use. onnx2torch's converter table is restored after the
@@ -39,7 +41,8 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, plugins: Mana
     pm = _manager(plugins)
     prepasses = [p for p, _ in pm.registry("prepasses").values()]
     converters = [c for c, _ in pm.registry("converters").values()]
-    return model_mod.load(path, size=size, prepasses=prepasses, converters=converters)
+    return model_mod.load(path, size=size, prepasses=prepasses, converters=converters, layout=layout,
+                          input_shapes=input_shapes, input=input, feeds=feeds)
 
 
 def _split_names(transforms: str | Sequence[str]) -> list[str]:

@@ -7,6 +7,7 @@ Nothing downstream touches ONNX protos: the engine, checks and reports see `Mode
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -21,10 +22,19 @@ import torch
 from onnx import TensorProto
 from torch import fx
 
-from . import proto_check
-from .errors import LayerNotFoundError, ModelLoadError, OptionError, UnsupportedOpError, VizcoreError, closest
+from . import graph_inputs as inputs_mod
+from . import layouts, proto_check
+from .errors import (
+    LayerNotFoundError,
+    ModelLoadError,
+    OptionError,
+    TargetError,
+    UnsupportedOpError,
+    VizcoreError,
+    closest,
+)
 from .inputs import contained, read_regular, require_readable
-from .onnx_compat import Converter, Prepass, registry
+from .onnx_compat import Converter, Prepass, partial, registry
 from .text import printable
 
 #: Op types shown by default in `vizcore inspect`: the nodes people visualize.
@@ -44,6 +54,8 @@ ACTIVATION_OPS = frozenset({
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.DOUBLE: "float64",
                TensorProto.BFLOAT16: "bfloat16"}
 DEFAULT_SPATIAL = 224
+#: Integer/bool input dtypes probed with default ids and masks when a model has no float input
+_ID_TYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"})
 #: Largest probe input (elements) that load/inspect will build: 64 Mi floats (256 MiB), e.g. 3 x 4096 x 5461.
 MAX_PROBE_ELEMENTS = 64 * 2**20
 
@@ -110,6 +122,22 @@ class Model:
     module: fx.GraphModule
     prepasses: list[tuple[str, int]] = field(default_factory=list)
     _by_key: dict[str, Layer] = field(default_factory=dict, repr=False)
+    #: the optimized input's layout in the graph (None: natural, N C spatial...); see vizcore.layouts
+    layout: layouts.Layout | None = None
+    #: the probe length of a 1-D model without a fixed length (from its receptive field), else None
+    default_length: int | None = None
+    #: nodes that were not converted: (layer name, op type, why), in graph order (see `vizcore inspect`)
+    unreachable: list[tuple[str, str, str]] = field(default_factory=list)
+    #: the ONNX bytes onnxruntime compares against when the converted graph is not the whole file
+    reference: bytes | None = field(default=None, repr=False)
+    #: an inner tensor made the optimized input (`load(path, input=...)`): the module's extra last argument
+    optimized: TensorInfo | None = None
+    #: values for the other graph inputs (`load(path, feeds=...)`), else defaults (see `default_feed`)
+    given: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: integer inputs that index an embedding table: {name: vocabulary size} (probed with ids 0, 1, ...)
+    tokens: dict[str, int] = field(default_factory=dict)
+    #: a module computing the optimized inner tensor from the graph inputs (fidelity feeds onnxruntime those)
+    source: fx.GraphModule | None = field(default=None, repr=False)
 
     # -- addressing --------------------------------------------------------------------------------------------
     def layer(self, key: str | int | Layer) -> Layer:
@@ -131,13 +159,16 @@ class Model:
 
     @property
     def input(self) -> TensorInfo:
-        """The one float input that gradient ascent optimizes (the first float input)."""
+        """The one float input that gradient ascent optimizes (an inner tensor if asked, else the first float input)."""
+        if self.optimized is not None:
+            return self.optimized
         for t in self.inputs:
             if t.is_float:
                 return t
         t = self.inputs[0]
         raise ModelLoadError(f"input {t.name!r} has dtype {t.dtype}: gradient ascent needs a float input",
-                             "export the model with a float32 image input")
+                             "optimize an inner float tensor such as the embedding output (load(path, input=NAME), "
+                             "--input-node NAME)")
 
     @property
     def param_count(self) -> int:
@@ -149,27 +180,46 @@ class Model:
     @property
     def probe_batch(self) -> int:
         """The batch of the probe that fills the layer table: 1, or the input's fixed batch size."""
-        d = self.input.shape[0] if self.input.shape else 1
+        first = self.optimized or next((t for t in self.inputs if t.is_float), self.inputs[0])
+        d = first.shape[0] if first.shape else 1
         return d if isinstance(d, int) and d > 0 else 1
 
     @property
+    def natural_dims(self) -> tuple[int | str | None, ...]:
+        """The optimized input's dims in the natural layout (N, C, H, W) or (N, C, L), whatever the graph's."""
+        dims = self.input.shape
+        return self.layout.natural(dims) if self.layout is not None else tuple(dims)
+
+    @property
     def fixed_size(self) -> tuple[int, ...] | None:
-        """The input's static spatial size, if the model fixes it (else None: any size works)."""
-        dims = self.input.shape[2:]
+        """The input's static spatial size (H, W) or (L,), if the model fixes it (else None: any size works)."""
+        dims = self.natural_dims[2:]
         return tuple(dims) if dims and all(isinstance(d, int) and d > 0 for d in dims) else None
 
     def input_shape(self, batch: int = 1, size: int | Sequence[int] | None = None) -> tuple[int, ...]:
-        """A concrete input shape: symbolic batch -> `batch`, symbolic spatial dims -> `size` (default 224)."""
-        shape = list(self.input.shape)
+        """A concrete natural-layout input shape: symbolic batch -> `batch`, symbolic spatial dims -> `size` (an int,
+        or one value per spatial dim such as (H, W)); default: the fixed size, else the 1-D model's receptive-field
+        based length, else metadata `vizcore.size`, else 224. A fixed size always wins."""
+        shape = list(self.natural_dims)
         fixed = self.fixed_size
         spatial = len(shape) - 2
         if size is None:
             meta = proto_check.metadata_size(self.metadata.get("vizcore.size"))[0]
-            hw = list(fixed) if fixed else [meta or DEFAULT_SPATIAL] * spatial
+            if fixed:
+                hw = list(fixed)
+            elif meta:
+                hw = [meta] * spatial
+            elif spatial == 1 and self.default_length:
+                hw = [self.default_length]
+            else:
+                hw = [DEFAULT_SPATIAL] * spatial
         elif isinstance(size, int):
             hw = [size] * spatial
         else:
-            hw = list(size)
+            hw = [int(v) for v in size]
+            if len(hw) != spatial:
+                raise TargetError(f"size {tuple(hw)} has {len(hw)} values but the input has {spatial} spatial "
+                                  f"dimension{'s' if spatial != 1 else ''}", "give one value per dimension")
         out = []
         for i, d in enumerate(shape):
             if i == 0:
@@ -246,30 +296,83 @@ class Model:
         return torch.device("cpu")
 
     def feeds(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """All graph inputs for input `x` (other inputs zero), on the module's device."""
+        """All graph inputs for the natural-layout input `x` (N, C, ...): `x` in the graph's own layout, the other
+        inputs zero (floats) or ones (integers, masks), on the module's device."""
         dev = self.device
-        return [x.to(dev) if t is self.input else _zeros_for(t, x.shape[0]).to(dev) for t in self.inputs]
+        g = self.layout.to_graph(x) if self.layout is not None else x
+        length = int(x.shape[-1]) if x.dim() == 3 else None
+        rest = [self.default_feed(t, x.shape[0], length).to(dev) for t in self.inputs if t is not self.input]
+        if self.optimized is not None:
+            return [*rest, g.to(dev)]
+        it = iter(rest)
+        return [g.to(dev) if t is self.input else next(it) for t in self.inputs]
+
+    def default_feed(self, t: TensorInfo, batch: int, length: int | None = None) -> torch.Tensor:
+        """The value fed to graph input `t` when it is not optimized: `given` (expanded to the batch), else token
+        ids 0, 1, ... (inputs that index an embedding), else ones (integer inputs, masks), else zeros. Symbolic
+        non-batch dims take `length` (the optimized signal's length), else 16 for token inputs, else 1."""
+        if t.name in self.given:
+            v = self.given[t.name]
+            return v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 and batch > 1 else v
+        n = length or (16 if t.name in self.tokens or not t.is_float else 1)
+        shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else n)
+                 for i, d in enumerate(t.shape)]
+        if t.name in self.tokens:
+            ids = torch.arange(int(np.prod(shape[1:])) if len(shape) > 1 else 1) % max(self.tokens[t.name], 1)
+            return ids.reshape(1, *shape[1:]).expand(*shape).to(getattr(torch, t.dtype, torch.int64)).contiguous()
+        return _zeros_for(t, batch, shape)
+
+    def depends_on_input(self, key: str | int | Layer) -> bool:
+        """Whether a layer's value depends on the optimized input (graph reachability in the converted graph)."""
+        return self.layer(key).fx_name in self._reached
+
+    @cached_property
+    def _reached(self) -> frozenset[str]:
+        """fx node names reachable from the optimized input's placeholder."""
+        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        i = len(self.inputs) if self.optimized is not None else self.inputs.index(self.input)
+        reached = {placeholders[i]} if i < len(placeholders) else set()
+        for n in self.module.graph.nodes:
+            if any(a in reached for a in n.all_input_nodes):
+                reached.add(n)
+        return frozenset(n.name for n in reached)
 
     def run(self, x: torch.Tensor) -> Any:
         """The full converted graph on input `x` (other inputs, if any, zero)."""
         return self.module(*self.feeds(x))
 
+    @property
+    def has_float_input(self) -> bool:
+        """Whether there is something to optimize (a float graph input, or an inner tensor given as `input`)."""
+        return self.optimized is not None or any(t.is_float for t in self.inputs)
+
     @cached_property
     def batch_ok(self) -> bool:
         """Whether the converted graph runs at batch > 1 and gives per-element results equal to batch 1."""
+        if not self.has_float_input:  # token ids only: the same default ids in every sample
+            try:
+                with torch.no_grad():
+                    both = _first_tensor(self.module(*[self.default_feed(t, 2) for t in self.inputs]))
+                    one = _first_tensor(self.module(*[self.default_feed(t, 1) for t in self.inputs]))
+                axis = batch_axis(tuple(both.shape), tuple(one.shape))
+                return axis is not None and bool(torch.allclose(both.narrow(axis, 1, 1), one, atol=1e-4))
+            except Exception:
+                return False
         if isinstance(self.input.shape[0], int) and self.input.shape[0] > 0:
             return self.input.shape[0] > 1
-        x = self.probe_input(batch=2, size=64 if self.fixed_size is None else None)
+        small = 64 if len(self.natural_dims) == 4 else None
+        x = self.probe_input(batch=2, size=small if self.fixed_size is None else None)
         try:
             with torch.no_grad():
                 both = _first_tensor(self.run(x))
                 one = _first_tensor(self.run(x[1:2]))
-            if both.shape[0] != 2:
+            axis = batch_axis(tuple(both.shape), tuple(one.shape))
+            if axis is None:
                 return False
             # a graph that bakes batch 1 in fails or gives a different answer; GPU numerics (TF32, algorithm
             # choice per batch size) differ by far less, so compare relative to the output's scale
             scale = float(one.abs().max()) + 1e-6
-            return float((both[1:2].float() - one.float()).abs().max()) <= 1e-2 * scale
+            return float((both.narrow(axis, 1, 1).float() - one.float()).abs().max()) <= 1e-2 * scale
         except Exception:
             return False
 
@@ -279,12 +382,24 @@ class Model:
             import onnxruntime as ort
         except ImportError:
             return {"available": False, "reason": "onnxruntime is not installed (pip install onnxruntime)"}
-        x = self.probe_input(batch, size, seed)
-        feeds = self.feeds(x)
+        if not self.has_float_input:
+            x = None
+            feeds = [self.default_feed(t, batch) for t in self.inputs]
+        elif self.source is not None:  # an inner tensor is optimized: its value from the graph inputs onnxruntime gets
+            natural = self.input_shape(batch, size)
+            base = [self.default_feed(t, batch, natural[-1] if len(natural) == 3 else None) for t in self.inputs]
+            with torch.no_grad():
+                x = self.source(*base)
+            feeds = [*base, x]
+        else:
+            x = self.probe_input(batch, size, seed)
+            feeds = self.feeds(x)
+        shown = list((x if x is not None else feeds[0]).shape)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         try:
-            sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            src = self.reference if self.reference is not None else str(self.path)
+            sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
             arrays = _as_session_types(sess, {t.name: f.cpu().numpy() for t, f in zip(self.inputs, feeds)})
             try:
                 ref = sess.run(None, arrays)
@@ -300,19 +415,20 @@ class Model:
             with torch.no_grad():
                 got = self.module(*feeds)
         except Exception as exc:  # the converted graph itself fails (e.g. batch 1 baked in): a result, not a crash
-            return {"available": True, "onnxruntime": ort.__version__, "input_shape": list(x.shape), "seed": seed,
+            return {"available": True, "onnxruntime": ort.__version__, "input_shape": shown, "seed": seed,
                     "max_abs_diff": float("inf"), "per_output": {},
                     "error": f"the converted graph fails: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         got = list(got) if isinstance(got, (tuple, list)) else [got]
         diffs = {}
-        for info, r, t in zip(self.outputs, ref, got):
+        names = [o.name for o in sess.get_outputs()]
+        for name, r, t in zip(names, ref, got):
             t = t.detach().float().cpu().numpy()
             if r.shape != t.shape:
-                diffs[info.name] = float("inf")
+                diffs[name] = float("inf")
             else:
-                diffs[info.name] = float(np.max(np.abs(r.astype(np.float64) - t))) if r.size else 0.0
+                diffs[name] = float(np.max(np.abs(r.astype(np.float64) - t))) if r.size else 0.0
         worst = max(diffs.values()) if diffs else 0.0
-        return {"available": True, "onnxruntime": ort.__version__, "input_shape": list(x.shape), "seed": seed,
+        return {"available": True, "onnxruntime": ort.__version__, "input_shape": shown, "seed": seed,
                 "max_abs_diff": worst, "per_output": diffs}
 
     def summary(self) -> dict[str, Any]:
@@ -320,7 +436,20 @@ class Model:
         return {"path": str(self.path), "sha256": self.sha256, "producer": self.producer, "opset": self.opset,
                 "ir_version": self.ir_version, "inputs": [t.to_json() for t in self.inputs],
                 "outputs": [t.to_json() for t in self.outputs], "parameters": self.param_count,
-                "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses]}
+                "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses],
+                "layout": self.layout.name if self.layout is not None else None,
+                "unreachable": [{"name": n, "op_type": o, "reason": r} for n, o, r in self.unreachable]}
+
+
+def batch_axis(both: tuple[int, ...], one: tuple[int, ...]) -> int | None:
+    """The axis that holds the batch: the one where a batch-2 output has 2 and the batch-1 output 1, all other
+    dims equal (dim 0 first; time-major sequence outputs have it at 1). None if there is no such axis."""
+    if len(both) != len(one):
+        return None
+    for a in range(len(both)):
+        if both[a] == 2 and one[a] == 1 and all(b == o for i, (b, o) in enumerate(zip(both, one)) if i != a):
+            return a
+    return None
 
 
 def _as_session_types(sess: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -340,9 +469,10 @@ def _first_tensor(x: Any) -> torch.Tensor:
     return x
 
 
-def _zeros_for(t: TensorInfo, batch: int) -> torch.Tensor:
-    shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else 1)
-             for i, d in enumerate(t.shape)]
+def _zeros_for(t: TensorInfo, batch: int, shape: Sequence[int] | None = None) -> torch.Tensor:
+    if shape is None:
+        shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else 1)
+                 for i, d in enumerate(t.shape)]
     if t.is_float:
         return torch.zeros(shape, dtype=getattr(torch, t.dtype, torch.float32))
     if t.dtype == "bool":
@@ -560,20 +690,137 @@ def _shapes(gm: fx.GraphModule, feeds: list[torch.Tensor]) -> dict[str, tuple[in
     return shapes
 
 
+def _cut_unconvertible(proto: onnx.ModelProto, names: list[str],
+                       converters: Sequence[Converter]) -> tuple[list[tuple[str, str, str]], bytes | None]:
+    """Cut the graph in front of nodes without a converter, if layers worth visualizing remain before them.
+
+    Returns the removed nodes (display name, op type, why) and the cut graph's bytes for onnxruntime (None if
+    nothing was cut). Raises UnsupportedOpError (as `_check_supported`) when nothing visual would be left.
+    """
+    opsets = {o.domain if o.domain != "ai.onnx" else "": int(o.version) for o in proto.opset_import}
+
+    def ok(n: onnx.NodeProto) -> bool:
+        dom = n.domain if n.domain != "ai.onnx" else ""
+        return registry.find(n.op_type, opsets.get(dom, 0), dom) is not None
+
+    def why(n: onnx.NodeProto) -> str:
+        return f"no converter for {_op_label(n, opsets)}" + (f" ({_WHY[n.op_type]})" if n.op_type in _WHY else "")
+
+    with registry.installed(converters):
+        blocked = partial.blocked_nodes(proto, ok, why)
+    if not blocked:
+        return [], None
+    trial = onnx.ModelProto()
+    trial.CopyFrom(proto)
+    nodes = list(proto.graph.node)
+    removed = partial.cut(trial, blocked, names)
+    gone = {i for i, _ in removed}
+    visual = [n for i, n in enumerate(nodes) if i not in gone and n.op_type in VISUAL_OPS]
+    if not visual or not trial.graph.output:
+        _check_supported(proto, names)  # raises with the usual one-line message
+    proto.CopyFrom(trial)
+    shown = list(names)
+    for i in sorted(gone, reverse=True):
+        del names[i]
+    return [(shown[i], nodes[i].op_type, reason) for i, reason in removed], trial.SerializeToString()
+
+
+def _outputs_one_to_one(gm: fx.GraphModule, proto: onnx.ModelProto) -> None:
+    """Graph outputs of a multi-output node (LSTM Y, Y_h, Y_c) -> one module output each, in the graph's order.
+
+    onnx2torch returns such a node's whole tuple once; this rewires the output node to index it per output.
+    """
+    producer: dict[str, tuple[int, int, int]] = {}
+    for i, n in enumerate(proto.graph.node):
+        for k, t in enumerate(n.output):
+            if t:
+                producer[t] = (i, k, len(n.output))
+    want = [producer.get(o.name) for o in proto.graph.output]
+    if not any(w is not None and w[2] > 1 for w in want) or any(w is None for w in want):
+        return
+    by_target = {n.target.rsplit("/", 1)[-1]: n for n in gm.graph.nodes if n.op == "call_module"}
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    values = []
+    with gm.graph.inserting_before(out):
+        for i, k, count in want:
+            node = by_target.get(f"n{i}")
+            if node is None:
+                return
+            values.append(gm.graph.call_function(operator.getitem, (node, k)) if count > 1 else node)
+    out.args = (values[0] if len(values) == 1 else tuple(values),)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+
+
+def _check_given(model: Model) -> None:
+    names = [t.name for t in model.inputs]
+    for k in model.given:
+        if k not in names:
+            hint = closest(k, names)
+            raise TargetError(f"feed for {k!r}, but the model has no such input; inputs: {', '.join(names)}",
+                              f"did you mean {hint[0]!r}?" if hint else "see `vizcore inspect MODEL`")
+
+
+def _optimize_inner(model: Model, proto: onnx.ModelProto, name: str, ops: list[str], outs_of: list[list[str]],
+                    layout: str | None, node_names: Sequence[Sequence[str]]) -> None:
+    """Make inner tensor `name` (or the output of the node so named) the optimized input: rewire the module, probe
+    its shape (symbolic dims where it changes with the token length), detect its layout."""
+    at = next((i for i, outs in enumerate(outs_of) if name in outs), None)
+    if at is None:
+        at = next((i for names in node_names for i, n in enumerate(names) if n == name and outs_of[i]), None)
+        name = outs_of[at][0] if at is not None else name
+    fx_node = {n.target.rsplit("/", 1)[-1]: n.name for n in model.module.graph.nodes
+               if n.op == "call_module"}.get(f"n{at}") if at is not None else None
+    if fx_node is None or len(outs_of[at]) != 1:
+        known = [o for outs in outs_of for o in outs]
+        hint = closest(name, known)
+        raise TargetError(f"no single-output node makes tensor {name!r}",
+                          f"did you mean {hint[0]!r}?" if hint else "tensor names: `vizcore inspect MODEL --all`")
+    source = inputs_mod.tap(model.module, fx_node)
+    with torch.no_grad():
+        a, b = (source(*[model.default_feed(t, 1, n) for t in model.inputs]) for n in (16, 24))
+    if not (isinstance(a, torch.Tensor) and a.is_floating_point()):
+        raise TargetError(f"tensor {name!r} is not a float tensor: gradient ascent cannot optimize it",
+                          "pick a float tensor, such as an embedding output")
+    dims = tuple("batch" if i == 0 else (int(x) if x == y else "len") for i, (x, y) in enumerate(zip(a.shape, b.shape)))
+    model.optimized = TensorInfo(name, dims, "float32")
+    model.source = source
+    if layout is None and len(dims) == 3 and ops[at] == "Gather":
+        layout = "NLC"  # an embedding lookup: (N, tokens, features)
+    model.layout = layouts.detect(proto.graph, name, dims, {}, layout)
+    inputs_mod.rewire(model.module, fx_node)
+
+
+def _detect_layout(proto: onnx.ModelProto, inputs: list[TensorInfo], metadata: dict[str, str],
+                   layout: str | None) -> layouts.Layout | None:
+    first = next((t for t in inputs if t.is_float), None)
+    if first is None:
+        return None
+    return layouts.detect(proto.graph, first.name, first.shape, metadata, layout)
+
+
 def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Sequence[Prepass] = (),
-         converters: Sequence[Converter] = ()) -> Model:
+         converters: Sequence[Converter] = (), layout: str | None = None,
+         input_shapes: dict[str, Sequence[int]] | None = None, input: str | None = None,  # noqa: A002
+         feeds: dict[str, Any] | None = None) -> Model:
     """Load, validate, pre-pass and convert an ONNX file; raise `ModelLoadError` with a one-line cause if it can't.
 
     `size` is the spatial size of the probe input used to fill the layer table's shapes (default: the model's
-    fixed size, else 224); a size whose probe input would exceed MAX_PROBE_ELEMENTS is refused. `prepasses` and
-    `converters` are applied as given (`vizcore.load` passes those of a plugin manager); onnx2torch's converter
-    table is left as it was found. Any unexpected exception from a malformed file becomes a `ModelLoadError` with
-    its first line (the cause stays chained).
+    fixed size, else 224; 1-D models: from their receptive field); a size whose probe input would exceed
+    MAX_PROBE_ELEMENTS is refused. `prepasses` and `converters` are applied as given (`vizcore.load` passes those
+    of a plugin manager); onnx2torch's converter table is left as it was found. Any unexpected exception from a
+    malformed file becomes a `ModelLoadError` with its first line (the cause stays chained).
+    `layout` overrides the detected input layout (NCHW, NHWC, NCL, NLC, NF); `input_shapes` ({name: dims}) fixes
+    graph input dims (symbolic ones the weights do not determine). Nodes without a converter, and what depends
+    on them, are left out when visual layers remain before them (`Model.unreachable` lists them).
+    `input` names an inner float tensor to optimize instead of a graph input (a text model's embedding output);
+    `feeds` ({input name: array}) gives the other graph inputs (default: token ids 0, 1, ..., masks of ones).
     """
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise OptionError(f"size must be a positive number of pixels, not {size!r}", "e.g. --size 224")
     try:
-        return _load(Path(path), size, prepasses, converters)
+        return _load(Path(path), size, prepasses, converters, layout=layout, input_shapes=input_shapes, input=input,
+                     feeds=feeds)
     except VizcoreError:
         raise
     except (Exception, MemoryError, RecursionError) as exc:
@@ -596,7 +843,9 @@ def _check_probe(model: Model, size: int | None) -> tuple[int, ...]:
     return shape
 
 
-def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters: Sequence[Converter]) -> Model:
+def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters: Sequence[Converter], *,
+          layout: str | None, input_shapes: dict[str, Sequence[int]] | None, input: str | None,  # noqa: A002
+          feeds: dict[str, Any] | None) -> Model:
     proto, data = _read(path)
     _load_external(proto, path)
     try:
@@ -612,13 +861,18 @@ def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters
         warnings.warn(bad_size, UserWarning, stacklevel=3)
     if not [vi for vi in proto.graph.input if vi.name not in {t.name for t in proto.graph.initializer}]:
         raise ModelLoadError(f"{path.name} has no inputs", "a model to visualize needs an input")
+    if input_shapes:
+        inputs_mod.apply_shapes(proto, input_shapes)
+    inputs_mod.infer_dims(proto)
 
     done = _apply_prepasses(proto, prepasses)
     inits = {t.name for t in proto.graph.initializer}
+    names = _display_names(list(proto.graph.node), inits)
+    unreachable, reference = _cut_unconvertible(proto, names, converters)
     inputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.input if vi.name not in inits]
     outputs = [TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.output]
+    found_layout = _detect_layout(proto, inputs, metadata, layout)
     nodes = list(proto.graph.node)
-    names = _display_names(nodes, inits)
     originals = [n.name for n in nodes]
     outs_of = [list(n.output) for n in nodes]
     ins_of = [list(n.input) for n in nodes]
@@ -626,15 +880,29 @@ def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters
     for i, n in enumerate(nodes):
         n.name = f"n{i}"  # predictable fx names; the model's own names stay in the layer table
     gm = _convert(proto, names, converters)
+    _outputs_one_to_one(gm, proto)
 
     model = Model(path=path, sha256=hashlib.sha256(data).hexdigest(), producer=producer,
                   opset=_opset(proto), ir_version=int(proto.ir_version), inputs=inputs, outputs=outputs,
-                  metadata=metadata, layers=[], module=gm, prepasses=done)
-    _check_probe(model, size)
+                  metadata=metadata, layers=[], module=gm, prepasses=done, layout=found_layout,
+                  unreachable=unreachable, reference=reference, tokens=inputs_mod.token_inputs(proto),
+                  given={k: torch.as_tensor(np.asarray(v)) for k, v in (feeds or {}).items()})
+    _check_given(model)
+    if input is not None:
+        _optimize_inner(model, proto, input, ops, outs_of, layout, [originals, names])
+    if model.layout is not None and model.layout.natural_rank == 3 and model.fixed_size is None:
+        model.default_length = inputs_mod.receptive_length(proto)
+    has_float = model.has_float_input
+    if has_float:
+        _check_probe(model, size)
+    elif not all(t.dtype in _ID_TYPES for t in inputs):
+        model.input  # noqa: B018  raises: a dtype that is neither float nor ids/masks (strings, unknown types)
     try:
-        shapes = _shapes(gm, model.feeds(model.probe_input(model.probe_batch, size)))
+        probe = (model.feeds(model.probe_input(model.probe_batch, size)) if has_float else
+                 [model.default_feed(t, model.probe_batch) for t in inputs])
+        shapes = _shapes(gm, probe)
     except Exception as exc:
-        shape = list(model.input_shape(model.probe_batch, size))
+        shape = list(model.input_shape(model.probe_batch, size)) if has_float else "default"
         raise ModelLoadError(f"the converted graph does not run on a {shape} input: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                              "pass the size the model expects, or run with --debug") from exc

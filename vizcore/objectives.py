@@ -39,6 +39,10 @@ class Objective:
     def bind(self, model: Model) -> Objective:
         """Resolve layer keys against `model` and validate parameters; returns self."""
         self.layers = tuple(model.layer(k) for k in self.keys)
+        for l in self.layers:  # refused up front: no gradient could ever reach the input
+            if hasattr(model, "depends_on_input") and not model.depends_on_input(l):
+                raise TargetError(f"layer {l.name!r} does not depend on the input {model.input.name!r}: gradient "
+                                  "ascent cannot change it", "pick a layer downstream of the input (vizcore inspect)")
         self._check(model)
         return self
 

@@ -22,6 +22,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true", help="also list every pre-pass in order, with its changes")
     p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
     p.add_argument("--size", type=int, default=None, help="spatial size of the probe input (default: model's, or 224)")
+    p.add_argument("--layout", default=None, help="the input's layout if detection is wrong: NCHW NHWC NCL NLC NF")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
+                   help="fix a graph input's dims (symbolic ones the weights do not determine); repeatable")
+    p.add_argument("--input-node", default=None, metavar="TENSOR",
+                   help="optimize this inner float tensor (e.g. a text model's embedding output) instead of an input")
+    p.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="value of another graph input (default: token ids 0, 1, ..., masks of ones); repeatable")
     return p
 
 
@@ -35,9 +42,13 @@ def _tensor(t: Any) -> str:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
+    from ..graph_inputs import parse_shape, read_feed
 
     require_readable(args.model)
-    model = load(args.model, size=args.size, plugins=args.plugins)
+    shapes = dict(parse_shape(t) for t in args.input_shape) or None
+    feeds = dict(read_feed(t) for t in args.feed) or None
+    model = load(args.model, size=args.size, plugins=args.plugins, layout=args.layout, input_shapes=shapes,
+                 input=args.input_node, feeds=feeds)
     layers = model.layers if args.all else [l for l in model.layers if l.visual]
     fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
         size=args.size)
@@ -53,7 +64,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     head.add_row("producer", escape(printable(model.producer)))
     head.add_row("opset / IR", f"{model.opset} / {model.ir_version}")
     for t in model.inputs:
-        head.add_row("input", _tensor(t))
+        lay = f"  layout {model.layout.name}" if model.layout is not None and t is model.input else ""
+        head.add_row("input", _tensor(t) + lay)
     for t in model.outputs:
         head.add_row("output", _tensor(t))
     head.add_row("parameters", f"{model.param_count:,}")
@@ -67,6 +79,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     console.print(head)
     title = f"{len(layers)} of {len(model.layers)} layers" + ("" if args.all else " (--all for every node)")
     print_layers(console, layers, title)
+    if model.unreachable:
+        cut = Table(title=f"{len(model.unreachable)} nodes not reachable (not converted)", title_justify="left")
+        for col in ("name", "op", "why"):
+            cut.add_column(col, overflow="fold")
+        for name, op, why in model.unreachable:
+            cut.add_row(escape(printable(name)), escape(printable(op)), escape(printable(why)))
+        console.print(cut)
     return 0
 
 

@@ -21,6 +21,7 @@ class Net(nn.Module):
         self.cut, self.normalize, self.indices, self.fixed = cut, normalize, list(indices), fixed
         self.extra = [t for t in model.inputs if t is not model.input]
         self.feeds = model.feeds
+        self.direct = not self.extra and (model.layout is None or model.layout.identity)  # else feeds() lays it out
         self.memory_format = torch.contiguous_format
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -30,7 +31,7 @@ class Net(nn.Module):
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
         x = self.normalize(x)
-        feeds = self.feeds(x) if self.extra else [x]
+        feeds = [x] if self.direct else self.feeds(x)
         outs = self.cut(*[f.to(x.device) for f in feeds])
         return dict(zip(self.indices, outs))
 

@@ -3,6 +3,7 @@
     10 constants_to_initializers  Constant/Identity-of-initializer -> initializers (onnx2torch #156)
     20 fold_constants             nodes computed only from initializers (Cast, Transpose, DequantizeLinear of
                                   weights, shape arithmetic on static shapes) -> initializers
+    25 inline_constant_if         an If whose condition is constant -> the nodes of the branch it takes
     30 symbolic_batch             a batch-1 export -> symbolic batch; constant Reshape shapes whose leading 1 is
                                   the batch -> 0 (copy), each rewrite checked by shape inference and onnxruntime
 """
@@ -131,6 +132,58 @@ def fold_constants(model: onnx.ModelProto) -> int:
         del g.node[:]
         g.node.extend(keep)
     return changes
+
+
+# -- control flow with a constant condition -------------------------------------------------------------------------
+def _splice_branch(g: onnx.GraphProto, node: onnx.NodeProto, branch: onnx.GraphProto, tag: str) -> list:
+    """The branch's nodes with internal tensors renamed (prefix `tag`) and its outputs renamed to the If's."""
+    rename: dict[str, str] = {}
+    for t in branch.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(t)
+        copy.name = rename[t.name] = f"{tag}/{t.name}"
+        g.initializer.append(copy)
+    produced = {o for n in branch.node for o in n.output if o}
+    outputs = {bo.name: out for bo, out in zip(branch.output, node.output)}
+    for o in produced:
+        rename[o] = outputs.get(o, f"{tag}/{o}")
+    spliced = []
+    for n in branch.node:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        c.name = f"{tag}/{n.name or n.op_type}"
+        c.input[:] = [rename.get(i, i) if i else i for i in n.input]
+        c.output[:] = [rename.get(o, o) if o else o for o in n.output]
+        spliced.append(c)
+    for bo, out in zip(branch.output, node.output):  # a branch output that no branch node makes: pass it on
+        if bo.name not in produced:
+            spliced.append(onnx.helper.make_node("Identity", [rename.get(bo.name, bo.name)], [out],
+                                                 name=f"{tag}/{out}"))
+    return spliced
+
+
+def inline_constant_if(model: onnx.ModelProto) -> int:
+    """Replace each `If` whose condition is a constant (an initializer after folding) by the branch it takes.
+
+    Exporters leave such Ifs behind (a traced `if x.shape[0] > 1:`); data-dependent ones stay and are cut off by
+    the loader (see onnx_compat.partial). Nested constant Ifs are inlined too.
+    """
+    g = model.graph
+    changes = 0
+    while True:
+        inits = {t.name: t for t in g.initializer}
+        at = next((k for k, n in enumerate(g.node) if n.op_type == "If" and n.domain in ("", "ai.onnx")
+                   and n.input and n.input[0] in inits), None)
+        if at is None:
+            return changes
+        node = g.node[at]
+        cond = bool(np.asarray(numpy_helper.to_array(inits[node.input[0]])).reshape(-1)[0])
+        branch = next(a.g for a in node.attribute if a.name == ("then_branch" if cond else "else_branch"))
+        spliced = _splice_branch(g, node, branch, f"{node.name or 'If'}#{changes}")
+        nodes = list(g.node)
+        del g.node[:]
+        g.node.extend(nodes[:at] + spliced + nodes[at + 1:])
+        changes += 1
 
 
 # -- symbolic batch -------------------------------------------------------------------------------------------------
@@ -338,4 +391,5 @@ def symbolic_batch(model: onnx.ModelProto) -> int:
 def vizcore_add_prepasses() -> list[Prepass]:
     return [Prepass("constants_to_initializers", 10, constants_to_initializers),
             Prepass("fold_constants", 20, fold_constants),
+            Prepass("inline_constant_if", 25, inline_constant_if),
             Prepass("symbolic_batch", 30, symbolic_batch)]

@@ -1,0 +1,162 @@
+"""Production input formats: does vizcore load them, match onnxruntime at batch 1 and 3, back-propagate to the
+optimized input, and render (objective rises over 8 steps)? Appends a table to bench/COVERAGE.md.
+
+    python bench/coverage_inputs.py              # prints the table
+    python bench/coverage_inputs.py --write      # and appends/replaces the "production formats: inputs" section
+
+Models: resnet18 (random weights) exported NHWC (a permute in front of the first conv, as tf2onnx writes it), the
+tiny builders of tests/test_inputs.py (NHWC by onnx.helper, 1-D [N, L, 1], rank-2 MLP, LSTM, constant and
+data-dependent If, a custom op after two convs, a text encoder with token ids optimized at its embedding output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import test_inputs as T  # noqa: E402
+from conftest import ort_run  # noqa: E402
+
+import vizcore  # noqa: E402
+
+TOLERANCE = 1e-3  # max |torch - onnxruntime| / max |onnxruntime|
+GOAL = f"parity <= {TOLERANCE:g} at batch 1 and 3, gradient finite and non-zero, 8-step render rises"
+
+
+def resnet_nhwc(path: Path) -> Path:
+    import torchvision
+
+    class NHWC(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = torchvision.models.resnet18().eval()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x.permute(0, 3, 1, 2))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(NHWC().eval(), (torch.rand(1, 64, 64, 3),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N", 1: "H", 2: "W"}})
+    return path
+
+
+def _rel(model: vizcore.Model, batch: int, size: int | None) -> float:
+    fid = model.fidelity(batch=batch, size=size, seed=batch)
+    if not fid.get("available") or fid.get("error"):
+        return float("inf")
+    x = model.probe_input(1, size) if model.source is None else None
+    scale = 1.0
+    if x is not None:
+        src = onnx.load_from_string(model.reference) if model.reference else model.path
+        ref = ort_run(src, {model.input.name: model.feeds(x)[0].numpy()}
+                      ) if len(model.inputs) == 1 else None
+        scale = max(float(np.abs(ref[0]).max()), 1e-12) if ref else 1.0
+    return fid["max_abs_diff"] / scale
+
+
+def case(name: str, path: Path, **load: object) -> dict[str, object]:
+    t0 = time.perf_counter()
+    size = load.pop("size", None)
+    try:
+        m = vizcore.load(path, size=size, **load)
+    except vizcore.errors.VizcoreError as exc:
+        return {"name": name, "result": f"refused: {exc.message[:80]}"}
+    rel1, rel3 = _rel(m, 1, size), _rel(m, 3, size)
+    target = [l for l in m.layers if l.op_type in ("Conv", "Gemm", "MatMul") and m.depends_on_input(l)][-1]
+    x = m.probe_input(1, size).requires_grad_(True)
+    m.cut_at([target])(*m.feeds(x))[0].sum().backward()
+    grad = bool(torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        best = None
+        for ch in range(min(3, target.channels or 1)):
+            r = vizcore.render(m, f"{target.name}:{ch}", steps=8, size=size, device="cpu", transforms="none",
+                               record_every=1)
+            rise = r.traces[0][-1] - r.traces[0][0]
+            best = rise if best is None else max(best, rise)
+    ok = rel1 <= TOLERANCE and rel3 <= TOLERANCE and grad and best > 0
+    return {"name": name, "layout": m.layout.name if m.layout else "-", "shape": list(m.input_shape(1, size)),
+            "rel1": rel1, "rel3": rel3, "grad": grad, "rise": best, "layers": len(m.layers),
+            "unreachable": len(m.unreachable), "result": "ok" if ok else "FAIL",
+            "seconds": time.perf_counter() - t0}
+
+
+def cases(tmp: Path) -> list[dict[str, object]]:
+    def save(model: onnx.ModelProto, name: str) -> Path:
+        p = tmp / name
+        onnx.save(model, str(p))
+        return p
+
+    text = tmp / "text.onnx"
+    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(T.TextEncoder().eval(), (ids, mask), str(text), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["y"],
+                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
+    return [
+        case("resnet18 NHWC (torch permute, symbolic H, W)", resnet_nhwc(tmp / "r18.onnx"), size=64),
+        case("NHWC, tf-like Transpose in front of Conv", save(T.nhwc_model(), "nhwc.onnx")),
+        case("NHWC fixed non-square 12x20", save(T.nhwc_model(batch=1, h=12, w=20), "wide.onnx")),
+        case("1-D [N, L, 1] conv net", T._export(T.Signal(), tmp / "sig.onnx", (1, 40, 1), {0: "N", 1: "L"})),
+        case("rank-2 (N, F) MLP", T._export(T.MLP(), tmp / "mlp.onnx", (1, 16), {0: "N"})),
+        case("emb [1, S, 'hidden'] (hidden from weights)", save(T.emb_model(), "emb.onnx"), size=10),
+        case("LSTM, outputs Y_h, conv, Y", save(T.lstm_model(), "lstm.onnx"), size=12),
+        case("If, constant condition (inlined)", save(T.if_model(True), "ifc.onnx")),
+        case("If, data-dependent (cut in front)", save(T.if_model(False), "ifd.onnx")),
+        case("custom op after two convs (cut in front)", save(T.custom_after_convs(), "custom.onnx"), size=16),
+        case("text encoder, int64 ids, input = embedding output", text, input=T._gather_output(text), size=10),
+    ]
+
+
+def table(rows: list[dict[str, object]], seconds: float) -> str:
+    lines = ["## production formats: inputs", "",
+             f"Generated by `python bench/coverage_inputs.py --write` in {seconds:.0f} s on this machine. "
+             f"Goal per row: {GOAL}. REL = max |torch - ort| / max |ort| (the optimized input's model; for the "
+             "text encoder and multi-input models the absolute difference). `cut` = nodes left out in front of an "
+             "op without a converter.", "",
+             "| model | layout | natural input | REL1 / REL3 | grad ≠ 0 | render rise | layers (cut) | result |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "rel1" not in r:
+            lines.append(f"| {r['name']} | - | - | - | - | - | - | {r['result']} |")
+            continue
+        lines.append(f"| {r['name']} | {r['layout']} | {'x'.join(map(str, r['shape']))} | {r['rel1']:.0e} / "
+                     f"{r['rel3']:.0e} | {'yes' if r['grad'] else 'no'} | {r['rise']:+.3f} | {r['layers']} "
+                     f"({r['unreachable']}) | {r['result']} |")
+    ok = sum(r["result"] == "ok" for r in rows)
+    lines += ["", f"{ok}/{len(rows)} ok (goal: all)", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true", help="append the table to bench/COVERAGE.md")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        rows = cases(Path(d))
+    text = table(rows, time.perf_counter() - t0)
+    print(text)
+    if args.write:
+        path = ROOT / "bench" / "COVERAGE.md"
+        old = path.read_text(encoding="utf-8")
+        head = old.split("## production formats: inputs")[0].rstrip() + "\n\n"
+        path.write_text(head + text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

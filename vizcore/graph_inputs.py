@@ -1,0 +1,186 @@
+"""Graph inputs before conversion: user-given shapes, symbolic dims inferred from the weights that consume them,
+and the probe length of 1-D models (from their receptive field, never a 224-pixel guess)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from torch import fx
+
+from .errors import ModelLoadError, OptionError, closest
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """'NAME=1,3,224,224' (the --input-shape flag) -> (name, dims)."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d <= 0 for d in shape):
+        raise OptionError(f"cannot read input shape {text!r}", "write NAME=1,3,224,224")
+    return name, shape
+
+
+def read_feed(text: str) -> tuple[str, np.ndarray]:
+    """'NAME=FILE.npy' (the --feed flag) -> (name, array); OptionError for a missing or unreadable file."""
+    name, sep, file = text.partition("=")
+    if not sep or not name or not file:
+        raise OptionError(f"cannot read feed {text!r}", "write NAME=FILE.npy")
+    try:
+        return name, np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise OptionError(f"cannot read {file!r} for input {name!r}: {exc}", "give a .npy file (numpy.save)") from exc
+
+
+def _free(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {t.name for t in proto.graph.initializer}
+    return [vi for vi in proto.graph.input if vi.name not in inits]
+
+
+def apply_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> int:
+    """Set the dims of the named graph inputs (symbolic or not) to the given values; returns the inputs changed."""
+    free = {vi.name: vi for vi in _free(proto)}
+    for name, dims in shapes.items():
+        vi = free.get(name)
+        if vi is None:
+            hint = closest(name, free)
+            raise OptionError(f"the model has no input named {name!r}; inputs: {', '.join(free)}",
+                              f"did you mean {hint[0]!r}?" if hint else "see `vizcore inspect MODEL`")
+        have = vi.type.tensor_type.shape.dim
+        if len(have) != len(dims):
+            raise OptionError(f"input {name!r} has {len(have)} dims but the shape given has {len(dims)}",
+                              "give one value per dimension")
+        for d, v in zip(have, dims):
+            d.Clear()
+            d.dim_value = int(v)
+    return len(shapes)
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int = 0) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def _consumer_dims(node: onnx.NodeProto, slot: int, rank: int, inits: dict[str, np.ndarray]) -> dict[int, int]:
+    """What a consuming node's constant weights say about the dims of its input at `slot` (rank `rank`)."""
+    def w(i: int) -> np.ndarray | None:
+        return inits.get(node.input[i]) if len(node.input) > i else None
+
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose") and slot == 0 and w(1) is not None and rank >= 3:
+        weight = w(1)
+        c = weight.shape[1] * _attr(node, "group", 1) if op == "Conv" else weight.shape[0]
+        return {1: int(c)}
+    if op == "MatMul" and slot == 0 and w(1) is not None and w(1).ndim >= 2:
+        return {rank - 1: int(w(1).shape[-2])}
+    if op == "Gemm" and slot == 0 and w(1) is not None and rank == 2:
+        return {1: int(w(1).shape[1] if _attr(node, "transB") else w(1).shape[0])}
+    if op == "LayerNormalization" and slot == 0 and w(1) is not None:
+        scale = w(1)
+        return {rank - scale.ndim + i: int(s) for i, s in enumerate(scale.shape)}
+    return {}
+
+
+def infer_dims(proto: onnx.ModelProto) -> dict[str, dict[int, int]]:
+    """Fill symbolic non-batch dims of the graph inputs from the weights of the nodes that consume them.
+
+    One consistent value is taken; two consumers that disagree raise ModelLoadError. Returns {input: {axis: value}}.
+    """
+    g = proto.graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer
+             if any(t.name in n.input[1:] for n in g.node if n.op_type in
+                    ("Conv", "ConvTranspose", "MatMul", "Gemm", "LayerNormalization"))}
+    found: dict[str, dict[int, int]] = {}
+    for vi in _free(proto):
+        dims = vi.type.tensor_type.shape.dim
+        open_axes = [i for i, d in enumerate(dims) if i > 0 and not d.HasField("dim_value")]
+        if not open_axes:
+            continue
+        seen: dict[int, int] = {}
+        for node in g.node:
+            for slot, name in enumerate(node.input):
+                if name != vi.name:
+                    continue
+                for axis, value in _consumer_dims(node, slot, len(dims), inits).items():
+                    if axis in open_axes and seen.setdefault(axis, value) != value:
+                        raise ModelLoadError(f"input {vi.name!r}: dimension {axis} is symbolic and its consumers "
+                                             f"disagree about its size ({seen[axis]} vs {value})",
+                                             f"give it with --input-shape {vi.name}=...")
+        for axis, value in seen.items():
+            dims[axis].Clear()
+            dims[axis].dim_value = value
+        if seen:
+            found[vi.name] = seen
+    return found
+
+
+def receptive_length(proto: onnx.ModelProto, minimum: int = 32) -> int:
+    """A probe length for a 1-D model: twice the receptive field of its Conv/pool chain (at least `minimum`),
+    rounded up to a multiple of 8 (so strided layers keep whole positions)."""
+    inits = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    rf, jump = 1, 1
+    for node in proto.graph.node:
+        if node.op_type not in ("Conv", "MaxPool", "AveragePool", "LpPool", "ConvTranspose"):
+            continue
+        kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), None)
+        if kernel is None and len(node.input) > 1 and node.input[1] in inits:
+            kernel = list(inits[node.input[1]][2:])
+        if not kernel or len(kernel) != 1:
+            continue
+        dilation = next((a.ints[0] for a in node.attribute if a.name == "dilations" and a.ints), 1)
+        stride = next((a.ints[0] for a in node.attribute if a.name == "strides" and a.ints), 1)
+        rf += (kernel[0] - 1) * dilation * jump
+        jump *= stride
+    length = max(minimum, 2 * rf)
+    return -(-length // 8) * 8
+
+
+# -- an inner tensor as the optimized input (text models: the embedding output) ------------------------------------
+def token_inputs(proto: onnx.ModelProto) -> dict[str, int]:
+    """Integer graph inputs used as Gather indices into a constant table: {input name: table rows (vocabulary)}."""
+    inits = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    free = {vi.name for vi in _free(proto)}
+    found: dict[str, int] = {}
+    for n in proto.graph.node:
+        if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] in free and n.input[0] in inits:
+            axis = _attr(n, "axis", 0)
+            found[n.input[1]] = int(inits[n.input[0]][axis])
+    return found
+
+
+def tap(gm: fx.GraphModule, node_name: str) -> fx.GraphModule:
+    """A module (sharing `gm`'s weights) with `gm`'s inputs that returns the value of fx node `node_name`."""
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for n in gm.graph.nodes:
+        if n.op == "output":
+            break
+        env[n] = g.node_copy(n, lambda a: env[a])
+        if n.name == node_name:
+            break
+    g.output(env[next(n for n in gm.graph.nodes if n.name == node_name)])
+    sub = fx.GraphModule(gm, g)
+    sub.graph.eliminate_dead_code()
+    sub.recompile()
+    return sub
+
+
+def rewire(gm: fx.GraphModule, node_name: str) -> None:
+    """Make fx node `node_name`'s value a new last placeholder of `gm` (in place): what feeds it becomes dead code."""
+    nodes = list(gm.graph.nodes)
+    target = next((n for n in nodes if n.name == node_name), None)
+    if target is None:
+        raise OptionError(f"tensor node {node_name!r} is not in the converted graph", "pick another --input-node")
+    last = [n for n in nodes if n.op == "placeholder"][-1]
+    with gm.graph.inserting_after(last):
+        p = gm.graph.placeholder("vizcore_input")
+    target.replace_all_uses_with(p)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
