@@ -1,6 +1,6 @@
 """`vizcore report`: layer choice, content-addressed cache, escaping of untrusted names, pages and manifest.
 
-The tiny model and the fake renderer here are shared with test_report_browser.py.
+The tiny model and the fake renderer here are shared with test_atlas_browser.py.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch
 
 import vizcore
 from vizcore.atlas import UnitCache, UnitSpec, auto_layers, build_report, load_labels, trace_svg
+from vizcore.atlas.health import check_keys
+from vizcore.health import CheckReport, Failure, LayerReport
 from vizcore.errors import LayerNotFoundError, OptionError, OutputError
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -103,11 +105,15 @@ def parse(path: Path) -> Tags:
     return t
 
 
-def test_auto_layers_spread_through_depth(model: vizcore.Model) -> None:
+def test_auto_layers_are_convolutions_before_their_activation(model: vizcore.Model) -> None:
     picked = auto_layers(model, count=2)
-    relus = [ly for ly in model.layers if ly.op_type == "Relu"]
-    assert [ly.name for ly in picked] == [relus[0].name, relus[-1].name]  # activation after each conv, first + last
+    convs = [ly for ly in model.layers if ly.op_type == "Conv"]
+    assert [ly.name for ly in picked] == [convs[0].name, convs[-1].name]  # first and last, before the ReLU
     assert len(auto_layers(model, count=6)) == 3  # no more than there are
+    # the check is asked about the activations after them, as its default layers are
+    relus = [ly for ly in model.layers if ly.op_type == "Relu"]
+    assert check_keys(model, picked) == [relus[0].name, relus[-1].name]
+    assert check_keys(model, [relus[1]]) == [relus[1].name]
 
 
 def test_report_pages_units_and_hostile_names(model: vizcore.Model, tmp_path: Path) -> None:
@@ -223,9 +229,10 @@ def test_health_marks_dead_and_duplicate_units(model: vizcore.Model, tmp_path: P
     man = json.loads((index.parent / "manifest.json").read_text())
     flags = {u["channel"]: u["flags"] for u in man["units"]}
     assert flags[1] == ["dead"] and flags[0] == ["≈ ch 3 (rot90, 0.98)"] and flags[3] == ["≈ ch 0 (rot90, 0.98)"]
-    assert flags[2] == ["not driven"]
+    assert flags[2] == []  # its render stayed at 0, but the check covers the layer and found it alive: one verdict
     front = index.read_text(encoding="utf-8")
     assert "failed" in front and "too many dead units" in front and "2 dead" in front
+    assert "do not record which probes" in front  # a stored check.json without notes says so
     page = (index.parent / f"layer-{model.layer(HOSTILE).index}.html").read_text(encoding="utf-8")
     assert page.count('class="unit is-dead"') == 1 and page.count("is-dup") == 2
     # results of another model are refused before anything renders
@@ -233,6 +240,39 @@ def test_health_marks_dead_and_duplicate_units(model: vizcore.Model, tmp_path: P
     with pytest.raises(OptionError, match="another model"):
         build_report(model, tmp_path / "r2", layers=[HOSTILE], renderer=FakeRenderer(), health=path)
     assert not (tmp_path / "r2").exists()
+
+
+def _report(model: vizcore.Model, layer: str, dead: list[int], notes: list[str]) -> CheckReport:
+    lay = model.layer(layer)
+    rep = LayerReport(name=lay.name, channels=int(lay.channels or 0), dead=dead, index=lay.index)
+    fails = [Failure("dead", lay.name, f"{len(dead)} dead")] if dead else []
+    return CheckReport(model={"sha256": model.sha256}, layers=[rep], fidelity={}, failures=fails, notes=notes)
+
+
+def test_one_verdict_per_unit_attached_through_the_activation(model: vizcore.Model, tmp_path: Path) -> None:
+    """The check measured the ReLU; the atlas shows the Conv before it: the verdicts are the Conv's channels', the
+    panel counts exactly the units marked, and the page says which probes the verdicts rest on."""
+    conv = next(ly for ly in model.layers if ly.op_type == "Conv")
+    notes = ["probes: 12 noise at 32x32", "scikit-image is not installed: probes use noise (and --images) only",
+             "thresholds from /home/someone/secret/pyproject.toml"]
+    check = _report(model, HOSTILE, [0, 2], notes)
+    index = build_report(model, tmp_path / "r", layers=[conv.index], units_per_layer=6, renderer=FakeRenderer(),
+                         fidelity=False, health=check)
+    man = json.loads((index.parent / "manifest.json").read_text())
+    marked = sorted(u["channel"] for u in man["units"] if "dead" in u["flags"])
+    assert marked == [0, 2]
+    assert not any("not driven" in u["flags"] for u in man["units"])  # the check is the judge, not the render
+    front = index.read_text(encoding="utf-8")
+    assert "<strong>2</strong> dead" in front
+    assert "noise only" in front and "probes: 12 noise at 32x32" in front
+    assert "secret" not in front and "thresholds from pyproject.toml" in front
+    page = (index.parent / f"layer-{conv.index}.html").read_text(encoding="utf-8")
+    assert "verdicts measured after the activation" in page and "&lt;img src=x" in page
+    # without a check the render's own value speaks (channel 2 of the fake stays at 0)
+    index = build_report(model, tmp_path / "r2", layers=[conv.index], units_per_layer=3, renderer=FakeRenderer(),
+                         fidelity=False, health=None)
+    man = json.loads((index.parent / "manifest.json").read_text())
+    assert [u["flags"] for u in man["units"]] == [[], [], ["not driven"]]
 
 
 def test_no_network_references(model: vizcore.Model, tmp_path: Path) -> None:
