@@ -6,7 +6,10 @@ The tiny model and the fake renderer here are shared with test_atlas_browser.py.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import stat
 import types
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,8 +23,8 @@ import torch
 import vizcore
 from vizcore.atlas import UnitCache, UnitSpec, auto_layers, build_report, load_labels, trace_svg
 from vizcore.atlas.health import check_keys
-from vizcore.health import CheckReport, Failure, LayerReport
 from vizcore.errors import LayerNotFoundError, OptionError, OutputError
+from vizcore.health import CheckReport, Failure, LayerReport
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 TRAVERSAL = "../../etc"
@@ -334,3 +337,99 @@ def test_cli_report_with_the_real_engine(tmp_path: Path) -> None:
     img = Image.open(out / man["units"][0]["file"])
     assert img.size == (32, 32)
     assert main(["report", str(path), "--out", str(out)]) == 2  # nothing asked for
+
+
+# -- hardening -------------------------------------------------------------------------------------------------------
+def test_never_writes_through_a_link_out_of_the_report(model: vizcore.Model, tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "r", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "0.png").write_bytes(b"precious")
+    build_report(model, out, layers=[HOSTILE, TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(),
+                 fidelity=False)
+    layer_dir = out / f"img/layer-{model.layer(HOSTILE).index}"
+    for p in layer_dir.iterdir():
+        p.unlink()
+    layer_dir.rmdir()
+    layer_dir.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OutputError, match="link") as err:
+        build_report(model, out, layers=[HOSTILE, TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(),
+                     fidelity=False)
+    assert "\n" not in str(err.value)
+    assert (elsewhere / "0.png").read_bytes() == b"precious" and sorted(os.listdir(elsewhere)) == ["0.png"]
+    # a smaller report cleans up what it no longer shows, but never through the link
+    build_report(model, out, layers=[TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(), fidelity=False)
+    assert (elsewhere / "0.png").read_bytes() == b"precious"
+    # the cache and the pages are guarded too
+    cache = out / ".cache"
+    shutil.move(cache, tmp_path / "moved-cache")
+    cache.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OutputError, match="link"):
+        build_report(model, out, layers=[TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(),
+                     fidelity=False, force=True)
+    assert sorted(os.listdir(elsewhere)) == ["0.png"]
+    cache.unlink()
+    shutil.move(tmp_path / "moved-cache", cache)
+    (out / "index.html").unlink()
+    (out / "index.html").symlink_to(elsewhere / "0.png")
+    with pytest.raises(OutputError, match="link"):
+        build_report(model, out, layers=[TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(),
+                     fidelity=False)
+    assert (elsewhere / "0.png").read_bytes() == b"precious"
+
+
+def test_bad_labels_fail_before_any_work(model: vizcore.Model, tmp_path: Path) -> None:
+    fake = FakeRenderer()
+    with pytest.raises(OptionError, match="larger than"):
+        build_report(model, tmp_path / "r", classes="1", labels="/dev/zero", renderer=fake, fidelity=False)
+    (tmp_path / "bin.txt").write_bytes(b"cat\x00\xff\xfe")
+    with pytest.raises(OptionError, match="not UTF-8|not text"):
+        build_report(model, tmp_path / "r", classes="1", labels=tmp_path / "bin.txt", renderer=fake, fidelity=False)
+    assert fake.units == 0 and not (tmp_path / "r").exists()
+    from vizcore.cli import main
+
+    assert main(["report", str(model.path), "--out", str(tmp_path / "r"), "--classes", "1",
+                 "--labels", "/dev/zero"]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+class Interrupting(FakeRenderer):
+    """A FakeRenderer that raises KeyboardInterrupt (Ctrl-C) once it has rendered `after` units."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def __call__(self, model: Any, targets: list[Any], **kw: Any) -> Any:
+        if self.units >= self.after:
+            raise KeyboardInterrupt
+        return super().__call__(model, targets, **kw)
+
+
+def test_ctrl_c_keeps_what_was_rendered_and_the_next_run_resumes(model: vizcore.Model, tmp_path: Path) -> None:
+    out, args = tmp_path / "r", {"layers": [HOSTILE, TRAVERSAL], "units_per_layer": 3, "steps": 8, "size": 32,
+                                 "classes": "0,1", "fidelity": False}
+    stub = Interrupting(after=3)
+    with pytest.raises(KeyboardInterrupt):
+        build_report(model, out, renderer=stub, **args)
+    assert stub.units == 3
+    assert len(list((out / ".cache").glob("*.png"))) == 3 == len(list((out / ".cache").glob("*.json")))
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    fake = FakeRenderer()
+    build_report(model, out, renderer=fake, **args)
+    assert fake.units == 3 + 2  # the second layer and the classes only
+    assert [t.channel for t in fake.calls[0]] == [0, 1, 2] and len(fake.calls) == 2
+    man = json.loads((out / "manifest.json").read_text())
+    assert len(man["units"]) == 8 and all((out / u["file"]).is_file() for u in man["units"])
+
+
+def test_every_file_is_written_through_the_files_helpers(model: vizcore.Model, tmp_path: Path) -> None:
+    """Pages, manifest, assets, cache and the images copied from the cache all have the mode files.py gives."""
+    from vizcore.files import atomic_write_bytes
+
+    mode = stat.S_IMODE(atomic_write_bytes(tmp_path / "probe", b"x").stat().st_mode)
+    index = build_report(model, tmp_path / "r", layers=[HOSTILE], units_per_layer=2, classes="1",
+                         renderer=FakeRenderer(), fidelity=False)
+    files = [p for p in index.parent.rglob("*") if p.is_file()]
+    assert len(files) > 8
+    assert {p.relative_to(index.parent).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
+        p.relative_to(index.parent).as_posix(): oct(mode) for p in files}
