@@ -14,6 +14,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from tiny import TinyBNCNN  # tests/tiny.py: the one module of tiny test models
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,27 +22,10 @@ MODELS = ROOT / "models"
 MOBILENET = MODELS / "mobilenet_v2.onnx"
 
 
-class TinyCNN(nn.Module):
-    """conv-relu-pool-conv-relu-gap-linear on 3x32x32: small, but with every layer kind a CNN export has."""
-
-    def __init__(self, classes: int = 5) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.pool = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.fc = nn.Linear(16, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
-        x = torch.relu(self.conv2(x))
-        return self.fc(x.mean(dim=(2, 3)))
-
-
-def seeded_cnn(seed: int = 0) -> TinyCNN:
-    """A TinyCNN with seeded weights and non-trivial BatchNorm statistics, in eval mode."""
+def seeded_cnn(seed: int = 0) -> TinyBNCNN:
+    """A TinyBNCNN with seeded weights and non-trivial BatchNorm statistics, in eval mode."""
     torch.manual_seed(seed)
-    model = TinyCNN().eval()
+    model = TinyBNCNN().eval()
     with torch.no_grad():
         model.bn1.running_mean.uniform_(-0.5, 0.5)
         model.bn1.running_var.uniform_(0.5, 1.5)
@@ -72,7 +56,7 @@ def export_torch(model: nn.Module, path: Path, *, dynamo: bool = False, shape: S
 
 @pytest.fixture
 def cnn_onnx(tmp_path: Path) -> Callable[..., Path]:
-    """Factory: export a seeded TinyCNN into tmp_path; keyword arguments as `export_torch`."""
+    """Factory: export a seeded TinyBNCNN into tmp_path; keyword arguments as `export_torch`."""
 
     def make(name: str = "cnn.onnx", **kwargs: object) -> Path:
         return export_torch(seeded_cnn(), tmp_path / name, **kwargs)

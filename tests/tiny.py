@@ -28,6 +28,23 @@ class TinyCNN(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class TinyBNCNN(nn.Module):
+    """conv-relu-pool-conv-relu-gap-linear on 3x32x32: small, but with every layer kind a CNN export has."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
 class TinySignal(nn.Module):
     """A 1-D model: conv1d(2->4) relu conv1d(4->6) on (N, 2, L) signals."""
 
