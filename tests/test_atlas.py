@@ -23,6 +23,7 @@ import torch
 import vizcore
 from vizcore.atlas import UnitCache, UnitSpec, auto_layers, build_report, load_labels, trace_svg
 from vizcore.atlas.health import check_keys
+from vizcore.atlas.select import unit_specs
 from vizcore.errors import LayerNotFoundError, OptionError, OutputError
 from vizcore.health import CheckReport, Failure, LayerReport
 
@@ -117,6 +118,11 @@ def test_auto_layers_are_convolutions_before_their_activation(model: vizcore.Mod
     relus = [ly for ly in model.layers if ly.op_type == "Relu"]
     assert check_keys(model, picked) == [relus[0].name, relus[-1].name]
     assert check_keys(model, [relus[1]]) == [relus[1].name]
+    # first-layer filters (a conv of the input, up to its ReLU) are rendered as neurons at the centre, deeper units
+    # as whole channels: a linear filter's channel mean only sees the image's mean colour
+    specs = unit_specs(model, [convs[0], relus[0], convs[1]], 2, [])
+    assert [s.kind for s in specs] == ["neuron"] * 4 + ["channel"] * 2
+    assert [type(s.objective()).__name__ for s in specs] == ["Neuron"] * 4 + ["Channel"] * 2
 
 
 def test_report_pages_units_and_hostile_names(model: vizcore.Model, tmp_path: Path) -> None:

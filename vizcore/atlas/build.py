@@ -122,7 +122,7 @@ def _collect(out: Path, cache: UnitCache, plan: Plan, keys: list[str],
         keep.add(spec.file)
         rec = UnitRecord.from_cache(spec, key, stored, uid=f"u{i}",
                                     label=plan.names.get(spec.channel, "") if spec.kind == "class" else "")
-        layer_health = judged.of(spec.layer) if judged and spec.kind == "channel" else None
+        layer_health = judged.of(spec.layer) if judged and spec.kind != "class" else None
         rec.flags = atlas_health.unit_flags(rec.value, spec.channel, layer_health)
         records.append(rec)
     return records, keep

@@ -23,7 +23,7 @@ CACHE_VERSION = 1
 class UnitSpec:
     """One unit the report shows: a channel of a layer, or a class logit. Identified by numbers only."""
 
-    kind: str  # "channel" | "class"
+    kind: str  # "channel" (its mean), "neuron" (the channel at the centre) or "class"
     layer: Layer
     channel: int
 
@@ -41,9 +41,11 @@ class UnitSpec:
 
     def objective(self) -> Any:
         """The objective `vizcore.render` optimizes for this unit."""
-        from ..objectives import Channel, ClassLogit
+        from ..objectives import Channel, ClassLogit, Neuron
 
-        return ClassLogit(self.channel) if self.kind == "class" else Channel(self.layer, self.channel)
+        if self.kind == "class":
+            return ClassLogit(self.channel)
+        return Neuron(self.layer, self.channel) if self.kind == "neuron" else Channel(self.layer, self.channel)
 
 
 @dataclass

@@ -95,7 +95,7 @@ def trace_svg(trace: Sequence[float], width: int = 360, height: int = 140) -> di
 def _sections(a: Atlas) -> list[dict[str, Any]]:
     by_layer: dict[int, list[UnitRecord]] = {}
     for r in a.records:
-        if r.spec.kind == "channel":
+        if r.spec.kind != "class":
             by_layer.setdefault(r.spec.layer.index, []).append(r)
     out = []
     for layer in a.chosen:

@@ -6,6 +6,11 @@ that follows them. A bounded activation (ReLU6, as in MobileNetV2's `features.0.
 maximizes it is a flat colour field, and a ReLU hides how a unit answers what it dislikes; the linear response of the
 convolution shows what the filter detects (edges and colours in the first layer). The health verdicts, measured after
 the activation, attach to the same channels (`atlas.health`).
+
+A first-layer unit (a convolution of the input itself, through elementwise ops only) is a linear filter of a few
+pixels: the mean of its channel depends only on the image's mean colour, so maximizing it gives a flat colour field
+whatever the filter. Its units are rendered as neurons (the channel at the centre position), which shows the filter's
+edge or colour pattern; deeper units are rendered as whole channels.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from ..analysis.layers import CheckedLayer, default_layers
 from ..errors import OptionError
 from ..model import Layer, Model
 from .cache import UnitSpec
+
+#: Ops that carry pixels to a first-layer convolution without mixing positions (input normalization, casts).
+ELEMENTWISE_OPS = frozenset({"Sub", "Div", "Mul", "Add", "Cast", "Identity", "Transpose", "Clip"})
 
 #: `--auto`: how many layers, units per layer, steps and image size; measured to finish in minutes on 2 CPU cores.
 AUTO_LAYERS = 6
@@ -101,9 +109,33 @@ def parse_classes(text: str | Iterable[int] | None) -> list[int]:
     return list(dict.fromkeys(int(c) for c in text))
 
 
+def reads_input(model: Model, conv: Layer) -> bool:
+    """Whether a convolution sees the model's input directly (through elementwise ops only)."""
+    inputs = {t.name for t in model.inputs}
+    by_output = {ly.output: ly for ly in model.layers}
+    name = conv.inputs[0] if conv.inputs else ""
+    for _ in range(8):
+        if name in inputs:
+            return True
+        ly = by_output.get(name)
+        if ly is None or ly.op_type not in ELEMENTWISE_OPS or not ly.inputs:
+            return False
+        name = ly.inputs[0]
+    return False
+
+
+def first_layers(model: Model) -> set[int]:
+    """Indices of the layers whose units are first-layer filters: a convolution of the input, up to its activation."""
+    return {ly.index for c in default_layers(model) if c.conv is not None and reads_input(model, c.conv)
+            for ly in chain(model, c)}
+
+
 def unit_specs(model: Model, chosen: list[Layer], n_units: int, class_ids: list[int]) -> list[UnitSpec]:
-    """The first `n_units` channels of each chosen layer, then the chosen class logits (range-checked)."""
-    specs = [UnitSpec("channel", layer, c) for layer in chosen for c in range(min(n_units, layer.channels or 0))]
+    """The first `n_units` channels of each chosen layer (first-layer filters as neurons, module docstring), then the
+    chosen class logits (range-checked)."""
+    first = first_layers(model) if chosen else set()
+    specs = [UnitSpec("neuron" if layer.index in first else "channel", layer, c)
+             for layer in chosen for c in range(min(n_units, layer.channels or 0))]
     if class_ids:
         logits = model.logits_layer()
         n = logits.channels
