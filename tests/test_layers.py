@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vizcore._version", "vizcore.errors", "vizcore.files", "vizcore.text", "vizcore.images"),
     ("vizcore.lifecycle", "vizcore.result", "vizcore.onnx_compat.__init__", "vizcore.hookspecs"),
     ("vizcore.onnx_compat", "vizcore.model", "vizcore.preprocess", "vizcore.objectives", "vizcore.params",
-     "vizcore.transforms", "vizcore.regularizers", "vizcore.layouts", "vizcore.inputs"),
+     "vizcore.transforms", "vizcore.regularizers", "vizcore.layouts", "vizcore.inputs", "vizcore.proto_check"),
     ("vizcore.targets", "vizcore.engine"),
     ("vizcore.exporters", "vizcore.analysis"),
     ("vizcore.plugins",),

@@ -18,7 +18,7 @@ RNG = np.random.default_rng(0)
 def test_builtin_prepasses_registered_in_order():
     passes = sorted((p for p, _ in get_manager().registry("prepasses").values()), key=lambda p: p.order)
     names = [p.name for p in passes]
-    assert names[:3] == ["constants_to_initializers", "fold_constants", "symbolic_batch"]
+    assert names[:4] == ["half_to_float", "constants_to_initializers", "fold_constants", "symbolic_batch"]
 
 
 def test_constants_to_initializers():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 
 from .errors import OutputError
@@ -28,12 +30,31 @@ def inside(base: Path, rel: str) -> Path:
     return p
 
 
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new temporary file next to `path`, with the mode a plain `open(path, "w")` would give: 0666 less the
+    umask (applied by the kernel, no umask juggling), or the mode of the file it replaces. mkstemp's 0600 is not."""
+    try:
+        keep = stat.S_IMODE(os.stat(path).st_mode) if path.is_file() else None
+    except OSError:
+        keep = None
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name[:200]}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        if keep is not None:
+            os.fchmod(fd, keep)
+        return fd, tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same folder and a rename: never a half file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _create_temp(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

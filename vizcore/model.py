@@ -6,7 +6,6 @@ Nothing downstream touches ONNX protos: the engine, checks and reports see `Mode
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import os
 import warnings
@@ -22,14 +21,21 @@ import torch
 from onnx import TensorProto
 from torch import fx
 
-from .errors import LayerNotFoundError, ModelLoadError, UnsupportedOpError, closest
+from . import proto_check
+from .errors import LayerNotFoundError, ModelLoadError, OptionError, UnsupportedOpError, VizcoreError, closest
+from .inputs import contained, read_regular, require_readable
 from .onnx_compat import Converter, Prepass, registry
+from .text import printable
 
 #: Op types shown by default in `vizcore inspect`: the nodes people visualize.
 VISUAL_OPS = frozenset({
     "Conv", "ConvTranspose", "Gemm", "MatMul", "Relu", "Clip", "PRelu", "LeakyRelu", "Elu", "Selu", "Sigmoid",
     "HardSigmoid", "HardSwish", "Gelu", "Tanh", "Softplus", "Mish", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "Concat", "Add", "Softmax", "BatchNormalization", "LayerNormalization", "Flatten",
+    # quantized and onnxruntime-fused forms of the same layers
+    "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearConcat",
+    "QLinearGlobalAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "FusedConv", "FusedGemm", "FastGelu",
+    "BiasGelu", "QuickGelu", "SkipLayerNormalization",
 })
 ACTIVATION_OPS = frozenset({
     "Relu", "Clip", "PRelu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu", "Tanh",
@@ -38,6 +44,8 @@ ACTIVATION_OPS = frozenset({
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.DOUBLE: "float64",
                TensorProto.BFLOAT16: "bfloat16"}
 DEFAULT_SPATIAL = 224
+#: Largest probe input (elements) that load/inspect will build: 64 Mi floats (256 MiB), e.g. 3 x 4096 x 5461.
+MAX_PROBE_ELEMENTS = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,8 @@ class Model:
         fixed = self.fixed_size
         spatial = len(shape) - 2
         if size is None:
-            hw = list(fixed) if fixed else [int(self.metadata.get("vizcore.size", DEFAULT_SPATIAL))] * spatial
+            meta = proto_check.metadata_size(self.metadata.get("vizcore.size"))[0]
+            hw = list(fixed) if fixed else [meta or DEFAULT_SPATIAL] * spatial
         elif isinstance(size, int):
             hw = [size] * spatial
         else:
@@ -276,7 +285,7 @@ class Model:
         so.log_severity_level = 3
         try:
             sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-            arrays = {t.name: f.cpu().numpy() for t, f in zip(self.inputs, feeds)}
+            arrays = _as_session_types(sess, {t.name: f.cpu().numpy() for t, f in zip(self.inputs, feeds)})
             try:
                 ref = sess.run(None, arrays)
             except Exception:
@@ -314,6 +323,13 @@ class Model:
                 "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses]}
 
 
+def _as_session_types(sess: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feeds cast to the element types the onnxruntime session declares (an fp16 file that vizcore runs in
+    float32 still wants float16 inputs)."""
+    want = {i.name: i.type for i in sess.get_inputs()}
+    return {k: v.astype(np.float16) if want.get(k) == "tensor(float16)" else v for k, v in arrays.items()}
+
+
 def _first(x: Any) -> Any:
     return x[0] if isinstance(x, (tuple, list)) else x
 
@@ -337,14 +353,8 @@ def _zeros_for(t: TensorInfo, batch: int) -> torch.Tensor:
 
 # -- loading -----------------------------------------------------------------------------------------------------
 def _read(path: Path) -> tuple[onnx.ModelProto, bytes]:
-    if not path.exists():
-        raise ModelLoadError(f"model file not found: {path}", "check the path")
-    if path.is_dir():
-        raise ModelLoadError(f"{path} is a folder, not an ONNX file", "pass the .onnx file inside it")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from exc
+    require_readable(path, "model file")  # not a FIFO, a device or a folder: checked before any read
+    data = read_regular(path)
     if not data:
         raise ModelLoadError(f"{path} is empty", "re-export the model")
     try:
@@ -355,31 +365,20 @@ def _read(path: Path) -> tuple[onnx.ModelProto, bytes]:
                              "is the file truncated, or a different format?") from exc
     if not proto.graph.node and not proto.graph.input:
         raise ModelLoadError(f"{path} is not an ONNX model (no graph in it)", "is it a different format?")
+    proto_check.repair_text(proto)  # invalid UTF-8 names come back as bytes: make them \xNN text
     return proto, data
 
 
-def _tensors_with_external_data(proto: onnx.ModelProto) -> Iterable[TensorProto]:
-    from onnx.external_data_helper import _get_all_tensors
-
-    for t in _get_all_tensors(proto):
-        if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL:
-            yield t
-
-
 def _load_external(proto: onnx.ModelProto, path: Path) -> None:
+    """Read every external-data reference (initializers, sparse tensors, attributes, subgraphs) after checking
+    that it stays inside the model's folder."""
     base = path.parent.resolve()
     from onnx.external_data_helper import load_external_data_for_tensor
 
-    for t in _tensors_with_external_data(proto):
+    for owner, t in proto_check.external_tensors(proto):
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
-        target = (base / loc).resolve()
-        if os.path.isabs(loc) or (target != base and base not in target.parents):
-            raise ModelLoadError(f"{path.name}: tensor {t.name!r} points at external data {loc!r} outside the "
-                                 f"model's folder; refusing to read it", "keep the .data file next to the model")
-        if not target.is_file():
-            raise ModelLoadError(f"{path.name}: external data file {loc!r} is missing (needed by tensor {t.name!r})",
-                                 f"put {loc} next to {path.name}")
+        contained(base, loc, owner, path.name)
         try:
             load_external_data_for_tensor(t, str(base))
         except Exception as exc:
@@ -399,7 +398,10 @@ def _shape_of(vi: onnx.ValueInfoProto) -> tuple[tuple[int | str | None, ...], st
             dims.append(d.dim_param)
         else:
             dims.append(None)
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else "unknown"
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else "unknown"
+    except (KeyError, ValueError, TypeError):  # an elem_type onnx does not know (e.g. 99)
+        dtype = f"unknown({tt.elem_type})"
     if tt.elem_type == TensorProto.BFLOAT16:
         dtype = "bfloat16"
     return tuple(dims), dtype
@@ -416,9 +418,6 @@ def _opset(proto: onnx.ModelProto, domain: str = "") -> int:
 _WHY = {
     "If": "data-dependent control flow", "Loop": "data-dependent control flow", "Scan": "a loop over a subgraph",
     "RNN": "recurrent layer",
-    "QuantizeLinear": "quantized model", "DequantizeLinear": "quantized model", "QLinearConv": "quantized model",
-    "QLinearMatMul": "quantized model", "ConvInteger": "quantized model", "MatMulInteger": "quantized model",
-    "DynamicQuantizeLinear": "quantized model",
 }
 CONVERTER_HINT = ("add a converter in a plugin (hook vizcore_add_onnx_converters, see vizcore/hookspecs.py), "
                   "or re-export the model without this op")
@@ -524,11 +523,10 @@ def _scope_name(node: onnx.NodeProto, inits: set[str]) -> str | None:
         return f"{node.input[1][:-len('.weight')]}/{node.op_type}"
     for p in node.metadata_props:
         if p.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(p.value)
-            except (ValueError, SyntaxError):
+            scopes = proto_check.name_scopes(p.value)  # bounded; anything but a list of strings is ignored
+            if scopes is None:
                 return None
-            path = [s for s in scopes[:-1] if isinstance(s, str) and s]
+            path = [s for s in scopes[:-1] if s]
             return f"{path[-1]}/{node.op_type}" if path else None
     return None
 
@@ -567,10 +565,38 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Se
     """Load, validate, pre-pass and convert an ONNX file; raise `ModelLoadError` with a one-line cause if it can't.
 
     `size` is the spatial size of the probe input used to fill the layer table's shapes (default: the model's
-    fixed size, else 224). `prepasses` and `converters` are applied as given (`vizcore.load` passes those of a
-    plugin manager); onnx2torch's converter table is left as it was found.
+    fixed size, else 224); a size whose probe input would exceed MAX_PROBE_ELEMENTS is refused. `prepasses` and
+    `converters` are applied as given (`vizcore.load` passes those of a plugin manager); onnx2torch's converter
+    table is left as it was found. Any unexpected exception from a malformed file becomes a `ModelLoadError` with
+    its first line (the cause stays chained).
     """
-    path = Path(path)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise OptionError(f"size must be a positive number of pixels, not {size!r}", "e.g. --size 224")
+    try:
+        return _load(Path(path), size, prepasses, converters)
+    except VizcoreError:
+        raise
+    except (Exception, MemoryError, RecursionError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ModelLoadError(f"cannot load {printable(Path(path).name[:200])}: {type(exc).__name__}"
+                             + (f": {printable(first)}" if first else ""),
+                             "the file is malformed; run with --debug for the traceback") from exc
+
+
+def _check_probe(model: Model, size: int | None) -> tuple[int, ...]:
+    """The probe input's shape, refused when it would be larger than MAX_PROBE_ELEMENTS."""
+    shape = model.input_shape(model.probe_batch, size)
+    n = 1
+    for d in shape:
+        n *= max(int(d), 1)
+    if n > MAX_PROBE_ELEMENTS:
+        raise OptionError(f"the probe input {list(shape)} would hold {n:,} values ({n * 4 / 2**30:,.1f} GiB as "
+                          f"float32), more than the {MAX_PROBE_ELEMENTS:,} vizcore allows",
+                          "pass a smaller --size" if size else "the model's fixed input is too large to probe")
+    return shape
+
+
+def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters: Sequence[Converter]) -> Model:
     proto, data = _read(path)
     _load_external(proto, path)
     try:
@@ -581,6 +607,9 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Se
                              "re-export it, or check it with onnx.checker") from exc
     producer = f"{proto.producer_name} {proto.producer_version}".strip() or "unknown"
     metadata = {p.key: p.value for p in proto.metadata_props}
+    bad_size = proto_check.metadata_size(metadata.get("vizcore.size"))[1]
+    if bad_size:  # a hint, not the model: the model stays usable at the default or --size
+        warnings.warn(bad_size, UserWarning, stacklevel=3)
     if not [vi for vi in proto.graph.input if vi.name not in {t.name for t in proto.graph.initializer}]:
         raise ModelLoadError(f"{path.name} has no inputs", "a model to visualize needs an input")
 
@@ -601,6 +630,7 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Se
     model = Model(path=path, sha256=hashlib.sha256(data).hexdigest(), producer=producer,
                   opset=_opset(proto), ir_version=int(proto.ir_version), inputs=inputs, outputs=outputs,
                   metadata=metadata, layers=[], module=gm, prepasses=done)
+    _check_probe(model, size)
     try:
         shapes = _shapes(gm, model.feeds(model.probe_input(model.probe_batch, size)))
     except Exception as exc:

@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import OptionError
 from ..model import ACTIVATION_OPS, Layer, Model
 
-CONV_OPS = frozenset({"Conv", "ConvTranspose"})
+CONV_OPS = frozenset({"Conv", "ConvTranspose", "FusedConv", "QLinearConv", "ConvInteger"})
 #: Ops between a Conv and its activation that do not change which channel is which.
 PASS_THROUGH_OPS = frozenset({"BatchNormalization"})
 

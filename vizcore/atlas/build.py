@@ -16,6 +16,7 @@ from typing import Any
 from .. import api
 from ..errors import OptionError, OutputError, VizcoreError
 from ..health import CheckReport
+from ..images import png_bytes, unit_image
 from ..model import Layer, Model
 from ..plugins import Manager
 from . import health as atlas_health
@@ -31,6 +32,7 @@ from .select import (
     DEFAULT_SIZE,
     DEFAULT_STEPS,
     DEFAULT_UNITS,
+    auto_layers,
     choose_layers,
     parse_classes,
     unit_specs,
@@ -83,9 +85,13 @@ def _given_check(model: Model, health: HealthSource) -> CheckReport | None:
 def plan_report(model: Model, out: Path, *, layers: Sequence[str | int] | None, auto: bool,
                 units_per_layer: int | None, classes: str | Iterable[int] | None,
                 labels: str | Path | Mapping[int, str] | None, steps: int | None, size: int | None,
-                seed: int | None, health: HealthSource, render_options: dict[str, Any] | None) -> Plan:
+                seed: int | None, health: HealthSource, render_options: dict[str, Any] | None,
+                all_units: bool = False) -> Plan:
     """Check every input (layers, classes, labels file, stored check results, settings) before any work."""
     chosen = choose_layers(model, layers, auto)
+    if all_units:  # vizcore.executors: every channel of every convolution
+        chosen = auto_layers(model, count=len(model.layers))
+        units_per_layer = max([ly.channels or 0 for ly in chosen] + [1])
     class_ids = parse_classes(classes)
     if not chosen and not class_ids:
         raise OptionError("nothing to show: no layers and no classes", "pass --layers A,B, --auto, or --classes 1,2")
@@ -108,13 +114,33 @@ def _judge(model: Model, plan: Plan, fidelity: bool, say: Callable[[str], None])
         return None
 
 
-def _collect(out: Path, cache: UnitCache, plan: Plan, keys: list[str],
-             judged: atlas_health.AtlasHealth | None) -> tuple[list[UnitRecord], set[str]]:
+def _encode(image: Any) -> bytes:
+    return png_bytes(unit_image(image), optimize=True)
+
+
+def _render(model: Model, missing: list[tuple[UnitSpec, str]], plan: Plan, cache: UnitCache,
+            renderer: Renderer | None, executor: Any, all_units: bool, plugins: Manager | None,
+            say: Callable[[str], None]) -> tuple[float, dict[str, str]]:
+    """Render what is missing here (one call per layer), or on an executor (`atlas.scale`); returns the seconds
+    and {cache key: error} of units an executor could not render."""
+    if executor is None and not all_units:
+        return render_missing(model, missing, plan.settings, cache, renderer or default_renderer(plugins), say), {}
+    from .scale import render_missing as on_executor
+
+    return on_executor(model, missing, plan.settings, cache, executor, say, _encode, plugins=plugins)
+
+
+def _collect(out: Path, cache: UnitCache, plan: Plan, keys: list[str], judged: atlas_health.AtlasHealth | None,
+             failed: dict[str, str] | None = None) -> tuple[list[UnitRecord], set[str]]:
     """Each unit's record from the cache, its image copied into the report and its verdict attached."""
     records: list[UnitRecord] = []
     keep: set[str] = {"index.html", "manifest.json"}
     for i, (spec, key) in enumerate(zip(plan.specs, keys)):
         got = cache.get(key)
+        if got is None and failed and key in failed:  # vizcore.executors: shown as failed, tried again next run
+            from .scale import failed_entry
+
+            got = failed_entry(out, key, failed[key], plan.settings, _encode)
         if got is None:
             raise OutputError(f"the cache entry for unit {i} vanished while writing the report", "run it again")
         stored, png = got
@@ -124,6 +150,8 @@ def _collect(out: Path, cache: UnitCache, plan: Plan, keys: list[str],
                                     label=plan.names.get(spec.channel, "") if spec.kind == "class" else "")
         layer_health = judged.of(spec.layer) if judged and spec.kind != "class" else None
         rec.flags = atlas_health.unit_flags(rec.value, spec.channel, layer_health)
+        if "error" in stored:
+            rec.flags = [("dead", f"failed: {stored['error']}")]
         records.append(rec)
     return records, keep
 
@@ -149,28 +177,30 @@ def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequ
                  size: int | None = None, seed: int | None = None, health: HealthSource = None, force: bool = False,
                  render_options: dict[str, Any] | None = None, renderer: Renderer | None = None,
                  fidelity: bool = True, plugins: Manager | None = None,
-                 log: Callable[[str], None] | None = None) -> Path:
+                 log: Callable[[str], None] | None = None, executor: Any = None, all_units: bool = False) -> Path:
     """Write (or grow) a static HTML atlas of `model` in `out_dir`; returns the path of its index.html.
 
     Units already rendered with the same model and settings are taken from `out_dir/.cache`, so re-running with
     more layers (or after Ctrl-C) renders only the missing ones. `health` is a `vizcore.CheckReport`, a
     `vizcore check --json` dict or file, or True to run `vizcore.check` on the shown layers. `renderer` (default
-    `vizcore.render`) follows the `atlas.render.Renderer` protocol.
+    `vizcore.render`) follows the `atlas.render.Renderer` protocol. `executor` (local, ray, ray://HOST:PORT, an
+    Executor) renders chunks there, each stored as it finishes (a killed run resumes); `all_units`: every channel of
+    every convolution (auto_layers with no limit).
     """
     say = log or (lambda _m: None)
     model = model if isinstance(model, Model) else api.load(model, size=size, plugins=plugins)
     plan = plan_report(model, Path(out_dir), layers=layers, auto=auto, units_per_layer=units_per_layer,
                        classes=classes, labels=labels, steps=steps, size=size, seed=seed, health=health,
-                       render_options=render_options)
+                       render_options=render_options, all_units=all_units)
     out, grown = prepare(Path(out_dir), force)
     cache = UnitCache(dest(out, CACHE_DIR))
     keys = [cache.key(model.sha256, plan.settings, s) for s in plan.specs]
     missing = [(s, k) for s, k in zip(plan.specs, keys) if cache.get(k) is None]
     say(f"{len(plan.specs)} units: {len(plan.specs) - len(missing)} from the cache, {len(missing)} to render")
-    seconds = render_missing(model, missing, plan.settings, cache, renderer or default_renderer(plugins), say)
+    seconds, failed = _render(model, missing, plan, cache, renderer, executor, all_units, plugins, say)
     check = _judge(model, plan, fidelity, say)
     judged = atlas_health.attach(check, model)
-    records, keep = _collect(out, cache, plan, keys, judged)
+    records, keep = _collect(out, cache, plan, keys, judged, failed)
     atlas = Atlas(model, _model_facts(model, _fidelity(model, fidelity, check, plan.settings["size"])), plan.chosen,
                   records, judged, plan.settings, seconds, plan.units_per_layer)
     pages = write_pages(out, atlas)

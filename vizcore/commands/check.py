@@ -8,14 +8,16 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from ..files import atomic_write_text
-from ..health.config import CheckConfig, load_config
+
+if TYPE_CHECKING:  # vizcore.health imports torch: only inside run
+    from ..health.config import CheckConfig
 
 #: Command-line options that override config-file settings: dest -> CheckConfig field.
 OVERRIDES = ("max_dead_fraction", "max_constant_fraction", "fail_on_duplicates", "duplicate_threshold", "max_shift",
@@ -83,6 +85,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, model_path: str | None) -> CheckConfig:
     """The config file's settings with the command-line options applied on top."""
+    from ..health.config import load_config
+
     cfg = load_config(model_path, args.config)
     opts = {k: getattr(args, k, None) for k in OVERRIDES}
     if getattr(args, "layers", None):
@@ -211,7 +215,9 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..health import check
+    from ..inputs import require_readable
 
+    require_readable(args.model)
     cfg = config_from_args(args, args.model)
     with progress_status(console, args.quiet or args.json == "-") as progress:
         report = check(args.model, cfg, progress=progress)

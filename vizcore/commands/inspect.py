@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from ..inputs import require_readable
+from ..text import json_text, printable
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -24,54 +26,81 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _dims(shape: Any) -> str:
-    return "×".join("?" if d is None else str(d) for d in shape)
+    return "×".join("?" if d is None else printable(d) for d in shape)
+
+
+def _tensor(t: Any) -> str:
+    return f"{escape(printable(t.name))}  {escape(_dims(t.shape))}  {escape(printable(t.dtype))}"
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
 
+    require_readable(args.model)
     model = load(args.model, size=args.size, plugins=args.plugins)
     layers = model.layers if args.all else [l for l in model.layers if l.visual]
     fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
         size=args.size)
-    if args.json:
+    if args.json:  # whole names, strict JSON (NaN/Inf as null); json escapes control characters itself
         data = model.summary()
         data.update({"batch_ok": model.batch_ok, "fidelity": fidelity, "layers": [l.to_json() for l in layers],
                      "layer_count": len(model.layers)})
-        console.print_json(json.dumps(data, default=str)) if console.is_terminal else print(json.dumps(data,
-                                                                                                     default=str))
+        text = json_text(data)
+        console.print_json(text) if console.is_terminal else print(text)
         return 0
     head = Table.grid(padding=(0, 2))
-    head.add_row("[bold]model[/]", escape(str(model.path)))
-    head.add_row("producer", escape(model.producer))
+    head.add_row("[bold]model[/]", escape(printable(model.path)))
+    head.add_row("producer", escape(printable(model.producer)))
     head.add_row("opset / IR", f"{model.opset} / {model.ir_version}")
     for t in model.inputs:
-        head.add_row("input", f"{escape(t.name)}  {_dims(t.shape)}  {t.dtype}")
+        head.add_row("input", _tensor(t))
     for t in model.outputs:
-        head.add_row("output", f"{escape(t.name)}  {_dims(t.shape)}  {t.dtype}")
+        head.add_row("output", _tensor(t))
     head.add_row("parameters", f"{model.param_count:,}")
     head.add_row("batch > 1", "yes" if model.batch_ok else "[yellow]no: the graph bakes batch 1 in; units render "
                  "one at a time[/]")
-    if fidelity.get("error"):
-        head.add_row("fidelity", f"[red]{escape(fidelity['error'])}[/]")
-    elif fidelity.get("available"):
-        d = fidelity["max_abs_diff"]
-        style = "green" if d <= 1e-4 else "yellow" if d <= 1e-2 else "red"
-        head.add_row("fidelity", f"[{style}]max |torch - onnxruntime| = {d:.2e}[/] on a seeded "
-                     f"{_dims(fidelity['input_shape'])} input")
-    else:
-        head.add_row("fidelity", f"[yellow]not measured: {fidelity.get('reason')}[/]")
+    head.add_row("fidelity", _fidelity(fidelity))
     if args.verbose:
-        ran = [f"{escape(n)}: {c} change{'s' if c != 1 else ''}" if c else f"[dim]{escape(n)}: no change[/]"
-               for n, c in model.prepasses]
+        ran = [f"{escape(printable(n))}: {c} change{'s' if c != 1 else ''}" if c
+               else f"[dim]{escape(printable(n))}: no change[/]" for n, c in model.prepasses]
         head.add_row("pre-passes", "\n".join(ran) or "none registered")
     console.print(head)
     title = f"{len(layers)} of {len(model.layers)} layers" + ("" if args.all else " (--all for every node)")
-    table = Table(title=title, title_justify="left")
-    for col, j in (("#", "right"), ("name", "left"), ("op", "left"), ("output shape", "left"), ("ch", "right")):
-        table.add_column(col, justify=j, overflow="fold")
-    for l in layers:
-        table.add_row(str(l.index), escape(l.name), escape(l.op_type), _dims(l.shape) if l.shape else "-",
-                      str(l.channels) if l.channels else "-")
-    console.print(table)
+    print_layers(console, layers, title)
     return 0
+
+
+def _fidelity(fidelity: dict[str, Any]) -> str:
+    if fidelity.get("error"):
+        return f"[red]{escape(printable(fidelity['error']))}[/]"
+    if fidelity.get("available"):
+        d = fidelity["max_abs_diff"]
+        style = "green" if d <= 1e-4 else "yellow" if d <= 1e-2 else "red"
+        return (f"[{style}]max |torch - onnxruntime| = {d:.2e}[/] on a seeded "
+                f"{_dims(fidelity['input_shape'])} input")
+    return f"[yellow]not measured: {escape(printable(fidelity.get('reason')))}[/]"
+
+
+def print_layers(console: Console, layers: list[Any], title: str) -> None:
+    """The layer table; names are never cut or folded mid-token: when the longest does not fit the terminal,
+    each layer takes two lines, its facts and then its full name on a line of its own (copyable)."""
+    rows = [(str(l.index), printable(l.name), printable(l.op_type), _dims(l.shape) if l.shape else "-",
+             str(l.channels) if l.channels else "-") for l in layers]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(_COLUMNS)]
+    if sum(widths) + 3 * len(widths) + 1 <= console.width:  # cells + padding + borders of a rich table
+        table = Table(title=title, title_justify="left")
+        for (col, j), w in zip(_COLUMNS.items(), widths):
+            table.add_column(col, justify=j, no_wrap=True, min_width=w)
+        for r in rows:
+            table.add_row(*map(escape, r))
+        console.print(table)
+        return
+    console.print(f"{escape(title)}, each as: #  op  output shape  ch, then the name", highlight=False, soft_wrap=True)
+    w = [widths[0], widths[2], widths[3]]
+    for idx, name, op, shape, ch in rows:
+        console.print(f"{idx:>{w[0]}}  {escape(op.ljust(w[1]))}  {escape(shape.ljust(w[2]))}  {ch}",
+                      highlight=False, soft_wrap=True)
+        console.print(f"{'':>{w[0]}}  {escape(name)}", highlight=False, soft_wrap=True)
+
+
+_COLUMNS = {"#": "right", "name": "left", "op": "left", "output shape": "left", "ch": "right"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from rich.console import Console
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from .._version import __version__
 from ..plugins import KINDS
+from ..text import json_text
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         data = {"vizcore_version": __version__, "autoload": manager.settings.autoload,
                 "plugins": [i.to_json() for i in infos], "clashes": [str(c) for c in clashes]}
-        text = json.dumps(data, indent=2)
+        text = json_text(data, indent=2)
         console.print_json(text) if console.is_terminal else print(text)
         return 2 if clashes else 0
     table = Table(title=f"{sum(i.status == 'ok' for i in infos)} plugins loaded"

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..files import check_out_dir
+from ..inputs import require_readable
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -43,6 +44,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--export", action="append", default=None, metavar="NAME",
                    help="exporter(s) to run (default: png and manifest); plugins add more, e.g. gif")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--executor", default="local", metavar="local|ray|ray://HOST:PORT",
+                   help="where chunks run: this process (default) or a Ray cluster (same images)")
     return p
 
 
@@ -68,9 +71,24 @@ class _Progress:
             self.progress.update(self.task, completed=done, value=f"mean value {float(v.float().mean()):.3g}")
 
 
+def _renderer(args: argparse.Namespace, err: Console, render: Any) -> Any:
+    """`render` for local; else vizcore.executors.render on that executor, with a bar over all units."""
+    if args.executor == "local":
+        return render
+    import functools
+
+    from ..executors import render as render_on
+    from ..executors import resolve_executor
+    from ..executors.progress import UnitBar
+
+    return functools.partial(render_on, executor=resolve_executor(args.executor,
+                                                                  progress=UnitBar(err, disable=args.quiet)))
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load, render
 
+    require_readable(args.model)  # before anything else: a missing model is reported first
     pm = args.plugins
     exporters = args.export or ["png", "manifest"]
     for name in exporters:
@@ -87,13 +105,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
                         console=err, disable=args.quiet, transient=False)
     bar = None if args.quiet else _Progress(progress)
     try:
-        result = render(model, args.targets, plugins=pm, exporters=exporters, steps=args.steps, size=args.size,
+        render_with = _renderer(args, err, render)  # vizcore.executors when --executor is not local
+        result = render_with(model, args.targets, plugins=pm, exporters=exporters, steps=args.steps, size=args.size,
                         param=args.param,
                         transforms=args.transforms, l1=args.l1, l2=args.l2, tv=args.tv, lr=args.lr,
                         seed=args.seed, device=args.device, amp=args.amp, max_memory=args.max_memory,
                         relu_override=args.relu_override, preprocess=args.preprocess,
                         value_range=args.value_range, images_per_unit=args.images_per_unit, on_warning=warn,
-                        on_step=bar)
+                        on_step=bar if args.executor == "local" else None)
     finally:
         if bar is not None and bar.task is not None:  # started at the first step: a bad target prints no bar
             progress.stop()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LayerNotFoundError, OptionError
-from ..model import Model
+from ..inputs import require_readable
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -26,6 +29,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     which.add_argument("--auto", action="store_true",
                        help="pick convolutions spread through the depth, each shown before its activation, with a "
                             "budget that takes minutes on a CPU")
+    which.add_argument("--all-units", action="store_true",
+                       help="every channel of every conv, before its activation (an estimate first; resumable)")
+    p.add_argument("--executor", default=None, metavar="local|ray|ray://HOST:PORT",
+                   help="where chunks run: this process (local, default) or a Ray cluster; resumable either way")
     p.add_argument("--units-per-layer", type=int, default=None, metavar="N",
                    help="channels rendered per layer, from channel 0 (default 8)")
     p.add_argument("--classes", default=None, metavar="I,J,K", help="class logits to render, e.g. 1,9,130")
@@ -64,12 +71,23 @@ def _layer_keys(model: Model, items: list[str] | None) -> list[str] | None:
     return keys
 
 
+def _executor(args: argparse.Namespace, err: Console) -> Any:
+    """The executor with a progress bar over all units; None keeps the plain path (no --executor, no --all-units)."""
+    if args.executor is None and not args.all_units:
+        return None
+    from ..executors import resolve_executor
+    from ..executors.progress import UnitBar
+
+    return resolve_executor(args.executor or "local", progress=UnitBar(err))
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
     from ..atlas import build_report, read_labels
     from ..atlas.health import load_check
 
-    if not args.layers and not args.auto and not args.classes:
+    require_readable(args.model)
+    if not args.layers and not args.auto and not args.classes and not args.all_units:
         raise OptionError("nothing to render", "pass --layers A B, --auto, or --classes 1,9,130")
     labels = read_labels(args.labels) if args.labels else None  # bad input fails before any work
     stored = load_check(args.check) if args.check else None
@@ -80,7 +98,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                          steps=args.steps, size=args.size, seed=args.seed,
                          health=stored if stored is not None else not args.no_health, force=args.force,
                          render_options={"device": args.device} if args.device != "auto" else None,
-                         fidelity=not args.no_fidelity, plugins=args.plugins,
+                         fidelity=not args.no_fidelity, plugins=args.plugins, all_units=args.all_units,
+                         executor=_executor(args, err),
                          log=lambda m: err.print(f"[dim]{escape(m)}[/]", highlight=False))
     console.print(f"report: [bold]{escape(str(index))}[/]", highlight=False)
     return 0

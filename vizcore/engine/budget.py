@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..errors import OptionError
+from ..errors import DeviceError, OptionError
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -46,6 +47,33 @@ def bytes_per_image(model: Model, deepest: int, shape: Sequence[int], amp: bool)
     numel = sum(int(np.prod(l.shape)) for l in model.layers[: deepest + 1] if l.shape)
     bytes_per = 2 if amp else 4
     return int(numel * scale * bytes_per * 3 + np.prod(shape[1:]) * 4 * 16)
+
+
+def chunk_plan(model: Model, indices: Sequence[int], shape: Sequence[int], amp: bool, n_units: int,
+               images_per_unit: int, max_memory: str | int | None, batch_size: int | None, dev: torch.device,
+               batch_ok: bool, note: Callable[[str], None]) -> tuple[int, int]:
+    """(units per chunk, memory budget in bytes): equal chunks that fit the budget; `chunks` gives the bounds.
+
+    The engine and vizcore.executors both plan with it, so a chunk sent elsewhere holds the units it would hold here.
+    """
+    per_image = bytes_per_image(model, max(indices), shape, amp)
+    budget = parse_memory(max_memory) or default_budget(dev)
+    per_unit = per_image * images_per_unit
+    if per_unit > budget:
+        raise DeviceError(f"one unit needs about {per_unit / 2**20:.0f} MiB but the memory budget is "
+                          f"{budget / 2**20:.0f} MiB", "raise --max-memory or lower --size")
+    chunk = max(1, budget // per_unit)
+    if batch_size:
+        chunk = min(chunk, max(1, batch_size))
+    if not batch_ok and chunk * images_per_unit > 1:
+        if images_per_unit > 1:
+            raise OptionError("this model only runs at batch 1, so it cannot render several images per unit",
+                              "use images_per_unit=1")
+        note("the model's graph only works at batch 1: rendering one unit at a time (slower)")
+        chunk = 1
+    chunk = min(chunk, n_units)
+    n_chunks = math.ceil(n_units / chunk)
+    return math.ceil(n_units / n_chunks), budget  # equal chunks: no small tail chunk with its own shapes
 
 
 def chunks(n: int, size: int, first: int = 0) -> Iterable[tuple[int, int]]:

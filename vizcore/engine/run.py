@@ -8,7 +8,6 @@ manager), and knows nothing of files: it returns a `Result`.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from ..model import Model
 from ..objectives import Objective, batch_values
 from ..preprocess import resolve as resolve_preprocess
 from ..result import Result, Unit
-from .budget import bytes_per_image, chunks, default_budget, is_oom, parse_memory, release_memory
+from .budget import chunk_plan, chunks, is_oom, release_memory
 from .device import cpu_heap, cudnn_autotune, resolve_device
 from .fusion import fuse_conv_clamps
 from .net import Net, memory_format
@@ -170,24 +169,8 @@ def _run(
                               "use a larger --size (see the input shape in `vizcore inspect`)") from exc
 
         n_units = len(objectives)
-        per_image = bytes_per_image(model, max(indices), shape, amp)
-        budget = parse_memory(max_memory) or default_budget(dev)
-        per_unit = per_image * images_per_unit
-        if per_unit > budget:
-            raise DeviceError(f"one unit needs about {per_unit / 2**20:.0f} MiB but the memory budget is "
-                              f"{budget / 2**20:.0f} MiB", "raise --max-memory or lower --size")
-        chunk = max(1, budget // per_unit)
-        if batch_size:
-            chunk = min(chunk, max(1, batch_size))
-        if not batch_ok and chunk * images_per_unit > 1:
-            if images_per_unit > 1:
-                raise OptionError("this model only runs at batch 1, so it cannot render several images per unit",
-                                  "use images_per_unit=1")
-            note("the model's graph only works at batch 1: rendering one unit at a time (slower)")
-            chunk = 1
-        chunk = min(chunk, n_units)
-        n_chunks = math.ceil(n_units / chunk)
-        chunk = math.ceil(n_units / n_chunks)  # equal chunks: no small tail chunk with its own shapes
+        chunk, budget = chunk_plan(model, indices, shape, amp, n_units, images_per_unit, max_memory, batch_size,
+                                   dev, batch_ok, note)  # vizcore.executors plans with the same function
 
         settings = {
             "targets": names, "steps": steps, "size": size, "param": param, "param_options": param_options or {},

@@ -1,0 +1,129 @@
+"""A larger fuzz campaign than tests/test_fuzz.py: N seeded mutants of a small model through `vizcore.load` and
+(every K-th) `vizcore inspect` in-process; prints crash classes (exception type + where it was raised) and counts.
+
+    python bench/fuzz_campaign.py [--n 2000] [--start 0] [--inspect-every 4] [--timeout 20]
+
+A crash is anything but a VizcoreError from load, or an exit code outside {0, 2} / a traceback on stderr from the
+CLI. Run it from the repository root (PYTHONPATH decides which vizcore is tested; the mutants come from
+tests/fuzz_mutants.py). Results are recorded in bench/RESULTS.md ("fuzz").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections import Counter, defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fuzz_mutants import base_model, mutant  # noqa: E402
+
+
+class Hang(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise Hang()
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if "/vizcore/" in f.filename]
+    f = (mine or frames or [None])[-1]
+    last = frames[-1] if frames else None
+    loc = f"{Path(f.filename).name}:{f.name}" if f else "?"
+    if last is not None and last is not f:
+        loc += f" -> {Path(last.filename).name}:{last.name}"
+    return f"{type(exc).__name__} at {loc}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--inspect-every", type=int, default=4)
+    ap.add_argument("--timeout", type=int, default=20)
+    ap.add_argument("--max-gib", type=float, default=10.0, help="address-space limit: a huge allocation becomes a "
+                    "MemoryError (recorded) instead of the kernel's OOM kill of the whole campaign")
+    args = ap.parse_args()
+    import resource
+
+    limit = int(args.max_gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    import vizcore
+    from vizcore.cli import main as cli
+
+    VizcoreError = vizcore.VizcoreError
+    print(f"vizcore from {vizcore.__file__}", flush=True)
+    base = base_model()
+    crashes: dict[str, list[str]] = defaultdict(list)
+    outcomes: Counter[str] = Counter()
+    signal.signal(signal.SIGALRM, _alarm)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        for seed in range(args.start, args.start + args.n):
+            data, what = mutant(seed, base)
+            path.write_bytes(data)
+            signal.alarm(args.timeout)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    vizcore.load(path)
+                outcomes["load ok"] += 1
+            except VizcoreError as exc:
+                outcomes["load VizcoreError"] += 1
+                if exc.message.startswith("cannot load ") and exc.__cause__ is not None:
+                    # caught by load's catch-all: not a crash for the user, but a bug to fix where it is raised
+                    outcomes["load VizcoreError via the catch-all"] += 1
+                    crashes[f"load (caught at the boundary): {_where(exc.__cause__)}"].append(
+                        f"{seed} {what} ({exc.message[:90]})")
+            except BaseException as exc:  # noqa: BLE001 - a campaign records everything
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                outcomes["load crash"] += 1
+                msg = str(exc).splitlines()[0][:90] if str(exc).strip() else ""
+                crashes[f"load: {_where(exc)}"].append(f"{seed} {what} ({msg})")
+            finally:
+                signal.alarm(0)
+            if args.inspect_every and seed % args.inspect_every == 0:
+                err = io.StringIO()
+                signal.alarm(args.timeout)
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                        code = cli(["inspect", str(path)])
+                except BaseException as exc:  # noqa: BLE001
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    code = f"raised {_where(exc)}"
+                finally:
+                    signal.alarm(0)
+                bad = code not in (0, 2) or "Traceback" in err.getvalue()
+                outcomes["inspect crash" if bad else f"inspect exit {code}"] += 1
+                if bad:
+                    lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+                    last = lines[-1][:120] if lines else ""
+                    crashes[f"inspect: exit {code}: {last.split(':')[0]}"].append(f"{seed} {what} ({last})")
+    took = time.perf_counter() - t0
+    print(f"{args.n} mutants (seeds {args.start}..{args.start + args.n - 1}) in {took:.0f} s")
+    for k, v in sorted(outcomes.items()):
+        print(f"  {k}: {v}")
+    print(f"{len(crashes)} crash classes:")
+    for k, seeds in sorted(crashes.items(), key=lambda kv: -len(kv[1])):
+        print(f"  [{len(seeds)}] {k}\n       e.g. {'; '.join(seeds[:2])}")
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("VIZCORE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""`vizcore prune MODEL --out SMALLER.onnx`: remove dead (and duplicate) channels, verified in onnxruntime.
+
+Exit codes: 0 pruned and verified (or a dry run), 1 verification failed (nothing written), 2 usage or model error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("prune", help="remove dead / duplicate channels; write a smaller, verified ONNX model",
+                       description="Remove channels that are zero on every probe (and, with --from-check, that "
+                       "`vizcore check` called dead), optionally merge exact duplicates; verify the result against "
+                       "the original in onnxruntime and write it only if every output agrees within --tolerance. "
+                       "Exit 0: written (or dry run), 1: verification failed (nothing written), 2: error.")
+    p.add_argument("model", help="path to an .onnx file (never modified)")
+    p.add_argument("--out", metavar="FILE", help="where to write the pruned model")
+    p.add_argument("--from-check", metavar="JSON", help="a `vizcore check --json` report: only what it called dead "
+                   "(probes and gradient ascent) is removed")
+    p.add_argument("--data", metavar="DIR", help="your own inputs (images or .npy) as evidence and for verification")
+    p.add_argument("--verify-data", metavar="DIR", help="held-out inputs used only to verify (never as evidence)")
+    p.add_argument("--duplicates", choices=("keep", "merge"), default="keep",
+                   help="merge channels that are exact copies of another channel of the same layer")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="largest allowed |difference| per output, "
+                   "relative to the output's largest |value| (default 1e-5)")
+    p.add_argument("--margin", type=float, default=2.0, help="a unit behind a ReLU-like gate is dead only if its "
+                   "input stayed this many standard deviations below the threshold on the probes (default 2; 0: off)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be removed; write nothing")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report here ('-': print it instead of tables)")
+    p.add_argument("--probes", type=int, default=16, help="seeded noise probes (default 16)")
+    p.add_argument("--size", type=int, help="input size for free spatial dims (default: the model's, else 224)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probes and random inputs (default 0)")
+    p.add_argument("--latency-reps", type=int, default=20, help="interleaved latency repetitions (0: skip)")
+    p.add_argument("--verbose", "-v", action="store_true", help="list every removed and kept unit")
+    return p
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    from ..files import atomic_write_text
+    from ..prune import prune
+
+    with console.status("pruning…") if console.is_terminal and args.json != "-" else _null() as status:
+        def progress(msg: str) -> None:
+            if status is not None:
+                status.update(escape(msg) + "…")
+        rep = prune(args.model, args.out, from_check=args.from_check, data=args.data, verify_data=args.verify_data,
+                    duplicates=args.duplicates, tolerance=args.tolerance, margin=args.margin, dry_run=args.dry_run,
+                    force=args.force, probes=args.probes, size=args.size, seed=args.seed,
+                    latency_reps=args.latency_reps, progress=progress)
+    if args.json == "-":
+        print(rep.dumps(), end="")
+    else:
+        if args.json:
+            atomic_write_text(Path(args.json), rep.dumps())
+        show(rep, console, args.verbose)
+    return 0 if rep.verified else 1
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def show(rep: Any, console: Console, verbose: bool = False) -> None:
+    """The rich tables: what was removed, the verification, what it bought."""
+    c = rep.counts()
+    console.print(f"[bold]{escape(rep.model)}[/]: {c['removed']} dead removed, {c['folded']} constant folded, "
+                  f"{c['merged']} duplicates merged; {c['kept']} candidates kept ({c['inconclusive']} inconclusive)")
+    reasons = Counter(re.sub(r"within [-\d.e+]+ std", "within less than the margin in std", k["reason"])
+                      for k in rep.kept)
+    for why, n in reasons.most_common(None if verbose else 5):
+        console.print(f"  [dim]kept {n}: {escape(why)}[/]", highlight=False)
+    for op, n in list(rep.frozen_ops.items())[: None if verbose else 5]:
+        console.print(f"  [yellow]not understood[/] {escape(op)} ({n}): channels reaching it are kept",
+                      highlight=False)
+    if verbose:
+        for r in rep.removed:
+            into = f" into {escape(r['into'])}" if r.get("into") else ""
+            console.print(f"  {r['action']} {escape(r['unit'])}{into}", highlight=False)
+    for note in rep.notes:
+        console.print(f"  [dim]note: {escape(note)}[/]", highlight=False)
+    _verification(rep, console)
+    if rep.cost:
+        _costs(rep, console)
+    if rep.culprit:
+        cu = rep.culprit
+        console.print(f"[bold red]FAILED[/] verification: max relative difference {rep.max_relative_diff:.3g} > "
+                      f"{rep.tolerance:g}; culprit: {cu['action']} {escape(cu['unit'])} "
+                      f"({'fails alone' if cu['fails_alone'] else 'only together with earlier removals'}); "
+                      "nothing written")
+    elif rep.written:
+        console.print(f"[bold green]VERIFIED[/] wrote {escape(str(rep.out))}")
+    elif rep.dry_run:
+        console.print("[bold green]VERIFIED[/] dry run: nothing written")
+
+
+def _verification(rep: Any, console: Console) -> None:
+    t = Table(title="verification (original vs pruned, onnxruntime)", title_justify="left")
+    for col in ("inputs", "samples", "output", "max |diff|", "relative", "top-1"):
+        t.add_column(col, justify="left" if col in ("inputs", "output") else "right")
+    for comp in rep.verification:
+        for name, o in comp.outputs.items():
+            bad = o["relative"] > rep.tolerance
+            top = f"{o['top1_agreement']:.1%}" if "top1_agreement" in o else "-"
+            t.add_row(escape(comp.inputs), str(comp.samples), escape(name), f"{o['max_abs_diff']:.3g}",
+                      f"[{'red' if bad else 'green'}]{o['relative']:.3g}[/]", top)
+    console.print(t)
+
+
+def _costs(rep: Any, console: Console) -> None:
+    t = Table(title="what it bought", title_justify="left")
+    for col in ("layer", "op", "channels", "params", "MACs", "kernel ms"):
+        t.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    for lay in rep.layers:
+        lat = lay.get("latency_s") or [None, None]
+        ms = " → ".join("-" if v is None else f"{v * 1e3:.3g}" for v in lat)
+        t.add_row(escape(lay["layer"]), lay["op"], "{} → {}".format(*lay["channels"]),
+                  "{:,} → {:,}".format(*lay["params"]), "{:,} → {:,}".format(*lay["macs"]), ms)
+    co = rep.cost
+    t.add_row("[bold]total[/]", "", "", _ratio(co["params"]), _ratio(co["macs"]), "")
+    console.print(t)
+    fb = co["file_bytes"]
+    line = f"file size {fb[0]:,} → {fb[1]:,} bytes ({fb[1] / fb[0]:.1%})"
+    lat = co.get("latency") or {}
+    if lat:
+        line += (f"; onnxruntime latency (batch 1, median of {lat['reps']} interleaved) {lat['before_s'] * 1e3:.3g} → "
+                 f"{lat['after_s'] * 1e3:.3g} ms (×{lat['ratio']:.2f})")
+    console.print(line)
+
+
+def _ratio(pair: list[int]) -> str:
+    a, b = pair
+    return f"{a:,} → {b:,} ({b / a:.1%})" if a else "0"

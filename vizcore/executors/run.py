@@ -1,0 +1,141 @@
+"""The driver: keep an executor busy with chunks, split a chunk that fails, report a unit that cannot be rendered;
+and `render_result`, a `vizcore.render` whose chunks run on an executor."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeviceError, OptionError, VizcoreError
+from .base import Chunk, ChunkResult, Executor
+from .progress import JobProgress
+from .resolve import resolve_executor
+
+Progress = Callable[[JobProgress], None]
+#: Units that fail one by one, with not one unit rendered, mean a broken job rather than a bad unit: stop.
+GIVE_UP_AFTER = 8
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the atlas and the JSON: the exception's type and first line."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fatal(exc: BaseException) -> bool:
+    """A user error (an option, a plugin) fails every chunk alike: raise it instead of splitting."""
+    return isinstance(exc, VizcoreError) and not isinstance(exc, DeviceError)
+
+
+def run_chunks(executor: Executor, chunks: Sequence[Chunk], on_result: Callable[[Chunk, ChunkResult], None],
+               progress: Progress | None = None) -> list[tuple[Any, str]]:
+    """Run every chunk; `on_result` gets each as it finishes (any order). Returns (tag, error) of failed units."""
+    report = progress or getattr(executor, "progress", None) or (lambda _p: None)
+    queue = deque(chunks)
+    state = JobProgress(total=sum(len(c) for c in chunks))
+    failed: list[tuple[Any, str]] = []
+    capacity = max(1, int(getattr(executor, "capacity", executor.workers)))
+    try:
+        while queue or executor.pending():
+            while queue and executor.pending() < capacity:
+                executor.submit(queue.popleft())
+            state.running = executor.running() if hasattr(executor, "running") else 0
+            report(state)
+            for chunk, out in executor.wait():
+                if isinstance(out, ChunkResult):
+                    on_result(chunk, out)
+                    state.done += len(chunk)
+                elif _fatal(out):
+                    raise out
+                elif len(chunk) > 1:  # a chunk that keeps failing (out of memory, a bad unit): halves
+                    queue.extendleft(reversed(chunk.split()))
+                else:
+                    failed.append((chunk.tags[0], describe(out)))
+                    state.failed += 1
+                    if state.done == 0 and state.failed >= GIVE_UP_AFTER:
+                        raise out
+            state.running = executor.running() if hasattr(executor, "running") else 0
+    finally:
+        state.finished = True
+        report(state)
+    return failed
+
+
+def render_result(model: Any, targets: Any, executor: str | Executor | None, settings: dict[str, Any]) -> Any:
+    """`vizcore.render(model, targets, **settings)` with the chunks on `executor`: a `Result` in target order.
+
+    A unit that cannot be rendered gets a blank image and NaN values; `result.extras["failed"]` maps its index to
+    the error and the message is in `result.warnings`.
+    """
+    from ..api import _manager, _table, load
+    from ..engine.budget import chunks as _chunks
+    from ..engine.run import _unit
+    from ..model import Model
+    from .worker import labelled
+
+    if settings.get("on_step") is not None:
+        raise OptionError("on_step is called in this process only", "use executor='local', or drop on_step")
+    warn = settings.get("on_warning") or (lambda _m: None)
+    plugins = settings.get("plugins")
+    args = {k: v for k, v in settings.items() if k not in ("on_step", "on_warning", "plugins", "exporters")}
+    t0 = time.perf_counter()
+    model = model if isinstance(model, Model) else load(model, size=args.get("size"), plugins=plugins)
+    objs, names = labelled(model, targets, plugins)
+    k = int(args.get("images_per_unit", 1))
+    units = [_unit(o, n) for o, n in zip(objs, names) for _ in range(k)]
+    ex = resolve_executor(executor)
+    ex.start(model, args.get("size"), str(args.get("device", "auto")), plugins=plugins)
+    done: dict[int, tuple[Chunk, ChunkResult]] = {}
+    try:
+        chunk, budget = ex.plan(objs, args)
+        chunks = [Chunk(objs[a:b], {**args, "batch_size": b - a, "max_memory": budget}, list(range(a, b)))
+                  for a, b in _chunks(len(objs), chunk)]
+        failed = dict(run_chunks(ex, chunks, lambda c, r: done.__setitem__(c.tags[0], (c, r))))
+    finally:
+        ex.close()
+    result = _assemble(model, units, names, k, done, failed, warn, time.perf_counter() - t0,
+                       {"chunk_units": chunk, "max_memory": budget, "executor": ex.name})
+    result.exporter_table = _table(_manager(plugins), "exporters")
+    return result
+
+
+def _assemble(model: Any, units: list[Any], names: list[str], k: int, done: dict[int, tuple[Chunk, ChunkResult]],
+              failed: dict[int, str], warn: Callable[[str], None], seconds: float, extra: dict[str, Any]) -> Any:
+    """One Result from chunk results (in unit order); failed units blank, with NaN values."""
+    from ..result import Result
+
+    first = next(iter(done.values()))[1] if done else None
+    if first is None:
+        raise DeviceError(f"no unit could be rendered: {next(iter(failed.values()), 'unknown error')}",
+                          "see the error; try --executor local to reproduce it here")
+    n_steps = len(first.trace_steps)
+    images, values, best, traces = [], [], [], []
+    messages: list[str] = []
+    for i in range(len(names)):
+        if i in failed:
+            images.append(np.zeros((k, *first.images.shape[1:]), dtype=np.uint8))
+            values.append(np.full(k, np.nan, np.float32))
+            best.append(np.full(k, np.nan, np.float32))
+            traces.extend([[float("nan")] * n_steps] * k)
+            messages.append(f"unit {names[i]} could not be rendered: {failed[i]}")
+            continue
+        start = max(s for s in done if s <= i)
+        r = done[start][1]
+        j = (i - start) * k
+        images.append(r.images[j:j + k])
+        values.append(r.values[j:j + k])
+        best.append(r.best_values[j:j + k])
+        traces.extend(r.traces[j:j + k])
+    for _, (_, r) in sorted(done.items()):
+        messages.extend(m for m in r.warnings if m not in messages)
+    for m in messages:
+        warn(m)
+    settings = {**first.settings, "targets": names, **extra}
+    return Result(images=np.concatenate(images), values=np.concatenate(values).astype(np.float32), traces=traces,
+                  units=units, settings=settings, model=model.summary(), timings={"seconds": seconds},
+                  warnings=messages, trace_steps=list(first.trace_steps),
+                  best_values=np.concatenate(best).astype(np.float32), extras={"failed": failed})

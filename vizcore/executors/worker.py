@@ -1,0 +1,71 @@
+"""What a worker does, in this process or in a Ray actor: plan chunks and render one chunk with `vizcore.render`.
+
+A chunk is rendered by one `vizcore.render` call on exactly its units, with `batch_size` = its length and the
+plan's memory budget, so the engine runs it as a single chunk: same seed, same parameter draw, same transforms,
+hence the same images as the local engine that cut the same chunk out of a longer list.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .base import Chunk, ChunkResult
+
+if TYPE_CHECKING:
+    from ..model import Model
+    from ..objectives import Objective
+
+#: Settings that describe the job, not how `vizcore.render` is called.
+NOT_RENDER_ARGS = ("on_step", "on_warning", "executor", "plugins")
+
+
+def labelled(model: Model, targets: Any, plugins: Any = None) -> tuple[list[Objective], list[str]]:
+    """Objectives bound to `model` and their labels, as `vizcore.render` makes them (`plugins`: whose objectives)."""
+    from ..api import _manager, _table
+    from ..targets import labelled as bind
+
+    return bind(model, targets, _table(_manager(plugins), "objectives"))
+
+
+def resolve(model: Model, targets: Any, plugins: Any = None) -> list[Objective]:
+    """Objectives bound to `model` (strings expanded as `vizcore.render` does)."""
+    return labelled(model, targets, plugins)[0]
+
+
+def plan_chunks(model: Model, objectives: list[Objective], settings: dict[str, Any],
+                plugins: Any = None) -> tuple[int, int]:
+    """(units per chunk, memory budget in bytes) exactly as `vizcore.render` would cut these objectives here."""
+    from ..engine.budget import chunk_plan
+    from ..engine.device import resolve_device
+
+    objs = resolve(model, objectives, plugins)
+    indices = sorted({i for o in objs for i in o.targets})
+    dev = resolve_device(settings.get("device", "auto"))
+    amp = bool(settings.get("amp", False)) and dev.type == "cuda"
+    size = settings.get("size")
+    full = model.input_shape(1, size)
+    side = full[-1] if size is None else int(size)
+    shape = (1, full[1], *([side] * (len(full) - 2)))
+    return chunk_plan(model, indices or [0], shape, amp, max(1, len(objs)), int(settings.get("images_per_unit", 1)),
+                      settings.get("max_memory"), settings.get("batch_size"), dev, model.batch_ok, lambda _m: None)
+
+
+def render_chunk(model: Model, chunk: Chunk, worker: str = "", plugins: Any = None) -> ChunkResult:
+    """Render one chunk as a single engine chunk (with `plugins`, default: this process's manager); returns plain
+    arrays (cheap to send between processes)."""
+    from ..api import render
+
+    messages: list[str] = []
+    kwargs = {k: v for k, v in chunk.settings.items() if k not in NOT_RENDER_ARGS}
+    kwargs["batch_size"] = len(chunk)
+    t0 = time.perf_counter()
+    res = render(model, list(chunk.objectives), plugins=plugins, on_warning=messages.append, **kwargs)
+    best = res.best_values if res.best_values is not None else res.values
+    return ChunkResult(images=np.ascontiguousarray(res.images), values=np.asarray(res.values),
+                       best_values=np.asarray(best), traces=[list(map(float, t)) for t in res.traces],
+                       trace_steps=list(res.trace_steps), settings=dict(res.settings), warnings=messages,
+                       seconds=time.perf_counter() - t0, worker=worker,
+                       pngs=[chunk.encode(img) for img in res.images] if chunk.encode else [])

@@ -1,0 +1,67 @@
+"""onnxruntime sessions: the model as it is, or with intermediate tensors exposed as extra outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import onnx
+
+
+def session(model: onnx.ModelProto, extra: Sequence[str] = (), threads: int = 0):
+    """A CPU onnxruntime session of `model` with the tensors `extra` added as outputs."""
+    import onnxruntime as ort
+
+    m = model
+    if extra:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        have = {o.name for o in m.graph.output}
+        for name in extra:
+            if name not in have:
+                m.graph.output.append(onnx.ValueInfoProto(name=name))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def intermediates(model: onnx.ModelProto) -> list[str]:
+    """Every node output name (in graph order)."""
+    return [o for n in model.graph.node for o in n.output if o]
+
+
+def feeds(names: Sequence[str], batch: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
+    return {k: batch[k][lo:hi] for k in names}
+
+
+def chunks(inputs: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
+    """The inputs in batches of `size` along axis 0."""
+    n = len(next(iter(inputs.values())))
+    for lo in range(0, n, size):
+        yield {k: v[lo:lo + size] for k, v in inputs.items()}
+
+
+def shapes(model: onnx.ModelProto, feed: dict[str, np.ndarray], values: dict | None = None
+           ) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shape and dtype kind of every tensor on one run of `feed`; small integer tensors' values go to `values`."""
+    names = intermediates(model)
+    sess = session(model, names)
+    outs = sess.get_outputs()
+    vals = sess.run(None, feed)
+    got = {o.name: (tuple(int(d) for d in v.shape), v.dtype.kind) for o, v in zip(outs, vals)
+           if isinstance(v, np.ndarray)}
+    if values is not None:
+        values.update({o.name: v for o, v in zip(outs, vals)
+                       if isinstance(v, np.ndarray) and v.dtype.kind in "iu" and v.size <= 16})
+    for k, v in feed.items():
+        got[k] = (tuple(v.shape), v.dtype.kind)
+    return got
+
+
+def run_all(sess, batches: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """Each batch's outputs by name."""
+    names = [o.name for o in sess.get_outputs()]
+    for b in batches:
+        yield dict(zip(names, sess.run(None, b)))
