@@ -140,6 +140,7 @@ def _collect(out: Path, cache: UnitCache, plan: Plan, keys: list[str], judged: a
         if got is None and failed and key in failed:  # vizcore.executors: shown as failed, tried again next run
             from .scale import failed_entry
 
+            dest(out, f"{CACHE_DIR}/failed/{key}.png")  # no link out of the folder there either
             got = failed_entry(out, key, failed[key], plan.settings, _encode)
         if got is None:
             raise OutputError(f"the cache entry for unit {i} vanished while writing the report", "run it again")
