@@ -155,7 +155,7 @@ def test_all_units_from_the_cli_with_an_estimate(model: vizcore.Model, tmp_path:
     assert code == 0
     man = json.loads((out / "manifest.json").read_text())
     layers = auto_layers(model, count=len(model.layers))  # what --all-units renders
-    assert [ly.index for ly in layers] == [1, 4]  # each conv after its ReLU
+    assert [ly.index for ly in layers] == [0, 3]  # each conv, before its ReLU (vizcore.atlas.select)
     assert len(man["units"]) == sum(ly.channels for ly in layers) == 24
     err = capsys.readouterr().err
     assert "estimate: 24 units x 2 steps" in err and "per unit-step" in err

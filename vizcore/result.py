@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from . import images
 from .errors import unknown_name
 from .files import prepare_out_dir, safe_name
 
@@ -68,39 +68,15 @@ class Result:
 
     def image(self, i: int, size: int | None = None) -> Image.Image:
         """Unit i as a PIL image (a line plot for 1-D signals), optionally resized to `size` pixels wide."""
-        if self.is_signal:
-            return plot_signal(self.images[i], width=size or 320)
-        arr = self.images[i]
-        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr[..., :3])
-        if size and img.width != size:
-            img = img.resize((size, round(img.height * size / img.width)), Image.BILINEAR)
-        return img
+        return images.unit_image(self.images[i], size, signal=self.is_signal)
 
     def grid(self, cols: int | None = None, cell: int = 160, labels: bool = True) -> Image.Image:
         """A labelled contact sheet of every unit (label: target and final value)."""
-        n = len(self)
-        cols = cols or max(1, min(n, int(np.ceil(np.sqrt(n)))))
-        rows = int(np.ceil(n / cols))
-        label_h = 28 if labels else 0
-        first = self.image(0, cell)
-        ch = first.height
-        sheet = Image.new("RGB", (cols * (cell + 4) + 4, rows * (ch + label_h + 4) + 4), "white")
-        draw = ImageDraw.Draw(sheet)
-        for i in range(n):
-            r, c = divmod(i, cols)
-            x, y = 4 + c * (cell + 4), 4 + r * (ch + label_h + 4)
-            sheet.paste(self.image(i, cell).convert("RGB"), (x, y))
-            if labels:
-                u = self.units[i]
-                text = u.label or u.target
-                draw.text((x, y + ch + 1), text[-26:], fill=(0, 0, 0))
-                draw.text((x, y + ch + 14), f"{self.values[i]:.3g}", fill=(90, 90, 90))
-        return sheet
+        captions = [(u.label or u.target, f"{self.values[i]:.3g}") for i, u in enumerate(self.units)]
+        return images.grid([self.image(i, cell) for i in range(len(self))], captions if labels else None, cols, cell)
 
     def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.grid().save(buf, format="PNG")
-        return buf.getvalue()
+        return images.png_bytes(self.grid())
 
     def save(self, out_dir: str | Path, exporters: tuple[str, ...] | list[str] = ("png", "manifest"),
              force: bool = False, **options: Any) -> list[Path]:
@@ -127,15 +103,3 @@ class Result:
                            trace=[float(v) for v in self.traces[i]]) for i, u in enumerate(self.units)],
             "trace_steps": list(self.trace_steps),
         }
-
-
-def plot_signal(sig: np.ndarray, width: int = 320, height: int = 120) -> Image.Image:
-    """A line plot of a 1-D signal (L, C) with values in 0..255, one colour per channel."""
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
-    length = sig.shape[0]
-    for c in range(sig.shape[1]):
-        pts = [(i * (width - 1) / max(1, length - 1), (height - 1) * (1 - sig[i, c] / 255.0)) for i in range(length)]
-        draw.line(pts, fill=colours[c % len(colours)], width=1)
-    return img

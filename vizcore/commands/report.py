@@ -27,9 +27,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     which.add_argument("--layers", nargs="+", metavar="LAYER",
                        help="layers to render: names, output tensor names or indices (space- or comma-separated)")
     which.add_argument("--auto", action="store_true",
-                       help="pick layers spread through the depth, with a budget that takes minutes on a CPU")
+                       help="pick convolutions spread through the depth, each shown before its activation, with a "
+                            "budget that takes minutes on a CPU")
     which.add_argument("--all-units", action="store_true",
-                       help="every channel of every conv, after its activation (an estimate first; resumable)")
+                       help="every channel of every conv, before its activation (an estimate first; resumable)")
     p.add_argument("--executor", default=None, metavar="local|ray|ray://HOST:PORT",
                    help="where chunks run: this process (local, default) or a Ray cluster; resumable either way")
     p.add_argument("--units-per-layer", type=int, default=None, metavar="N",
@@ -39,7 +40,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="class names: JSON list or text with one name a line (default: the model's vizcore.labels)")
     p.add_argument("--steps", type=int, default=None,
                    help="optimization steps per unit (default 128; --auto 64)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: model's, else 128)")
+    p.add_argument("--size", type=int, default=None,
+                   help="image side in pixels (default: the model's fixed size, else 128; --auto 112)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     health = p.add_mutually_exclusive_group()
@@ -81,17 +83,20 @@ def _executor(args: argparse.Namespace, err: Console) -> Any:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
-    from ..atlas import build_report
+    from ..atlas import build_report, read_labels
+    from ..atlas.health import load_check
 
     require_readable(args.model)
     if not args.layers and not args.auto and not args.classes and not args.all_units:
         raise OptionError("nothing to render", "pass --layers A B, --auto, or --classes 1,9,130")
+    labels = read_labels(args.labels) if args.labels else None  # bad input fails before any work
+    stored = load_check(args.check) if args.check else None
     model = load(args.model, size=args.size, plugins=args.plugins)
     err = Console(stderr=True)
     index = build_report(model, args.out, layers=_layer_keys(model, args.layers), auto=args.auto,
-                         units_per_layer=args.units_per_layer, classes=args.classes, labels=args.labels,
+                         units_per_layer=args.units_per_layer, classes=args.classes, labels=labels,
                          steps=args.steps, size=args.size, seed=args.seed,
-                         health=args.check if args.check else not args.no_health, force=args.force,
+                         health=stored if stored is not None else not args.no_health, force=args.force,
                          render_options={"device": args.device} if args.device != "auto" else None,
                          fidelity=not args.no_fidelity, plugins=args.plugins, all_units=args.all_units,
                          executor=_executor(args, err),

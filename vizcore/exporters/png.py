@@ -10,13 +10,8 @@ import numpy as np
 
 from ..files import atomic_write_bytes, inside
 from ..hookspecs import hookimpl
+from ..images import png_bytes
 from ..result import Result
-
-
-def _png(img: Any) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def export_png(result: Result, out_dir: Path, **_: Any) -> list[Path]:
@@ -24,12 +19,12 @@ def export_png(result: Result, out_dir: Path, **_: Any) -> list[Path]:
     written = []
     for i in range(len(result)):
         name = result.filename(i)
-        written.append(atomic_write_bytes(inside(out_dir, name), _png(result.image(i))))
+        written.append(atomic_write_bytes(inside(out_dir, name), png_bytes(result.image(i))))
         if result.is_signal:
             buf = io.BytesIO()
             np.save(buf, result.images[i])
             written.append(atomic_write_bytes(inside(out_dir, name[:-4] + ".npy"), buf.getvalue()))
-    written.append(atomic_write_bytes(inside(out_dir, "grid.png"), _png(result.grid())))
+    written.append(atomic_write_bytes(inside(out_dir, "grid.png"), png_bytes(result.grid())))
     return written
 
 

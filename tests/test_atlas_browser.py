@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageStat
-from test_report import HOSTILE, TRAVERSAL, tiny_cnn
+from test_atlas import HOSTILE, TRAVERSAL, tiny_cnn
 
 import vizcore
 from vizcore.atlas import build_report

@@ -1,12 +1,15 @@
 """`vizcore report`: layer choice, content-addressed cache, escaping of untrusted names, pages and manifest.
 
-The tiny model and the fake renderer here are shared with test_report_browser.py.
+The tiny model and the fake renderer here are shared with test_atlas_browser.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import stat
 import types
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,7 +22,10 @@ import torch
 
 import vizcore
 from vizcore.atlas import UnitCache, UnitSpec, auto_layers, build_report, load_labels, trace_svg
+from vizcore.atlas.health import check_keys
+from vizcore.atlas.select import unit_specs
 from vizcore.errors import LayerNotFoundError, OptionError, OutputError
+from vizcore.health import CheckReport, Failure, LayerReport
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 TRAVERSAL = "../../etc"
@@ -103,11 +109,20 @@ def parse(path: Path) -> Tags:
     return t
 
 
-def test_auto_layers_spread_through_depth(model: vizcore.Model) -> None:
+def test_auto_layers_are_convolutions_before_their_activation(model: vizcore.Model) -> None:
     picked = auto_layers(model, count=2)
-    relus = [ly for ly in model.layers if ly.op_type == "Relu"]
-    assert [ly.name for ly in picked] == [relus[0].name, relus[-1].name]  # activation after each conv, first + last
+    convs = [ly for ly in model.layers if ly.op_type == "Conv"]
+    assert [ly.name for ly in picked] == [convs[0].name, convs[-1].name]  # first and last, before the ReLU
     assert len(auto_layers(model, count=6)) == 3  # no more than there are
+    # the check is asked about the activations after them, as its default layers are
+    relus = [ly for ly in model.layers if ly.op_type == "Relu"]
+    assert check_keys(model, picked) == [relus[0].name, relus[-1].name]
+    assert check_keys(model, [relus[1]]) == [relus[1].name]
+    # first-layer filters (a conv of the input, up to its ReLU) are rendered as neurons at the centre, deeper units
+    # as whole channels: a linear filter's channel mean only sees the image's mean colour
+    specs = unit_specs(model, [convs[0], relus[0], convs[1]], 2, [])
+    assert [s.kind for s in specs] == ["neuron"] * 4 + ["channel"] * 2
+    assert [type(s.objective()).__name__ for s in specs] == ["Neuron"] * 4 + ["Channel"] * 2
 
 
 def test_report_pages_units_and_hostile_names(model: vizcore.Model, tmp_path: Path) -> None:
@@ -223,9 +238,10 @@ def test_health_marks_dead_and_duplicate_units(model: vizcore.Model, tmp_path: P
     man = json.loads((index.parent / "manifest.json").read_text())
     flags = {u["channel"]: u["flags"] for u in man["units"]}
     assert flags[1] == ["dead"] and flags[0] == ["≈ ch 3 (rot90, 0.98)"] and flags[3] == ["≈ ch 0 (rot90, 0.98)"]
-    assert flags[2] == ["not driven"]
+    assert flags[2] == []  # its render stayed at 0, but the check covers the layer and found it alive: one verdict
     front = index.read_text(encoding="utf-8")
     assert "failed" in front and "too many dead units" in front and "2 dead" in front
+    assert "do not record which probes" in front  # a stored check.json without notes says so
     page = (index.parent / f"layer-{model.layer(HOSTILE).index}.html").read_text(encoding="utf-8")
     assert page.count('class="unit is-dead"') == 1 and page.count("is-dup") == 2
     # results of another model are refused before anything renders
@@ -233,6 +249,39 @@ def test_health_marks_dead_and_duplicate_units(model: vizcore.Model, tmp_path: P
     with pytest.raises(OptionError, match="another model"):
         build_report(model, tmp_path / "r2", layers=[HOSTILE], renderer=FakeRenderer(), health=path)
     assert not (tmp_path / "r2").exists()
+
+
+def _report(model: vizcore.Model, layer: str, dead: list[int], notes: list[str]) -> CheckReport:
+    lay = model.layer(layer)
+    rep = LayerReport(name=lay.name, channels=int(lay.channels or 0), dead=dead, index=lay.index)
+    fails = [Failure("dead", lay.name, f"{len(dead)} dead")] if dead else []
+    return CheckReport(model={"sha256": model.sha256}, layers=[rep], fidelity={}, failures=fails, notes=notes)
+
+
+def test_one_verdict_per_unit_attached_through_the_activation(model: vizcore.Model, tmp_path: Path) -> None:
+    """The check measured the ReLU; the atlas shows the Conv before it: the verdicts are the Conv's channels', the
+    panel counts exactly the units marked, and the page says which probes the verdicts rest on."""
+    conv = next(ly for ly in model.layers if ly.op_type == "Conv")
+    notes = ["probes: 12 noise at 32x32", "scikit-image is not installed: probes use noise (and --images) only",
+             "thresholds from /home/someone/secret/pyproject.toml"]
+    check = _report(model, HOSTILE, [0, 2], notes)
+    index = build_report(model, tmp_path / "r", layers=[conv.index], units_per_layer=6, renderer=FakeRenderer(),
+                         fidelity=False, health=check)
+    man = json.loads((index.parent / "manifest.json").read_text())
+    marked = sorted(u["channel"] for u in man["units"] if "dead" in u["flags"])
+    assert marked == [0, 2]
+    assert not any("not driven" in u["flags"] for u in man["units"])  # the check is the judge, not the render
+    front = index.read_text(encoding="utf-8")
+    assert "<strong>2</strong> dead" in front
+    assert "noise only" in front and "probes: 12 noise at 32x32" in front
+    assert "secret" not in front and "thresholds from pyproject.toml" in front
+    page = (index.parent / f"layer-{conv.index}.html").read_text(encoding="utf-8")
+    assert "verdicts measured after the activation" in page and "&lt;img src=x" in page
+    # without a check the render's own value speaks (channel 2 of the fake stays at 0)
+    index = build_report(model, tmp_path / "r2", layers=[conv.index], units_per_layer=3, renderer=FakeRenderer(),
+                         fidelity=False, health=None)
+    man = json.loads((index.parent / "manifest.json").read_text())
+    assert [u["flags"] for u in man["units"]] == [[], [], ["not driven"]]
 
 
 def test_no_network_references(model: vizcore.Model, tmp_path: Path) -> None:
@@ -294,3 +343,99 @@ def test_cli_report_with_the_real_engine(tmp_path: Path) -> None:
     img = Image.open(out / man["units"][0]["file"])
     assert img.size == (32, 32)
     assert main(["report", str(path), "--out", str(out)]) == 2  # nothing asked for
+
+
+# -- hardening -------------------------------------------------------------------------------------------------------
+def test_never_writes_through_a_link_out_of_the_report(model: vizcore.Model, tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "r", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "0.png").write_bytes(b"precious")
+    build_report(model, out, layers=[HOSTILE, TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(),
+                 fidelity=False)
+    layer_dir = out / f"img/layer-{model.layer(HOSTILE).index}"
+    for p in layer_dir.iterdir():
+        p.unlink()
+    layer_dir.rmdir()
+    layer_dir.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OutputError, match="link") as err:
+        build_report(model, out, layers=[HOSTILE, TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(),
+                     fidelity=False)
+    assert "\n" not in str(err.value)
+    assert (elsewhere / "0.png").read_bytes() == b"precious" and sorted(os.listdir(elsewhere)) == ["0.png"]
+    # a smaller report cleans up what it no longer shows, but never through the link
+    build_report(model, out, layers=[TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(), fidelity=False)
+    assert (elsewhere / "0.png").read_bytes() == b"precious"
+    # the cache and the pages are guarded too
+    cache = out / ".cache"
+    shutil.move(cache, tmp_path / "moved-cache")
+    cache.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OutputError, match="link"):
+        build_report(model, out, layers=[TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(),
+                     fidelity=False, force=True)
+    assert sorted(os.listdir(elsewhere)) == ["0.png"]
+    cache.unlink()
+    shutil.move(tmp_path / "moved-cache", cache)
+    (out / "index.html").unlink()
+    (out / "index.html").symlink_to(elsewhere / "0.png")
+    with pytest.raises(OutputError, match="link"):
+        build_report(model, out, layers=[TRAVERSAL], units_per_layer=2, steps=8, renderer=FakeRenderer(),
+                     fidelity=False)
+    assert (elsewhere / "0.png").read_bytes() == b"precious"
+
+
+def test_bad_labels_fail_before_any_work(model: vizcore.Model, tmp_path: Path) -> None:
+    fake = FakeRenderer()
+    with pytest.raises(OptionError, match="larger than"):
+        build_report(model, tmp_path / "r", classes="1", labels="/dev/zero", renderer=fake, fidelity=False)
+    (tmp_path / "bin.txt").write_bytes(b"cat\x00\xff\xfe")
+    with pytest.raises(OptionError, match="not UTF-8|not text"):
+        build_report(model, tmp_path / "r", classes="1", labels=tmp_path / "bin.txt", renderer=fake, fidelity=False)
+    assert fake.units == 0 and not (tmp_path / "r").exists()
+    from vizcore.cli import main
+
+    assert main(["report", str(model.path), "--out", str(tmp_path / "r"), "--classes", "1",
+                 "--labels", "/dev/zero"]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+class Interrupting(FakeRenderer):
+    """A FakeRenderer that raises KeyboardInterrupt (Ctrl-C) once it has rendered `after` units."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def __call__(self, model: Any, targets: list[Any], **kw: Any) -> Any:
+        if self.units >= self.after:
+            raise KeyboardInterrupt
+        return super().__call__(model, targets, **kw)
+
+
+def test_ctrl_c_keeps_what_was_rendered_and_the_next_run_resumes(model: vizcore.Model, tmp_path: Path) -> None:
+    out, args = tmp_path / "r", {"layers": [HOSTILE, TRAVERSAL], "units_per_layer": 3, "steps": 8, "size": 32,
+                                 "classes": "0,1", "fidelity": False}
+    stub = Interrupting(after=3)
+    with pytest.raises(KeyboardInterrupt):
+        build_report(model, out, renderer=stub, **args)
+    assert stub.units == 3
+    assert len(list((out / ".cache").glob("*.png"))) == 3 == len(list((out / ".cache").glob("*.json")))
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    fake = FakeRenderer()
+    build_report(model, out, renderer=fake, **args)
+    assert fake.units == 3 + 2  # the second layer and the classes only
+    assert [t.channel for t in fake.calls[0]] == [0, 1, 2] and len(fake.calls) == 2
+    man = json.loads((out / "manifest.json").read_text())
+    assert len(man["units"]) == 8 and all((out / u["file"]).is_file() for u in man["units"])
+
+
+def test_every_file_is_written_through_the_files_helpers(model: vizcore.Model, tmp_path: Path) -> None:
+    """Pages, manifest, assets, cache and the images copied from the cache all have the mode files.py gives."""
+    from vizcore.files import atomic_write_bytes
+
+    mode = stat.S_IMODE(atomic_write_bytes(tmp_path / "probe", b"x").stat().st_mode)
+    index = build_report(model, tmp_path / "r", layers=[HOSTILE], units_per_layer=2, classes="1",
+                         renderer=FakeRenderer(), fidelity=False)
+    files = [p for p in index.parent.rglob("*") if p.is_file()]
+    assert len(files) > 8
+    assert {p.relative_to(index.parent).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {
+        p.relative_to(index.parent).as_posix(): oct(mode) for p in files}
