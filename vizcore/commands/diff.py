@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .check import (
+from ._options import (
     add_output_options,
     add_threshold_options,
     config_from_args,
