@@ -114,7 +114,10 @@ def verdict(console: Console, passed: bool, failures: list[Any], what: str) -> N
 
 
 def elide(name: str, width: int) -> str:
-    """`name` shortened from the left to `width` characters (the end of a layer path is the telling part)."""
-    return name if len(name) <= width else "…" + name[-(width - 1):]
-
-
+    """`name` shortened to `width` characters by cutting its middle: the start (which block) and the end (which
+    node) both stay, so shortened names stay distinguishable. Tables fold whole names instead; use this only where
+    one line is a must."""
+    if len(name) <= width:
+        return name
+    head = max(1, (width - 1) // 3)
+    return name[:head] + "…" + name[-(width - 1 - head):]

@@ -15,7 +15,6 @@ from ._options import (
     add_output_options,
     add_threshold_options,
     config_from_args,
-    elide,
     progress_status,
     verdict,
     write_reports,
@@ -46,8 +45,8 @@ def _indices(items: list[int], n: int = 32) -> str:
     return ", ".join(map(str, items[:n])) + (f", … ({len(items)} in all)" if len(items) > n else "")
 
 
-def print_report(report: Any, console: Console, verbose: bool = False) -> None:
-    """The rich summary: model facts, one row per layer, then (verbose) indices, pairs and notes."""
+def _print_head(report: Any, console: Console) -> None:
+    """Model path, fidelity and weights."""
     m = report.model
     head = Table.grid(padding=(0, 2))
     head.add_row("[bold]model[/]", escape(str(m.get("path"))))
@@ -65,51 +64,86 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
                  f"[red]{len(bad)} tensors with NaN/Inf[/]: " + escape(", ".join(f"{b['layer']}.{b['tensor']}"
                                                                                 for b in bad[:5])))
     console.print(head)
+
+
+def _apoz(lay: Any) -> str:
+    vals = [u["apoz"] for u in lay.units if isinstance(u.get("apoz"), (int, float))]
+    return f"{sum(vals) / len(vals):.0%}" if vals else "[dim]-[/]"
+
+
+def _row(lay: Any, failed: set[tuple[str, str | None]], judged: bool) -> list[str]:
+    """One table row; the layer name is folded onto more lines rather than cut, so it stays whole and copyable."""
+    lim = lay.limits
+    no_dups = not lay.duplicates and any(n.startswith("duplicates:") for n in lay.notes)
+    dups = "[dim]-[/]" if no_dups else "[dim]0[/]" if not lay.duplicates else f"[yellow]{len(lay.duplicates)}[/]"
+    ok = not any((c, lay.name) in failed for c in ("dead", "constant", "duplicates", "nonfinite-activations",
+                                                    "inconclusive"))
+    status = "[yellow]skip[/]" if lay.skipped else "[green]ok[/]" if ok else "[bold red]FAIL[/]"
+    dash = "[dim]-[/]"
+    return [str(lay.index) if lay.index is not None else "", escape(lay.name), escape(lay.op),
+            escape(lay.gate or "linear"), str(lay.channels),
+            _count(lay.dead, lay.channels, lim.max_dead_fraction if lim else None) if judged else dash,
+            (f"[yellow]{len(lay.inconclusive)}[/]" if lay.inconclusive else "[dim]0[/]") if judged else dash,
+            _apoz(lay) if judged else dash,
+            _count(lay.constant, lay.channels, lim.max_constant_fraction if lim else None) if judged else dash,
+            dups, status]
+
+
+def _print_table(report: Any, console: Console) -> None:
     failed = {(f.check, f.layer) for f in report.failures}
     table = Table(title=f"{len(report.layers)} layers checked", title_justify="left")
-    for col, j in (("#", "right"), ("layer", "left"), ("op", "left"), ("ch", "right"), ("dead", "right"),
-                   ("const", "right"), ("dup", "right")):
-        table.add_column(col, justify=j, no_wrap=True, overflow="ellipsis")
+    for col, j in (("#", "right"), ("layer", "left"), ("op", "left"), ("gate", "left"), ("ch", "right"),
+                   ("dead", "right"), ("incon.", "right"), ("APoZ", "right"), ("const", "right"),
+                   ("dup pairs", "right")):
+        table.add_column(col, justify=j, no_wrap=col != "layer", overflow="fold" if col == "layer" else "ellipsis",
+                         min_width=min(24, max((len(lay.name) for lay in report.layers), default=8))
+                         if col == "layer" else None)
     table.add_column("", no_wrap=True, min_width=4)
-    width = max(16, console.width - 74)
     judged = report.config is None or report.config.dead
-    skipped_dups = 0
     for lay in report.layers:
-        lim = lay.limits
-        no_dups = not lay.duplicates and any(n.startswith("duplicates:") for n in lay.notes)
-        skipped_dups += no_dups
-        dups = "[dim]-[/]" if no_dups else "[dim]0[/]" if not lay.duplicates else f"[yellow]{len(lay.duplicates)}[/]"
-        ok = not any((c, lay.name) in failed for c in ("dead", "constant", "duplicates", "nonfinite-activations"))
-        table.add_row(str(lay.index) if lay.index is not None else "", escape(elide(lay.name, width)), escape(lay.op),
-                      str(lay.channels),
-                      _count(lay.dead, lay.channels, lim.max_dead_fraction if lim else None) if judged else "[dim]-[/]",
-                      _count(lay.constant, lay.channels, lim.max_constant_fraction if lim else None) if judged
-                      else "[dim]-[/]",
-                      dups, "[green]ok[/]" if ok else "[bold red]FAIL[/]")
+        table.add_row(*_row(lay, failed, judged))
     console.print(table)
-    if skipped_dups:
-        console.print(f"[dim]dup -: {skipped_dups} layers without comparable filters (depthwise, or no weights)[/]")
+    skipped = sum(1 for lay in report.layers if not lay.duplicates and any(n.startswith("duplicates:")
+                                                                          for n in lay.notes))
+    if skipped:
+        console.print(f"[dim]dup -: {skipped} layers without comparable filters (depthwise, or no weights)[/]")
+    console.print("[dim]dead: gated units closed on every probe that the ascent could not open; incon.: closed, "
+                  "the ascent ran out of steps; APoZ: mean fraction of outputs <= 0; dup pairs: (filter, copy) "
+                  "pairs[/]")
+
+
+def _print_details(report: Any, console: Console) -> None:
+    """--verbose: channel indices, duplicate groups and notes per layer."""
+    from ..health.results import duplicate_groups
+
+    for lay in report.layers:
+        lines = [f"{what}: {_indices(items)}" for what, items in
+                 (("dead", lay.dead), ("inconclusive", lay.inconclusive), ("dead on your data", lay.dead_on_data),
+                  ("zero weights", lay.zero_weights), ("constant", lay.constant)) if items]
+        for g in duplicate_groups(lay.duplicates)[:12]:
+            lines.append(f"filter {g['filter']} has copies: " + ", ".join(
+                f"{c['filter']} = {c['transform']}({c['of']}) {c['similarity']:.3f}" for c in g["copies"]))
+        if lay.skipped:
+            lines.append(f"skipped: {lay.skipped}")
+        lines += [n for n in lay.notes if not n.startswith("duplicates:")]
+        if lines:
+            console.print(f"[bold]{escape(lay.name)}[/] [dim]({escape(', '.join(lay.nodes))}; weight "
+                          f"{escape(str(lay.weight))})[/]", highlight=False)
+            for line in lines:
+                console.print(f"  {escape(line)}", highlight=False)
+    for n in report.notes:
+        console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
+
+
+def print_report(report: Any, console: Console, verbose: bool = False) -> None:
+    """The rich summary: model facts, one row per layer, then (verbose) indices, copies and notes."""
+    _print_head(report, console)
+    _print_table(report, console)
     if verbose:
-        for lay in report.layers:
-            lines = []
-            if lay.dead:
-                lines.append(f"dead: {_indices(lay.dead)}")
-            if lay.constant:
-                lines.append(f"constant: {_indices(lay.constant)}")
-            if lay.duplicates:
-                lines.append("duplicates: " + "; ".join(f"{j} = {t}({i}) {s:.3f}" for i, j, t, s in
-                                                        lay.duplicates[:12]) +
-                             (f"; … ({len(lay.duplicates)} pairs)" if len(lay.duplicates) > 12 else ""))
-            lines += [n for n in lay.notes if not n.startswith("duplicates:")]
-            if lines:
-                console.print(f"[bold]{escape(lay.name)}[/]", highlight=False)
-                for line in lines:
-                    console.print(f"  {escape(line)}", highlight=False)
-        for n in report.notes:
-            console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
+        _print_details(report, console)
     else:
         for n in report.notes:
-            if "unavailable" in n or "not installed" in n or "skipped" in n:
+            if "unavailable" in n or "not installed" in n or "skipped" in n or "failed" in n:
                 console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
     if report.timings:
         console.print("[dim]time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()) + "[/]")
