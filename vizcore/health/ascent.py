@@ -42,8 +42,8 @@ class _EarlyStop:
         a = run.unit_offset
         sl = slice(a, a + len(v))
         self.best[sl] = np.fmax(self.best[sl], v)
-        self.steps[sl] = state.step + 1
-        if (state.step + 1) % STALL_STEPS == 0:
+        self.steps[sl] = state.step  # the engine counts steps from 1
+        if state.step % STALL_STEPS == 0:
             rise = self.best[sl] - self.mark[sl]
             tol = STALL_RISE * (np.abs(self.best[sl]) + np.abs(self.bars[sl])) + 1e-12
             self.stalled[sl] = np.isfinite(self.mark[sl]) & (rise <= tol)
@@ -55,8 +55,8 @@ class _EarlyStop:
 
     def _report(self, run: Any, state: Any, k: int, stop: bool) -> None:
         budget = int(self.budgets[run.unit_offset:run.unit_offset + k].max())
-        frac = (self.done_units + k * min(1.0, (state.step + 1) / max(budget, 1))) / max(len(self.bars), 1)
-        if stop or state.step + 1 >= budget:
+        frac = (self.done_units + k * min(1.0, state.step / max(budget, 1))) / max(len(self.bars), 1)
+        if stop or state.step >= budget:
             self.done_units += k
         if self.progress:
             el = time.perf_counter() - self.t0
