@@ -27,29 +27,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_S, GOAL_MOBILENET_S = 60.0, 30.0
 _CHILD = """
-import json, sys, time
+import json, os, sys, time
 t0 = time.perf_counter()
 from vizcore.health import check
 r = check(sys.argv[1])
+if os.environ.get("CHECK_SPEED_REPORT"):
+    open(os.environ["CHECK_SPEED_REPORT"], "w").write(r.dumps())
 print(json.dumps({"wall": time.perf_counter() - t0, "timings": r.timings, "passed": r.passed,
                   "layers": len(r.layers), "units": sum(l.channels for l in r.layers),
-                  "dead": sum(len(l.dead) for l in r.layers), "inconclusive": sum(len(l.inconclusive)
+                  "dead": sum(len(l.dead) for l in r.layers), "inconclusive": sum(len(getattr(l, "inconclusive", []))
                   for l in r.layers), "params": r.model.get("parameters")}))
 """
 
 
-def _run(code_root: Path, model: Path, timeout: float) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run(code_root: Path, model: Path, timeout: float, report: Path | None = None) -> dict:
+    before = _cpu()
     t0 = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(code_root)}
+    if report is not None:
+        env["CHECK_SPEED_REPORT"] = str(report)
     try:
         out = subprocess.run([sys.executable, "-c", _CHILD, str(model)], cwd=code_root, env=env, timeout=timeout,
                              capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
-        return {"wall": float("inf"), "cpu": float("nan"), "error": f"timed out after {timeout:.0f} s"}
+    except subprocess.TimeoutExpired:  # the killed child was waited for: its CPU time counts
+        return {"wall": float("inf"), "cpu": _cpu() - before, "error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = _cpu() - before
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["?"])[-1]
         return {"wall": wall, "cpu": cpu, "error": f"exit {out.returncode}: {last[:160]}"}
@@ -65,7 +73,7 @@ def _zoo(folder: Path) -> list[Path]:
 
 def _line(name: str, r: dict, goal: float) -> str:
     if "error" in r:
-        return f"{name:<28} {'-':>8} {'-':>8}  goal <= {goal:.0f} s  FAILED ({r['error']})"
+        return f"{name:<28} {'-':>8} {r['cpu']:7.1f}s  goal <= {goal:.0f} s  FAILED ({r['error']})"
     met = "MET" if r["wall"] <= goal else "MISSED"
     return (f"{name:<28} {r['wall']:7.1f}s {r['cpu']:7.1f}s  goal <= {goal:.0f} s  {met:<6}  "
             f"{r.get('params', 0) / 1e6:5.2f} M params, {r['layers']} layers, {r['dead']} dead, "
@@ -81,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--report-dir", type=Path, help="keep each model's check --json report here (this code's)")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="check_speed_"))
     models = list(args.models) + (_zoo(tmp) if args.zoo else [])
@@ -90,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     for m in models:
         goal = GOAL_MOBILENET_S if "mobilenet_v2" in m.name else GOAL_S
         for k in range(args.rounds):
-            r = _run(ROOT, m, args.timeout)
+            rep = args.report_dir / f"{m.stem}.json" if args.report_dir else None
+            r = _run(ROOT, m, args.timeout, rep)
             b = _run(args.baseline, m, args.timeout) if args.baseline else None
             print(_line(m.stem + (f" #{k + 1}" if args.rounds > 1 else ""), r, goal), flush=True)
             if b is not None:
                 ratio = b["wall"] / r["wall"] if "error" not in r and "error" not in b else float("nan")
-                cpu_ratio = b["cpu"] / r["cpu"] if "error" not in r and "error" not in b else float("nan")
+                cpu_ratio = b["cpu"] / r["cpu"] if r["cpu"] > 0 else float("nan")  # a timed-out baseline: at least
                 print(f"{'  baseline ' + str(args.baseline):<28} {b['wall']:7.1f}s {b['cpu']:7.1f}s  "
                       f"baseline/this: wall x{ratio:.2f}, CPU x{cpu_ratio:.2f}" +
                       (f"  (baseline: {b['error']})" if "error" in b else ""), flush=True)
