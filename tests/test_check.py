@@ -14,7 +14,9 @@ from test_check_models import PLANTED, Planted, export, found
 
 import vizcore
 from vizcore.cli import main
+from vizcore.errors import OptionError
 from vizcore.health import CheckReport, check
+from vizcore.health.schema import own_validate, validate
 
 FAST = ["--size", "32"]
 
@@ -48,18 +50,36 @@ def test_healthy_model_passes(models: dict[str, Path]) -> None:
     assert [lay.channels for lay in rep.layers] == [12, 16, 8]
 
 
-def test_json_has_exactly_the_schema(planted_report: CheckReport) -> None:
+def test_json_follows_the_shipped_schema(planted_report: CheckReport) -> None:
     data = json.loads(json.dumps(planted_report.to_json(), allow_nan=False))
-    assert set(data) == {"model", "passed", "layers", "fidelity", "failures"}
+    assert data["schema_version"] == 2 and validate(data) == [] and own_validate(data) == []
     assert data["passed"] is True and data["failures"] == []
     assert data["model"]["sha256"] and data["model"]["nonfinite_weights"] == []
+    relu = data["layers"][0]
+    assert (relu["name"], relu["op_chain"], relu["nodes"], relu["conv"], relu["gated"], relu["gate"]) == \
+        ("/Relu", "Conv+Relu", ["/conv1/Conv", "/Relu"], "/conv1/Conv", True, "relu")
+    assert relu["weight"] == "conv1.weight" and relu["dead"] == [2] and relu["zero_weights"] == [2, 5]
+    assert [u["verdict"] for u in relu["units"]].count("dead") == 1 and relu["units"][2]["apoz"] == 1.0
+    assert data["layers"][2]["gated"] is False and data["layers"][2]["dead"] == []
     for lay in data["layers"]:
-        assert set(lay) == {"name", "channels", "dead", "constant", "duplicates"}
-        for i, j, t, s in lay["duplicates"]:
-            assert isinstance(i, int) and isinstance(j, int) and i < j
-            assert t in {"rot90", "rot180", "rot270", "flip_h", "flip_v", "shift"}
-            assert 0.95 <= s <= 1.0 + 1e-6
-    assert CheckReport.from_json(data).to_json() == {**data, "passed": True}
+        assert lay["duplicate_pairs"] == len(lay["duplicates"])
+        for d in lay["duplicates"]:
+            assert d["filter"] < d["copy"] and 0.95 <= d["similarity"] <= 1.0 + 1e-6
+    back = CheckReport.from_json(data).to_json()
+    assert back == {**data, "passed": True}
+    broken = {**data, "layers": [{**relu, "dead": ["2"]}]}
+    assert validate(broken) and own_validate(broken)  # both validators see a string channel index
+
+
+def test_version_1_reports_are_read(planted_report: CheckReport) -> None:
+    old = {"model": planted_report.model, "passed": True, "fidelity": {"available": False}, "failures": [],
+           "layers": [{"name": "/Relu", "channels": 12, "dead": [2], "constant": [5], "duplicates": [[0, 8, "flip_h",
+                                                                                                       0.99]]}]}
+    rep = CheckReport.from_json(json.loads(json.dumps(old)))
+    assert rep.layers[0].dead == [2] and rep.layers[0].duplicates == [[0, 8, "flip_h", 0.99]]
+    assert validate(json.loads(rep.dumps())) == []  # upgraded to version 2 on the way out
+    with pytest.raises(OptionError):
+        CheckReport.from_json({**old, "schema_version": 99})
 
 
 def test_thresholds_from_options_fail_the_right_layers(models: dict[str, Path]) -> None:

@@ -76,3 +76,16 @@ def test_cli_with_models_and_stored_reports(paths: dict[str, Path], tmp_path: Pa
     (tmp_path / "bad.json").write_text('{"layers": 3}')
     assert main(["diff", str(tmp_path / "bad.json"), str(base)]) == 2
     assert main(["diff", str(tmp_path / "missing.onnx"), str(base)]) == 2
+
+
+def test_unrelated_models_have_nothing_to_compare(paths: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from check_zoo import export_kind
+
+    other = export_kind("crnn", tmp_path)
+    capsys.readouterr()
+    assert main(["diff", str(paths["healthy"]), str(other), *FAST]) == 2
+    assert "nothing to compare" in capsys.readouterr().err + capsys.readouterr().out

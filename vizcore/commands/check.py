@@ -5,70 +5,20 @@ judged against thresholds; a rich table, `--json`, `--junit`; exit 0 passed, 1 a
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..files import atomic_write_text
-
-if TYPE_CHECKING:  # vizcore.health imports torch: only inside run
-    from ..health.config import CheckConfig
-
-#: Command-line options that override config-file settings: dest -> CheckConfig field.
-OVERRIDES = ("max_dead_fraction", "max_constant_fraction", "fail_on_duplicates", "duplicate_threshold", "max_shift",
-             "max_fidelity_diff", "dead_threshold", "constant_tolerance", "ascent", "ascent_steps", "ascent_size",
-             "size", "seed", "device", "images", "batch", "noise_probes")
-
-
-def add_threshold_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by `check` and `diff`: the config file, thresholds, probes and the ascent."""
-    p.add_argument("--config", metavar="FILE", help="read [tool.vizcore.check] from this TOML file instead of a "
-                   "vizcore.toml / pyproject.toml next to the model")
-    p.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to check (names or indices; default: every "
-                   "Conv output, after its activation)")
-    p.add_argument("--images", metavar="DIR", help="a folder of your own images to use as probes")
-    g = p.add_argument_group("thresholds (override the config file)")
-    g.add_argument("--max-dead-fraction", type=float, metavar="F", help="fail if a layer has more dead units "
-                   "(default 0.25)")
-    g.add_argument("--max-constant-fraction", type=float, metavar="F", help="fail if a layer has more constant units "
-                   "(default 0.25)")
-    g.add_argument("--fail-on-duplicates", action=argparse.BooleanOptionalAction, default=None,
-                   help="fail if a layer has duplicate filters (default: report only)")
-    g.add_argument("--duplicate-threshold", type=float, metavar="S", help="cosine similarity above which two filters "
-                   "are duplicates (default 0.95)")
-    g.add_argument("--max-shift", type=int, metavar="PX", help="spatial shifts tried between filters (default 1)")
-    g.add_argument("--max-fidelity-diff", type=float, metavar="D", help="fail if |torch - onnxruntime| exceeds this "
-                   "(default 1e-3)")
-    g.add_argument("--dead-threshold", type=float, metavar="R", help="a unit is dead if it never exceeds this "
-                   "fraction of its layer's largest value (default 0.01)")
-    g.add_argument("--constant-tolerance", type=float, metavar="R", help="a unit is constant if its output varies "
-                   "by less than this fraction across inputs (default 1e-4)")
-    a = p.add_argument_group("probes and gradient ascent")
-    a.add_argument("--ascent", choices=("candidates", "all", "none"), help="which units get the gradient ascent: "
-                   "those no probe drove (default), all, or none")
-    a.add_argument("--ascent-steps", type=int, metavar="N", help="gradient ascent steps (default 24)")
-    a.add_argument("--ascent-size", type=int, metavar="PX", help="image size of the ascent (default 32)")
-    a.add_argument("--size", type=int, metavar="PX", help="probe image size (default: the model's, else 224)")
-    a.add_argument("--batch", type=int, metavar="N", help="probe batch size (default 8)")
-    a.add_argument("--noise-probes", type=int, metavar="N", help="number of noise probe images (default 12)")
-    a.add_argument("--seed", type=int, help="seed of the noise probes and the ascent (default 0)")
-    a.add_argument("--device", help="device of the gradient ascent: cpu (default), cuda, auto")
-    a.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
-    a.add_argument("--no-dead", action="store_true", help="skip dead / constant units (no probes, no ascent)")
-    a.add_argument("--no-duplicates", action="store_true", help="skip the duplicate-filter search")
-
-
-def add_output_options(p: argparse.ArgumentParser) -> None:
-    """--json, --junit, --verbose, --quiet."""
-    p.add_argument("--json", metavar="FILE", help="write the JSON report here ('-': print it instead of the table)")
-    p.add_argument("--junit", metavar="FILE", help="write a JUnit XML report here (one test case per check per layer)")
-    p.add_argument("--verbose", "-v", action="store_true", help="list channel indices and notes")
-    p.add_argument("--quiet", "-q", action="store_true", help="print only the verdict")
+from ._options import (
+    add_output_options,
+    add_threshold_options,
+    config_from_args,
+    progress_status,
+    verdict,
+    write_reports,
+)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -83,50 +33,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace, model_path: str | None) -> CheckConfig:
-    """The config file's settings with the command-line options applied on top."""
-    from ..health.config import load_config
-
-    cfg = load_config(model_path, args.config)
-    opts = {k: getattr(args, k, None) for k in OVERRIDES}
-    if getattr(args, "layers", None):
-        opts["layers"] = tuple(args.layers)
-    for flag, name in (("no_fidelity", "fidelity"), ("no_dead", "dead"), ("no_duplicates", "duplicates")):
-        if getattr(args, flag, False):
-            opts[name] = False
-    return cfg.with_options(**opts)
-
-
-@contextlib.contextmanager
-def progress_status(console: Console, quiet: bool) -> Iterator[Any]:
-    """A spinner with the current stage on a terminal; a no-op callback otherwise."""
-    if quiet or not console.is_terminal:
-        yield None
-        return
-    with console.status("checking…") as status:
-        yield lambda msg: status.update(escape(msg))
-
-
-def write_reports(report: Any, args: argparse.Namespace, console: Console) -> None:
-    """--json and --junit files (or JSON on stdout for `--json -`)."""
-    if args.json == "-":
-        print(report.dumps(), end="")
-    elif args.json:
-        atomic_write_text(Path(args.json), report.dumps())
-    if args.junit:
-        atomic_write_text(Path(args.junit), report.junit())
-
-
-def verdict(console: Console, passed: bool, failures: list[Any], what: str) -> None:
-    """The closing line: PASSED, or FAILED with each failure."""
-    if passed:
-        console.print(f"[bold green]PASSED[/] {escape(what)}")
-        return
-    console.print(f"[bold red]FAILED[/] {escape(what)}: {len(failures)} threshold(s) exceeded")
-    for f in failures:
-        console.print(f"  [red]✗[/] [dim]{escape(f.check)}:[/] {escape(f.message)}", highlight=False)
-
-
 def _count(items: list[int], n: int, limit: float | None) -> str:
     if not items:
         return "[dim]0[/]"
@@ -135,17 +41,12 @@ def _count(items: list[int], n: int, limit: float | None) -> str:
     return f"[{style}]{len(items)}[/] ({frac:.0%})"
 
 
-def elide(name: str, width: int) -> str:
-    """`name` shortened from the left to `width` characters (the end of a layer path is the telling part)."""
-    return name if len(name) <= width else "…" + name[-(width - 1):]
-
-
 def _indices(items: list[int], n: int = 32) -> str:
     return ", ".join(map(str, items[:n])) + (f", … ({len(items)} in all)" if len(items) > n else "")
 
 
-def print_report(report: Any, console: Console, verbose: bool = False) -> None:
-    """The rich summary: model facts, one row per layer, then (verbose) indices, pairs and notes."""
+def _print_head(report: Any, console: Console) -> None:
+    """Model path, fidelity and weights."""
     m = report.model
     head = Table.grid(padding=(0, 2))
     head.add_row("[bold]model[/]", escape(str(m.get("path"))))
@@ -163,51 +64,86 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
                  f"[red]{len(bad)} tensors with NaN/Inf[/]: " + escape(", ".join(f"{b['layer']}.{b['tensor']}"
                                                                                 for b in bad[:5])))
     console.print(head)
+
+
+def _apoz(lay: Any) -> str:
+    vals = [u["apoz"] for u in lay.units if isinstance(u.get("apoz"), (int, float))]
+    return f"{sum(vals) / len(vals):.0%}" if vals else "[dim]-[/]"
+
+
+def _row(lay: Any, failed: set[tuple[str, str | None]], judged: bool) -> list[str]:
+    """One table row; the layer name is folded onto more lines rather than cut, so it stays whole and copyable."""
+    lim = lay.limits
+    no_dups = not lay.duplicates and any(n.startswith("duplicates:") for n in lay.notes)
+    dups = "[dim]-[/]" if no_dups else "[dim]0[/]" if not lay.duplicates else f"[yellow]{len(lay.duplicates)}[/]"
+    ok = not any((c, lay.name) in failed for c in ("dead", "constant", "duplicates", "nonfinite-activations",
+                                                    "inconclusive"))
+    status = "[yellow]skip[/]" if lay.skipped else "[green]ok[/]" if ok else "[bold red]FAIL[/]"
+    dash = "[dim]-[/]"
+    return [str(lay.index) if lay.index is not None else "", escape(lay.name), escape(lay.op),
+            escape(lay.gate or "linear"), str(lay.channels),
+            _count(lay.dead, lay.channels, lim.max_dead_fraction if lim else None) if judged else dash,
+            (f"[yellow]{len(lay.inconclusive)}[/]" if lay.inconclusive else "[dim]0[/]") if judged else dash,
+            _apoz(lay) if judged else dash,
+            _count(lay.constant, lay.channels, lim.max_constant_fraction if lim else None) if judged else dash,
+            dups, status]
+
+
+def _print_table(report: Any, console: Console) -> None:
     failed = {(f.check, f.layer) for f in report.failures}
     table = Table(title=f"{len(report.layers)} layers checked", title_justify="left")
-    for col, j in (("#", "right"), ("layer", "left"), ("op", "left"), ("ch", "right"), ("dead", "right"),
-                   ("const", "right"), ("dup", "right")):
-        table.add_column(col, justify=j, no_wrap=True, overflow="ellipsis")
+    for col, j in (("#", "right"), ("layer", "left"), ("op", "left"), ("gate", "left"), ("ch", "right"),
+                   ("dead", "right"), ("incon.", "right"), ("APoZ", "right"), ("const", "right"),
+                   ("dup pairs", "right")):
+        table.add_column(col, justify=j, no_wrap=col != "layer", overflow="fold" if col == "layer" else "ellipsis",
+                         min_width=min(24, max((len(lay.name) for lay in report.layers), default=8))
+                         if col == "layer" else None)
     table.add_column("", no_wrap=True, min_width=4)
-    width = max(16, console.width - 74)
     judged = report.config is None or report.config.dead
-    skipped_dups = 0
     for lay in report.layers:
-        lim = lay.limits
-        no_dups = not lay.duplicates and any(n.startswith("duplicates:") for n in lay.notes)
-        skipped_dups += no_dups
-        dups = "[dim]-[/]" if no_dups else "[dim]0[/]" if not lay.duplicates else f"[yellow]{len(lay.duplicates)}[/]"
-        ok = not any((c, lay.name) in failed for c in ("dead", "constant", "duplicates", "nonfinite-activations"))
-        table.add_row(str(lay.index) if lay.index is not None else "", escape(elide(lay.name, width)), escape(lay.op),
-                      str(lay.channels),
-                      _count(lay.dead, lay.channels, lim.max_dead_fraction if lim else None) if judged else "[dim]-[/]",
-                      _count(lay.constant, lay.channels, lim.max_constant_fraction if lim else None) if judged
-                      else "[dim]-[/]",
-                      dups, "[green]ok[/]" if ok else "[bold red]FAIL[/]")
+        table.add_row(*_row(lay, failed, judged))
     console.print(table)
-    if skipped_dups:
-        console.print(f"[dim]dup -: {skipped_dups} layers without comparable filters (depthwise, or no weights)[/]")
+    skipped = sum(1 for lay in report.layers if not lay.duplicates and any(n.startswith("duplicates:")
+                                                                          for n in lay.notes))
+    if skipped:
+        console.print(f"[dim]dup -: {skipped} layers without comparable filters (depthwise, or no weights)[/]")
+    console.print("[dim]dead: gated units closed on every probe that the ascent could not open; incon.: closed, "
+                  "the ascent ran out of steps; APoZ: mean fraction of outputs <= 0; dup pairs: (filter, copy) "
+                  "pairs[/]")
+
+
+def _print_details(report: Any, console: Console) -> None:
+    """--verbose: channel indices, duplicate groups and notes per layer."""
+    from ..health.results import duplicate_groups
+
+    for lay in report.layers:
+        lines = [f"{what}: {_indices(items)}" for what, items in
+                 (("dead", lay.dead), ("inconclusive", lay.inconclusive), ("dead on your data", lay.dead_on_data),
+                  ("zero weights", lay.zero_weights), ("constant", lay.constant)) if items]
+        for g in duplicate_groups(lay.duplicates)[:12]:
+            lines.append(f"filter {g['filter']} has copies: " + ", ".join(
+                f"{c['filter']} = {c['transform']}({c['of']}) {c['similarity']:.3f}" for c in g["copies"]))
+        if lay.skipped:
+            lines.append(f"skipped: {lay.skipped}")
+        lines += [n for n in lay.notes if not n.startswith("duplicates:")]
+        if lines:
+            console.print(f"[bold]{escape(lay.name)}[/] [dim]({escape(', '.join(lay.nodes))}; weight "
+                          f"{escape(str(lay.weight))})[/]", highlight=False)
+            for line in lines:
+                console.print(f"  {escape(line)}", highlight=False)
+    for n in report.notes:
+        console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
+
+
+def print_report(report: Any, console: Console, verbose: bool = False) -> None:
+    """The rich summary: model facts, one row per layer, then (verbose) indices, copies and notes."""
+    _print_head(report, console)
+    _print_table(report, console)
     if verbose:
-        for lay in report.layers:
-            lines = []
-            if lay.dead:
-                lines.append(f"dead: {_indices(lay.dead)}")
-            if lay.constant:
-                lines.append(f"constant: {_indices(lay.constant)}")
-            if lay.duplicates:
-                lines.append("duplicates: " + "; ".join(f"{j} = {t}({i}) {s:.3f}" for i, j, t, s in
-                                                        lay.duplicates[:12]) +
-                             (f"; … ({len(lay.duplicates)} pairs)" if len(lay.duplicates) > 12 else ""))
-            lines += [n for n in lay.notes if not n.startswith("duplicates:")]
-            if lines:
-                console.print(f"[bold]{escape(lay.name)}[/]", highlight=False)
-                for line in lines:
-                    console.print(f"  {escape(line)}", highlight=False)
-        for n in report.notes:
-            console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
+        _print_details(report, console)
     else:
         for n in report.notes:
-            if "unavailable" in n or "not installed" in n or "skipped" in n:
+            if "unavailable" in n or "not installed" in n or "skipped" in n or "failed" in n:
                 console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
     if report.timings:
         console.print("[dim]time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()) + "[/]")
@@ -215,9 +151,7 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..health import check
-    from ..inputs import require_readable
 
-    require_readable(args.model)
     cfg = config_from_args(args, args.model)
     with progress_status(console, args.quiet or args.json == "-") as progress:
         report = check(args.model, cfg, progress=progress)

@@ -13,11 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .check import (
+from ._options import (
     add_output_options,
     add_threshold_options,
     config_from_args,
-    elide,
     progress_status,
     verdict,
     write_reports,
@@ -64,14 +63,13 @@ def print_diff(diff: Any, console: Console, verbose: bool = False) -> None:
     failed = {(x.check, x.layer) for x in diff.failures}
     table = Table(title=f"{len(changed)} of {len(diff.layers)} common layers changed" if not verbose else
                   f"{len(diff.layers)} common layers", title_justify="left")
-    for col, j in (("layer", "left"), ("ch", "right"), ("dead", "right"), ("const", "right"), ("dup", "right"),
+    for col, j in (("layer", "left"), ("ch", "right"), ("dead", "right"), ("const", "right"), ("dup pairs", "right"),
                    ("", "left")):
-        table.add_column(col, justify=j, no_wrap=True)
-    width = max(16, console.width - 60)
+        table.add_column(col, justify=j, no_wrap=col != "layer", overflow="fold")  # names whole, folded
     for d in changed:
         ok = not any((c, d.name) in failed for c in ("dead", "constant", "duplicates"))
         ch = str(d.new.channels) if d.same_channels else f"{d.old.channels}→{d.new.channels}"
-        table.add_row(escape(elide(d.name, width)), ch,
+        table.add_row(escape(d.name), ch,
                       f"{len(d.old.dead)}→{len(d.new.dead)} ({d.dead_change:+.0%})",
                       f"{len(d.old.constant)}→{len(d.new.constant)}",
                       f"{len(d.old.duplicates)}→{len(d.new.duplicates)}", "[green]ok[/]" if ok else "[bold red]FAIL[/]")

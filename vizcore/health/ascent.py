@@ -6,32 +6,62 @@ Runs through `api.render` with a manager of built-ins only, so a check's verdict
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..analysis.dead import Ascent
 from ..api import render
 from ..errors import InputTooSmallError
 from ..model import Layer, Model
 from ..objectives import Neuron
 from ..plugins import Manager, builtins_only
 
+#: A unit stalls when its best value rose by less than this fraction (of |best| + |bar|) over STALL_STEPS steps.
+STALL_RISE = 1e-3
+STALL_STEPS = 6
+
 
 class _EarlyStop:
-    """A render's `on_step`: keeps each unit's best value and stops a chunk once every unit in it beat its bar."""
+    """A render's `on_step`: keeps each unit's best value and when it last rose, and stops a chunk once every
+    unit in it beat its bar, stalled below it, or used its layer's step budget. Reports progress with an ETA."""
 
-    def __init__(self, bars: np.ndarray) -> None:
-        self.bars = bars
+    def __init__(self, bars: np.ndarray, budgets: np.ndarray, progress: Callable[[str], None] | None = None) -> None:
+        self.bars, self.budgets, self.progress = bars, budgets, progress
         self.best = np.full(len(bars), -np.inf)
+        self.mark = np.full(len(bars), -np.inf)  # best value STALL_STEPS steps ago
+        self.steps = np.zeros(len(bars), dtype=np.int64)
+        self.stalled = np.zeros(len(bars), dtype=bool)
+        self.t0 = time.perf_counter()
+        self.done_units = 0
 
     def __call__(self, run: Any, state: Any) -> None:
         v = state.values.detach().float().cpu().numpy().reshape(-1)
         a = run.unit_offset
         sl = slice(a, a + len(v))
         self.best[sl] = np.fmax(self.best[sl], v)
-        if bool(np.all(self.best[sl] > self.bars[sl])):
+        self.steps[sl] = state.step  # the engine counts steps from 1
+        if state.step % STALL_STEPS == 0:
+            rise = self.best[sl] - self.mark[sl]
+            tol = STALL_RISE * (np.abs(self.best[sl]) + np.abs(self.bars[sl])) + 1e-12
+            self.stalled[sl] = np.isfinite(self.mark[sl]) & (rise <= tol)
+            self.mark[sl] = self.best[sl]
+        finished = (self.best[sl] > self.bars[sl]) | self.stalled[sl] | (self.steps[sl] >= self.budgets[sl])
+        if bool(np.all(finished)):
             state.stop = True
+        self._report(run, state, len(v), bool(state.stop))
+
+    def _report(self, run: Any, state: Any, k: int, stop: bool) -> None:
+        budget = int(self.budgets[run.unit_offset:run.unit_offset + k].max())
+        frac = (self.done_units + k * min(1.0, state.step / max(budget, 1))) / max(len(self.bars), 1)
+        if stop or state.step >= budget:
+            self.done_units += k
+        if self.progress:
+            el = time.perf_counter() - self.t0
+            eta = el / frac - el if frac > 0 else float("nan")
+            self.progress(f"gradient ascent on {len(self.bars)} units: {frac:.0%}, ETA {eta:.0f} s")
 
 
 Job = tuple[Layer, Sequence[int] | None, float]
@@ -69,63 +99,82 @@ def depth_groups(model: Model, jobs: Sequence[Job], overhead: float = 4.0) -> li
 
 
 def ascend(model: Model, jobs: Sequence[Job], *, steps: int, size: int | None, lr: float = 0.05, seed: int = 0,
-           device: str = "cpu", on_warning: Callable[[str], None] | None = None) -> dict[int, dict[int, float]]:
-    """Best value each unit reached at the centre of its layer in a short gradient ascent:
-    {layer index: {channel: value}}; the jobs run in a few renders grouped by depth (`depth_groups`)."""
-    out: dict[int, dict[int, float]] = {}
+           device: str = "cpu", on_warning: Callable[[str], None] | None = None,
+           budgets: dict[int, int] | None = None, progress: Callable[[str], None] | None = None,
+           failed: dict[int, str] | None = None) -> dict[int, dict[int, Ascent]]:
+    """What a short gradient ascent did for each unit: {layer index: {channel: Ascent}}; the jobs run in a few
+    renders grouped by depth (`depth_groups`). `budgets` caps the steps per layer index (default `steps`); a
+    render that fails puts its layers' reason into `failed` (the others still run)."""
+    out: dict[int, dict[int, Ascent]] = {}
     builtins = builtins_only()  # built-in params/transforms only: no plugin hooks ride along
     for group in depth_groups(model, jobs):
-        s = size
-        while True:
-            try:
-                got = ascend_once(model, group, steps=steps, size=s, lr=lr, seed=seed, device=device,
-                                  on_warning=on_warning, plugins=builtins)
-                break
-            except InputTooSmallError:  # e.g. a 5x5 kernel deep in the net needs more than 32 pixels
-                full = model.input_shape(1)[-1]
-                if s is None or s >= full:
-                    raise
-                s = min(2 * s, full)
-                if on_warning:
-                    on_warning(f"the model needs a larger input: gradient ascent at {s} pixels")
+        try:
+            got = _with_size_retry(model, group, steps=steps, size=size, lr=lr, seed=seed, device=device,
+                                   on_warning=on_warning, plugins=builtins, budgets=budgets or {}, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - reported per layer, the rest of the check runs
+            if failed is None:
+                raise
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            failed.update({lay.index: why for lay, _, _ in group})
+            continue
         for li, vals in got.items():
             out.setdefault(li, {}).update(vals)
     return out
 
 
+def _with_size_retry(model: Model, group: Sequence[Job], *, size: int | None, on_warning: Callable[[str], None] | None,
+                     **kw: Any) -> dict[int, dict[int, Ascent]]:
+    s = size
+    while True:
+        try:
+            return ascend_once(model, group, size=s, on_warning=on_warning, **kw)
+        except InputTooSmallError:  # e.g. a 5x5 kernel deep in the net needs more than 32 pixels
+            full = model.input_shape(1)[-1]
+            if s is None or s >= full:
+                raise
+            s = min(2 * s, full)
+            if on_warning:
+                on_warning(f"the model needs a larger input: gradient ascent at {s} pixels")
+
+
 def ascend_once(model: Model, jobs: Sequence[Job], *, steps: int, size: int | None, lr: float = 0.05,
                 seed: int = 0, device: str = "cpu", on_warning: Callable[[str], None] | None = None,
-                plugins: Manager | None = None) -> dict[int, dict[int, float]]:
-    """`ascend` in one render: {layer index: {channel: best value at the layer's centre}}.
+                plugins: Manager | None = None, budgets: dict[int, int] | None = None,
+                progress: Callable[[str], None] | None = None) -> dict[int, dict[int, Ascent]]:
+    """`ascend` in one render: {layer index: {channel: Ascent}} (best value at the layer's centre).
 
-    `jobs` are (layer, channels or None for all, threshold): every unit of every job goes into one render (one
-    batch, one forward per step through the graph cut at the deepest layer), which stops early once all units
-    of a chunk beat their layer's threshold. The ReLU gradient override is on for every step, so a unit blocked
-    only by ReLU gradients still gets driven. The one place the checks call the render engine.
+    `jobs` are (layer, channels or None for all, threshold): every unit of every job goes into one render (the
+    engine's batches, one forward per step through the graph cut at the deepest layer), which stops a chunk early
+    once each unit beat its threshold, stalled, or used its layer's budget. The ReLU gradient override is on for
+    every step, so a unit blocked only by ReLU gradients still gets driven. The one place the checks call the
+    render engine.
     """
+    budgets = budgets or {}
     targets: list[Neuron] = []
     owners: list[tuple[int, int]] = []
     bars: list[float] = []
+    limit: list[int] = []
     for layer, channels, bar in jobs:
         chans = list(range(layer.channels or 0)) if channels is None else list(channels)
         targets += [Neuron(layer.index, c) for c in chans]  # the centre position: probes measure peaks too
         owners += [(layer.index, c) for c in chans]
         bars += [bar] * len(chans)
+        limit += [min(steps, budgets.get(layer.index, steps))] * len(chans)
     if not targets:
         return {}
-    stopper = _EarlyStop(np.asarray(bars, dtype=np.float64))
+    stopper = _EarlyStop(np.asarray(bars, dtype=np.float64), np.asarray(limit), progress)
     res = render(model, targets, plugins=plugins or builtins_only(),
-                 steps=steps, size=size, transforms="none", relu_override=1.0, lr=lr,
-                         seed=seed, device=device, record_every=max(1, steps // 4),
-                         on_warning=on_warning or (lambda m: None), on_step=stopper)
+                 steps=max(limit), size=size, transforms="none", relu_override=1.0, lr=lr,
+                 seed=seed, device=device, record_every=max(1, steps // 4),
+                 on_warning=on_warning or (lambda m: None), on_step=stopper)
     # the best finite value each unit reached during the ascent or on its final image
     best = np.fmax(np.asarray(res.values, dtype=np.float64), np.asarray(res.best_values, dtype=np.float64))
-    out: dict[int, dict[int, float]] = {}
+    best = np.fmax(best, stopper.best)
+    out: dict[int, dict[int, Ascent]] = {}
     for k, unit in enumerate(res.units):
         li, c = owners[k]
         if unit.layer_index is not None and unit.channel is not None:
             li, c = int(unit.layer_index), int(unit.channel)
         if np.isfinite(best[k]):
-            cur = out.setdefault(li, {})
-            cur[c] = max(cur.get(c, -np.inf), float(best[k]))
+            out.setdefault(li, {})[c] = Ascent(float(best[k]), bool(stopper.stalled[k]), int(stopper.steps[k]))
     return out

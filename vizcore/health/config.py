@@ -50,6 +50,7 @@ class CheckConfig:
     fail_on_duplicates: bool = False
     max_fidelity_diff: float = 1e-3
     fail_on_nonfinite: bool = True
+    fail_on_inconclusive: bool = False  # units the ascent could neither open nor prove closed
     # diff: largest allowed increase of a layer's dead (or constant) fraction, and new duplicate pairs
     max_dead_increase: float = 0.02
     max_constant_increase: float = 0.02
@@ -68,6 +69,7 @@ class CheckConfig:
     fidelity: bool = True
     # probes and gradient ascent
     images: str | None = None
+    data: str | None = None  # the user's own inputs: images and/or .npy arrays (any input shape)
     size: int | None = None  # probe size; default: the model's, else 224
     noise_probes: int = 12
     photos: bool = True
@@ -128,6 +130,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     return value
 
 
+#: (field, lowest, highest): bounds that keep a check's memory and time finite.
+BOUNDS = (("max_shift", 0, 16), ("noise_probes", 0, 1024), ("batch", 1, 1024), ("ascent_steps", 0, 10_000),
+          ("ascent_size", 8, 1024), ("size", 8, 4096))
+
+
 def _validated(cfg: CheckConfig) -> CheckConfig:
     """Refuse values that cannot work, with a one-line message."""
     for name in ("max_dead_fraction", "max_constant_fraction"):
@@ -144,11 +151,14 @@ def _validated(cfg: CheckConfig) -> CheckConfig:
             raise OptionError(f"{name.replace('_', '-')} = {v} must be a finite number >= 0")
     if not 0.0 < cfg.min_overlap <= 1.0:
         raise OptionError(f"min-overlap = {cfg.min_overlap} is not a fraction in (0, 1]")
-    for name, low in (("max_shift", 0), ("noise_probes", 0), ("batch", 1), ("ascent_steps", 0), ("ascent_size", 8)):
-        if getattr(cfg, name) < low:
-            raise OptionError(f"{name.replace('_', '-')} = {getattr(cfg, name)} is too small", f"use at least {low}")
-    if cfg.size is not None and cfg.size < 8:
-        raise OptionError(f"size = {cfg.size} is too small", "use at least 8 pixels")
+    for name, low, high in BOUNDS:
+        v = getattr(cfg, name)
+        if v is None:
+            continue
+        if v < low:
+            raise OptionError(f"{name.replace('_', '-')} = {v} is too small", f"use at least {low}")
+        if v > high:
+            raise OptionError(f"{name.replace('_', '-')} = {v} is too large", f"use at most {high}")
     if cfg.ascent not in ("candidates", "all", "none"):
         raise OptionError(f"ascent = {cfg.ascent!r} is not known", "use candidates, all or none")
     return cfg
@@ -223,8 +233,10 @@ def read_file(path: str | Path) -> CheckConfig:
     if sec is None:
         return CheckConfig()
     cfg = parse(sec, str(path))
-    if cfg.images is not None and not Path(cfg.images).is_absolute():
-        cfg = replace(cfg, images=str(path.parent / cfg.images))  # relative to the config file
+    for key in ("images", "data"):
+        v = getattr(cfg, key)
+        if v is not None and not Path(v).is_absolute():
+            cfg = replace(cfg, **{key: str(path.parent / v)})  # relative to the config file
     return cfg
 
 

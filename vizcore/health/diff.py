@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import OptionError
 from .config import CheckConfig
 from .junit import Case, Failures, Report
 from .results import CheckReport, Failure, LayerReport, jsonable
@@ -134,6 +135,9 @@ def compare(old: CheckReport, new: CheckReport, config: CheckConfig | None = Non
     layers = [LayerDiff(lay.name, old_by[lay.name], lay) for lay in new.layers if lay.name in old_by]
     added = [lay.name for lay in new.layers if lay.name not in old_by]
     removed = [lay.name for lay in old.layers if lay.name not in new_by]
+    if not layers and (old.layers or new.layers):
+        raise OptionError(f"nothing to compare: the two models have no layer in common ({len(old.layers)} and "
+                          f"{len(new.layers)} layers checked)", "diff two exports of the same model")
     failures: list[Failure] = []
     for d in layers:
         if d.dead_change > cfg.max_dead_increase:

@@ -27,20 +27,62 @@ class Failure:
         return {"check": self.check, "layer": self.layer, "message": self.message}
 
 
+#: Version of the JSON report (`schema.json` in this package); reports without one are version 1.
+SCHEMA_VERSION = 2
+
+
+def duplicate_groups(pairs: list[list]) -> list[dict[str, Any]]:
+    """Each filter with all of its copies: [{"filter": i, "copies": [{"filter": j, "transform", "similarity"}]}],
+    `filter` the lowest index of its group (a copy of a copy is listed under the original)."""
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.get(i, i) != i:
+            i = parent[i]
+        return i
+
+    for i, j, *_ in pairs:
+        a, b = root(int(i)), root(int(j))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for i, j, t, sim in sorted(pairs, key=lambda p: (p[1], -p[3])):
+        r = root(int(i))
+        copies = groups.setdefault(r, [])
+        if all(c["filter"] != j for c in copies):
+            copies.append({"filter": int(j), "of": int(i), "transform": t, "similarity": float(sim)})
+    return [{"filter": r, "copies": groups[r]} for r in sorted(groups)]
+
+
 @dataclass
 class LayerReport:
-    """What the check found in one layer (JSON: name, channels, dead, constant, duplicates)."""
+    """What the check found in one layer: the channel lists by finding, each unit's evidence, and the structure
+    (producing nodes, weight initializer, op chain, gate). `dead` stays a plain list of channel indices."""
 
     name: str
     channels: int
     dead: list[int] = field(default_factory=list)
     constant: list[int] = field(default_factory=list)
-    duplicates: list[list] = field(default_factory=list)
+    duplicates: list[list] = field(default_factory=list)  # [i, j, transform, similarity] with i < j
     index: int | None = None
     op: str = ""
     conv: str | None = None
     notes: list[str] = field(default_factory=list)
     limits: LayerLimits | None = None
+    inconclusive: list[int] = field(default_factory=list)
+    dead_on_data: list[int] = field(default_factory=list)
+    zero_weights: list[int] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    weight: str | None = None
+    gate: str | None = None
+    probes: list[str] = field(default_factory=list)
+    units: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def gated(self) -> bool:
+        """Whether a ReLU-like gate follows the units (only gated units can be dead)."""
+        return self.gate is not None
 
     @property
     def dead_fraction(self) -> float:
@@ -53,9 +95,30 @@ class LayerReport:
         return len(self.constant) / self.channels if self.channels else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """Exactly the layer entry of the report schema."""
-        return {"name": self.name, "channels": self.channels, "dead": list(self.dead), "constant": list(self.constant),
-                "duplicates": [list(p) for p in self.duplicates]}
+        """The layer entry of the report schema (version 2)."""
+        return {"name": self.name, "index": self.index, "channels": self.channels, "op_chain": self.op,
+                "nodes": list(self.nodes), "conv": self.conv, "weight": self.weight, "gated": self.gated,
+                "gate": self.gate, "probes": list(self.probes), "skipped": self.skipped,
+                "dead": list(self.dead), "inconclusive": list(self.inconclusive),
+                "dead_on_data": list(self.dead_on_data), "zero_weights": list(self.zero_weights),
+                "constant": list(self.constant), "duplicate_pairs": len(self.duplicates),
+                "duplicates": [{"filter": int(i), "copy": int(j), "transform": t, "similarity": float(sim)}
+                               for i, j, t, sim in self.duplicates],
+                "duplicate_groups": duplicate_groups(self.duplicates), "units": list(self.units),
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LayerReport:
+        """A layer entry of a version 1 or 2 report (v1 duplicates are bare [i, j, transform, similarity])."""
+        dups = [[p["filter"], p["copy"], p["transform"], p["similarity"]] if isinstance(p, dict) else list(p)
+                for p in d.get("duplicates", [])]
+        ints = {k: [int(x) for x in d.get(k) or []] for k in ("dead", "constant", "inconclusive", "dead_on_data",
+                                                                 "zero_weights")}
+        return cls(name=str(d["name"]), channels=int(d["channels"]), duplicates=dups, index=d.get("index"),
+                   op=str(d.get("op_chain") or ""), conv=d.get("conv"), notes=list(d.get("notes") or []),
+                   nodes=list(d.get("nodes") or []), weight=d.get("weight"), gate=d.get("gate"),
+                   probes=list(d.get("probes") or []), units=list(d.get("units") or []), skipped=d.get("skipped"),
+                   **ints)
 
 
 @dataclass
@@ -76,9 +139,10 @@ class CheckReport(Report):
         return not self.failures
 
     def to_json(self) -> dict[str, Any]:
-        """{"model", "passed", "layers", "fidelity", "failures"} as the issue's schema says (JSON-safe floats)."""
-        return jsonable({"model": self.model, "passed": self.passed, "layers": [lay.to_json() for lay in self.layers],
-                         "fidelity": self.fidelity, "failures": [f.to_json() for f in self.failures]})
+        """The report as `schema.json` describes it (version 2; JSON-safe floats)."""
+        return jsonable({"schema_version": SCHEMA_VERSION, "model": self.model, "passed": self.passed,
+                         "layers": [lay.to_json() for lay in self.layers], "fidelity": self.fidelity,
+                         "failures": [f.to_json() for f in self.failures], "notes": list(self.notes)})
 
     def junit_cases(self) -> list[Case]:
         """One JUnit test case per check per layer, plus the model-wide checks."""
@@ -93,7 +157,8 @@ class CheckReport(Report):
         details = "\n".join(f"{b['layer']}.{b['tensor']}: {b['nan']} NaN, {b['inf']} Inf" for b in bad)
         cases.append(Case("model", "nonfinite-weights", weights_fail or None, details=details))
         for lay in self.layers:
-            cases.append(Case(lay.name, "dead", failure("dead", lay.name), details=f"dead={lay.dead}"))
+            cases.append(Case(lay.name, "dead", failure("dead", lay.name), lay.skipped,
+                              details=f"dead={lay.dead} inconclusive={lay.inconclusive}"))
             cases.append(Case(lay.name, "constant", failure("constant", lay.name), details=f"constant={lay.constant}"))
             cases.append(Case(lay.name, "duplicates", failure("duplicates", lay.name),
                               details="\n".join(f"filter {j} = {t}(filter {i}), similarity {s:.4f}"
@@ -107,13 +172,15 @@ class CheckReport(Report):
     def from_json(cls, data: dict[str, Any]) -> CheckReport:
         """A report read back from `to_json()` output (for `vizcore diff` against a stored baseline)."""
         try:
-            layers = [LayerReport(name=str(d["name"]), channels=int(d["channels"]), dead=list(d["dead"]),
-                                  constant=list(d["constant"]), duplicates=[list(p) for p in d["duplicates"]])
-                      for d in data["layers"]]
+            version = int(data.get("schema_version", 1))
+            if version > SCHEMA_VERSION:
+                raise OptionError(f"report schema version {version} is newer than this vizcore reads "
+                                  f"({SCHEMA_VERSION})", "upgrade vizcore, or re-run the check")
+            layers = [LayerReport.from_json(d) for d in data["layers"]]
             failures = [Failure(f.get("check", "?"), f.get("layer"), f.get("message", "")) if isinstance(f, dict)
                         else Failure("?", None, str(f)) for f in data.get("failures", [])]
             return cls(model=dict(data["model"]), layers=layers, fidelity=dict(data.get("fidelity") or {}),
-                       failures=failures)
+                       failures=failures, notes=list(data.get("notes") or []))
         except (KeyError, TypeError, ValueError) as exc:
             raise OptionError(f"not a vizcore check report: missing or malformed {exc}",
                               "pass an .onnx model or a file written by `vizcore check --json`") from exc

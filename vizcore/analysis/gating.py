@@ -1,0 +1,114 @@
+"""Which units can be "dead" at all: a unit is *gated* when a ReLU-like activation follows it, one that outputs a
+flat floor for a whole region of inputs (ReLU, ReLU6 / Clip with a lower bound, HardSwish and HardSigmoid below -3,
+GELU's negative tail). A *linear* unit (a Conv with no activation, BatchNorm, LeakyReLU, PReLU, ELU, Sigmoid, Tanh
+...) has no such region: a small output on the probes is no evidence, and it is only broken when its weights are all
+zero (an exact finding, `zero_weight_units`).
+
+Also the facts a report names for a checked layer: the chain of nodes from the producing convolution to the
+measured output (`Conv+BatchNormalization+Relu`), their names, the weight initializer, and the node just before the
+gate (where the gradient ascent measures the unit, so a closed gate does not hide how far it is from opening).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..engine.relu import clamp_bounds
+from ..model import Layer, Model
+from .layers import CheckedLayer, conv_module
+
+#: Activations with a flat floor region, and the name a report gives the gate.
+GATE_OPS = {"Relu": "relu", "Clip": "clip", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "Gelu": "gelu"}
+
+
+@dataclass(frozen=True)
+class LayerFacts:
+    """What a report says about a checked layer's structure."""
+
+    chain: tuple[Layer, ...]  # producing conv ... measured layer, in graph order
+    gate: str | None  # GATE_OPS value, or None: linear units
+    pre: Layer | None  # the node feeding the gate (None: not gated, or the gate reads a graph input)
+    weight: str | None  # the producing conv's weight initializer name
+
+    @property
+    def op_chain(self) -> str:
+        """e.g. 'Conv+BatchNormalization+Relu'."""
+        return "+".join(lay.op_type for lay in self.chain)
+
+    @property
+    def gated(self) -> bool:
+        return self.gate is not None
+
+
+def _producer(model: Model, tensor: str) -> Layer | None:
+    try:
+        lay = model.layer(tensor)
+    except Exception:  # a graph input or an initializer: no producing layer
+        return None
+    return lay if lay.output == tensor else None
+
+
+def _chain(model: Model, c: CheckedLayer) -> tuple[Layer, ...]:
+    """The layers from c.conv to c.layer following first inputs (just the layer when they are not linked)."""
+    if c.conv is None or c.conv is c.layer:
+        return (c.layer,)
+    out = [c.layer]
+    cur = c.layer
+    for _ in range(4):
+        prev = _producer(model, cur.inputs[0]) if cur.inputs else None
+        if prev is None:
+            break
+        out.append(prev)
+        if prev.index == c.conv.index:
+            return tuple(reversed(out))
+        cur = prev
+    return (c.conv, c.layer)
+
+
+def _module(model: Model, layer: Layer) -> torch.nn.Module | None:
+    for n in model.module.graph.nodes:
+        if n.name == layer.fx_name and n.op == "call_module":
+            return model.module.get_submodule(n.target)
+    return None
+
+
+def gate_of(model: Model, layer: Layer) -> str | None:
+    """The gate kind of `layer`'s op, or None for a linear one (a Clip without a lower bound is not a gate)."""
+    kind = GATE_OPS.get(layer.op_type)
+    if kind != "clip":
+        return kind
+    mod = _module(model, layer)
+    bounds = clamp_bounds(mod) if mod is not None else None
+    if bounds is None:
+        return "clip"  # bounds given as graph tensors: a Clip is a ReLU6 in almost every exported model
+    lo, _ = bounds
+    return "clip" if lo is not None and np.isfinite(lo) else None
+
+
+def layer_facts(model: Model, c: CheckedLayer) -> LayerFacts:
+    """The chain, gate, pre-gate node and weight name of one checked layer."""
+    chain = _chain(model, c)
+    gate = gate_of(model, c.layer)
+    pre = None
+    if gate is not None and c.layer.inputs:
+        pre = _producer(model, c.layer.inputs[0])
+    weight = c.conv.inputs[1] if c.conv is not None and len(c.conv.inputs) > 1 else None
+    return LayerFacts(chain=chain, gate=gate, pre=pre, weight=weight)
+
+
+def zero_weight_units(model: Model, c: CheckedLayer) -> list[int] | None:
+    """Output channels of the producing convolution whose weights are all exactly zero (None: no weights known)."""
+    mod = conv_module(model, c.conv)
+    if mod is None:
+        return None
+    w = mod.weight.detach()
+    if getattr(mod, "transposed", False):  # (in, out/groups, *k): output channels along dim 1 per group
+        g = mod.groups
+        w = w.reshape(g, w.shape[0] // g, *w.shape[1:]).transpose(1, 2).reshape(-1, w.shape[0] // g, *w.shape[2:])
+    if c.layer.channels is not None and w.shape[0] != c.layer.channels:
+        return None
+    flat = w.reshape(w.shape[0], -1)
+    return [int(i) for i in torch.nonzero((flat == 0).all(1)).reshape(-1).tolist()]
