@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from tiny import IMAGE_META, TinyCNN, export, load_tiny
+from tiny import IMAGE_META, TinyCNN, export
 
 import vizcore
 from vizcore import cli, hookimpl, plugins

@@ -143,10 +143,8 @@ def render(
     names looked up in `plugins` (default: the process's manager); `exporters` are the names the result will be
     saved with (plugins that record for an exporter, such as vizcore-gif, record only when it is listed).
     `on_step(run, state)` is called after every step of this render only (progress bars, early stopping by
-    setting `state.stop`). The device settings (`cpu_heap`, `cudnn_benchmark`, `fuse`, `channels_last`) left at
-    None come from the environment (`RenderOptions.from_env`). Every option is validated before any work
-    (`vizcore.engine.RenderOptions`); their defaults: README.md ("Defaults, and why"). The caller's global RNG,
-    the model's device and memory format, and the process settings are as they were afterwards.
+    setting `state.stop`). Device settings left at None come from the environment (`RenderOptions.from_env`).
+    Options are validated before any work (`vizcore.engine.RenderOptions`; defaults: README "Defaults, and why").
     """
     options = engine.RenderOptions.from_env(
         steps=steps, size=size, param=param, param_options=param_options or {}, transforms=_split_names(transforms),
