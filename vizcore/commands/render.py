@@ -83,7 +83,7 @@ def options(args: argparse.Namespace) -> Any:
 
     return RenderOptions.from_env(
         steps=integer("--steps", args.steps), size=None if args.size is None else integer("--size", args.size),
-        param=args.param, transforms=[t for t in args.transforms.split(",") if t.strip()],
+        param=args.param, transforms=[t.strip() for t in args.transforms.split(",") if t.strip()],
         regularizers={k: number(f"--{k}", getattr(args, k)) for k in ("l1", "l2", "tv")},
         lr=number("--lr", args.lr), seed=integer("--seed", args.seed), device=args.device, amp=args.amp,
         max_memory=args.max_memory, relu_override=number("--relu-override", args.relu_override),

@@ -84,6 +84,7 @@ class Render:
     regularizers: list[Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=list)
     generator: torch.Generator = field(default_factory=torch.Generator)
     legacy_rng: bool = False
+    want_steps: bool = False  # whether anyone looks at each step (an on_step, a vizcore_render_step hook)
     settings: dict[str, Any] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)  # RenderRun.state: one dict for every chunk of this render
 
@@ -91,9 +92,6 @@ class Render:
     def providers(self) -> Mapping[str, str]:
         return self.factories.providers
 
-    @property
-    def want_steps(self) -> bool:
-        return self.on_step is not None or self.hooks.has_impls("vizcore_render_step")
 
     @property
     def indices(self) -> list[int]:
@@ -130,6 +128,7 @@ def prepare(r: Render) -> None:
     r.n_redirected = redirect_relus(r.cut, r.switch) if o.relu_override > 0 else 0
     r.net = Net(r.model, r.cut, r.indices, r.pre.module(r.shape[1]), r.model.fixed_size)
     r.regularizers = [r.factories.regularizers[n](float(w)) for n, w in o.regularizers.items() if w]
+    r.want_steps = r.on_step is not None or r.hooks.has_impls("vizcore_render_step")
     f = r.factories
     r.legacy_rng = not accepts_generator(f.param) or not all(accepts_generator(t) for t in f.transforms)
 
