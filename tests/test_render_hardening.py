@@ -4,10 +4,12 @@ at once, interrupted saves), NaN objectives warned about."""
 
 import json
 import os
+import re
 import threading
 
 import numpy as np
 import pytest
+import torch
 from tiny import IMAGE_META, TinyCNN, export
 
 import vizcore
@@ -324,7 +326,29 @@ def test_the_progress_bar_shows_the_elapsed_time_when_done(model_path, tmp_path,
     err = capsys.readouterr().err
     assert rc == 0
     last = [line for line in err.splitlines() if "steps" in line][-1]
-    assert "8/8" in last and "-:--:--" not in last and "0:00:0" in last  # elapsed (a few seconds), not an ETA
+    assert "8/8" in last and "-:--:--" not in last and re.search(r"\d:\d\d:\d\d", last)
+
+
+def test_a_bar_stopped_early_is_complete_and_its_time_column_shows_the_elapsed_time():
+    import io
+    import types
+
+    from rich.console import Console
+    from rich.progress import Progress, TimeRemainingColumn
+
+    from vizcore.commands.render import _Progress
+
+    column = TimeRemainingColumn(elapsed_when_finished=True)
+    progress = Progress(column, console=Console(file=io.StringIO()))
+    bar = _Progress(progress)
+    run = types.SimpleNamespace(steps=8, n_chunks=1, chunk=0, unit_offset=0, units=[0], total_units=1)
+    for step in range(1, 6):  # stopped early at step 5 of 8
+        bar(run, types.SimpleNamespace(step=step, values=torch.zeros(1)))
+    bar.stop(done=True)
+    task = progress.tasks[0]
+    assert task.finished and task.completed == 8
+    task.finished_time = 75.0
+    assert column.render(task).plain == "0:01:15"  # the elapsed time, where an ETA would say 0:00:00
 
 
 def test_save_lists_its_files_and_the_manifest_says_complete(model, tmp_path):
