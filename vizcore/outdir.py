@@ -33,7 +33,7 @@ def write_folder(out: Path, force: bool, write: Callable[[Path], list[Path]]) ->
     check_out_dir(out, force)
     fresh = not out.exists() or not any(out.iterdir())
     _mkdir(out.parent if fresh else out)
-    if fresh:
+    if fresh and (not out.is_dir() or os.access(out.parent, os.W_OK)):
         with _staging(out.parent, f".{out.name}.vizcore-") as tmp:
             names = _names(tmp, write(tmp))
             try:
@@ -42,7 +42,7 @@ def write_folder(out: Path, force: bool, write: Callable[[Path], list[Path]]) ->
                 raise OutputError(f"output folder {out} was written by someone else meanwhile",
                                   "choose another --out, or pass --force") from exc
         return [out / n for n in names]
-    with _locked(out), _staging(out, ".vizcore-new-") as tmp:
+    with _locked(out), _staging(out, ".vizcore-new-") as tmp:  # a folder with files, or one we cannot replace
         names = _names(tmp, write(tmp))
         _commit(out, tmp, names)
     return [out / n for n in names]
@@ -92,13 +92,19 @@ def _journal(out: Path, files: list[str]) -> None:
 
 
 def _names(tmp: Path, written: list[Path]) -> list[str]:
-    tmp = tmp.resolve()
-    names = []
-    for p in written:
-        rel = Path(p).resolve().relative_to(tmp).as_posix()
-        if rel not in names:
-            names.append(rel)
-    return names
+    """The written files that are inside `tmp`, relative to it (a path an exporter wrote elsewhere is not moved)."""
+    return list(dict.fromkeys(relative(tmp, written)))
+
+
+def relative(folder: Path, paths: list[Path]) -> list[str]:
+    """`paths` inside `folder`, as POSIX paths relative to it, in order."""
+    base = Path(folder).resolve()
+    out = []
+    for p in paths:
+        q = Path(p).resolve()
+        if base in q.parents:
+            out.append(q.relative_to(base).as_posix())
+    return out
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from .errors import unknown_name
 from .files import safe_name
-from .outdir import write_folder
+from .outdir import relative, write_folder
 
 #: What every save writes, whatever else is asked for: the images and the manifest (which lists every file).
 DEFAULT_EXPORTERS = ("png", "manifest")
@@ -126,7 +126,7 @@ class Result:
             for name in names:
                 if name != "manifest":
                     written.extend(self.exporter_table[name](self, folder, **options))
-            files = sorted({Path(p).resolve().relative_to(folder.resolve()).as_posix() for p in written})
+            files = sorted(set(relative(folder, written)))
             return written + list(self.exporter_table["manifest"](self, folder, files=files, **options))
 
         return write_folder(Path(out_dir), force, write)
