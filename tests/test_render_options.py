@@ -240,3 +240,29 @@ def test_readmes_defaults_table_matches_render_options():
             assert math.isclose(float(first), float(value)), name
         else:
             assert first == value, name
+
+
+# -- one clean house ------------------------------------------------------------------------------------------------
+def test_the_render_path_is_made_of_short_functions():
+    import ast
+
+    root = Path(vizcore.__file__).resolve().parent
+    files = [*sorted((root / "engine").glob("*.py")), root / "api.py", root / "targets.py",
+             root / "commands" / "render.py"]
+    long = [f"{p.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)" for p in files
+            for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    assert long == []
+
+
+def test_engine_run_takes_render_options_and_no_loose_keywords():
+    import inspect
+
+    from vizcore import engine
+
+    params = inspect.signature(engine.run).parameters
+    assert "options" in params and not any(p.kind is p.VAR_KEYWORD for p in params.values())
+    import importlib
+
+    module = importlib.import_module("vizcore.engine.run")
+    assert module.run is engine.run and not hasattr(module, "_run")
