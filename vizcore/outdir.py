@@ -48,6 +48,15 @@ def write_folder(out: Path, force: bool, write: Callable[[Path], list[Path]]) ->
     return [out / n for n in names]
 
 
+def check_creatable(out: Path) -> None:
+    """An OutputError, before any work, when `out` cannot be created: a file sits where one of its folders goes."""
+    for parent in Path(out).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"cannot create {out}: {parent} is a file", "choose another --out")
+            return
+
+
 def previous_files(out: Path) -> set[str]:
     """The files an earlier save listed in `out`'s manifest (its `files`, else its units' files and grid.png)."""
     try:

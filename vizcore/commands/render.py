@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..files import check_out_dir
+from ..outdir import check_creatable
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -102,6 +103,7 @@ def _preflight(args: argparse.Namespace, opts: Any) -> list[str]:
     for name in exporters:
         lookup(args.plugins, "exporters", name)
     check_out_dir(args.out or Path("vizcore-out"), force=args.force)  # refused early; written only at the end
+    check_creatable(args.out or Path("vizcore-out"))
     refuse_size(opts.size, opts.budget_bytes or default_budget(resolve_device(opts.device)))
     return exporters
 
