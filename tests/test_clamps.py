@@ -7,7 +7,7 @@ from tiny import load_tiny
 from torch import nn
 
 import vizcore
-from vizcore.engine import fusion, relu
+from vizcore.engine import RenderOptions, fusion, relu
 
 FAST = dict(steps=10, size=32, seed=0, lr=0.2)
 
@@ -96,8 +96,8 @@ def test_a_target_at_the_raw_conv_output_is_not_fused(model):
 
 
 def test_fusion_can_be_turned_off(model, monkeypatch):
-    monkeypatch.setenv("VIZCORE_FUSE", "0")
-    assert fusion.fuse_conv_clamps(model.cut_at([_last(model)])) == 0
+    monkeypatch.setenv("VIZCORE_FUSE", "0")  # read by RenderOptions.from_env, passed down
+    assert fusion.fuse_conv_clamps(model.cut_at([_last(model)]), enabled=RenderOptions.from_env().fuse) == 0
 
 
 def test_renders_with_and_without_fusion_agree(model, monkeypatch):

@@ -11,7 +11,7 @@ from torch import nn
 
 import vizcore
 from vizcore import params, transforms
-from vizcore.engine import budget, device, relu
+from vizcore.engine import RenderOptions, budget, device, relu
 from vizcore.engine import net as engine_net
 
 FAST = dict(steps=12, size=32, seed=0, lr=0.2)
@@ -92,8 +92,8 @@ def test_cudnn_autotune_is_on_inside_and_restored_after(monkeypatch):
     with device.cudnn_autotune():
         assert torch.backends.cudnn.benchmark is True
     assert torch.backends.cudnn.benchmark is False
-    monkeypatch.setenv("VIZCORE_CUDNN_BENCHMARK", "0")
-    with device.cudnn_autotune():
+    monkeypatch.setenv("VIZCORE_CUDNN_BENCHMARK", "0")  # read by RenderOptions.from_env, passed down
+    with device.cudnn_autotune(RenderOptions.from_env().cudnn_benchmark):
         assert torch.backends.cudnn.benchmark is False
 
 
@@ -103,8 +103,9 @@ def test_memory_format_is_channels_last_for_conv_images_only(model, monkeypatch,
     assert engine_net.memory_format(cut, (1, 3, 32, 32)) == torch.channels_last
     sig = vizcore.load(export(TinySignal(), tmp_path / "sig.onnx", (1, 2, 64)), size=64)
     assert engine_net.memory_format(sig.cut_at([2]), (1, 2, 64)) == torch.contiguous_format
-    monkeypatch.setenv("VIZCORE_CHANNELS_LAST", "0")
-    assert engine_net.memory_format(cut, (1, 3, 32, 32)) == torch.contiguous_format
+    monkeypatch.setenv("VIZCORE_CHANNELS_LAST", "0")  # read by RenderOptions.from_env, passed down
+    assert engine_net.memory_format(cut, (1, 3, 32, 32), RenderOptions.from_env().channels_last) == \
+        torch.contiguous_format
 
 
 def test_channels_last_render_matches_contiguous(model, monkeypatch):

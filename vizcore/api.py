@@ -15,6 +15,7 @@ from typing import Any
 from . import engine
 from . import model as model_mod
 from . import targets as targets_mod
+from .errors import OptionError, PluginError, VizcoreError
 from .lifecycle import RenderRun, StepState
 from .model import Model
 from .objectives import Objective
@@ -50,6 +51,61 @@ def _split_names(transforms: str | Sequence[str]) -> list[str]:
     return [n.strip() for t in items for n in t.split(",") if n.strip()]
 
 
+#: Names that vizcore's own optional plugins provide, for the hint of an "unknown ..." error.
+KNOWN_PLUGINS = {("exporters", "gif"): "vizcore-gif", ("params", "maco"): "vizcore-maco"}
+
+
+def lookup(pm: Manager, kind: str, name: str) -> Any:
+    """`pm.get(kind, name)`; an unknown name says which plugin would provide it (or lists the valid names)."""
+    table = pm.registry(kind)
+    if name in table:
+        return table[name][0]
+    dist = KNOWN_PLUGINS.get((kind, name))
+    if dist is None:
+        return pm.get(kind, name)  # raises the OptionError listing the valid names
+    raise OptionError(f"unknown {kind[:-1]} {name!r}: the {dist} plugin provides it, and it is not installed "
+                      "(or is disabled)", f"pip install plugins/{dist}  (valid now: {', '.join(sorted(table))})")
+
+
+def _plugin(pm: Manager, kind: str, name: str) -> str | None:
+    """The plugin behind a name, or None for vizcore's own."""
+    entry = pm.registry(kind).get(name)
+    return None if entry is None or entry[1].startswith("vizcore.") else entry[1]
+
+
+def _objective_table(pm: Manager) -> dict[str, Callable[..., Any]]:
+    """The objective factories; a plugin's is wrapped so that its objects know their plugin and its errors name it."""
+    return {name: f if plugin.startswith("vizcore.") else _from_plugin(f, name, plugin)
+            for name, (f, plugin) in pm.registry("objectives").items()}
+
+
+def _from_plugin(factory: Callable[..., Any], name: str, plugin: str) -> Callable[..., Any]:
+    def build(*args: Any, **kwargs: Any) -> Any:
+        try:
+            obj = factory(*args, **kwargs)
+        except VizcoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001  a broken plugin: one line that names it
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise PluginError(f"objective {name!r} of plugin {plugin!r} raised {type(exc).__name__}: {first}",
+                              "fix or uninstall the plugin, or render other targets") from exc
+        if isinstance(obj, Objective):
+            obj.provider = plugin  # type: ignore[attr-defined]  read by the engine to name a failing plugin
+        return obj
+
+    return build
+
+
+def factories(pm: Manager, options: engine.RenderOptions) -> engine.Factories:
+    """The engine's factories for `options`, looked up in `pm`."""
+    providers = {"param": p} if (p := _plugin(pm, "params", options.param)) else {}
+    return engine.Factories(
+        param=lookup(pm, "params", options.param),
+        transforms=[lookup(pm, "transforms", n) for n in options.transforms],
+        regularizers={n: lookup(pm, "regularizers", n) for n, w in options.regularizers.items() if w},
+        providers=providers)
+
+
 def render(
     model: Model | str | os.PathLike[str],
     targets: str | Objective | Sequence[str | Objective],
@@ -75,6 +131,10 @@ def render(
     value_range: str | None = None,
     record_every: int = 8,
     images_per_unit: int = 1,
+    cpu_heap: bool | None = None,
+    cudnn_benchmark: bool | None = None,
+    fuse: bool | None = None,
+    channels_last: bool | None = None,
     exporters: Sequence[str] = ("png", "manifest"),
     on_warning: Callable[[str], None] | None = None,
     on_step: Callable[[RenderRun, StepState], None] | None = None,
@@ -86,27 +146,23 @@ def render(
     names looked up in `plugins` (default: the process's manager); `exporters` are the names the result will be
     saved with (plugins that record for an exporter, such as vizcore-gif, record only when it is listed).
     `on_step(run, state)` is called after every step of this render only (progress bars, early stopping by
-    setting `state.stop`). The other options and their defaults: README.md ("Defaults, and why").
+    setting `state.stop`). Device settings left at None come from the environment (`RenderOptions.from_env`).
+    Options are validated before any work (`vizcore.engine.RenderOptions`; defaults: README "Defaults, and why").
     """
+    options = engine.RenderOptions.from_env(
+        steps=steps, size=size, param=param, param_options=param_options or {}, transforms=_split_names(transforms),
+        regularizers={"l1": l1, "l2": l2, "tv": tv, **(regularizers or {})}, lr=lr, seed=seed, device=device,
+        amp=amp, max_memory=max_memory, batch_size=batch_size, relu_override=relu_override, preprocess=preprocess,
+        value_range=value_range, record_every=record_every, images_per_unit=images_per_unit, cpu_heap=cpu_heap,
+        cudnn_benchmark=cudnn_benchmark, fuse=fuse, channels_last=channels_last)
     pm = _manager(plugins)
+    for name in exporters:
+        lookup(pm, "exporters", name)  # an unknown exporter fails before the render, not after it
     if not isinstance(model, Model):
         model = load(model, plugins=pm)
-    tnames = _split_names(transforms)
-    weights = {"l1": l1, "l2": l2, "tv": tv, **(regularizers or {})}
-    factories = engine.Factories(
-        param=pm.get("params", param),
-        transforms=[pm.get("transforms", n) for n in tnames],
-        regularizers={n: pm.get("regularizers", n) for n, w in weights.items() if w})
-    for name in exporters:
-        pm.get("exporters", name)  # an unknown exporter fails before the render, not after it
-    objectives, names = targets_mod.labelled(model, targets, _table(pm, "objectives"))
-    result = engine.run(
-        model, objectives, names, factories, hooks=pm, exporters=tuple(exporters), steps=steps, size=size,
-        param=param, param_options=param_options, transforms=tnames,
-        regularizers={k: v for k, v in weights.items() if v}, lr=lr, seed=seed, device=device, amp=amp,
-        max_memory=max_memory, batch_size=batch_size, relu_override=relu_override, preprocess=preprocess,
-        value_range=value_range, record_every=record_every, images_per_unit=images_per_unit, on_warning=on_warning,
-        on_step=on_step)
+    objectives, names = targets_mod.labelled(model, targets, _objective_table(pm))
+    result = engine.run(model, objectives, names, factories(pm, options), options=options, hooks=pm,
+                        exporters=tuple(exporters), on_warning=on_warning, on_step=on_step)
     result.exporter_table = _table(pm, "exporters")
     return result
 
@@ -114,7 +170,10 @@ def render(
 def save(result: Result, out_dir: str | os.PathLike[str], exporters: Sequence[str] = ("png", "manifest"), *,
          force: bool = False, plugins: Manager | None = None, **options: Any) -> list[Path]:
     """Write a result with the named exporters of `plugins` (default: the manager that rendered it, else the
-    process's); returns the paths written."""
+    process's), always with png and manifest; returns the paths written (see `Result.save`)."""
     if plugins is not None or not result.exporter_table:
         result.exporter_table = _table(_manager(plugins), "exporters")
+    for name in exporters:
+        if name not in result.exporter_table:
+            lookup(_manager(plugins), "exporters", name)
     return result.save(out_dir, exporters=tuple(exporters), force=force, **options)

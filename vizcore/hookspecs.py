@@ -44,22 +44,28 @@ def vizcore_add_objectives() -> dict[str, Callable[..., Any]]:
 
 @hookspec
 def vizcore_add_params() -> dict[str, Callable[..., Any]]:
-    """Parameterization factories: name -> callable(shape, units=1, **options) -> torch.nn.Module.
+    """Parameterization factories: name -> callable(shape, units=1, generator=None, **options) -> torch.nn.Module.
 
     `shape` is the image batch shape (N, C, H, W) or (N, C, L); the N images belong to `units` units, N/units
     each (draw the initial state for one unit and tile it, so a batched render equals one unit at a time).
-    `options` are the user's `param_options`. The engine seeds torch's RNG before calling the factory and moves
-    the module to the device afterwards. The module has trainable parameters and `forward() -> Tensor` of that
+    `options` are the user's `param_options`. `generator` is the render's seeded CPU `torch.Generator`: draw every
+    random number from it (`torch.randn(..., generator=generator)`), never from torch's global RNG, which belongs
+    to the caller. A factory without a `generator` parameter still works: the engine then runs its chunk inside
+    `torch.random.fork_rng` with the global RNG seeded, and restores the caller's state afterwards. The engine
+    moves the module to the device afterwards. The module has trainable parameters and `forward() -> Tensor` of that
     shape with values in 0..1 (vizcore maps 0..1 to the model's range afterwards).
     """
 
 
 @hookspec
 def vizcore_add_transforms() -> dict[str, Callable[..., Any]]:
-    """Transform factories: name -> callable(size: int, **options) -> list of callables (Tensor -> Tensor).
+    """Transform factories: name -> callable(size: int, generator=None, **options) -> list of callables.
 
-    Each callable is a random, differentiable augmentation applied to the image batch every step; `size` is
-    the image side in pixels, so a factory can scale its strength with it. A preset (e.g. `standard`) is a
+    Each callable (Tensor -> Tensor; the built-ins are `torch.nn.Module`s, as Captum's) is a random,
+    differentiable augmentation applied to the image batch every step, drawing its randomness from `generator`
+    (the render's seeded CPU `torch.Generator`, re-seeded for every chunk); `size` is the image side in pixels,
+    so a factory can scale its strength with it. A factory without a `generator` parameter still works (its
+    chunks run inside `torch.random.fork_rng` with the global RNG seeded). A preset (e.g. `standard`) is a
     factory that returns several callables; `none` returns an empty list.
     """
 

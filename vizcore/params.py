@@ -2,7 +2,8 @@
 
 `fft` (the default, as Lucid/Lucent/Xplique): a Fourier spectrum scaled by 1/frequency, so that low frequencies
 move first and images stay natural; colours decorrelated for 3-channel images. `pixel`: plain pixels.
-Both work for (N, C, H, W) images and (N, C, L) signals, with any channel count.
+Both work for (N, C, H, W) images and (N, C, L) signals, with any channel count. Their initial noise comes from
+`generator=` (a seeded CPU `torch.Generator`), never from torch's global RNG.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.0
 COLOR_DECORRELATION = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 
-def _init_noise(shape: Sequence[int], units: int, sd: float) -> torch.Tensor:
+def _init_noise(shape: Sequence[int], units: int, sd: float, generator: torch.Generator | None) -> torch.Tensor:
     """Seeded noise for one unit's images, tiled over `units`: every unit starts alike, so batched == one at a time."""
     per = shape[0] // max(units, 1)
-    noise = torch.randn((per, *shape[1:])) * sd
+    noise = torch.randn((per, *shape[1:]), generator=generator) * sd
     return noise.repeat(units, *([1] * (len(shape) - 1))) if units > 1 else noise
 
 
@@ -49,7 +50,7 @@ class FFTImage(nn.Module):
     """
 
     def __init__(self, shape: Sequence[int], units: int = 1, sd: float = 0.01, decay_power: float = 1.25,
-                 decorrelate: bool = True) -> None:
+                 decorrelate: bool = True, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         n, c, *spatial = self.shape
@@ -68,7 +69,8 @@ class FFTImage(nn.Module):
             spec_shape = (n, c, w // 2 + 1)
         scale = 1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay_power
         self.register_buffer("scale", scale.to(torch.float32), persistent=False)
-        self.spectrum = nn.Parameter(torch.view_as_complex(_init_noise((*spec_shape, 2), units, sd).contiguous()))
+        noise = _init_noise((*spec_shape, 2), units, sd, generator)
+        self.spectrum = nn.Parameter(torch.view_as_complex(noise.contiguous()))
         self.to_image = _ToImage(c, decorrelate)
         self.spatial = tuple(spatial)
 
@@ -84,10 +86,11 @@ class FFTImage(nn.Module):
 class PixelImage(nn.Module):
     """Images parameterized directly by (pre-sigmoid, colour-decorrelated) pixel values."""
 
-    def __init__(self, shape: Sequence[int], units: int = 1, sd: float = 0.01, decorrelate: bool = True) -> None:
+    def __init__(self, shape: Sequence[int], units: int = 1, sd: float = 0.01, decorrelate: bool = True,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
-        self.pixels = nn.Parameter(_init_noise(self.shape, units, sd).contiguous())
+        self.pixels = nn.Parameter(_init_noise(self.shape, units, sd, generator).contiguous())
         self.to_image = _ToImage(self.shape[1], decorrelate)
 
     def forward(self) -> torch.Tensor:

@@ -12,7 +12,11 @@ from PIL import Image
 
 from . import images
 from .errors import unknown_name
-from .files import prepare_out_dir, safe_name
+from .files import safe_name
+from .outdir import relative, write_folder
+
+#: What every save writes, whatever else is asked for: the images and the manifest (which lists every file).
+DEFAULT_EXPORTERS = ("png", "manifest")
 
 
 @dataclass(frozen=True)
@@ -78,22 +82,30 @@ class Result:
     def _repr_png_(self) -> bytes:
         return images.png_bytes(self.grid())
 
-    def save(self, out_dir: str | Path, exporters: tuple[str, ...] | list[str] = ("png", "manifest"),
+    def save(self, out_dir: str | Path, exporters: tuple[str, ...] | list[str] = DEFAULT_EXPORTERS,
              force: bool = False, **options: Any) -> list[Path]:
-        """Write the result with the named exporters into `out_dir`; returns the paths.
+        """Write the result into `out_dir`: png and manifest always, plus the named `exporters`; returns the paths.
 
-        The exporters are those of the plugin manager that rendered it (`vizcore.render(..., plugins=...)` puts its
-        exporter table on the result); `vizcore.save(result, out, plugins=...)` chooses another manager.
+        All files appear at once or none do (`vizcore.outdir.write_folder`); `manifest.json` is written last and
+        lists every other file (`files`). With `force`, the files of an earlier save there are replaced and other
+        files are left alone. The exporters are those of the plugin manager that rendered it
+        (`vizcore.render(..., plugins=...)` puts its exporter table on the result); `vizcore.save(result, out,
+        plugins=...)` chooses another manager.
         """
-        unknown = [name for name in exporters if name not in self.exporter_table]
+        names = list(dict.fromkeys([*DEFAULT_EXPORTERS, *exporters]))
+        unknown = [name for name in names if name not in self.exporter_table]
         if unknown:  # fail on unknown names before writing anything
             raise unknown_name("exporter", unknown[0], self.exporter_table)
-        fns = [self.exporter_table[name] for name in exporters]
-        out = prepare_out_dir(Path(out_dir), force=force)
-        written: list[Path] = []
-        for fn in fns:
-            written.extend(fn(self, out, **options))
-        return written
+
+        def write(folder: Path) -> list[Path]:
+            written: list[Path] = []
+            for name in names:
+                if name != "manifest":
+                    written.extend(self.exporter_table[name](self, folder, **options))
+            files = sorted(set(relative(folder, written)))
+            return written + list(self.exporter_table["manifest"](self, folder, files=files, **options))
+
+        return write_folder(Path(out_dir), force, write)
 
     def to_json(self) -> dict[str, Any]:
         """Units with values and traces, as the manifest stores them."""

@@ -73,6 +73,8 @@ def parse(model: Model, spec: str, objectives: Factories | None = None) -> list[
         model.layer(spec)  # raises LayerNotFoundError with the closest names
     first, _, after = spec.partition(":")
     head, _, tail = spec.rpartition(":")
+    if not first.strip() or not tail.strip():
+        raise TargetError(f"malformed target {spec!r}", GRAMMAR)
     if head == "class":
         if not _CH.match(tail):
             raise TargetError(f"malformed class target {spec!r}", "use class:IDX, e.g. class:1")
@@ -94,6 +96,10 @@ def parse(model: Model, spec: str, objectives: Factories | None = None) -> list[
         a, b = int(m.group(1)), int(m.group(2))
         if b < a:
             raise TargetError(f"empty channel range {tail!r} in {spec!r}", "write LOW-HIGH with LOW <= HIGH")
+        n = layer.channels
+        if n is not None and b >= n:  # checked before building one objective per channel
+            raise TargetError(f"channel range {tail!r} of {spec!r} is out of range: layer {layer.name!r} has {n} "
+                              "channels", f"use channels 0..{n - 1}")
         return [Channel(key, c) for c in range(a, b + 1)]
     if m := _NEURON.match(tail):
         x = int(m.group(2))

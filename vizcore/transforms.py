@@ -1,9 +1,10 @@
 """Random, differentiable augmentations applied every step (transformation robustness, Olah 2017).
 
-Each factory takes the image size and returns a list of callables Tensor -> Tensor; `standard` is Lucid's
-preset (pad 12, jitter 8, scale 0.9-1.1, rotate +-10 degrees, jitter 4 at 128 px), scaled to the image size.
-Randomness comes from torch's global generator, which the engine seeds, and is shared by the whole batch, so a
-batched render follows the same path as a one-at-a-time render.
+Each factory takes the image size (and `generator=`, a seeded CPU `torch.Generator`) and returns a list of
+modules Tensor -> Tensor (Captum style); `standard` is Lucid's preset (pad 12, jitter 8, scale 0.9-1.1, rotate
++-10 degrees, jitter 4 at 128 px), scaled to the image size. Randomness comes from that generator, never from
+torch's global one (the caller's RNG is untouched), and is shared by the whole batch, so a batched render follows
+the same path as a one-at-a-time render.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .hookspecs import hookimpl
 
@@ -20,53 +22,57 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 REFERENCE_SIZE = 128  # the size Lucid's standard transforms were designed for
 
 
-def _randint(lo: int, hi: int) -> int:
-    """Uniform integer in [lo, hi] from torch's (seeded) CPU generator."""
-    return int(torch.randint(lo, hi + 1, (1,)).item()) if hi > lo else lo
+def _randint(lo: int, hi: int, generator: torch.Generator | None) -> int:
+    """Uniform integer in [lo, hi] from `generator` (a seeded CPU generator; None: torch's global one)."""
+    return int(torch.randint(lo, hi + 1, (1,), generator=generator).item()) if hi > lo else lo
 
 
-def _choice(values: Sequence[float]) -> float:
-    return float(values[_randint(0, len(values) - 1)])
+def _choice(values: Sequence[float], generator: torch.Generator | None) -> float:
+    return float(values[_randint(0, len(values) - 1, generator)])
 
 
-class Pad:
+class Pad(nn.Module):
     """Pad every side by `width` pixels with a constant (0.5 = grey), so jitter/rotate don't only see edges."""
 
     def __init__(self, width: int, value: float = 0.5) -> None:
+        super().__init__()
         self.width, self.value = int(width), float(value)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.width <= 0:
             return x
         pads = (self.width,) * (2 * (x.dim() - 2))
         return F.pad(x, pads, mode="constant", value=self.value)
 
 
-class Jitter:
+class Jitter(nn.Module):
     """Random crop that removes `d` pixels in total along each spatial axis (a random shift)."""
 
-    def __init__(self, d: int) -> None:
-        self.d = int(d)
+    def __init__(self, d: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.d, self.generator = int(d), generator
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.d <= 0:
             return x
         if x.dim() == 3:
-            o = _randint(0, self.d)
+            o = _randint(0, self.d, self.generator)
             return x[..., o:x.shape[-1] - self.d + o]
-        oy, ox = _randint(0, self.d), _randint(0, self.d)
+        oy, ox = _randint(0, self.d, self.generator), _randint(0, self.d, self.generator)
         h, w = x.shape[-2:]
         return x[..., oy:h - self.d + oy, ox:w - self.d + ox]
 
 
-class Affine:
+class Affine(nn.Module):
     """Random zoom (from `scales`) and rotation (degrees, from `angles`) in one differentiable resampling."""
 
-    def __init__(self, scales: Sequence[float] = (1.0,), angles: Sequence[float] = (0.0,)) -> None:
-        self.scales, self.angles = tuple(scales), tuple(angles)
+    def __init__(self, scales: Sequence[float] = (1.0,), angles: Sequence[float] = (0.0,),
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.scales, self.angles, self.generator = tuple(scales), tuple(angles), generator
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        s, a = _choice(self.scales), _choice(self.angles)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, a = _choice(self.scales, self.generator), _choice(self.angles, self.generator)
         if x.dim() == 3:  # 1-D signals: zoom only
             if s == 1.0:
                 return x
@@ -84,17 +90,18 @@ class Affine:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-class Blur:
+class Blur(nn.Module):
     """Gaussian blur with standard deviation `sigma` pixels (suppresses high-frequency noise)."""
 
     def __init__(self, sigma: float) -> None:
+        super().__init__()
         self.sigma = float(sigma)
         r = max(1, int(math.ceil(2 * self.sigma)))
         k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * self.sigma ** 2))
         self.kernel = k / k.sum()
         self._on: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}  # the kernel per device: one copy
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.sigma <= 0:
             return x
         c = x.shape[1]
@@ -112,29 +119,52 @@ def _px(v: float, size: int) -> int:
     return max(0, round(v * size / REFERENCE_SIZE))
 
 
-def standard(size: int, **_: object) -> list[Transform]:
+Gen = torch.Generator | None
+
+
+def standard(size: int, generator: Gen = None, **_: object) -> list[Transform]:
     """Lucid's standard transforms, scaled from 128 px to `size`."""
     return [
         Pad(_px(12, size)),
-        Jitter(_px(8, size)),
-        Affine(scales=[1 + (i - 5) / 50 for i in range(11)], angles=list(range(-10, 11)) + [0] * 5),
-        Jitter(_px(4, size)),
+        Jitter(_px(8, size), generator),
+        Affine(scales=[1 + (i - 5) / 50 for i in range(11)], angles=list(range(-10, 11)) + [0] * 5,
+               generator=generator),
+        Jitter(_px(4, size), generator),
     ]
 
 
-def none(size: int, **_: object) -> list[Transform]:
+def none(size: int, generator: Gen = None, **_: object) -> list[Transform]:
     """No transforms (plain gradient ascent; expect high-frequency patterns)."""
     return []
 
 
+def pad(size: int, width: int = 12, generator: Gen = None, **_: object) -> list[Transform]:
+    """Constant grey padding, `width` pixels at 128 px."""
+    return [Pad(_px(width, size))]
+
+
+def jitter(size: int, d: int = 8, generator: Gen = None, **_: object) -> list[Transform]:
+    """A random shift of up to `d` pixels at 128 px."""
+    return [Jitter(_px(d, size), generator)]
+
+
+def scale(size: int, lo: float = 0.9, hi: float = 1.1, generator: Gen = None, **_: object) -> list[Transform]:
+    """A random zoom from lo to hi."""
+    return [Affine(scales=[lo + (hi - lo) * i / 10 for i in range(11)], generator=generator)]
+
+
+def rotate(size: int, degrees: int = 10, generator: Gen = None, **_: object) -> list[Transform]:
+    """A random rotation of up to +-`degrees`."""
+    return [Affine(angles=list(range(-int(degrees), int(degrees) + 1)), generator=generator)]
+
+
+def blur(size: int, sigma: float = 0.5, generator: Gen = None, **_: object) -> list[Transform]:
+    """A Gaussian blur, `sigma` pixels at 128 px."""
+    return [Blur(sigma * size / REFERENCE_SIZE)]
+
+
 BUILTIN: dict[str, Callable[..., list[Transform]]] = {
-    "standard": standard,
-    "none": none,
-    "pad": lambda size, width=12, **_: [Pad(_px(width, size))],
-    "jitter": lambda size, d=8, **_: [Jitter(_px(d, size))],
-    "scale": lambda size, lo=0.9, hi=1.1, **_: [Affine(scales=[lo + (hi - lo) * i / 10 for i in range(11)])],
-    "rotate": lambda size, degrees=10, **_: [Affine(angles=list(range(-int(degrees), int(degrees) + 1)))],
-    "blur": lambda size, sigma=0.5, **_: [Blur(sigma * size / REFERENCE_SIZE)],
+    "standard": standard, "none": none, "pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "blur": blur,
 }
 
 

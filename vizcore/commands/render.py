@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..files import check_out_dir
 from ..inputs import require_readable
+from ..outdir import check_creatable
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -23,26 +24,26 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="+", metavar="TARGET", help="what to maximize, e.g. 40:7 or class:1")
     p.add_argument("--out", "-o", type=Path, default=None, help="output folder (default: vizcore-out)")
     p.add_argument("--force", action="store_true", help="write into a non-empty output folder")
-    p.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels (default: model's, else 224)")
+    p.add_argument("--steps", default="256", help="optimization steps (default 256)")
+    p.add_argument("--size", default=None, help="image side in pixels (default: model's, else 224)")
     p.add_argument("--param", default="fft", help="parameterization: fft (default), pixel, or a plugin's")
     p.add_argument("--transforms", default="standard",
                    help="transform preset or comma list: standard (default), none, pad, jitter, scale, rotate, blur")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
-    p.add_argument("--l1", type=float, default=0.0, help="L1 penalty weight")
-    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty weight")
-    p.add_argument("--tv", type=float, default=0.0, help="total-variation penalty weight")
-    p.add_argument("--seed", type=int, default=0, help="random seed (CPU renders are reproducible)")
+    p.add_argument("--lr", default="0.05", help="Adam learning rate (default 0.05)")
+    p.add_argument("--l1", default="0", help="L1 penalty weight")
+    p.add_argument("--l2", default="0", help="L2 penalty weight")
+    p.add_argument("--tv", default="0", help="total-variation penalty weight")
+    p.add_argument("--seed", default="0", help="random seed (CPU renders are reproducible)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
     p.add_argument("--max-memory", default=None, help="memory budget for a chunk of units, e.g. 2G")
-    p.add_argument("--relu-override", type=float, default=0.25,
+    p.add_argument("--relu-override", default="0.25",
                    help="fraction of steps using the ReLU gradient override (default 0.25)")
     p.add_argument("--preprocess", default=None, help="imagenet | none | mean=A,B,C;std=D,E,F (default: metadata)")
     p.add_argument("--range", dest="value_range", default=None, help="model input range: 0,1 | 0,255 | -1,1")
-    p.add_argument("--images-per-unit", type=int, default=1, help="images per target (e.g. with diversity)")
+    p.add_argument("--images-per-unit", default="1", help="images per target (e.g. with diversity)")
     p.add_argument("--export", action="append", default=None, metavar="NAME",
-                   help="exporter(s) to run (default: png and manifest); plugins add more, e.g. gif")
+                   help="more exporters to run besides png and manifest (always written); plugins add more, e.g. gif")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--executor", default="local", metavar="local|ray|ray://HOST:PORT",
                    help="where chunks run: this process (default) or a Ray cluster (same images)")
@@ -70,6 +71,45 @@ class _Progress:
             v = state.values
             self.progress.update(self.task, completed=done, value=f"mean value {float(v.float().mean()):.3g}")
 
+    def stop(self, done: bool) -> None:
+        """Stop the bar (started at the first step: a bad target prints none); when `done`, mark it complete (also
+        after an early stop), so that it shows the elapsed time, not an ETA."""
+        if self.task is None:
+            return
+        if done:
+            self.progress.update(self.task, completed=self.progress.tasks[0].total)
+        self.progress.stop()
+
+
+def options(args: argparse.Namespace) -> Any:
+    """The render options from the command line, validated (OptionError, one line) before any work."""
+    from ..engine.options import RenderOptions, integer, number
+
+    return RenderOptions.from_env(
+        steps=integer("--steps", args.steps), size=None if args.size is None else integer("--size", args.size),
+        param=args.param, transforms=[t.strip() for t in args.transforms.split(",") if t.strip()],
+        regularizers={k: number(f"--{k}", getattr(args, k)) for k in ("l1", "l2", "tv")},
+        lr=number("--lr", args.lr), seed=integer("--seed", args.seed), device=args.device, amp=args.amp,
+        max_memory=args.max_memory, relu_override=number("--relu-override", args.relu_override),
+        preprocess=args.preprocess, value_range=args.value_range,
+        images_per_unit=integer("--images-per-unit", args.images_per_unit))
+
+
+def _preflight(args: argparse.Namespace, opts: Any) -> list[str]:
+    """Everything that can be refused before loading the model: exporters, the output folder, an impossible size."""
+    from ..api import lookup
+    from ..engine.budget import default_budget, refuse_size
+    from ..engine.device import resolve_device
+    from ..result import DEFAULT_EXPORTERS
+
+    exporters = list(dict.fromkeys([*DEFAULT_EXPORTERS, *(args.export or [])]))
+    for name in exporters:
+        lookup(args.plugins, "exporters", name)
+    check_out_dir(args.out or Path("vizcore-out"), force=args.force)  # refused early; written only at the end
+    check_creatable(args.out or Path("vizcore-out"))
+    refuse_size(opts.size, opts.budget_bytes or default_budget(resolve_device(opts.device)))
+    return exporters
+
 
 def _renderer(args: argparse.Namespace, err: Console, render: Any) -> Any:
     """`render` for local; else vizcore.executors.render on that executor, with a bar over all units."""
@@ -89,41 +129,48 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load, render
 
     require_readable(args.model)  # before anything else: a missing model is reported first
-    pm = args.plugins
-    exporters = args.export or ["png", "manifest"]
-    for name in exporters:
-        pm.get("exporters", name)
-    out = check_out_dir(args.out or Path("vizcore-out"), force=args.force)  # refused early; created only to save
-    model = load(args.model, size=args.size, plugins=pm)  # layer shapes (and neuron positions) at the render size
+    opts = options(args)
+    exporters = _preflight(args, opts)
+    out = args.out or Path("vizcore-out")
+    model = load(args.model, size=opts.size, plugins=args.plugins)  # layer shapes (and positions) at the size
     err = Console(stderr=True)
 
     def warn(msg: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False)
 
     progress = Progress(TextColumn("[bold]{task.fields[units]}[/] units"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("steps"), TimeRemainingColumn(), TextColumn("{task.fields[value]}"),
-                        console=err, disable=args.quiet, transient=False)
-    bar = None if args.quiet else _Progress(progress)
+                        TextColumn("steps"), TimeRemainingColumn(elapsed_when_finished=True),
+                        TextColumn("{task.fields[value]}"), console=err, disable=args.quiet, transient=False)
+    bar = None if args.quiet or args.executor != "local" else _Progress(progress)
+    o = opts
     try:
         render_with = _renderer(args, err, render)  # vizcore.executors when --executor is not local
-        result = render_with(model, args.targets, plugins=pm, exporters=exporters, steps=args.steps, size=args.size,
-                        param=args.param,
-                        transforms=args.transforms, l1=args.l1, l2=args.l2, tv=args.tv, lr=args.lr,
-                        seed=args.seed, device=args.device, amp=args.amp, max_memory=args.max_memory,
-                        relu_override=args.relu_override, preprocess=args.preprocess,
-                        value_range=args.value_range, images_per_unit=args.images_per_unit, on_warning=warn,
-                        on_step=bar if args.executor == "local" else None)
-    finally:
-        if bar is not None and bar.task is not None:  # started at the first step: a bad target prints no bar
-            progress.stop()
-    written = result.save(out, exporters=exporters, force=True)
+        result = render_with(model, args.targets, plugins=args.plugins, exporters=exporters, steps=o.steps, size=o.size,
+                        param=o.param, transforms=list(o.transforms), regularizers=dict(o.regularizers), lr=o.lr,
+                        seed=o.seed, device=o.device, amp=o.amp, max_memory=o.max_memory,
+                        relu_override=o.relu_override, preprocess=o.preprocess, value_range=o.value_range,
+                        images_per_unit=o.images_per_unit, on_warning=warn, on_step=bar)
+    except BaseException:
+        if bar is not None:
+            bar.stop(done=False)
+        raise
+    if bar is not None:
+        bar.stop(done=True)
+    written = result.save(out, exporters=exporters, force=args.force)
+    _report(console, result, written, out)
+    return 0
+
+
+def _report(console: Console, result: Any, written: list[Path], out: Path) -> None:
+    """One line per unit (with its file only if it was written), then what was written where."""
+    names = {p.name for p in written}
     shown = min(len(result), 12)
     for i in range(shown):
         u = result.units[i]
-        console.print(f"  {escape(u.target):<28} value {result.values[i]:>9.4g}  -> {escape(result.filename(i))}",
-                      highlight=False)
+        f = result.filename(i)
+        where = f"  -> {escape(f)}" if f in names else ""
+        console.print(f"  {escape(u.target):<28} value {result.values[i]:>9.4g}{where}", highlight=False)
     if len(result) > shown:
         console.print(f"  ... and {len(result) - shown} more")
     console.print(f"[green]wrote[/] {len(written)} files to {escape(str(out))} "
                   f"({result.timings['seconds']:.1f} s on {result.settings['device']})", highlight=False)
-    return 0

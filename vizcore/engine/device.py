@@ -1,7 +1,8 @@
 """Where a render runs and the process settings it may switch while it runs (each restored afterwards).
 
 `resolve_device` turns "auto" / "cpu" / "cuda:N" into a torch.device; `cpu_heap()` and `cudnn_autotune()` are the
-two process-wide switches a render uses for speed, entered visibly by the engine and recorded in its settings.
+two process-wide switches a render uses for speed, entered visibly by the engine (`device_settings`) as its
+`RenderOptions` say (`cpu_heap`, `cudnn_benchmark`) and recorded in its settings.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import os
 import platform
 import threading
 from collections.abc import Iterator
@@ -36,16 +36,17 @@ def _glibc() -> Any:
 
 
 @contextlib.contextmanager
-def cpu_heap() -> Iterator[None]:
+def cpu_heap(enabled: bool = True) -> Iterator[None]:
     """Keep large tensors in glibc's heap while rendering on the CPU; give the memory back to the OS afterwards.
 
     glibc serves every allocation over its mmap threshold with a fresh mmap, so each step page-faults its big
-    activations in again: 28 % of a MobileNetV2 step on 2 cores (bench/RESULTS.md). VIZCORE_CPU_HEAP=0 turns it off.
+    activations in again: 28 % of a MobileNetV2 step on 2 cores (bench/RESULTS.md). `enabled=False` (the render
+    option `cpu_heap`, VIZCORE_CPU_HEAP=0) turns it off.
     Afterwards glibc keeps the thresholds its own dynamic tuning ends at in a busy torch process (mmap above 32 MiB,
     trim above 64 MiB): any mallopt call freezes that tuning, so vizcore sets its end state rather than the defaults.
     """
     global _heap_depth
-    libc = _glibc() if os.environ.get("VIZCORE_CPU_HEAP", "1") != "0" else None
+    libc = _glibc() if enabled else None
     if libc is None:
         yield
         return
@@ -67,11 +68,12 @@ def cpu_heap() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def cudnn_autotune() -> Iterator[None]:
+def cudnn_autotune(enabled: bool = True) -> Iterator[None]:
     """Let cuDNN time its convolution algorithms once per shape and keep the fastest: a render repeats the same
-    shapes for hundreds of steps. The previous setting is restored afterwards; VIZCORE_CUDNN_BENCHMARK=0 turns it off.
+    shapes for hundreds of steps. The previous setting is restored afterwards; `enabled=False` (the render option
+    `cudnn_benchmark`, VIZCORE_CUDNN_BENCHMARK=0) turns it off.
     """
-    if os.environ.get("VIZCORE_CUDNN_BENCHMARK", "1") == "0":
+    if not enabled:
         yield
         return
     old = torch.backends.cudnn.benchmark
@@ -81,6 +83,13 @@ def cudnn_autotune() -> Iterator[None]:
     finally:
         torch.backends.cudnn.benchmark = old
 
+
+def device_settings(dev: torch.device, cpu: bool = True, cuda: bool = True) -> contextlib.AbstractContextManager[None]:
+    """The process settings a render on `dev` runs under: the CPU heap on the CPU (`cpu`), cuDNN autotuning on
+    CUDA (`cuda`); each restored when the block ends."""
+    if dev.type == "cpu":
+        return cpu_heap(cpu)
+    return cudnn_autotune(cuda) if dev.type == "cuda" else contextlib.nullcontext()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -6,13 +6,12 @@ convolution (a post-op), which removes that pass and the pre-activation tensor t
 gradients are computed from the clamped output y: lo < y < hi exactly where lo < x < hi, y = lo exactly where
 x <= lo, y = hi exactly where x >= hi, so the result is the unfused graph's, bit for bit. Only CPU float32 2-D
 convolutions with zero padding are fused, and only where the kernel exists in this torch build and matches the
-unfused result on a probe input. `fuse=False` in the render options (or VIZCORE_FUSE=0) turns fusion off.
+unfused result on a probe input. `fuse=False` in the render options (VIZCORE_FUSE=0) turns fusion off.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import torch
@@ -124,13 +123,13 @@ def _probe(conv: nn.Conv2d, post: tuple[str, list[float]], clamp: nn.Module) -> 
         return False
 
 
-def fuse_conv_clamps(gm: torch.fx.GraphModule, switch: Switch | None = None) -> int:
+def fuse_conv_clamps(gm: torch.fx.GraphModule, switch: Switch | None = None, enabled: bool = True) -> int:
     """Replace each Conv2d -> clamp pair of a graph (the conv's only user) by a `FusedConvClamp`; returns how many.
 
     Call it after `redirect_relus` so fused pairs keep the override (`switch`). Graph outputs are unchanged: a
     conv whose raw output is used elsewhere (another user, a target layer) is not fused.
     """
-    if _FUSED_OP is None or os.environ.get("VIZCORE_FUSE", "1") == "0" or not torch.backends.mkldnn.is_available():
+    if _FUSED_OP is None or not enabled or not torch.backends.mkldnn.is_available():
         return 0
     n = 0
     for node in list(gm.graph.nodes):

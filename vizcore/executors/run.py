@@ -73,7 +73,7 @@ def render_result(model: Any, targets: Any, executor: str | Executor | None, set
     """
     from ..api import _manager, _table, load
     from ..engine.budget import chunks as _chunks
-    from ..engine.run import _unit
+    from ..engine.setup import unit as _unit
     from ..model import Model
     from .worker import labelled
 

@@ -12,8 +12,9 @@ from ..hookspecs import hookimpl
 from ..result import Result
 
 
-def manifest(result: Result) -> dict[str, Any]:
-    """The manifest as a dict: version, model path and hash, every setting, and per-unit file/value/trace."""
+def manifest(result: Result, files: list[str] | None = None) -> dict[str, Any]:
+    """The manifest as a dict: version, model path and hash, every setting, per-unit file/value/trace, and
+    `files`: every other file the save wrote (what a later `--force` save replaces)."""
     return {
         "vizcore_version": __version__,
         "model": {"path": result.model.get("path"), "sha256": result.model.get("sha256")},
@@ -21,12 +22,13 @@ def manifest(result: Result) -> dict[str, Any]:
         "timings": result.timings,
         "warnings": result.warnings,
         **result.to_json(),
+        **({} if files is None else {"files": sorted(files), "complete": True}),
     }
 
 
-def export_manifest(result: Result, out_dir: Path, **_: Any) -> list[Path]:
-    """Write `manifest.json` into `out_dir`."""
-    text = json.dumps(manifest(result), indent=1, default=str)
+def export_manifest(result: Result, out_dir: Path, files: list[str] | None = None, **_: Any) -> list[Path]:
+    """Write `manifest.json` into `out_dir` (`files`: the other files of the save, relative to `out_dir`)."""
+    text = json.dumps(manifest(result, files), indent=1, default=str)
     return [atomic_write_text(inside(out_dir, "manifest.json"), text + "\n")]
 
 

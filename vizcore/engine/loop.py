@@ -1,0 +1,190 @@
+"""One chunk's step loop: build the parameterization, ascend for `steps` steps, read off images and values.
+
+Every chunk draws from the render's generator re-seeded with the seed, so a chunk of several units follows the
+same random path as one unit alone (batched == one at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import PluginError, VizcoreError
+from ..lifecycle import RenderRun, StepState
+from ..objectives import Objective, batch_values
+from .budget import is_oom
+from .seeding import call_factory, global_rng
+
+if TYPE_CHECKING:
+    from .setup import Render
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk gives back: uint8 images (N, C, ...), final and best values, traces, the steps recorded."""
+
+    images: np.ndarray
+    values: np.ndarray
+    best: np.ndarray
+    traces: list[list[float]]
+    steps: list[int]
+    run: RenderRun
+
+
+@dataclass
+class _Ascent:
+    """The running state of one chunk's ascent."""
+
+    trace: list[torch.Tensor] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    best: torch.Tensor | None = None  # each image's best value during the ascent (on its transformed input)
+
+    def record(self, step: int, vals: torch.Tensor) -> None:
+        if not self.steps or self.steps[-1] != step:
+            self.trace.append(vals)
+            self.steps.append(step)
+
+
+def run_chunk(r: Render, ci: int, a: int, b: int, n_chunks: int) -> ChunkResult:
+    """Units a..b-1 of the render `r` in one batch (chunk `ci` of `n_chunks`)."""
+    k = r.options.images_per_unit
+    run = RenderRun(model=r.model, units=r.units[a * k:b * k], settings=r.settings, device=r.dev,
+                    steps=r.options.steps, chunk=ci, n_chunks=n_chunks, unit_offset=a * k,
+                    total_units=len(r.objectives) * k, exporters=r.exporters, state=r.shared)
+    objs = r.objectives[a:b]
+    r.generator.manual_seed(r.options.seed)
+    with global_rng(r.options.seed, r.dev, r.legacy_rng):
+        p = _param(r, (b - a) * k, b - a)
+        opt = torch.optim.Adam(p.parameters(), lr=r.options.lr)
+        r.hooks.call("vizcore_render_start", run=run)
+        state = _ascend(r, run, p, opt, objs, a)
+    r.switch.on = False
+    with torch.no_grad():
+        img = p()
+        final = values(r, objs, r.net(img), a)
+    best = torch.fmax(state.best, final) if state.best is not None else final
+    return ChunkResult(images=(img.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(),
+                       values=final.float().cpu().numpy(), best=best.float().cpu().numpy(),
+                       traces=torch.stack(state.trace, 1).float().cpu().numpy().tolist(), steps=state.steps, run=run)
+
+
+def _param(r: Render, n_img: int, units: int) -> nn.Module:
+    """The chunk's parameterization on the render's device (a plugin's that raises: a one-line PluginError)."""
+    shape = (n_img, *r.shape[1:])
+    try:
+        p = call_factory(r.factories.param, shape, units=units, generator=r.generator, **r.options.param_options)
+    except (VizcoreError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001  a broken factory; the built-ins' errors propagate as they are
+        plugin = r.providers.get("param")
+        if plugin is None or is_oom(exc):
+            raise
+        raise PluginError(f"parameterization {r.options.param!r} of plugin {plugin!r} failed: {_oneline(exc)}",
+                          "fix or uninstall the plugin, or choose another --param") from exc
+    return p.to(r.dev)
+
+
+def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: torch.optim.Optimizer, objs: Sequence[Objective],
+            offset: int) -> _Ascent:
+    """The step loop: transforms, forward, objective minus penalties, backward, Adam; hooks after each step."""
+    steps, every = r.options.steps, r.options.record_every
+    override_steps = int(round(r.options.relu_override * steps))
+    state = _Ascent()
+    for step in range(1, steps + 1):
+        r.switch.on = step <= override_steps
+        img = p()
+        x = img
+        for t in r.transforms:
+            x = t(x)
+        with torch.autocast(r.dev.type, dtype=torch.bfloat16, enabled=r.amp):
+            acts = r.net(x)
+        vals = values(r, objs, acts, offset)
+        gain = vals
+        for reg in r.regularizers:
+            gain = gain - reg(img)
+        opt.zero_grad(set_to_none=True)
+        (-gain.sum()).backward()
+        opt.step()
+        vals = vals.detach()
+        state.best = vals if state.best is None else torch.fmax(state.best, vals)  # NaN-skipping, no sync
+        if step % every == 0 or step == steps:
+            state.record(step, vals)
+        if r.want_steps and _observe(r, run, p, step, vals):
+            state.record(step, vals)
+            break
+    return state
+
+
+def _observe(r: Render, run: RenderRun, p: nn.Module, step: int, vals: torch.Tensor) -> bool:
+    """Call the step hooks and the render's `on_step`; whether one of them asked to stop."""
+    state = StepState(step=step, values=vals, _images=lambda: _no_grad_call(p))
+    r.hooks.call("vizcore_render_step", run=run, state=state)
+    if r.on_step is not None:
+        r.on_step(run, state)
+    return bool(state.stop)
+
+
+def _no_grad_call(p: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return p()
+
+
+def values(r: Render, objs: Sequence[Objective], acts: dict[int, torch.Tensor], offset: int = 0) -> torch.Tensor:
+    """One value per image of units offset.. (`objs`); a plugin objective that raises or returns the wrong shape is
+    a one-line PluginError."""
+    k = r.options.images_per_unit
+    acts = {i: v.float() for i, v in acts.items()}
+    try:
+        vals = batch_values(objs, acts, k)
+    except (VizcoreError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001  find the objective that broke; re-raised as is if it is no plugin's
+        if is_oom(exc):
+            raise
+        blamed = _blame(r, objs, acts, k, offset)
+        if blamed is None:
+            raise
+        raise blamed from exc
+    if tuple(vals.shape) != (len(objs) * k,):
+        raise _blame(r, objs, acts, k, offset) or PluginError(
+            f"the objectives gave values of shape {tuple(vals.shape)}, not ({len(objs) * k},)")
+    return vals
+
+
+def _blame(r: Render, objs: Sequence[Objective], acts: dict[int, torch.Tensor], k: int,
+           offset: int) -> PluginError | None:
+    """The PluginError for the first plugin objective of `objs` that raises or returns a shape other than (k,)."""
+    for i, o in enumerate(objs):
+        plugin = getattr(o, "provider", None)
+        if plugin is None:
+            continue
+        target = r.names[offset + i]
+        try:
+            v = o.value({key: a[i * k:(i + 1) * k] for key, a in acts.items()})
+            problem = None if tuple(getattr(v, "shape", ())) == (k,) else \
+                f"returned shape {tuple(getattr(v, 'shape', ()))} for {k} image(s), not ({k},)"
+        except Exception as exc:  # noqa: BLE001
+            problem = f"raised {_oneline(exc)}"
+        if problem:
+            return PluginError(f"objective {target!r} of plugin {plugin!r} {problem}",
+                               "fix or uninstall the plugin, or render other targets")
+    return None
+
+
+def nan_units(r: Render, vals: np.ndarray) -> list[str]:
+    """Targets whose final value is NaN (their images are blank), each once."""
+    k = r.options.images_per_unit
+    bad = [r.names[i // k] for i, v in enumerate(vals.tolist()) if isinstance(v, float) and math.isnan(v)]
+    return list(dict.fromkeys(bad))
+
+
+def _oneline(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+

@@ -1,0 +1,182 @@
+"""Every option of a render in one frozen value, validated in one place (`RenderOptions`).
+
+The device settings (CPU heap, cuDNN autotuning, conv+clamp fusion, channels_last) are ordinary fields with
+today's defaults; `RenderOptions.from_env()` is the one place that reads their environment variables
+(VIZCORE_CPU_HEAP, VIZCORE_CUDNN_BENCHMARK, VIZCORE_FUSE: "0" turns one off; VIZCORE_CHANNELS_LAST: "0"/"1"
+forces it). `to_json()` is the option part of the manifest's `settings`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ..errors import OptionError
+from ..preprocess import parse_range
+from .budget import parse_memory
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+ENV = {"cpu_heap": "VIZCORE_CPU_HEAP", "cudnn_benchmark": "VIZCORE_CUDNN_BENCHMARK", "fuse": "VIZCORE_FUSE",
+       "channels_last": "VIZCORE_CHANNELS_LAST"}
+
+
+def number(name: str, value: Any) -> float:
+    """A finite float from a number or a CLI string, else a one-line OptionError naming the option."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise OptionError(f"{name} must be a number, got {value!r}", f"e.g. {name} 0.05") from exc
+    if not math.isfinite(v):
+        raise OptionError(f"{name} must be a finite number, got {value!r}", f"e.g. {name} 0.05")
+    return v
+
+
+def integer(name: str, value: Any) -> int:
+    """An int from an int or a CLI string ("256", "1e3"), else a one-line OptionError naming the option."""
+    if isinstance(value, bool):
+        raise OptionError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        pass
+    v = number(name, value)
+    if not v.is_integer():
+        raise OptionError(f"{name} must be an integer, got {value!r}", f"e.g. {name} 256")
+    return int(v)
+
+
+def _env_flag(name: str, value: str) -> bool | None:
+    v = value.strip()
+    if v in ("", "auto"):
+        return None
+    if v in ("0", "1"):
+        return v == "1"
+    raise OptionError(f"{name}={value!r} is not 0 or 1", f"unset {name}, or set it to 0 or 1")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render: every field has the default README's "Defaults, and why" documents.
+
+    `max_memory` is a byte count or text such as "2G" (None: 70 % of free GPU memory, or a quarter of RAM up to
+    6 GiB). `channels_last` None means: channels_last when the cut graph has 2-D convolutions.
+    """
+
+    steps: int = 256
+    size: int | None = None
+    param: str = "fft"
+    param_options: Mapping[str, Any] = field(default_factory=dict)
+    transforms: tuple[str, ...] = ("standard",)
+    regularizers: Mapping[str, float] = field(default_factory=dict)
+    lr: float = 0.05
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    max_memory: str | int | None = None
+    batch_size: int | None = None
+    relu_override: float = 0.25
+    preprocess: str | None = None
+    value_range: str | None = None
+    record_every: int = 8
+    images_per_unit: int = 1
+    cpu_heap: bool = True
+    cudnn_benchmark: bool = True
+    fuse: bool = True
+    channels_last: bool | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # normalize in place once: the value stays frozen afterwards
+        set_(self, "steps", _positive("steps", self.steps))
+        set_(self, "size", None if self.size is None else _at_least("size", self.size, 8, "use --size 64 or more"))
+        set_(self, "lr", _lr(self.lr))
+        set_(self, "seed", _seed(self.seed))
+        set_(self, "relu_override", _fraction(self.relu_override))
+        set_(self, "record_every", _positive("record_every", self.record_every))
+        set_(self, "images_per_unit", _at_least("images_per_unit", self.images_per_unit, 1,
+                                                "e.g. 4 with a diversity term"))
+        set_(self, "batch_size", None if self.batch_size is None else _positive("batch_size", self.batch_size))
+        set_(self, "regularizers", {str(k): number(f"the {k} weight", w) for k, w in dict(self.regularizers).items()})
+        set_(self, "transforms", tuple(self.transforms))
+        set_(self, "param_options", dict(self.param_options))
+        self.budget_bytes  # noqa: B018  validates max_memory
+        if self.value_range is not None:
+            lo, hi = parse_range(self.value_range)
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise OptionError(f"bad range {self.value_range!r}: both ends must be finite numbers",
+                                  "use LO,HI with LO < HI, e.g. 0,1 or 0,255 or -1,1")
+
+    @property
+    def budget_bytes(self) -> int | None:
+        """`max_memory` in bytes (None: the device's default budget)."""
+        b = parse_memory(self.max_memory)
+        if b is not None and b <= 0:
+            raise OptionError(f"memory budget must be positive, got {self.max_memory!r}", "write e.g. 512M or 4G")
+        return b
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> RenderOptions:
+        """Options from keyword values; a device setting given as None (or not given) comes from its variable."""
+        env = os.environ if env is None else env
+        values = {k: v for k, v in given.items() if v is not None or k not in ENV}
+        for key, var in ENV.items():
+            if values.get(key) is None and var in env:
+                flag = _env_flag(var, env[var])
+                if flag is not None or key == "channels_last":
+                    values[key] = flag
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> RenderOptions:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as the manifest's settings record them."""
+        out = asdict(self)
+        out["transforms"] = list(self.transforms)
+        out["regularizers"] = {k: v for k, v in self.regularizers.items() if v}
+        return out
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The option names, in order."""
+        return [f.name for f in fields(cls)]
+
+
+def _positive(name: str, value: Any) -> int:
+    return _at_least(name, value, 1, f"e.g. --{name.replace('_', '-')} 256" if name == "steps" else None)
+
+
+def _at_least(name: str, value: Any, low: int, hint: str | None) -> int:
+    v = integer(name, value)
+    if v < low:
+        what = "a positive integer" if low == 1 else f"at least {low}"
+        if name == "size":
+            raise OptionError(f"size {v} is too small", hint)
+        raise OptionError(f"{name} must be {what}, got {value!r}", hint)
+    return v
+
+
+def _lr(value: Any) -> float:
+    lr = number("learning rate", value)
+    if lr <= 0:
+        raise OptionError(f"learning rate must be positive, got {value}", "e.g. --lr 0.05")
+    return lr
+
+
+def _seed(value: Any) -> int:
+    s = integer("seed", value)
+    if not SEED_RANGE[0] <= s <= SEED_RANGE[1]:
+        raise OptionError(f"seed {value!r} is out of range", "use an integer from 0 to 2**64-1, e.g. --seed 0")
+    return s
+
+
+def _fraction(value: Any) -> float:
+    v = number("relu_override", value)
+    if not 0.0 <= v <= 1.0:
+        raise OptionError(f"relu_override is a fraction of the steps, got {value}", "use 0..1, e.g. 0.25")
+    return v

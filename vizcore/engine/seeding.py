@@ -1,0 +1,46 @@
+"""Randomness of a render: one seeded CPU `torch.Generator`, so the caller's global RNG is never touched.
+
+Built-in parameterizations and transforms take `generator=` and draw only from it. A plugin factory without a
+`generator` parameter (written for the older contract, which seeded torch's global RNG) still works: its chunk
+runs inside `torch.random.fork_rng` with the global RNG seeded, and the caller's state comes back afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+
+def accepts_generator(factory: Callable[..., Any]) -> bool:
+    """Whether `factory` declares a `generator` parameter (a bare **kwargs does not count: it may drop it)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get("generator")
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
+def call_factory(factory: Callable[..., Any], *args: Any, generator: torch.Generator, **kwargs: Any) -> Any:
+    """`factory(*args, generator=..., **kwargs)`, or without `generator` for a factory that does not take it."""
+    if accepts_generator(factory):
+        return factory(*args, generator=generator, **kwargs)
+    return factory(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def global_rng(seed: int, device: torch.device, needed: bool) -> Iterator[None]:
+    """When `needed` (a legacy plugin factory draws from torch's global RNG): fork it, seed it with `seed`, and
+    restore the caller's state when the block ends; else nothing."""
+    if not needed:
+        yield
+        return
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

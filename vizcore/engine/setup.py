@@ -1,0 +1,166 @@
+"""Everything a render needs before its first step, in one `Render`: units, the cut network at the render size,
+transforms, penalties, the seeded generator, the chunk size and the settings the manifest records."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..errors import InputTooSmallError, OptionError, VizcoreError
+from ..lifecycle import Hooks, RenderRun, StepState
+from ..model import Model
+from ..objectives import Objective
+from ..preprocess import Preprocess
+from ..preprocess import resolve as resolve_preprocess
+from ..result import Unit
+from .fusion import fuse_conv_clamps
+from .net import Net, memory_format
+from .options import RenderOptions
+from .relu import Switch, redirect_relus
+from .seeding import accepts_generator, call_factory
+
+
+class VizcoreWarning(UserWarning):
+    """A setting vizcore had to guess or change (value range, batch fallback, ...)."""
+
+
+@dataclass(frozen=True)
+class Factories:
+    """The parameterization, transforms and regularizers of one render, already looked up by name.
+
+    `providers` names the plugin behind a factory that is not vizcore's own ("param", and "objective:NAME"), so
+    that its failures are reported as that plugin's.
+    """
+
+    param: Callable[..., nn.Module]
+    transforms: Sequence[Callable[..., Any]] = ()
+    regularizers: dict[str, Callable[[float], Callable[[torch.Tensor], torch.Tensor]]] = field(default_factory=dict)
+    providers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Notes:
+    """The render's warnings: kept for the result and passed on (to `on_warning`, else as a VizcoreWarning)."""
+
+    def __init__(self, on_warning: Callable[[str], None] | None) -> None:
+        self.messages: list[str] = []
+        self.warn = on_warning or (lambda m: warnings.warn(m, VizcoreWarning, stacklevel=4))
+
+    def __call__(self, msg: str) -> None:
+        self.messages.append(msg)
+        self.warn(msg)
+
+
+@dataclass
+class Render:
+    """One render, ready to run chunk by chunk (`vizcore.engine.loop.run_chunk`)."""
+
+    model: Model
+    objectives: list[Objective]
+    names: list[str]
+    units: list[Unit]
+    options: RenderOptions
+    factories: Factories
+    dev: torch.device
+    notes: Notes
+    hooks: Hooks
+    exporters: tuple[str, ...]
+    on_step: Callable[[RenderRun, StepState], None] | None
+    size: int = 0
+    shape: tuple[int, ...] = ()
+    amp: bool = False
+    pre: Preprocess | None = None
+    cut: Any = None
+    net: Any = None
+    switch: Switch = field(default_factory=Switch)
+    n_redirected: int = 0
+    n_fused: int = 0
+    transforms: list[Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=list)
+    regularizers: list[Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=list)
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    legacy_rng: bool = False
+    want_steps: bool = False  # whether anyone looks at each step (an on_step, a vizcore_render_step hook)
+    settings: dict[str, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)  # RenderRun.state: one dict for every chunk of this render
+
+    @property
+    def providers(self) -> Mapping[str, str]:
+        return self.factories.providers
+
+
+    @property
+    def indices(self) -> list[int]:
+        return sorted({i for o in self.objectives for i in o.targets})
+
+
+def unit(obj: Objective, target: str) -> Unit:
+    """The `Unit` record of one objective labelled `target`."""
+    layer = obj.layer
+    return Unit(target=target, kind=obj.kind, layer=layer.name if layer else None,
+                layer_index=layer.index if layer else None, channel=obj.channel, label=obj.label)
+
+
+def prepare(r: Render) -> None:
+    """Units, size, preprocessing, the cut graph and penalties (nothing moves to the device yet)."""
+    o = r.options
+    r.model.input  # noqa: B018  raises for integer-typed inputs
+    r.amp = o.amp
+    if o.amp and r.dev.type != "cuda":
+        r.notes("--amp needs CUDA; running in float32 on the CPU")
+        r.amp = False
+    r.pre = resolve_preprocess(r.model, o.preprocess, o.value_range)
+    for w in r.pre.warnings:
+        r.notes(w)
+    r.units = [unit(obj, n) for obj, n in zip(r.objectives, r.names) for _ in range(o.images_per_unit)]
+    if not r.indices:
+        raise OptionError("the objectives read no layer", "give a target such as LAYER:CH or class:IDX")
+    full = r.model.input_shape(1, o.size)
+    r.size = o.size if o.size is not None else full[-1]
+    if r.size < 8:
+        raise OptionError(f"size {r.size} is too small", "use --size 64 or more")
+    r.shape = (1, full[1], *([r.size] * (len(full) - 2)))
+    r.cut = r.model.cut_at(r.indices)
+    r.n_redirected = redirect_relus(r.cut, r.switch) if o.relu_override > 0 else 0
+    r.net = Net(r.model, r.cut, r.indices, r.pre.module(r.shape[1]), r.model.fixed_size)
+    r.regularizers = [r.factories.regularizers[n](float(w)) for n, w in o.regularizers.items() if w]
+    r.want_steps = r.on_step is not None or r.hooks.has_impls("vizcore_render_step")
+    f = r.factories
+    r.legacy_rng = not accepts_generator(f.param) or not all(accepts_generator(t) for t in f.transforms)
+
+
+def place(r: Render) -> None:
+    """On the device: memory format, conv+clamp fusion (CPU), the transforms, and one no-grad forward at the size
+    (a model that cannot take it is an InputTooSmallError)."""
+    o = r.options
+    r.net.to(r.dev)
+    r.net.memory_format = memory_format(r.cut, r.shape, o.channels_last)
+    if r.net.memory_format == torch.channels_last:
+        r.cut.to(memory_format=torch.channels_last)  # the conv weights, shared with model.module (restored after)
+    r.n_fused = fuse_conv_clamps(r.cut, r.switch, o.fuse) if r.dev.type == "cpu" else 0  # after redirect
+    r.transforms = [t for f in r.factories.transforms for t in call_factory(f, r.size, generator=r.generator)]
+    try:
+        with torch.no_grad():
+            r.net(torch.full(r.shape, 0.5, device=r.dev))
+    except Exception as exc:
+        if isinstance(exc, VizcoreError):
+            raise
+        raise InputTooSmallError(f"the model cannot run on a {r.size}-pixel input: {str(exc).splitlines()[0][:160]}",
+                                 "use a larger --size (see the input shape in `vizcore inspect`)") from exc
+
+
+def settings(r: Render, chunk: int, budget: int) -> dict[str, Any]:
+    """The manifest's settings: the options (`RenderOptions.to_json`) and what this render resolved them to."""
+    fixed = r.model.fixed_size
+    out = r.options.to_json()
+    out.update({
+        "targets": list(r.names), "size": r.size, "device": str(r.dev), "amp": r.amp,
+        "channels_last": r.net.memory_format == torch.channels_last, "relu_redirected_modules": r.n_redirected,
+        "fused_conv_clamps": r.n_fused, "preprocess": r.pre.to_json() if r.pre else None, "chunk_units": chunk,
+        "max_memory": budget, "network_input": list(fixed) if fixed else None, "vizcore_version": __version__,
+    })
+    return out
