@@ -155,3 +155,17 @@ def test_config_files_next_to_the_model(models: dict[str, Path]) -> None:
     finally:
         for name in ("pyproject.toml", "vizcore.toml"):
             (folder / name).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_table_keeps_every_layer_name_whole(models: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch, width: int) -> None:
+    """A CI log is 80 columns: names leave the table for a numbered list rather than being cut or squeezed out."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    assert main(["check", str(models["planted"]), *FAST, "--no-fidelity"]) in (0, 1)
+    out = capsys.readouterr().out
+    report = check(models["planted"], ascent="none", fidelity=False)
+    lines = out.splitlines()
+    for lay in report.layers:
+        assert any(lay.name in line for line in lines), f"{lay.name} is not printed whole"
+    assert "…" not in "".join(line.split("┃")[1] for line in lines if line.startswith("┃"))  # the # column

@@ -89,20 +89,34 @@ def _row(lay: Any, failed: set[tuple[str, str | None]], judged: bool) -> list[st
             dups, status]
 
 
+#: Narrower than this, the layer names leave the table for a numbered list under it (whole and copyable).
+WIDE_TABLE = 120
+
+
 def _print_table(report: Any, console: Console) -> None:
     failed = {(f.check, f.layer) for f in report.failures}
+    wide = console.width >= WIDE_TABLE
     table = Table(title=f"{len(report.layers)} layers checked", title_justify="left")
     for col, j in (("#", "right"), ("layer", "left"), ("op", "left"), ("gate", "left"), ("ch", "right"),
                    ("dead", "right"), ("incon.", "right"), ("APoZ", "right"), ("const", "right"),
                    ("dup pairs", "right")):
-        table.add_column(col, justify=j, no_wrap=col != "layer", overflow="fold" if col == "layer" else "ellipsis",
-                         min_width=min(24, max((len(lay.name) for lay in report.layers), default=8))
-                         if col == "layer" else None)
+        if col == "layer" and not wide:
+            continue
+        folds = col == "layer"  # names wrap, whole; the row number (the key to the list below) is never cut
+        widths = {"layer": min(24, max((len(lay.name) for lay in report.layers), default=8)),
+                  "#": max((len(str(lay.index)) for lay in report.layers), default=1)}
+        table.add_column(col, justify=j, no_wrap=not folds, overflow="fold" if folds else "ellipsis",
+                         min_width=widths.get(col))
     table.add_column("", no_wrap=True, min_width=4)
     judged = report.config is None or report.config.dead
     for lay in report.layers:
-        table.add_row(*_row(lay, failed, judged))
+        row = _row(lay, failed, judged)
+        table.add_row(*(row if wide else row[:1] + row[2:]))
     console.print(table)
+    if not wide:  # a narrow terminal or a CI log: every name in full, by the row's number
+        for lay in report.layers:
+            console.print(f"  {lay.index if lay.index is not None else '':>4}  {escape(lay.name)}", highlight=False,
+                          soft_wrap=True)
     skipped = sum(1 for lay in report.layers if not lay.duplicates and any(n.startswith("duplicates:")
                                                                           for n in lay.notes))
     if skipped:
