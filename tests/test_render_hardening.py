@@ -358,3 +358,22 @@ def test_save_lists_its_files_and_the_manifest_says_complete(model, tmp_path):
     assert all(p.is_file() and p.parent == tmp_path / "o" for p in paths)
     assert os.listdir(tmp_path) == ["o"]
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["complete"] is True
+
+
+@pytest.mark.parametrize("param", ["fft", "pixel"])
+def test_a_volume_model_is_refused_in_one_line(tmp_path, capsys, param):
+    """A Conv3d model (5-D input) loads, but rendering volumes is not built: one line, exit 2, no folder left."""
+    class Volume(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv3d(1, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.conv(x))
+
+    path = export(Volume(), tmp_path / "volume.onnx", (1, 1, 8, 8, 8), dynamic=False)
+    out = tmp_path / "out"
+    rc, _, err = _cli(capsys, path, "0:0", "--steps", "2", "--param", param, "--out", out, "-q", "--range", "0,1",
+                      "--preprocess", "none")
+    assert rc == 2 and "(N, C, H, W)" in _one_error(err)
+    assert not out.exists()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .errors import OptionError
 from .hookspecs import hookimpl
 
 # Square root of the colour correlation of natural images (ImageNet), as published by Olah et al. (Lucid).
@@ -55,7 +56,8 @@ class FFTImage(nn.Module):
         self.shape = tuple(int(s) for s in shape)
         n, c, *spatial = self.shape
         if len(spatial) not in (1, 2):
-            raise ValueError(f"fft parameterization needs (N, C, L) or (N, C, H, W), got {self.shape}")
+            raise OptionError(f"the fft parameterization draws signals (N, C, L) and images (N, C, H, W); this input "
+                              f"is {len(self.shape) - 2}-D {self.shape}", "use --param pixel (any rank)")
         if len(spatial) == 2:
             h, w = spatial
             fy = torch.fft.fftfreq(h)[:, None]

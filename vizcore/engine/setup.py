@@ -120,6 +120,9 @@ def prepare(r: Render) -> None:
     if not r.indices:
         raise OptionError("the objectives read no layer", "give a target such as LAYER:CH or class:IDX")
     full = r.model.input_shape(1, o.size)
+    if len(full) not in (3, 4):  # params and transforms draw signals and images; volumes (Conv3d) are not built yet
+        raise OptionError(f"vizcore renders signals (N, C, L) and images (N, C, H, W); this model's input is "
+                          f"{tuple(full)} ({len(full) - 2}-D)", "render a layer of a 1-D or 2-D model")
     r.size = o.size if o.size is not None else full[-1]
     if r.size < 8:
         raise OptionError(f"size {r.size} is too small", "use --size 64 or more")
