@@ -73,3 +73,13 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> OptionError:
     """An OptionError for an unknown plugin-provided name, listing the valid ones."""
     valid = sorted(valid)
     return OptionError(f"unknown {kind} {name!r}", f"valid: {', '.join(valid)}")
+
+
+def oneline(exc: BaseException, limit: int = 200, *, typed: bool = True) -> str:
+    """An exception as one line for a message: `Type: first non-blank line` (cut to `limit` characters), or just the
+    type when it has no text. The one helper for this: an error path must not raise itself (an empty message)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0][:limit] if lines else ""
+    if not typed:
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -32,6 +32,7 @@ from .errors import (
     UnsupportedOpError,
     VizcoreError,
     closest,
+    oneline,
 )
 from .inputs import contained, read_regular, require_readable
 from .onnx_compat import Converter, Prepass, partial, registry
@@ -410,14 +411,15 @@ class Model:
                 runs = [sess.run(None, {k: v[i:i + 1] for k, v in arrays.items()}) for i in range(batch)]
                 ref = [np.concatenate(parts) for parts in zip(*runs)]
         except Exception as exc:
-            return {"available": False, "reason": f"onnxruntime could not run the model: {str(exc).splitlines()[0]}"}
+            why = oneline(exc, 300, typed=False)
+            return {"available": False, "reason": f"onnxruntime could not run the model: {why}"}
         try:
             with torch.no_grad():
                 got = self.module(*feeds)
         except Exception as exc:  # the converted graph itself fails (e.g. batch 1 baked in): a result, not a crash
             return {"available": True, "onnxruntime": ort.__version__, "input_shape": shown, "seed": seed,
                     "max_abs_diff": float("inf"), "per_output": {},
-                    "error": f"the converted graph fails: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                    "error": f"the converted graph fails: {oneline(exc)}"}
         got = list(got) if isinstance(got, (tuple, list)) else [got]
         diffs = {}
         names = [o.name for o in sess.get_outputs()]
@@ -635,10 +637,9 @@ def _convert_installed(proto: onnx.ModelProto, names: Sequence[str] | None) -> f
             failing = _failing_node(proto, names or [n.name for n in proto.graph.node])
         if failing is not None:
             name, label, cause = failing
-            msg = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
-            raise UnsupportedOpError(f"cannot convert {label} in node {name!r}: {type(cause).__name__}"
-                                     + (f": {msg}" if msg else ""), CONVERTER_HINT) from exc
-        raise ModelLoadError(f"conversion to torch failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+            raise UnsupportedOpError(f"cannot convert {label} in node {name!r}: {oneline(cause)}",
+                                     CONVERTER_HINT) from exc
+        raise ModelLoadError(f"conversion to torch failed: {oneline(exc, 300)}",
                              "run with --debug for the traceback; a converter plugin may be needed") from exc
     gm.eval()
     for p in gm.parameters():
@@ -824,9 +825,7 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Se
     except VizcoreError:
         raise
     except (Exception, MemoryError, RecursionError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise ModelLoadError(f"cannot load {printable(Path(path).name[:200])}: {type(exc).__name__}"
-                             + (f": {printable(first)}" if first else ""),
+        raise ModelLoadError(f"cannot load {printable(Path(path).name[:200])}: {printable(oneline(exc))}",
                              "the file is malformed; run with --debug for the traceback") from exc
 
 
@@ -851,8 +850,7 @@ def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path.name} is not a valid ONNX model: {first[:300]}",
+        raise ModelLoadError(f"{path.name} is not a valid ONNX model: {oneline(exc, 300, typed=False)}",
                              "re-export it, or check it with onnx.checker") from exc
     producer = f"{proto.producer_name} {proto.producer_version}".strip() or "unknown"
     metadata = {p.key: p.value for p in proto.metadata_props}
@@ -904,7 +902,7 @@ def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters
     except Exception as exc:
         shape = list(model.input_shape(model.probe_batch, size)) if has_float else "default"
         raise ModelLoadError(f"the converted graph does not run on a {shape} input: "
-                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                             f"{oneline(exc)}",
                              "pass the size the model expects, or run with --debug") from exc
     fx_names = {n.target.rsplit("/", 1)[-1]: n.name for n in gm.graph.nodes if n.op == "call_module"}
     layers, aliases = [], []

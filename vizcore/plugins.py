@@ -19,7 +19,7 @@ import pluggy
 
 from . import hookspecs
 from ._version import __version__
-from .errors import PluginError, unknown_name
+from .errors import PluginError, oneline, unknown_name
 
 ENTRY_POINT_GROUP = "vizcore"
 
@@ -335,11 +335,11 @@ def _oneline(exc: BaseException) -> str:
     """An exception as one line: its type and first line (pluggy's validation errors: the hook and the reason)."""
     if isinstance(exc, PluginError):
         return exc.message
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [""]
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if isinstance(exc, pluggy.PluginValidationError) and len(lines) > 1:
         hook = lines[0].split(" for hook ")[-1]
         return f"hook {hook}: {lines[-1]}"
-    return f"{type(exc).__name__}: {lines[0]}"
+    return oneline(exc, 1000)
 
 
 _manager: Manager | None = None

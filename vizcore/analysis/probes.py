@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import OptionError
+from ..errors import OptionError, oneline
 from ..model import Model
 from .layers import CheckedLayer
 
@@ -135,7 +135,7 @@ def _read_image(p: Path, shape: Sequence[int], flag: str, Image: Any, Unidentifi
                                   "resize it, or remove it from the folder")
             return _fit(im, shape[1], (shape[2], shape[3]))
     except (Unidentified, OSError, Image.DecompressionBombError, ValueError) as exc:
-        raise OptionError(f"{flag}: cannot read {p.name}: {str(exc).splitlines()[0][:200]}",
+        raise OptionError(f"{flag}: cannot read {p.name}: {oneline(exc, 200, typed=False)}",
                           "remove it or convert it") from exc
 
 
@@ -161,7 +161,7 @@ def _read_arrays(files: Sequence[Path], shape: Sequence[int]) -> torch.Tensor:
         try:
             a = np.load(p, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise OptionError(f"--data: cannot read {p.name}: {str(exc).splitlines()[0][:200]}",
+            raise OptionError(f"--data: cannot read {p.name}: {oneline(exc, 200, typed=False)}",
                               "save it with numpy.save (no pickled objects)") from exc
         if a.ndim == len(want):
             a = a[None]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PluginError, VizcoreError
+from ..errors import PluginError, VizcoreError, oneline
 from ..lifecycle import RenderRun, StepState
 from ..objectives import Objective, batch_values
 from .budget import is_oom
@@ -85,7 +85,7 @@ def _param(r: Render, n_img: int, units: int) -> nn.Module:
         plugin = r.providers.get("param")
         if plugin is None or is_oom(exc):
             raise
-        raise PluginError(f"parameterization {r.options.param!r} of plugin {plugin!r} failed: {_oneline(exc)}",
+        raise PluginError(f"parameterization {r.options.param!r} of plugin {plugin!r} failed: {oneline(exc)}",
                           "fix or uninstall the plugin, or choose another --param") from exc
     return p.to(r.dev)
 
@@ -170,7 +170,7 @@ def _blame(r: Render, objs: Sequence[Objective], acts: dict[int, torch.Tensor], 
             problem = None if tuple(getattr(v, "shape", ())) == (k,) else \
                 f"returned shape {tuple(getattr(v, 'shape', ()))} for {k} image(s), not ({k},)"
         except Exception as exc:  # noqa: BLE001
-            problem = f"raised {_oneline(exc)}"
+            problem = f"raised {oneline(exc)}"
         if problem:
             return PluginError(f"objective {target!r} of plugin {plugin!r} {problem}",
                                "fix or uninstall the plugin, or render other targets")
@@ -183,8 +183,4 @@ def nan_units(r: Render, vals: np.ndarray) -> list[str]:
     bad = [r.names[i // k] for i, v in enumerate(vals.tolist()) if isinstance(v, float) and math.isnan(v)]
     return list(dict.fromkeys(bad))
 
-
-def _oneline(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..errors import InputTooSmallError, OptionError, VizcoreError
+from ..errors import InputTooSmallError, OptionError, VizcoreError, oneline
 from ..lifecycle import Hooks, RenderRun, StepState
 from ..model import Model
 from ..objectives import Objective
@@ -152,7 +152,7 @@ def place(r: Render) -> None:
     except Exception as exc:
         if isinstance(exc, VizcoreError):
             raise
-        raise InputTooSmallError(f"the model cannot run on a {r.size}-pixel input: {str(exc).splitlines()[0][:160]}",
+        raise InputTooSmallError(f"the model cannot run on a {r.size}-pixel input: {oneline(exc, 160, typed=False)}",
                                  "use a larger --size (see the input shape in `vizcore inspect`)") from exc
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceError, OptionError, VizcoreError
+from ..errors import DeviceError, OptionError, VizcoreError, oneline
 from .base import Chunk, ChunkResult, Executor
 from .progress import JobProgress
 from .resolve import resolve_executor
@@ -22,8 +22,7 @@ GIVE_UP_AFTER = 8
 
 def describe(exc: BaseException) -> str:
     """One line for the atlas and the JSON: the exception's type and first line."""
-    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return oneline(exc)
 
 
 def _fatal(exc: BaseException) -> bool:

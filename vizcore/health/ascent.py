@@ -14,7 +14,7 @@ import numpy as np
 
 from ..analysis.dead import Ascent
 from ..api import render
-from ..errors import InputTooSmallError
+from ..errors import InputTooSmallError, oneline
 from ..model import Layer, Model
 from ..objectives import Neuron
 from ..plugins import Manager, builtins_only
@@ -114,7 +114,7 @@ def ascend(model: Model, jobs: Sequence[Job], *, steps: int, size: int | None, l
         except Exception as exc:  # noqa: BLE001 - reported per layer, the rest of the check runs
             if failed is None:
                 raise
-            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            why = f"{oneline(exc)}"
             failed.update({lay.index: why for lay, _, _ in group})
             continue
         for li, vals in got.items():

@@ -22,7 +22,7 @@ from ..analysis.layers import CheckedLayer, conv_module, select_layers
 from ..analysis.probes import LayerStats, layer_stats, probe_set, user_data
 from ..analysis.weights import nonfinite_weights
 from ..api import load
-from ..errors import OptionError, VizcoreError
+from ..errors import OptionError, VizcoreError, oneline
 from ..model import Model
 from ..plugins import Manager
 from . import ascent
@@ -195,7 +195,7 @@ def _fidelity_step(model: Model, cfg: CheckConfig, failures: list[Failure]) -> d
         fid = dict(model.fidelity(seed=cfg.seed, size=cfg.size))
     except Exception as exc:  # noqa: BLE001 - e.g. nested outputs the comparison cannot read: skipped, not a crash
         return {"available": False, "reason": f"skipped: the comparison failed ({type(exc).__name__}: "
-                                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})"}
+                                              f"{oneline(exc, 160, typed=False)})"}
     fid["limit"] = cfg.max_fidelity_diff
     d = fid.get("max_abs_diff")
     if fid.get("available") and d is not None and not d <= cfg.max_fidelity_diff:
@@ -269,7 +269,7 @@ def _layer_reports(model: Model, chosen: list[CheckedLayer], facts: dict[int, La
                 if why:
                     rep.notes.append(why)
         except Exception as exc:  # noqa: BLE001 - this layer is skipped with the reason, the others are judged
-            rep.skipped = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            rep.skipped = f"{oneline(exc)}"
         if rep.zero_weights:
             rep.notes.append(f"{len(rep.zero_weights)} filters with all-zero weights: {_short(rep.zero_weights)}")
         _judge_layer(rep, lim, cfg, failures)
@@ -303,7 +303,7 @@ def _safe_dead_units(model: Model, chosen: list[CheckedLayer], facts: dict[int, 
     except VizcoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - the other checks (fidelity, weights, duplicates) still run
-        why = f"the probes failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        why = f"the probes failed: {oneline(exc)}"
         notes.append(why)
         return {}, [], why
 
