@@ -105,6 +105,18 @@ def unit(obj: Objective, target: str) -> Unit:
                 layer_index=layer.index if layer else None, channel=obj.channel, label=obj.label)
 
 
+def render_shape(model: Model, size: int | None) -> tuple[int, tuple[int, ...]]:
+    """(side, batch-1 input shape) a render optimizes at; the engine and `vizcore.executors` both plan with it."""
+    full = model.input_shape(1, size)
+    if len(full) not in (3, 4):  # params and transforms draw signals and images; volumes (Conv3d) are not built yet
+        raise OptionError(f"vizcore renders signals (N, C, L) and images (N, C, H, W); this model's input is "
+                          f"{tuple(full)} ({len(full) - 2}-D)", "render a layer of a 1-D or 2-D model")
+    side = size if size is not None else full[-1]
+    if side < 8:
+        raise OptionError(f"size {side} is too small", "use --size 64 or more")
+    return side, (1, full[1], *([side] * (len(full) - 2)))
+
+
 def prepare(r: Render) -> None:
     """Units, size, preprocessing, the cut graph and penalties (nothing moves to the device yet)."""
     o = r.options
@@ -119,14 +131,7 @@ def prepare(r: Render) -> None:
     r.units = [unit(obj, n) for obj, n in zip(r.objectives, r.names) for _ in range(o.images_per_unit)]
     if not r.indices:
         raise OptionError("the objectives read no layer", "give a target such as LAYER:CH or class:IDX")
-    full = r.model.input_shape(1, o.size)
-    if len(full) not in (3, 4):  # params and transforms draw signals and images; volumes (Conv3d) are not built yet
-        raise OptionError(f"vizcore renders signals (N, C, L) and images (N, C, H, W); this model's input is "
-                          f"{tuple(full)} ({len(full) - 2}-D)", "render a layer of a 1-D or 2-D model")
-    r.size = o.size if o.size is not None else full[-1]
-    if r.size < 8:
-        raise OptionError(f"size {r.size} is too small", "use --size 64 or more")
-    r.shape = (1, full[1], *([r.size] * (len(full) - 2)))
+    r.size, r.shape = render_shape(r.model, o.size)
     r.cut = r.model.cut_at(r.indices)
     r.n_redirected = redirect_relus(r.cut, r.switch) if o.relu_override > 0 else 0
     r.net = Net(r.model, r.cut, r.indices, r.pre.module(r.shape[1]), r.model.fixed_size)

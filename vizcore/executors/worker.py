@@ -40,15 +40,13 @@ def plan_chunks(model: Model, objectives: list[Objective], settings: dict[str, A
     """(units per chunk, memory budget in bytes) exactly as `vizcore.render` would cut these objectives here."""
     from ..engine.budget import chunk_plan
     from ..engine.device import resolve_device
+    from ..engine.setup import render_shape
 
     objs = resolve(model, objectives, plugins)
     indices = sorted({i for o in objs for i in o.targets})
     dev = resolve_device(settings.get("device", "auto"))
     amp = bool(settings.get("amp", False)) and dev.type == "cuda"
-    size = settings.get("size")
-    full = model.input_shape(1, size)
-    side = full[-1] if size is None else int(size)
-    shape = (1, full[1], *([side] * (len(full) - 2)))
+    _, shape = render_shape(model, settings.get("size"))
     return chunk_plan(model, indices or [0], shape, amp, max(1, len(objs)), int(settings.get("images_per_unit", 1)),
                       settings.get("max_memory"), settings.get("batch_size"), dev, model.batch_ok, lambda _m: None)
 
