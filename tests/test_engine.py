@@ -222,3 +222,17 @@ def test_preprocessing_guess_warns(tmp_path):
     msgs = []
     vizcore.render(m, "3:0", steps=2, size=32, on_warning=msgs.append)
     assert any("ImageNet" in s for s in msgs)
+
+
+def test_other_graph_inputs_are_made_once_per_chunk_not_every_step(tmp_path, monkeypatch):
+    """A two-input model: the mask input is built once for the chunk's batch shape, not on each of the steps."""
+    from check_zoo import export_kind
+
+    m = vizcore.load(export_kind("unet1d", tmp_path))
+    calls = []
+    original = m.extra_feeds
+    monkeypatch.setattr(m, "extra_feeds", lambda x: calls.append(tuple(x.shape)) or original(x))
+    r = vizcore.render(m, f"{m.layers[2].index}:0-1", steps=12, transforms="none", device="cpu",
+                       preprocess="none", value_range="0,1")
+    assert r.traces[0][-1] > r.traces[0][0]  # the ascent still works through the cached feeds
+    assert 1 <= len(calls) <= 4, calls  # one per batch shape met (probes, the chunk, the read-out): not one a step

@@ -296,17 +296,23 @@ class Model:
             return t.device
         return torch.device("cpu")
 
-    def feeds(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def feeds(self, x: torch.Tensor, rest: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """All graph inputs for the natural-layout input `x` (N, C, ...): `x` in the graph's own layout, the other
-        inputs zero (floats) or ones (integers, masks), on the module's device."""
+        inputs zero (floats) or ones (integers, masks), on the module's device. `rest`: those other inputs, already
+        made by `extra_feeds` (the render loop makes them once per chunk, not every step)."""
         dev = self.device
         g = self.layout.to_graph(x) if self.layout is not None else x
-        length = int(x.shape[-1]) if x.dim() == 3 else None
-        rest = [self.default_feed(t, x.shape[0], length).to(dev) for t in self.inputs if t is not self.input]
+        if rest is None:
+            rest = self.extra_feeds(x)
         if self.optimized is not None:
             return [*rest, g.to(dev)]
         it = iter(rest)
         return [g.to(dev) if t is self.input else next(it) for t in self.inputs]
+
+    def extra_feeds(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The graph inputs other than the optimized one, for a batch shaped like `x`, on the module's device."""
+        length = int(x.shape[-1]) if x.dim() == 3 else None
+        return [self.default_feed(t, x.shape[0], length).to(self.device) for t in self.inputs if t is not self.input]
 
     def default_feed(self, t: TensorInfo, batch: int, length: int | None = None) -> torch.Tensor:
         """The value fed to graph input `t` when it is not optimized: `given` (expanded to the batch), else token

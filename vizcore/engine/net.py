@@ -20,6 +20,8 @@ class Net(nn.Module):
         self.cut, self.normalize, self.indices, self.fixed = cut, normalize, list(indices), fixed
         self.extra = [t for t in model.inputs if t is not model.input]
         self.feeds = model.feeds
+        self.extra_feeds = model.extra_feeds
+        self._rest: tuple[tuple[int, ...], torch.device, list[torch.Tensor]] | None = None  # per input shape
         self.direct = not self.extra and (model.layout is None or model.layout.identity)  # else feeds() lays it out
         self.memory_format = torch.contiguous_format
 
@@ -30,9 +32,15 @@ class Net(nn.Module):
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
         x = self.normalize(x)
-        feeds = [x] if self.direct else self.feeds(x)
+        feeds = [x] if self.direct else self.feeds(x, self._extra(x))
         outs = self.cut(*[f.to(x.device) for f in feeds])
         return dict(zip(self.indices, outs))
+
+    def _extra(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The other graph inputs (constant for a chunk), made once per batch shape and device, not every step."""
+        if self._rest is None or self._rest[0] != tuple(x.shape) or self._rest[1] != x.device:
+            self._rest = (tuple(x.shape), x.device, self.extra_feeds(x))
+        return self._rest[2]
 
 
 def memory_format(cut: nn.Module, shape: Sequence[int], force: bool | None = None) -> torch.memory_format:
