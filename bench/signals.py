@@ -1,0 +1,108 @@
+"""1-D renders that a person can read (issue 13): how many samples end at the ends of the value range.
+
+Builds the small trained-ish 1-D models of tests/signal_zoo.py (audio tones/chirp, 4-channel EEG with an LSTM,
+a VAD front end; a few hundred seeded training steps each, so filters are frequency-selective), renders some
+channels and classes with the old defaults (`--param fft`, no penalty: "before") and with today's defaults for
+1-D inputs ("after"), interleaved model by model, and prints for every unit:
+
+- saturated: the fraction of samples within 1 % of the ends of the value range the model declares
+  (`vizcore.range`); on the uint8 result that is a value <= 2 or >= 253 of 255. Goal: <= 10 % after.
+- value: the objective on the final signal; goal: after >= GOAL_VALUE x before for the median unit (a signal
+  kept off the rails gives up some of the objective that a square wave at the rails reaches).
+
+    nice -n 10 .venv/bin/python bench/signals.py [--steps 256] [--out DIR]   # DIR: PNG + .npy of every render
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+GOAL_SATURATED = 0.10  # after: at most this fraction of samples within 1 % of the range ends
+GOAL_VALUE = 0.5  # after: median objective at least this fraction of before's
+TARGETS = {
+    "audio": ["/c1/Conv:0-3", "/c3/Conv:0-3", "class:1", "class:2", "class:3"],
+    "eeg": ["/c2/Conv:0-3", "class:0", "class:2"],
+    "vad": ["/c2/Conv:0-3", "class:1"],
+}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "before": {"param": "fft"},  # the old default for every input: fft + sigmoid, no penalty
+    "after": {},  # today's defaults (for a 1-D input: see README "Defaults, and why")
+}
+
+
+def saturated(signal: np.ndarray) -> float:
+    """Fraction of the uint8 samples (L, C) within 1 % of 0 or 255 (<= 2.55 from an end)."""
+    s = np.asarray(signal)
+    return float(((s <= 2) | (s >= 253)).mean())
+
+
+def render(model: Any, targets: list[str], steps: int, variant: str) -> Any:
+    import vizcore
+
+    return vizcore.render(model, targets, steps=steps, device="cpu", seed=0, on_warning=lambda m: None,
+                          **VARIANTS[variant])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=None, help="write each render (PNG, .npy) into DIR/KIND-VARIANT")
+    ap.add_argument("--variants", default="before,after")
+    args = ap.parse_args()
+    import signal_zoo
+    import vizcore
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    rows: list[tuple[str, str, dict[str, tuple[float, float]]]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, targets in TARGETS.items():
+            net, acc = signal_zoo.train(kind)
+            model = vizcore.load(signal_zoo.export(kind, Path(tmp), net))
+            per: dict[str, Any] = {}
+            for v in variants:  # interleaved: both variants of one model back to back
+                t0 = time.perf_counter()
+                per[v] = render(model, targets, args.steps, v)
+                print(f"{kind} (train acc {acc:.2f}) {v}: {len(per[v])} units in {time.perf_counter() - t0:.1f} s "
+                      f"(param {per[v].settings['param']}, penalties {per[v].settings['regularizers']})")
+                if args.out:
+                    per[v].save(args.out / f"{kind}-{v}", force=True)
+            for i, u in enumerate(per[variants[0]].units):
+                rows.append((kind, u.target, {v: (saturated(r.images[i]), float(r.values[i])) for v, r in per.items()}))
+    report(rows, variants)
+    return 0
+
+
+def report(rows: list[tuple[str, str, dict[str, tuple[float, float]]]], variants: list[str]) -> None:
+    head = " ".join(f"{v + ' sat':>10} {v + ' value':>13}" for v in variants)
+    print(f"\n{'model':6} {'unit':16} {head}   goal: sat <= {GOAL_SATURATED:.0%} after, value >= "
+          f"{GOAL_VALUE:.0%} of before (median)")
+    for kind, target, cells in rows:
+        print(f"{kind:6} {target:16} " + " ".join(f"{cells[v][0]:>10.1%} {cells[v][1]:>13.4g}" for v in variants))
+    for v in variants:
+        sats = [c[v][0] for _, _, c in rows]
+        print(f"{v}: saturated median {statistics.median(sats):.1%}, max {max(sats):.1%}, mean {np.mean(sats):.1%}")
+    if {"before", "after"} <= set(variants):
+        sats = [c["after"][0] for _, _, c in rows]
+        ratios = [c["after"][1] / c["before"][1] for _, _, c in rows if c["before"][1] > 0]
+        met_sat = max(sats) <= GOAL_SATURATED
+        med = statistics.median(ratios)
+        print(f"goal saturated <= {GOAL_SATURATED:.0%} after (every unit): max {max(sats):.1%}  "
+              f"{'MET' if met_sat else 'NOT MET'}")
+        print(f"goal value after/before >= {GOAL_VALUE:.0%} (median of {len(ratios)} units): {med:.0%} "
+              f"(min {min(ratios):.0%}, max {max(ratios):.0%})  {'MET' if med >= GOAL_VALUE else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
