@@ -62,6 +62,7 @@ def main() -> int:
     ap.add_argument("--variants", default="before,after")
     args = ap.parse_args()
     import signal_zoo
+
     import vizcore
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -52,7 +52,7 @@ def test_builtins_are_plugins_registered_through_the_same_hooks():
     assert not clashes
     builtins = {i.name: i for i in infos if i.source == "builtin"}
     assert set(builtins) == set(BUILTIN_MODULES)
-    assert builtins["vizcore.params"].adds["params"] == ["fft", "pixel"]
+    assert builtins["vizcore.params"].adds["params"] == ["fft", "pixel", "signal"]
     assert m.registry("params")["fft"][1] == "vizcore.params"
     assert "png" in builtins["vizcore.exporters.png"].adds["exporters"]
     assert m.registry("prepasses") and m.registry("converters")
@@ -138,7 +138,7 @@ def test_a_plugin_raising_in_a_contribution_hook_is_named_in_one_line_and_skippe
 def test_a_contribution_of_the_wrong_type_is_a_broken_plugin(capsys):
     m = _manager()
     m.register(_plugin("wrong", vizcore_add_params=lambda: ["fft"]), "wrong")
-    assert m.names("params") == ["fft", "pixel"]
+    assert m.names("params") == ["fft", "pixel", "signal"]
     assert "expected a dict name -> factory" in _warnings(capsys)[0]
 
 

@@ -12,6 +12,7 @@ from tiny import TinyCNN, load_tiny
 
 import vizcore
 from vizcore.engine import RenderOptions, budget, device, fusion, net
+from vizcore.engine.options import for_input
 from vizcore.errors import DeviceError, OptionError
 from vizcore.params import FFTImage, PixelImage
 from vizcore.plugins import Manager, Settings
@@ -83,7 +84,9 @@ def test_device_settings_are_fields_recorded_in_the_settings(model):
     on = vizcore.render(model, "3:1", device="cpu", **FAST)
     assert on.settings["channels_last"] is True and on.settings["cudnn_benchmark"] is True
     assert np.abs(on.images.astype(int) - r.images.astype(int)).max() <= 2
-    for key, value in RenderOptions(**FAST).to_json().items():  # the manifest's settings hold every option
+    resolved = for_input(RenderOptions(**FAST), 4).to_json()  # param "auto" is recorded as what it became: fft
+    assert resolved["param"] == "fft"
+    for key, value in resolved.items():  # the manifest's settings hold every option
         assert key in s, key
         if key in ("steps", "lr", "seed", "param", "transforms", "relu_override"):
             assert s[key] == value, key

@@ -15,6 +15,7 @@ from typing import Any
 from . import engine
 from . import model as model_mod
 from . import targets as targets_mod
+from .engine.options import for_input
 from .errors import OptionError, PluginError, VizcoreError
 from .lifecycle import RenderRun, StepState
 from .model import Model
@@ -113,7 +114,7 @@ def render(
     plugins: Manager | None = None,
     steps: int = 256,
     size: int | None = None,
-    param: str = "fft",
+    param: str = "auto",
     param_options: dict[str, Any] | None = None,
     transforms: str | Sequence[str] = "standard",
     l1: float = 0.0,
@@ -143,8 +144,8 @@ def render(
 
     `targets` are target strings (see `vizcore.targets`) and/or Objective objects, one image per unit
     (`images_per_unit` for several, e.g. with a diversity term). `param`, `transforms` and the regularizers are
-    names looked up in `plugins` (default: the process's manager); `exporters` are the names the result will be
-    saved with (plugins that record for an exporter, such as vizcore-gif, record only when it is listed).
+    names looked up in `plugins` (default: the process's manager; `param` "auto": `engine.options.for_input`);
+    `exporters` are the names the result will be saved with (plugins that record for one record only if listed).
     `on_step(run, state)` is called after every step of this render only (progress bars, early stopping by
     setting `state.stop`). Device settings left at None come from the environment (`RenderOptions.from_env`).
     Options are validated before any work (`vizcore.engine.RenderOptions`; defaults: README "Defaults, and why").
@@ -161,6 +162,7 @@ def render(
     if not isinstance(model, Model):
         model = load(model, plugins=pm)
     objectives, names = targets_mod.labelled(model, targets, _objective_table(pm))
+    options = for_input(options, len(model.input_shape(1, options.size)))
     result = engine.run(model, objectives, names, factories(pm, options), options=options, hooks=pm,
                         exporters=tuple(exporters), on_warning=on_warning, on_step=on_step)
     result.exporter_table = _table(pm, "exporters")

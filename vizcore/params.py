@@ -2,8 +2,10 @@
 
 `fft` (the default, as Lucid/Lucent/Xplique): a Fourier spectrum scaled by 1/frequency, so that low frequencies
 move first and images stay natural; colours decorrelated for 3-channel images. `pixel`: plain pixels.
-Both work for (N, C, H, W) images and (N, C, L) signals, with any channel count. Their initial noise comes from
-`generator=` (a seeded CPU `torch.Generator`), never from torch's global RNG.
+Both work for (N, C, H, W) images and (N, C, L) signals, with any channel count. `signal` (the default for 1-D
+inputs) draws signals only: a 1/f spectrum whose waveform has a fixed RMS level, then a tanh, so that the
+ascent shapes the waveform instead of driving every sample to the ends of the range (issue 13, bench/signals.py).
+Their initial noise comes from `generator=` (a seeded CPU `torch.Generator`), never from torch's global RNG.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from .hookspecs import hookimpl
 # Square root of the colour correlation of natural images (ImageNet), as published by Olah et al. (Lucid).
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_DECORRELATION = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+
+
+DECAY_1D = 1.0  # the signal parameterization's spectrum exponent (bench/signals.py)
 
 
 def _init_noise(shape: Sequence[int], units: int, sd: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -99,7 +104,40 @@ class PixelImage(nn.Module):
         return self.to_image(self.pixels)
 
 
-BUILTIN: dict[str, Callable[..., nn.Module]] = {"fft": FFTImage, "pixel": PixelImage}
+class FFTSignal(nn.Module):
+    """1-D signals (N, C, L) from a spectrum scaled by 1/frequency^decay_power, at a fixed level: each signal's
+    waveform (all channels together) is scaled to RMS `rms` in units of half the range, then 0.5 + 0.5*tanh.
+
+    A unit whose response grows with the input's amplitude (any conv filter) pushes a free signal to a square wave
+    at the range ends; at a fixed level the ascent can only change the waveform's shape, so it finds the waveform
+    the unit prefers (for a linear filter: the filter itself). With `rms` 0.75 a sine peaks at 0.86 of the half
+    range and a Gaussian waveform reaches within 1 % of an end in about 0.2 % of its samples.
+    """
+
+    def __init__(self, shape: Sequence[int], units: int = 1, sd: float = 1.0, decay_power: float = DECAY_1D,
+                 rms: float = 0.75, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 3:
+            raise OptionError(f"the signal parameterization draws 1-D signals (N, C, L); this input is {self.shape}",
+                              "use --param fft (or leave --param at auto) for images")
+        if not 0 < rms <= 4:
+            raise OptionError(f"signal rms must be in (0, 4] (half-range units), got {rms}", "e.g. rms=0.75")
+        n, c, length = self.shape
+        freqs = torch.fft.rfftfreq(length)
+        scale = 1.0 / torch.clamp(freqs, min=1.0 / length) ** decay_power
+        self.register_buffer("scale", (scale / scale.max()).to(torch.float32), persistent=False)
+        noise = _init_noise((n, c, length // 2 + 1, 2), units, sd, generator)
+        self.spectrum = nn.Parameter(torch.view_as_complex(noise.contiguous()))
+        self.length, self.rms = length, float(rms)
+
+    def forward(self) -> torch.Tensor:
+        t = torch.fft.irfft(self.spectrum * self.scale, n=self.length, norm="ortho")
+        level = t.pow(2).mean((1, 2), keepdim=True).add(1e-12).sqrt()
+        return 0.5 + 0.5 * torch.tanh(t * (self.rms / level))
+
+
+BUILTIN: dict[str, Callable[..., nn.Module]] = {"fft": FFTImage, "pixel": PixelImage, "signal": FFTSignal}
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""Penalties on the image itself (images in 0..1, before transforms), each with a weight: L1, L2, total variation.
+"""Penalties on the image itself (images in 0..1, before transforms), each with a weight: L1, L2, total variation,
+and `ends` (the soft fraction of samples near the ends of the range, for signals).
 
 Each returns one value per image, subtracted from that image's objective.
 """
@@ -36,6 +37,15 @@ def tv(weight: float) -> Regularizer:
     return penalty
 
 
+def ends(weight: float, margin: float = 0.05) -> Regularizer:
+    """The soft fraction of samples within `margin` of 0 or 1: 0 inside, rising linearly to 1 at an end.
+
+    A sample at an end costs `weight`/L of its image's value per sample; samples away from the ends cost nothing,
+    so a waveform is left as it is and only a square wave at the rails pays.
+    """
+    return lambda x: weight * ((x - 0.5).abs() - (0.5 - margin)).clamp(min=0).div(margin).flatten(1).mean(1)
+
+
 @hookimpl
 def vizcore_add_regularizers() -> dict[str, Callable[[float], Regularizer]]:
-    return {"l1": l1, "l2": l2, "tv": tv}
+    return {"l1": l1, "l2": l2, "tv": tv, "ends": ends}

@@ -26,7 +26,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--steps", default="256", help="optimization steps (default 256)")
     p.add_argument("--size", default=None, help="image side in pixels (default: model's, else 224)")
-    p.add_argument("--param", default="fft", help="parameterization: fft (default), pixel, or a plugin's")
+    p.add_argument("--param", default="auto",
+                   help="parameterization: auto (default: fft for images; signal, with the ends penalty, for 1-D), "
+                        "fft, pixel, signal, or a plugin's")
     p.add_argument("--transforms", default="standard",
                    help="transform preset or comma list: standard (default), none, pad, jitter, scale, rotate, blur")
     p.add_argument("--lr", default="0.05", help="Adam learning rate (default 0.05)")

@@ -3,7 +3,8 @@
 The device settings (CPU heap, cuDNN autotuning, conv+clamp fusion, channels_last) are ordinary fields with
 today's defaults; `RenderOptions.from_env()` is the one place that reads their environment variables
 (VIZCORE_CPU_HEAP, VIZCORE_CUDNN_BENCHMARK, VIZCORE_FUSE: "0" turns one off; VIZCORE_CHANNELS_LAST: "0"/"1"
-forces it). `to_json()` is the option part of the manifest's `settings`.
+forces it). `to_json()` is the option part of the manifest's `settings`. `for_input(options, rank)` turns the
+default `param="auto"` into the parameterization (and penalty) for the model's input rank.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class RenderOptions:
 
     steps: int = 256
     size: int | None = None
-    param: str = "fft"
+    param: str = "auto"
     param_options: Mapping[str, Any] = field(default_factory=dict)
     transforms: tuple[str, ...] = ("standard",)
     regularizers: Mapping[str, float] = field(default_factory=dict)
@@ -145,6 +146,24 @@ class RenderOptions:
     def field_names(cls) -> list[str]:
         """The option names, in order."""
         return [f.name for f in fields(cls)]
+
+
+#: What `param="auto"` becomes, by input rank: images keep fft; 1-D signals get the fixed-level `signal`
+#: parameterization and the `ends` penalty at this weight (bench/signals.py: median saturated fraction 99 % -> 0 %).
+AUTO_PARAM = {3: "signal", 4: "fft"}
+SIGNAL_PENALTIES = {"ends": 1.0}
+
+
+def for_input(options: RenderOptions, rank: int) -> RenderOptions:
+    """`options` with `param="auto"` resolved for an input of `rank` dims (N, C, ...): fft for images; for 1-D
+    signals `signal` plus the SIGNAL_PENALTIES not given explicitly (a weight given, even 0, is kept)."""
+    if options.param != "auto":
+        return options
+    param = AUTO_PARAM.get(rank, "fft")
+    if param != "signal":
+        return options.replace(param=param)
+    penalties = {**SIGNAL_PENALTIES, **options.regularizers}
+    return options.replace(param=param, regularizers=penalties)
 
 
 def _positive(name: str, value: Any) -> int:

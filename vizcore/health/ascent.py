@@ -163,7 +163,7 @@ def ascend_once(model: Model, jobs: Sequence[Job], *, steps: int, size: int | No
     if not targets:
         return {}
     stopper = _EarlyStop(np.asarray(bars, dtype=np.float64), np.asarray(limit), progress)
-    res = render(model, targets, plugins=plugins or builtins_only(),
+    res = render(model, targets, plugins=plugins or builtins_only(), param="fft",  # the highest value, not a picture
                  steps=max(limit), size=size, transforms="none", relu_override=1.0, lr=lr,
                  seed=seed, device=device, record_every=max(1, steps // 4),
                  on_warning=on_warning or (lambda m: None), on_step=stopper)
