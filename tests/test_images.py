@@ -46,8 +46,10 @@ def test_signals_are_line_plots() -> None:
     res = _result(np.stack([sig, sig]))
     img = np.asarray(res.image(0, 100))
     assert img.shape == (120, 100, 3)
-    assert tuple(img[0, 50]) == images.COLOURS[0] and tuple(img[119, 50]) == images.COLOURS[1]
-    assert tuple(img[60, 50]) == (255, 255, 255)
+    x0, y0, x1, y1 = images.signal_box(100, 120)  # the plot area, inside the axes' labels
+    assert 0 < x0 < 50 < x1 < 100 and 0 < y0 < 60 < y1 < 120
+    assert tuple(img[y0, 50]) == images.COLOURS[0] and tuple(img[y1, 50]) == images.COLOURS[1]
+    assert tuple(img[(y0 + y1) // 2 + 3, 50]) == (255, 255, 255)
     assert np.array_equal(np.asarray(images.unit_image(sig, 100)), img)  # (L, C) is a signal by its axes
 
 

@@ -7,30 +7,95 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 #: Line colours of a signal plot, one per input channel.
 COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
 LABEL_HEIGHT = 28
 
 
-def plot_signal(sig: np.ndarray, width: int = 320, height: int = 120) -> Image.Image:
-    """A line plot of a 1-D signal (L, C) with values in 0..255, one colour per channel."""
+AXIS = (60, 60, 60)
+GRIDLINE = (225, 225, 225)
+NICE = (1, 2, 2.5, 5)
+
+
+def _ticks(last: int, fits: int) -> list[int]:
+    """Sample ticks 0, step, 2*step ... <= `last`, step a nice number (1, 2, 2.5, 5 x 10^k) giving <= `fits`."""
+    fits = max(2, fits)
+    mag = 1
+    while True:
+        for m in NICE:
+            step = m * mag
+            if step == int(step) and last / step < fits:
+                return list(range(0, last + 1, int(step)))
+        mag *= 10
+
+
+def _seconds(samples: float, rate: float, duration: float) -> str:
+    """A tick's time: milliseconds for signals under a second, else seconds."""
+    t = samples / rate
+    return f"{t * 1000:.3g} ms" if duration < 1 else f"{t:.3g} s"
+
+
+def signal_box(width: int, height: int, value_range: Sequence[float] | None = None,
+               sample_rate: float | None = None) -> tuple[int, int, int, int]:
+    """The plot area (x0, y0, x1, y1) of `plot_signal`: room on the left for the value labels, below for the
+    sample ticks (and a row of times with a sample rate)."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    font = ImageFont.load_default()
+    text_h = max(draw.textbbox((0, 0), "0123456789", font=font)[3], 8)
+    left = max(draw.textlength(t, font=font) for t in _value_labels(value_range)) + 6
+    rows = 2 if sample_rate else 1
+    return int(left), text_h // 2 + 1, width - 8, height - 4 - rows * (text_h + 1)
+
+
+def _value_labels(value_range: Sequence[float] | None) -> list[str]:
+    lo, hi = (float(value_range[0]), float(value_range[1])) if value_range is not None else (0.0, 1.0)
+    return [f"{v:.3g}" for v in (hi, (lo + hi) / 2, lo)]
+
+
+def plot_signal(sig: np.ndarray, width: int = 320, height: int = 120, *,
+                value_range: Sequence[float] | None = None, sample_rate: float | None = None) -> Image.Image:
+    """A line plot of a 1-D signal (L, C) with values in 0..255, one colour per channel, on the signal's own axes:
+    value labels (0..255 drawn as `value_range`, the model's input range; default 0..1) at the ends and middle,
+    sample ticks along x and, when `sample_rate` (Hz) is given, each tick's time below them."""
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    x0, y0, x1, y1 = signal_box(width, height, value_range, sample_rate)
+    text_h = max(draw.textbbox((0, 0), "0123456789", font=font)[3], 8)
     length = sig.shape[0]
+    for frac, text in zip((0.0, 0.5, 1.0), _value_labels(value_range)):  # gridlines and labels at hi, middle, lo
+        y = round(y0 + frac * (y1 - y0))
+        draw.line([(x0, y), (x1, y)], fill=GRIDLINE)
+        draw.text((x0 - 4, y), text, fill=AXIS, font=font, anchor="rm")
+    duration = length / sample_rate if sample_rate else 0.0
+    last = _seconds(length - 1, sample_rate, duration) if sample_rate else str(length - 1)
+    wide = draw.textlength(last, font=font)
+    for i in _ticks(length - 1, int((x1 - x0) // (wide + 8))):  # sample axis: ticks, samples, times
+        x = x0 + i * (x1 - x0) / max(1, length - 1)
+        draw.line([(x, y1), (x, y1 + 2)], fill=AXIS)
+        texts = [str(i)] + ([_seconds(i, sample_rate, duration)] if sample_rate else [])
+        for row, text in enumerate(texts):
+            half = draw.textlength(text, font=font) / 2
+            draw.text((min(x, width - 1 - half), y1 + 3 + row * (text_h + 1)), text, fill=AXIS, font=font,
+                      anchor="ma")
+    draw.line([(x0, y0), (x0, y1), (x1, y1)], fill=AXIS)
     for c in range(sig.shape[1]):
-        pts = [(i * (width - 1) / max(1, length - 1), (height - 1) * (1 - sig[i, c] / 255.0)) for i in range(length)]
+        pts = [(x0 + i * (x1 - x0) / max(1, length - 1), y0 + (y1 - y0) * (1 - float(sig[i, c]) / 255.0))
+               for i in range(length)]
         draw.line(pts, fill=COLOURS[c % len(COLOURS)], width=1)
     return img
 
 
-def unit_image(arr: np.ndarray, size: int | None = None, *, signal: bool | None = None) -> Image.Image:
+def unit_image(arr: np.ndarray, size: int | None = None, *, signal: bool | None = None,
+               value_range: Sequence[float] | None = None, sample_rate: float | None = None) -> Image.Image:
     """One unit's picture from its uint8 array: (H, W, C) an image, optionally resized to `size` pixels wide;
-    (L, C) a 1-D signal (`signal` None: decided by the number of axes), drawn as a line plot `size` wide."""
+    (L, C) a 1-D signal (`signal` None: decided by the number of axes), drawn as a line plot `size` wide with
+    `plot_signal`'s axes (`value_range`, `sample_rate`)."""
     a = np.asarray(arr)
     if signal if signal is not None else a.ndim == 2:
-        return plot_signal(a, width=size or 320)
+        return plot_signal(a, width=size or 320, value_range=value_range, sample_rate=sample_rate)
     a = a.astype(np.uint8, copy=False)
     img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a[..., :3])
     if size and img.width != size:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,26 @@ class Result:
 
     def image(self, i: int, size: int | None = None) -> Image.Image:
         """Unit i as a PIL image (a line plot for 1-D signals), optionally resized to `size` pixels wide."""
-        return images.unit_image(self.images[i], size, signal=self.is_signal)
+        if not self.is_signal:
+            return images.unit_image(self.images[i], size, signal=False)
+        return images.unit_image(self.images[i], size, signal=True, value_range=self.value_range,
+                                 sample_rate=self.sample_rate)
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """The model's input range the images' 0..255 stand for (the render's preprocessing), if recorded."""
+        rng = (self.settings.get("preprocess") or {}).get("range")
+        return (float(rng[0]), float(rng[1])) if isinstance(rng, (list, tuple)) and len(rng) == 2 else None
+
+    @property
+    def sample_rate(self) -> float | None:
+        """Samples per second of a 1-D input: the model's metadata `vizcore.sample_rate`, if a positive number."""
+        text = (self.model.get("metadata") or {}).get("vizcore.sample_rate")
+        try:
+            rate = float(str(text))
+        except ValueError:
+            return None
+        return rate if math.isfinite(rate) and rate > 0 else None
 
     def grid(self, cols: int | None = None, cell: int = 160, labels: bool = True) -> Image.Image:
         """A labelled contact sheet of every unit (label: target and final value)."""
