@@ -64,6 +64,9 @@ def test_signal_waveform_has_the_fixed_level_and_stays_inside_the_range() -> Non
     assert x.shape == (3, 2, 200) and float(x.min()) > 0 and float(x.max()) < 1
     y = torch.atanh(2 * x.double() - 1)
     assert torch.allclose(y.pow(2).mean((1, 2)).sqrt(), torch.full((3,), 0.75, dtype=torch.float64), atol=1e-4)
+    with torch.no_grad():
+        held = FFTSignal((2, 2, 64), dc=False, generator=g)()
+    assert torch.atanh(2 * held.double() - 1).mean(2).abs().max() < 1e-5  # each channel's mean stays at mid-range
     with pytest.raises(OptionError, match="1-D signals"):
         FFTSignal((1, 3, 8, 8))
     with pytest.raises(OptionError, match="rms"):

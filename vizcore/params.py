@@ -110,12 +110,13 @@ class FFTSignal(nn.Module):
 
     A unit whose response grows with the input's amplitude (any conv filter) pushes a free signal to a square wave
     at the range ends; at a fixed level the ascent can only change the waveform's shape, so it finds the waveform
-    the unit prefers (for a linear filter: the filter itself). With `rms` 0.75 a sine peaks at 0.86 of the half
-    range and a Gaussian waveform reaches within 1 % of an end in about 0.2 % of its samples.
+    the unit prefers (for a linear filter: the filter itself). With `rms` 0.75 a sine peaks at 0.79 of the half
+    range and a Gaussian waveform comes within 1 % of an end in about 0.2 % of its samples. `dc` False holds each
+    signal's mean at mid-range (a unit that prefers a constant offset then gets a waveform, at a lower value).
     """
 
     def __init__(self, shape: Sequence[int], units: int = 1, sd: float = 1.0, decay_power: float = DECAY_1D,
-                 rms: float = 0.75, generator: torch.Generator | None = None) -> None:
+                 rms: float = 0.75, dc: bool = True, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         if len(self.shape) != 3:
@@ -126,7 +127,10 @@ class FFTSignal(nn.Module):
         n, c, length = self.shape
         freqs = torch.fft.rfftfreq(length)
         scale = 1.0 / torch.clamp(freqs, min=1.0 / length) ** decay_power
-        self.register_buffer("scale", (scale / scale.max()).to(torch.float32), persistent=False)
+        scale = scale / scale.max()
+        if not dc:
+            scale[0] = 0.0
+        self.register_buffer("scale", scale.to(torch.float32), persistent=False)
         noise = _init_noise((n, c, length // 2 + 1, 2), units, sd, generator)
         self.spectrum = nn.Parameter(torch.view_as_complex(noise.contiguous()))
         self.length, self.rms = length, float(rms)
