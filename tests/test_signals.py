@@ -22,7 +22,7 @@ from vizcore.params import FFTSignal
 from vizcore.regularizers import ends
 
 STEPS = 64
-TARGETS = ["class:1", "/c3/Conv:0"]
+TARGETS = ["class:1", "/Relu_2:0"]
 
 
 def saturated(signal: np.ndarray) -> float:
