@@ -35,7 +35,7 @@ from .errors import (
     oneline,
 )
 from .inputs import contained, read_regular, require_readable
-from .onnx_compat import Converter, Prepass, partial, registry
+from .onnx_compat import Converter, Prepass, loops, partial, registry
 from .text import printable
 
 #: Op types shown by default in `vizcore inspect`: the nodes people visualize.
@@ -711,7 +711,11 @@ def _cut_unconvertible(proto: onnx.ModelProto, names: list[str],
         return registry.find(n.op_type, opsets.get(dom, 0), dom) is not None
 
     def why(n: onnx.NodeProto) -> str:
-        return f"no converter for {_op_label(n, opsets)}" + (f" ({_WHY[n.op_type]})" if n.op_type in _WHY else "")
+        refused = loops.refusal(n) if n.op_type == "Loop" else None
+        detail = f" ({_WHY[n.op_type]})" if n.op_type in _WHY else ""
+        if refused:
+            detail = f" (control flow not unrolled: {refused})"
+        return f"no converter for {_op_label(n, opsets)}{detail}"
 
     with registry.installed(converters):
         blocked = partial.blocked_nodes(proto, ok, why)
