@@ -244,3 +244,60 @@ def test_a_reason_in_the_file_is_not_trusted(save_onnx):
     loops.unroll_constant_loops(model)
     assert loops.refusal(next(n for n in model.graph.node if n.op_type == "Loop")) == \
         "the trip count depends on the data"
+
+
+def _unrolled_matches(model: onnx.ModelProto, x: np.ndarray) -> onnx.ModelProto:
+    """The model after the load pre-passes up to this one; asserts onnxruntime gives the same outputs."""
+    from vizcore.onnx_compat import prepasses
+
+    before = ort_run(model, {"x": x})
+    for p in (prepasses.constants_to_initializers, prepasses.fold_constants, prepasses.inline_constant_if,
+              loops.unroll_constant_loops):
+        p(model)
+    onnx.checker.check_model(model, full_check=True)
+    for r, a in zip(before, ort_run(model, {"x": x}), strict=True):
+        np.testing.assert_allclose(a, r, rtol=1e-6)
+    assert "Loop" not in {n.op_type for n in model.graph.node}
+    return model
+
+
+@pytest.mark.parametrize("opset", [11, 17])  # Unsqueeze's axes: an attribute before opset 13, an input since
+def test_a_while_loop_with_a_constant_counter_is_unrolled(opset):
+    """No trip count: a carried counter k ends it (k + 1 < 3); h is both carried and scanned."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["k", "one"], ["k_out"]), helper.make_node("Less", ["k_out", "three"], ["c_out"]),
+         helper.make_node("Mul", ["h", "w"], ["h_out"])], "body",
+        [tensor("i", [], TensorProto.INT64), tensor("c", [], TensorProto.BOOL), tensor("k", [], TensorProto.INT64),
+         tensor("h", ["N", 4])],
+        [tensor("c_out", [], TensorProto.BOOL), tensor("k_out", [], TensorProto.INT64), tensor("h_out", ["N", 4]),
+         tensor("h_out", ["N", 4])])
+    nodes = [helper.make_node("Constant", [], ["t"], value=helper.make_tensor("v", TensorProto.BOOL, [], [True])),
+             helper.make_node("Loop", ["", "t", "k0", "x"], ["kf", "hf", "hs"], body=body, name="while")]
+    model = make_onnx(nodes, [tensor("x", ["N", 4])],
+                      [tensor("kf", [], TensorProto.INT64), tensor("hf", ["N", 4]), tensor("hs", [3, "N", 4])],
+                      [np.int64(0), np.int64(1), np.int64(3), np.float32(1.5)], ["k0", "one", "three", "w"],
+                      opset=opset)
+    model = _unrolled_matches(model, RNG.random((2, 4), dtype=np.float32))
+    assert [n.op_type for n in model.graph.node].count("Mul") == 3
+
+
+def test_a_nested_loop_whose_count_is_the_outer_iteration_number_is_unrolled_too():
+    """outer M = 2; inner M = i + 1 adds the outer body's h to its own carried g: x + x, then (2x) + 2 * 2x."""
+    inner = helper.make_graph(
+        [helper.make_node("Add", ["g", "h"], ["g_out"], name="accumulate"),
+         helper.make_node("Identity", ["c2"], ["c2_out"])], "inner",
+        [tensor("j", [], TensorProto.INT64), tensor("c2", [], TensorProto.BOOL), tensor("g", ["N", 4])],
+        [tensor("c2_out", [], TensorProto.BOOL), tensor("g_out", ["N", 4])])
+    outer = helper.make_graph(
+        [helper.make_node("Add", ["i", "one"], ["m_in"]),
+         helper.make_node("Loop", ["m_in", "", "h"], ["h_out"], body=inner, name="inner"),
+         helper.make_node("Identity", ["c"], ["c_out"])], "outer",
+        [tensor("i", [], TensorProto.INT64), tensor("c", [], TensorProto.BOOL), tensor("h", ["N", 4])],
+        [tensor("c_out", [], TensorProto.BOOL), tensor("h_out", ["N", 4])])
+    model = make_onnx([helper.make_node("Loop", ["M", "", "x"], ["y"], body=outer, name="outer")],
+                      [tensor("x", ["N", 4])], [tensor("y", ["N", 4])], [np.int64(2), np.int64(1)], ["M", "one"])
+    x = RNG.random((2, 4), dtype=np.float32)
+    model = _unrolled_matches(model, x)
+    assert [n.name for n in model.graph.node] == ["outer[0]/inner[0]/accumulate", "outer[1]/inner[0]/accumulate",
+                                                  "outer[1]/inner[1]/accumulate"]
+    np.testing.assert_allclose(ort_run(model, {"x": x})[0], 6 * x, rtol=1e-6)
