@@ -137,13 +137,28 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
 
 # -- how many iterations ---------------------------------------------------------------------------------------------
 def _body(node: onnx.NodeProto) -> onnx.GraphProto:
-    return next(a.g for a in node.attribute if a.name == "body")
+    """The Loop's body, or Refused when the node is not a well-formed Loop (the file is untrusted)."""
+    body = next((a.g for a in node.attribute if a.name == "body" and a.type == onnx.AttributeProto.GRAPH), None)
+    if body is None:
+        raise Refused("the Loop has no body graph")
+    carried = len(node.input) - 2
+    if carried < 0 or len(body.input) != carried + 2 or len(body.output) < carried + 1 or \
+            len(node.output) > len(body.output) - 1:
+        raise Refused("the Loop's inputs and outputs do not match its body's")
+    return body
+
+
+def _scalar(value: np.ndarray | None, what: str) -> np.ndarray:
+    if value is None:
+        raise Refused(f"{what} depends on the data")
+    value = np.asarray(value)
+    if value.size != 1 or not (np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_):
+        raise Refused(f"{what} is not a scalar integer or boolean")
+    return value.reshape(-1)[0]
 
 
 def _scalar_bool(value: np.ndarray | None, what: str) -> bool:
-    if value is None:
-        raise Refused(f"{what} depends on the data")
-    return bool(np.asarray(value).reshape(-1)[0])
+    return bool(_scalar(value, what))
 
 
 def _copy_values(body: onnx.GraphProto, outer: Values, k: int, carried: list[np.ndarray | None],
@@ -164,10 +179,7 @@ def trip_count(node: onnx.NodeProto, values: Values, opsets: list[onnx.OperatorS
     m_name = node.input[0] if node.input else ""
     limit = None
     if m_name:
-        m = values.get(m_name)
-        if m is None:
-            raise Refused("the trip count depends on the data")
-        limit = int(np.asarray(m).reshape(-1)[0])
+        limit = int(_scalar(values.get(m_name), "the trip count"))
     cond = _scalar_bool(values.get(node.input[1]), "the condition") if len(node.input) > 1 and node.input[1] else True
     if limit is None and cond:
         # no trip count: only a condition that becomes false ends it, worked out iteration by iteration below
