@@ -16,6 +16,7 @@ from torch import nn
 
 import vizcore
 from vizcore.cli import main
+from vizcore.errors import UnsupportedOpError
 from vizcore.onnx_compat import loops
 
 RNG = np.random.default_rng(0)
@@ -301,3 +302,18 @@ def test_a_nested_loop_whose_count_is_the_outer_iteration_number_is_unrolled_too
     assert [n.name for n in model.graph.node] == ["outer[0]/inner[0]/accumulate", "outer[1]/inner[0]/accumulate",
                                                   "outer[1]/inner[1]/accumulate"]
     np.testing.assert_allclose(ort_run(model, {"x": x})[0], 6 * x, rtol=1e-6)
+
+
+def test_a_loop_first_is_refused_in_one_line_with_its_reason(save_onnx):
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Neg", ["h"], ["h_out"])], "body",
+        [tensor("i", [], TensorProto.INT64), tensor("c", [], TensorProto.BOOL), tensor("h", ["N", 3])],
+        [tensor("c_out", [], TensorProto.BOOL), tensor("h_out", ["N", 3])])
+    model = make_onnx([helper.make_node("Loop", ["M", "", "x"], ["y"], body=body, name="spin")],
+                      [tensor("x", ["N", 3])], [tensor("y", ["N", 3])], [np.array(65, np.int64)], ["M"], opset=17)
+    with pytest.raises(UnsupportedOpError) as err:
+        vizcore.load(save_onnx(model))
+    assert "not unrolled: more than 64 iterations (65)" in err.value.message and "'spin'" in err.value.message
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array(64, np.int64), "M"))  # at the cap: unrolled
+    m = vizcore.load(save_onnx(model, "at_cap.onnx"))
+    assert [l.op_type for l in m.layers] == ["Neg"] * 64

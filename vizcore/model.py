@@ -561,6 +561,14 @@ CONVERTER_HINT = ("add a converter in a plugin (hook vizcore_add_onnx_converters
                   "or re-export the model without this op")
 
 
+def _why(node: onnx.NodeProto) -> str:
+    """' (what kind of op it is)' for ops known to lack a converter; for a Loop, why it was not unrolled."""
+    refused = loops.refusal(node) if node.op_type == "Loop" else None
+    if refused:
+        return f" (control flow not unrolled: {printable(refused)})"
+    return f" ({_WHY[node.op_type]})" if node.op_type in _WHY else ""
+
+
 def _op_label(node: onnx.NodeProto, opsets: dict[str, int]) -> str:
     dom = node.domain if node.domain not in ("", "ai.onnx") else ""
     opset = opsets.get(dom, 0)
@@ -580,9 +588,8 @@ def _check_supported(proto: onnx.ModelProto, names: Sequence[str] | None = None)
         i, n = missing[0]
         others = sorted({m.op_type for _, m in missing[1:]} - {n.op_type})
         more = f"; also unsupported: {', '.join(others)}" if others else ""
-        why = f" ({_WHY[n.op_type]})" if n.op_type in _WHY else ""
         name = names[i] if names is not None else (n.name or "(unnamed)")
-        raise UnsupportedOpError(f"no converter for {_op_label(n, opsets)}{why} in node {name!r}{more}",
+        raise UnsupportedOpError(f"no converter for {_op_label(n, opsets)}{_why(n)} in node {name!r}{more}",
                                  CONVERTER_HINT)
 
 
@@ -711,11 +718,7 @@ def _cut_unconvertible(proto: onnx.ModelProto, names: list[str],
         return registry.find(n.op_type, opsets.get(dom, 0), dom) is not None
 
     def why(n: onnx.NodeProto) -> str:
-        refused = loops.refusal(n) if n.op_type == "Loop" else None
-        detail = f" ({_WHY[n.op_type]})" if n.op_type in _WHY else ""
-        if refused:
-            detail = f" (control flow not unrolled: {refused})"
-        return f"no converter for {_op_label(n, opsets)}{detail}"
+        return f"no converter for {_op_label(n, opsets)}{_why(n)}"
 
     with registry.installed(converters):
         blocked = partial.blocked_nodes(proto, ok, why)

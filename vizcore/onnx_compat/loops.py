@@ -164,7 +164,7 @@ def _scalar_bool(value: np.ndarray | None, what: str) -> bool:
 def _copy_values(body: onnx.GraphProto, outer: Values, k: int, carried: list[np.ndarray | None],
                  opsets: list[onnx.OperatorSetIdProto]) -> Values:
     """The constant values inside iteration k, given the constant carried values (None: not constant)."""
-    known = {t.name: numpy_helper.to_array(t) for t in body.initializer}
+    known = {t.name: numpy_helper.to_array(t) for t in body.initializer if int(np.prod(t.dims)) <= MAX_ELEMENTS}
     names = [vi.name for vi in body.input]
     known[names[0]] = np.asarray(k, dtype=np.int64)
     known[names[1]] = np.asarray(True)
@@ -327,7 +327,7 @@ def refusal(node: onnx.NodeProto) -> str | None:
 
 def _unique_tag(model: onnx.ModelProto, node: onnx.NodeProto, base: str) -> str:
     others = [n for n in model.graph.node if n is not node]
-    taken = {n.name for n in others} | {o for n in others for o in n.output}
+    taken = {n.name for n in others} | {o for n in others for o in n.output} | {vi.name for vi in model.graph.input}
     taken |= {t.name for t in model.graph.initializer}
     tag, k = base, 1
     while any(t == tag or t.startswith((tag + "/", tag + "[")) for t in taken):
