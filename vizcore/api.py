@@ -164,6 +164,10 @@ def render(
     result = engine.run(model, objectives, names, factories(pm, options), options=options, hooks=pm,
                         exporters=tuple(exporters), on_warning=on_warning, on_step=on_step)
     result.exporter_table = _table(pm, "exporters")
+    if model.embedding is not None and result.is_signal:  # an embedding was optimized: what it reads as
+        from .analysis.tokens import result_tokens
+
+        result.extras["nearest_tokens"] = result_tokens(result, model.embedding)
     return result
 
 

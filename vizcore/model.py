@@ -133,6 +133,8 @@ class Model:
     reference: bytes | None = field(default=None, repr=False)
     #: an inner tensor made the optimized input (`load(path, input=...)`): the module's extra last argument
     optimized: TensorInfo | None = None
+    #: the table (vocabulary, features) an optimized embedding output is looked up in (its Gather's initializer)
+    embedding: np.ndarray | None = field(default=None, repr=False)
     #: values for the other graph inputs (`load(path, feeds=...)`), else defaults (see `default_feed`)
     given: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     #: integer inputs that index an embedding table: {name: vocabulary size} (probed with ids 0, 1, ...)
@@ -197,10 +199,17 @@ class Model:
         dims = self.natural_dims[2:]
         return tuple(dims) if dims and all(isinstance(d, int) and d > 0 for d in dims) else None
 
+    @property
+    def fixed_dims(self) -> tuple[int | None, ...] | None:
+        """Per spatial dim, the size the model fixes (None where it is free), e.g. (32, None) for an OCR input
+        `[1, 3, 32, 'w']`; None when no spatial dim is fixed."""
+        dims = tuple(d if isinstance(d, int) and d > 0 else None for d in self.natural_dims[2:])
+        return dims if any(d is not None for d in dims) else None
+
     def input_shape(self, batch: int = 1, size: int | Sequence[int] | None = None) -> tuple[int, ...]:
         """A concrete natural-layout input shape: symbolic batch -> `batch`, symbolic spatial dims -> `size` (an int,
         or one value per spatial dim such as (H, W)); default: the fixed size, else the 1-D model's receptive-field
-        based length, else metadata `vizcore.size`, else 224. A fixed size always wins."""
+        based length, else metadata `vizcore.size`, else 224. A dim the model fixes always keeps its size."""
         shape = list(self.natural_dims)
         fixed = self.fixed_size
         spatial = len(shape) - 2
@@ -225,7 +234,7 @@ class Model:
         for i, d in enumerate(shape):
             if i == 0:
                 out.append(batch)
-            elif isinstance(d, int) and d > 0 and (i < 2 or fixed):
+            elif isinstance(d, int) and d > 0:
                 out.append(d)
             elif i >= 2:
                 out.append(hw[i - 2])
@@ -282,7 +291,7 @@ class Model:
         return sub
 
     # -- checks -------------------------------------------------------------------------------------------------
-    def probe_input(self, batch: int = 1, size: int | None = None, seed: int = 0) -> torch.Tensor:
+    def probe_input(self, batch: int = 1, size: int | Sequence[int] | None = None, seed: int = 0) -> torch.Tensor:
         """A seeded uniform random input of the model's shape (0..1, the usual image range)."""
         g = torch.Generator().manual_seed(seed)
         return torch.rand(self.input_shape(batch, size), generator=g)
@@ -383,7 +392,7 @@ class Model:
         except Exception:
             return False
 
-    def fidelity(self, seed: int = 0, batch: int = 1, size: int | None = None) -> dict[str, Any]:
+    def fidelity(self, seed: int = 0, batch: int = 1, size: int | Sequence[int] | None = None) -> dict[str, Any]:
         """Max abs difference between the converted graph and onnxruntime on a seeded random input."""
         try:
             import onnxruntime as ort
@@ -792,6 +801,8 @@ def _optimize_inner(model: Model, proto: onnx.ModelProto, name: str, ops: list[s
     dims = tuple("batch" if i == 0 else (int(x) if x == y else "len") for i, (x, y) in enumerate(zip(a.shape, b.shape)))
     model.optimized = TensorInfo(name, dims, "float32")
     model.source = source
+    if ops[at] == "Gather":
+        model.embedding = inputs_mod.embedding_table(proto, proto.graph.node[at])
     if layout is None and len(dims) == 3 and ops[at] == "Gather":
         layout = "NLC"  # an embedding lookup: (N, tokens, features)
     model.layout = layouts.detect(proto.graph, name, dims, {}, layout)
@@ -806,25 +817,26 @@ def _detect_layout(proto: onnx.ModelProto, inputs: list[TensorInfo], metadata: d
     return layouts.detect(proto.graph, first.name, first.shape, metadata, layout)
 
 
-def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Sequence[Prepass] = (),
+def load(path: str | os.PathLike[str], *, size: int | Sequence[int] | None = None, prepasses: Sequence[Prepass] = (),
          converters: Sequence[Converter] = (), layout: str | None = None,
          input_shapes: dict[str, Sequence[int]] | None = None, input: str | None = None,  # noqa: A002
          feeds: dict[str, Any] | None = None) -> Model:
     """Load, validate, pre-pass and convert an ONNX file; raise `ModelLoadError` with a one-line cause if it can't.
 
-    `size` is the spatial size of the probe input used to fill the layer table's shapes (default: the model's
-    fixed size, else 224; 1-D models: from their receptive field); a size whose probe input would exceed
-    MAX_PROBE_ELEMENTS is refused. `prepasses` and `converters` are applied as given (`vizcore.load` passes those
-    of a plugin manager); onnx2torch's converter table is left as it was found. Any unexpected exception from a
-    malformed file becomes a `ModelLoadError` with its first line (the cause stays chained).
+    `size` is the spatial size of the probe input used to fill the layer table's shapes, one int or one value
+    per spatial dim such as (H, W) (default: the model's fixed size, else 224; 1-D models: from their receptive
+    field); a size whose probe input would exceed MAX_PROBE_ELEMENTS is refused. `prepasses` and `converters` are
+    applied as given (`vizcore.load` passes those of a plugin manager); onnx2torch's converter table is left as it
+    was found. Any unexpected exception from a malformed file becomes a `ModelLoadError` with its first line (the
+    cause stays chained).
     `layout` overrides the detected input layout (NCHW, NHWC, NCL, NLC, NF); `input_shapes` ({name: dims}) fixes
     graph input dims (symbolic ones the weights do not determine). Nodes without a converter, and what depends
     on them, are left out when visual layers remain before them (`Model.unreachable` lists them).
     `input` names an inner float tensor to optimize instead of a graph input (a text model's embedding output);
     `feeds` ({input name: array}) gives the other graph inputs (default: token ids 0, 1, ..., masks of ones).
     """
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
-        raise OptionError(f"size must be a positive number of pixels, not {size!r}", "e.g. --size 224")
+    if size is not None:
+        size = inputs_mod.parse_size(size, "size", least=1)
     try:
         return _load(Path(path), size, prepasses, converters, layout=layout, input_shapes=input_shapes, input=input,
                      feeds=feeds)
@@ -835,7 +847,7 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Se
                              "the file is malformed; run with --debug for the traceback") from exc
 
 
-def _check_probe(model: Model, size: int | None) -> tuple[int, ...]:
+def _check_probe(model: Model, size: int | Sequence[int] | None) -> tuple[int, ...]:
     """The probe input's shape, refused when it would be larger than MAX_PROBE_ELEMENTS."""
     shape = model.input_shape(model.probe_batch, size)
     n = 1
@@ -848,7 +860,8 @@ def _check_probe(model: Model, size: int | None) -> tuple[int, ...]:
     return shape
 
 
-def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters: Sequence[Converter], *,
+def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prepass],
+          converters: Sequence[Converter], *,
           layout: str | None, input_shapes: dict[str, Sequence[int]] | None, input: str | None,  # noqa: A002
           feeds: dict[str, Any] | None) -> Model:
     proto, data = _read(path)
