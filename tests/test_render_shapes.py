@@ -169,3 +169,40 @@ def test_nearest_tokens_find_the_table_rows_and_the_embedding_range():
     pre = {"range": [0, 1], "mean": list(mean), "std": list(std)}
     ends = model_units(np.array([[0] * 6, [255] * 6], np.uint8), pre)  # 0..1 spans each feature's min..max
     assert np.allclose(ends[0], table.min(0), atol=1e-5) and np.allclose(ends[1], table.max(0), atol=1e-5)
+
+
+def _text_model(tmp_path: Path) -> Path:
+    from tests.test_inputs import TextEncoder
+
+    path = tmp_path / "text.onnx"
+    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["y"],
+                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
+    return path
+
+
+def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
+    from tests.test_inputs import TextEncoder, _gather_output
+
+    path = _text_model(tmp_path)
+    m = vizcore.load(path)  # token inputs only: probed at 16 and 24 ids
+    relu = next(l for l in m.layers if l.op_type == "Relu")
+    assert relu.channel_last and relu.shape == (1, 12, 16) and relu.channels == 12
+    gemm = next(l for l in m.layers if l.op_type == "Gemm")
+    assert not gemm.channel_last and gemm.shape == (1, 3)
+    ids = torch.arange(16).reshape(1, 16) % 50
+    with torch.no_grad():
+        ref = torch.relu(TextEncoder().fc(TextEncoder().emb(ids)))  # (1, 16, 12), the same seeded weights
+        got = m.cut_at([relu.index])(ids, torch.ones(1, 16, dtype=torch.int64))[0]
+    assert got.shape == (1, 12, 16) and torch.allclose(got, ref.transpose(1, 2), atol=1e-5)
+    emb = _gather_output(path)
+    out = tmp_path / "check.json"
+    assert main(["check", str(path), "--input-node", emb, "--layers", relu.name, "--json", str(out), "-q"]) == 0
+    rep = json.loads(out.read_text())
+    assert [l["channels"] for l in rep["layers"]] == [12]
+    capsys.readouterr()
+    assert main(["check", str(path)]) == 0  # no Conv: nothing checked, and it says so
+    assert "no layers to check" in capsys.readouterr().out

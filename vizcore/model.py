@@ -90,6 +90,9 @@ class Layer:
     fx_name: str
     shape: tuple[int, ...] | None  # for the probe input (batch 1, default size); None if not a tensor
     inputs: tuple[str, ...] = ()
+    #: the graph's tensor is (N, L, C) (a text model's hidden states): `shape` and the activations vizcore hands
+    #: on (`Model.cut_at`) are (N, C, L), so that a channel is a feature, not a position
+    channel_last: bool = False
 
     @property
     def channels(self) -> int | None:
@@ -104,7 +107,8 @@ class Layer:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"index": self.index, "name": self.name, "op_type": self.op_type, "output": self.output,
-                "shape": list(self.shape) if self.shape is not None else None, "channels": self.channels}
+                "shape": list(self.shape) if self.shape is not None else None, "channels": self.channels,
+                "channel_last": self.channel_last}
 
 
 @dataclass
@@ -262,7 +266,8 @@ class Model:
     def cut_at(self, keys: Iterable[str | int | Layer]) -> fx.GraphModule:
         """A module computing only what the given layers need; returns their outputs as a tuple (in order).
 
-        It shares parameters with `self.module` (no copy) and never computes nodes after the deepest layer.
+        It shares parameters with `self.module` (no copy) and never computes nodes after the deepest layer. A
+        channel-last layer's output comes channel first, (N, C, L), as its `shape` says.
         """
         layers = [self.layer(k) for k in keys]
         want = {l.fx_name for l in layers}
@@ -282,6 +287,8 @@ class Model:
             node = nodes[l.fx_name]
             if l.shape is None:  # multi-output node: take output 0
                 node = g.call_function(_first, (node,))
+            if l.channel_last:
+                node = g.call_function(torch.transpose, (node, 1, 2))
             outs.append(node)
         g.output(tuple(outs))
         sub = fx.GraphModule(self.module, g)
@@ -706,6 +713,28 @@ def _shapes(gm: fx.GraphModule, feeds: list[torch.Tensor]) -> dict[str, tuple[in
     return shapes
 
 
+def _channel_last(model: Model, gm: fx.GraphModule, shapes: dict[str, tuple[int, ...] | None],
+                  size: int | Sequence[int] | None) -> set[str]:
+    """fx names of the rank-3 tensors laid out (N, L, C) in a sequence model: probed at a second length, their dim 1
+    follows the length and dim 2 stays (a text encoder's hidden states, the Dense layers of an NLC signal model)."""
+    batch = model.probe_batch
+    if model.has_float_input:
+        if model.layout is None or model.layout.natural_rank != 3 or model.fixed_size:
+            return set()
+        length = int(model.input_shape(batch, size)[-1])
+        make = lambda: model.feeds(model.probe_input(batch, length + 8))  # noqa: E731
+    elif model.tokens:
+        make = lambda: [model.default_feed(t, batch, 24) for t in model.inputs]  # noqa: E731  (the first: 16)
+    else:
+        return set()
+    try:
+        other = _shapes(gm, make())
+    except Exception:  # a graph that runs at one length only: its tensors keep dim 1 as the channel axis
+        return set()
+    return {k for k, a in shapes.items() if a is not None and len(a) == 3 and (b := other.get(k)) is not None
+            and len(b) == 3 and a[0] == b[0] and a[1] != b[1] and a[2] == b[2]}
+
+
 def _cut_unconvertible(proto: onnx.ModelProto, names: list[str],
                        converters: Sequence[Converter]) -> tuple[list[tuple[str, str, str]], bytes | None]:
     """Cut the graph in front of nodes without a converter, if layers worth visualizing remain before them.
@@ -924,14 +953,16 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
                              f"{oneline(exc)}",
                              "pass the size the model expects, or run with --debug") from exc
     fx_names = {n.target.rsplit("/", 1)[-1]: n.name for n in gm.graph.nodes if n.op == "call_module"}
+    last = _channel_last(model, gm, shapes, size)
     layers, aliases = [], []
     for i, name in enumerate(names):
         fxn = fx_names.get(f"n{i}")
         if fxn is None:
             continue
         shape = shapes.get(fxn)
+        shape = (shape[0], shape[2], shape[1]) if fxn in last and shape else shape
         layers.append(Layer(index=len(layers), name=name, op_type=ops[i], output=outs_of[i][0] if outs_of[i] else "",
-                            fx_name=fxn, shape=shape, inputs=tuple(ins_of[i])))
+                            fx_name=fxn, shape=shape, inputs=tuple(ins_of[i]), channel_last=fxn in last))
         aliases.append(originals[i])
     model.layers = layers
     by_key: dict[str, Layer] = {}

@@ -7,9 +7,10 @@ import argparse
 from typing import Any
 
 
-def add_model_flags(p: argparse.ArgumentParser, size_help: str) -> None:
-    """Add the input flags to one command's parser."""
-    p.add_argument("--size", default=None, metavar="PX|H,W", help=size_help)
+def add_model_flags(p: argparse.ArgumentParser, size_help: str | None) -> None:
+    """Add the input flags to one command's parser (`size_help` None: the command has its own --size)."""
+    if size_help is not None:
+        p.add_argument("--size", default=None, metavar="PX|H,W", help=size_help)
     p.add_argument("--layout", default=None, help="the input's layout if detection is wrong: NCHW NHWC NCL NLC NF")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
                    help="fix a graph input's dims (symbolic ones the weights do not determine); repeatable")
@@ -25,6 +26,11 @@ def size_of(args: argparse.Namespace) -> int | tuple[int, ...] | None:
     from ..graph_inputs import parse_size
 
     return None if args.size is None else parse_size(args.size, least=1)
+
+
+def given(args: argparse.Namespace) -> bool:
+    """Whether any input flag other than --size was given."""
+    return bool(args.layout or args.input_shape or args.input_node or args.feed)
 
 
 def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
