@@ -91,11 +91,18 @@ def _fidelity(fidelity: dict[str, Any]) -> str:
     return f"[yellow]not measured: {escape(printable(fidelity.get('reason')))}[/]"
 
 
+def _shape(layer: Any) -> str:
+    """A layer's shape; a channel-last one (a graph tensor N×L×C) is shown channels first, as vizcore uses it."""
+    if not layer.shape:
+        return "-"
+    return _dims(layer.shape) + (" (graph: N×L×C)" if getattr(layer, "channel_last", False) else "")
+
+
 def print_layers(console: Console, layers: list[Any], title: str) -> None:
     """The layer table; names are never cut or folded mid-token: when the longest does not fit the terminal,
     each layer takes two lines, its facts and then its full name on a line of its own (copyable)."""
-    rows = [(str(l.index), printable(l.name), printable(l.op_type), _dims(l.shape) if l.shape else "-",
-             str(l.channels) if l.channels else "-") for l in layers]
+    rows = [(str(l.index), printable(l.name), printable(l.op_type), _shape(l), str(l.channels) if l.channels else "-")
+            for l in layers]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(_COLUMNS)]
     if sum(widths) + 3 * len(widths) + 1 <= console.width:  # cells + padding + borders of a rich table
         table = Table(title=title, title_justify="left")
