@@ -952,8 +952,15 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
         raise ModelLoadError(f"the converted graph does not run on a {shape} input: "
                              f"{oneline(exc)}",
                              "pass the size the model expects, or run with --debug") from exc
-    fx_names = {n.target.rsplit("/", 1)[-1]: n.name for n in gm.graph.nodes if n.op == "call_module"}
-    last = _channel_last(model, gm, shapes, size)
+    _fill_layers(model, shapes, _channel_last(model, gm, shapes, size), names, ops, outs_of, ins_of, originals)
+    return model
+
+
+def _fill_layers(model: Model, shapes: dict[str, tuple[int, ...] | None], last: set[str], names: list[str],
+                 ops: list[str], outs_of: list[list[str]], ins_of: list[list[str]], originals: list[str]) -> None:
+    """The layer table (one Layer per converted node, channel-last ones shown channels first) and its lookup
+    by name, output tensor name and the export's own node name."""
+    fx_names = {n.target.rsplit("/", 1)[-1]: n.name for n in model.module.graph.nodes if n.op == "call_module"}
     layers, aliases = [], []
     for i, name in enumerate(names):
         fxn = fx_names.get(f"n{i}")
@@ -974,4 +981,3 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
         if original:
             by_key.setdefault(original, l)
     model._by_key = by_key
-    return model
