@@ -38,7 +38,8 @@ from conftest import ort_run  # noqa: E402
 import vizcore  # noqa: E402
 
 TOLERANCE = 1e-3  # max |torch - onnxruntime| / max |onnxruntime|
-GOAL = f"parity <= {TOLERANCE:g} at batch 1 and 3, gradient finite and non-zero, 8-step render rises"
+GOAL = (f"parity <= {TOLERANCE:g} at batch 1 and 3, gradient finite and non-zero, 8-step render rises, "
+        "`vizcore check` exits 0 or 1")
 
 
 def resnet_nhwc(path: Path) -> Path:
@@ -60,6 +61,12 @@ def resnet_nhwc(path: Path) -> Path:
     return path
 
 
+def _line(path: Path) -> Path:
+    from test_render_shapes import Line, _export
+
+    return _export(Line(), path, (1, 3, 16, 48), {0: "N", 3: "W"})
+
+
 def _rel(model: vizcore.Model, batch: int, size: int | None) -> float:
     fid = model.fidelity(batch=batch, size=size, seed=batch)
     if not fid.get("available") or fid.get("error"):
@@ -72,6 +79,23 @@ def _rel(model: vizcore.Model, batch: int, size: int | None) -> float:
                       ) if len(model.inputs) == 1 else None
         scale = max(float(np.abs(ref[0]).max()), 1e-12) if ref else 1.0
     return fid["max_abs_diff"] / scale
+
+
+def _check(path: Path, size: int | None, load: dict[str, object]) -> int:
+    """`vizcore check` on the model as a user would run it (with the same input flags): its exit code (goal 0 or 1;
+    2 is a usage/model error, anything else a crash)."""
+    import contextlib
+    import io
+
+    from vizcore.cli import main
+
+    args = ["check", str(path), "-q"] + (["--size", str(size)] if size else [])
+    args += ["--input-node", str(load["input"])] if load.get("input") else []
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return int(main(args))
+        except BaseException:  # noqa: BLE001  a traceback is what this column exists to catch
+            return -1
 
 
 def case(name: str, path: Path, **load: object) -> dict[str, object]:
@@ -94,8 +118,10 @@ def case(name: str, path: Path, **load: object) -> dict[str, object]:
                                record_every=1)
             rise = r.traces[0][-1] - r.traces[0][0]
             best = rise if best is None else max(best, rise)
-    ok = rel1 <= TOLERANCE and rel3 <= TOLERANCE and grad and best > 0
-    return {"name": name, "layout": m.layout.name if m.layout else "-", "shape": list(m.input_shape(1, size)),
+    check = _check(path, size, load)
+    ok = rel1 <= TOLERANCE and rel3 <= TOLERANCE and grad and best > 0 and check in (0, 1)
+    return {"name": name, "check": check, "rendered": "x".join(map(str, r.images.shape[1:-1])),
+            "layout": m.layout.name if m.layout else "-", "shape": list(m.input_shape(1, size)),
             "rel1": rel1, "rel3": rel3, "grad": grad, "rise": best, "layers": len(m.layers),
             "unreachable": len(m.unreachable), "result": "ok" if ok else "FAIL",
             "seconds": time.perf_counter() - t0}
@@ -134,6 +160,7 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
          lambda: save(L.loop_model("data_cond"), "loopd.onnx"), {}),
         ("custom op after two convs (cut in front)", lambda: save(T.custom_after_convs(), "custom.onnx"), {"size": 16}),
         ("text encoder, int64 ids, input = embedding output", text, {"size": 10, "input": "embedding output"}),
+        ("OCR line, fixed height 16, free width", lambda: _line(tmp / "line.onnx"), {"size": 40}),
     ]
 
     def measure(name: str, build: Callable[[], Path], load: dict[str, object]) -> dict[str, object]:
@@ -151,14 +178,16 @@ def table(rows: list[dict[str, object]], seconds: float) -> str:
              f"Goal per row: {GOAL}. REL = max |torch - ort| / max |ort| (the optimized input's model; for the "
              "text encoder and multi-input models the absolute difference). `cut` = nodes left out in front of an "
              "op without a converter.", "",
-             "| model | layout | natural input | REL1 / REL3 | grad ≠ 0 | render rise | layers (cut) | result |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | layout | natural input | REL1 / REL3 | grad ≠ 0 | render rise | rendered at | check exit | "
+             "layers (cut) | result |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "rel1" not in r:
-            lines.append(f"| {r['name']} | - | - | - | - | - | - | {r['result']} |")
+            lines.append(f"| {r['name']} | - | - | - | - | - | - | - | - | {r['result']} |")
             continue
         lines.append(f"| {r['name']} | {r['layout']} | {'x'.join(map(str, r['shape']))} | {r['rel1']:.0e} / "
-                     f"{r['rel3']:.0e} | {'yes' if r['grad'] else 'no'} | {r['rise']:+.3f} | {r['layers']} "
+                     f"{r['rel3']:.0e} | {'yes' if r['grad'] else 'no'} | {r['rise']:+.3f} | {r['rendered']} "
+                     f"| {r['check']} | {r['layers']} "
                      f"({r['unreachable']}) | {r['result']} |")
     ok = sum(r["result"] == "ok" for r in rows)
     lines += ["", f"{ok}/{len(rows)} ok (goal: all)", ""]
@@ -170,6 +199,10 @@ def merge(old: str, rows: list[dict[str, object]], seconds: float) -> str:
     recomputed; the other rows and the header keep the figures of their own run."""
     fresh = table(rows, seconds).splitlines()
     lines = old.splitlines()
+    header = next((line for line in lines if line.startswith("| model |")), None)
+    if header != fresh[4]:
+        raise SystemExit("bench/COVERAGE.md's table has other columns than this script writes: run it without "
+                         "--only to regenerate the whole table")
     body = [i for i, line in enumerate(lines) if line.startswith("| ") and not line.startswith("| model |")]
     for r, line in zip(rows, fresh[6:6 + len(rows)]):
         at = next((i for i in body if lines[i].startswith(f"| {r['name']} |")), None)
