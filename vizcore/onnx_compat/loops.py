@@ -41,20 +41,27 @@ class Refused(Exception):  # noqa: N818 - a reason, not an error
 class Values:
     """Lazily worked-out constant values of tensors in one scope: `get(name)` is an array, or None if not constant.
 
-    `known` are values given up front (initializers, the iteration number); `producers` the nodes of the scope;
-    `shapes` static dims by shape inference (a Shape node of a tensor whose dims are known is a constant); names of
+    `known` are values given up front (the iteration number, carried constants); `tensors` the scope's initializers
+    (read when asked; those over MAX_ELEMENTS count as not constant); `producers` the nodes of the scope; `shapes`
+    static dims by shape inference (a Shape node of a tensor whose dims are known is a constant); names of
     an enclosing scope are asked of `outer`.
     """
 
-    def __init__(self, known: dict[str, np.ndarray], producers: dict[str, onnx.NodeProto],
-                 opsets: list[onnx.OperatorSetIdProto], outer: Values | None = None,
-                 shapes: Callable[[], dict[str, list[int | None]]] | None = None) -> None:
-        self.known, self.producers, self.opsets, self.outer, self.shapes = dict(known), producers, opsets, outer, shapes
+    def __init__(self, known: dict[str, np.ndarray], tensors: dict[str, onnx.TensorProto],
+                 producers: dict[str, onnx.NodeProto], opsets: list[onnx.OperatorSetIdProto],
+                 outer: Values | None = None, shapes: Callable[[], dict[str, list[int | None]]] | None = None) -> None:
+        self.known, self.tensors, self.producers = dict(known), tensors, producers
+        self.opsets, self.outer, self.shapes = opsets, outer, shapes
         self._busy: set[str] = set()
 
     def get(self, name: str) -> np.ndarray | None:
         if name in self.known:
             return self.known[name]
+        if name in self.tensors:
+            t = self.tensors[name]
+            value = numpy_helper.to_array(t) if int(np.prod(t.dims)) <= MAX_ELEMENTS else None
+            self.known[name] = value
+            return value
         if name not in self.producers:
             return self.outer.get(name) if self.outer is not None else None
         if name in self._busy:
@@ -164,13 +171,12 @@ def _scalar_bool(value: np.ndarray | None, what: str) -> bool:
 def _copy_values(body: onnx.GraphProto, outer: Values, k: int, carried: list[np.ndarray | None],
                  opsets: list[onnx.OperatorSetIdProto]) -> Values:
     """The constant values inside iteration k, given the constant carried values (None: not constant)."""
-    known = {t.name: numpy_helper.to_array(t) for t in body.initializer if int(np.prod(t.dims)) <= MAX_ELEMENTS}
     names = [vi.name for vi in body.input]
-    known[names[0]] = np.asarray(k, dtype=np.int64)
+    known = {names[0]: np.asarray(k, dtype=np.int64)}
     known[names[1]] = np.asarray(True)
     known.update({n: v for n, v in zip(names[2:], carried) if v is not None})
     producers = {o: n for n in body.node for o in n.output if o}
-    return Values(known, producers, opsets, outer)
+    return Values(known, {t.name: t for t in body.initializer}, producers, opsets, outer)
 
 
 def trip_count(node: onnx.NodeProto, values: Values, opsets: list[onnx.OperatorSetIdProto]) -> int:
@@ -337,7 +343,6 @@ def _unique_tag(model: onnx.ModelProto, node: onnx.NodeProto, base: str) -> str:
 
 def _main_values(model: onnx.ModelProto) -> Values:
     g = model.graph
-    known = {t.name: numpy_helper.to_array(t) for t in g.initializer if int(np.prod(t.dims)) <= MAX_ELEMENTS}
     producers = {o: n for n in g.node for o in n.output if o}
     cache: list[dict[str, list[int | None]]] = []
 
@@ -346,7 +351,9 @@ def _main_values(model: onnx.ModelProto) -> Values:
             cache.append(_static_shapes(model))
         return cache[0]
 
-    return Values(known, producers, list(model.opset_import), shapes=shapes)
+    fed = {vi.name for vi in g.input}  # an initializer that is also an input is only a default: not a constant
+    tensors = {t.name: t for t in g.initializer if t.name not in fed}
+    return Values({}, tensors, producers, list(model.opset_import), shapes=shapes)
 
 
 def _unroll_one(model: onnx.ModelProto, budget: list[int]) -> set[str] | None:
