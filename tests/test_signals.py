@@ -87,6 +87,7 @@ def test_auto_is_fft_for_images_and_signal_for_1d_unless_chosen() -> None:
     off = o.replace(regularizers={"ends": 0.0, "tv": 0.1})
     assert for_input(off, 3).regularizers == {"ends": 0.0, "tv": 0.1}  # a weight given (even 0) is kept
     assert for_input(o.replace(param="fft"), 3).param == "fft"  # an explicit choice is kept
+    assert for_input(o, 3, embedding=True) == o.replace(param="fft")  # an optimized embedding is no waveform
 
 
 def test_images_render_as_before(tmp_path: Path) -> None:

@@ -146,10 +146,9 @@ def render(
     (`images_per_unit` for several, e.g. with a diversity term). `param`, `transforms` and the regularizers are
     names looked up in `plugins` (default: the process's manager; `param` "auto": `engine.options.for_input`);
     `exporters` are the names the result will be saved with (plugins that record for one record only if listed).
-    `on_step(run, state)` is called after every step of this render only (progress bars, early stopping by
-    setting `state.stop`). Device settings left at None come from the environment (`RenderOptions.from_env`).
-    Options are validated before any work (`vizcore.engine.RenderOptions`; defaults: README "Defaults, and why").
-    """
+    `on_step(run, state)` runs after every step of this render only (progress bars; `state.stop` stops early).
+    Options are validated before any work; device settings left at None come from the environment
+    (`RenderOptions.from_env`; defaults: README "Defaults, and why")."""
     options = engine.RenderOptions.from_env(
         steps=steps, size=size, param=param, param_options=param_options or {}, transforms=_split_names(transforms),
         regularizers={"l1": l1, "l2": l2, "tv": tv, **(regularizers or {})}, lr=lr, seed=seed, device=device,
@@ -162,11 +161,20 @@ def render(
     if not isinstance(model, Model):
         model = load(model, plugins=pm)
     objectives, names = targets_mod.labelled(model, targets, _objective_table(pm))
-    options = for_input(options, len(model.input_shape(1, options.size)))
+    options = for_input(options, len(model.input_shape(1, options.size)), embedding=model.embedding is not None)
     result = engine.run(model, objectives, names, factories(pm, options), options=options, hooks=pm,
                         exporters=tuple(exporters), on_warning=on_warning, on_step=on_step)
     result.exporter_table = _table(pm, "exporters")
+    _annotate(model, result)
     return result
+
+
+def _annotate(model: Model, result: Result) -> None:
+    """What a render of an optimized embedding reads as: its nearest tokens (`result.extras["nearest_tokens"]`)."""
+    if model.embedding is not None and result.is_signal:
+        from .analysis.tokens import result_tokens
+
+        result.extras["nearest_tokens"] = result_tokens(result, model.embedding)
 
 
 def save(result: Result, out_dir: str | os.PathLike[str], exporters: Sequence[str] = ("png", "manifest"), *,

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import OptionError
+from ..graph_inputs import parse_size
 from ..preprocess import parse_range
 from .budget import parse_memory
 
@@ -69,7 +70,7 @@ class RenderOptions:
     """
 
     steps: int = 256
-    size: int | None = None
+    size: int | tuple[int, ...] | None = None  # one side, or one per spatial dim: (H, W) / (L,)
     param: str = "auto"
     param_options: Mapping[str, Any] = field(default_factory=dict)
     transforms: tuple[str, ...] = ("standard",)
@@ -93,7 +94,7 @@ class RenderOptions:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalize in place once: the value stays frozen afterwards
         set_(self, "steps", _positive("steps", self.steps))
-        set_(self, "size", None if self.size is None else _at_least("size", self.size, 8, "use --size 64 or more"))
+        set_(self, "size", None if self.size is None else parse_size(self.size, "size"))
         set_(self, "lr", _lr(self.lr))
         set_(self, "seed", _seed(self.seed))
         set_(self, "relu_override", _fraction(self.relu_override))
@@ -154,12 +155,13 @@ AUTO_PARAM = {3: "signal", 4: "fft"}
 SIGNAL_PENALTIES = {"ends": 1.0}
 
 
-def for_input(options: RenderOptions, rank: int) -> RenderOptions:
-    """`options` with `param="auto"` resolved for an input of `rank` dims (N, C, ...): fft for images; for 1-D
-    signals `signal` plus the SIGNAL_PENALTIES not given explicitly (a weight given, even 0, is kept)."""
+def for_input(options: RenderOptions, rank: int, *, embedding: bool = False) -> RenderOptions:
+    """`options` with `param="auto"` resolved for an input of `rank` dims (N, C, ...): fft for images and for an
+    optimized embedding (its features are no waveform); for 1-D signals `signal` plus the SIGNAL_PENALTIES not
+    given explicitly (a weight given, even 0, is kept)."""
     if options.param != "auto":
         return options
-    param = AUTO_PARAM.get(rank, "fft")
+    param = "fft" if embedding else AUTO_PARAM.get(rank, "fft")
     if param != "signal":
         return options.replace(param=param)
     penalties = {**SIGNAL_PENALTIES, **options.regularizers}
