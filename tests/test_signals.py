@@ -120,3 +120,13 @@ def test_sample_rate_metadata_that_is_not_a_positive_number_is_ignored(renders: 
                                   settings=res.settings, model={"metadata": {"vizcore.sample_rate": bad}})
         assert r.sample_rate is None, bad
         assert r.image(0).size == (320, 120)
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 100, 4097])
+def test_plot_draws_any_length_inside_its_box(length: int) -> None:
+    sig = np.full((length, 1), 255, dtype=np.uint8)
+    img = np.asarray(images.plot_signal(sig, 160, 120, value_range=(-1, 1), sample_rate=44100))
+    x0, y0, x1, y1 = images.signal_box(160, 120, (-1, 1), 44100)
+    assert img.shape == (120, 160, 3)
+    line = (img == images.COLOURS[0]).all(axis=2)
+    assert line[y0, x0:x1 + 1].any() and not line[y0 + 1:].any() and not line[:, :x0].any()

@@ -84,6 +84,8 @@ def plot_signal(sig: np.ndarray, width: int = 320, height: int = 120, *,
     for c in range(sig.shape[1]):
         pts = [(x0 + i * (x1 - x0) / max(1, length - 1), y0 + (y1 - y0) * (1 - float(sig[i, c]) / 255.0))
                for i in range(length)]
+        if length == 1:  # one sample: a constant across the plot
+            pts = [(x0, pts[0][1]), (x1, pts[0][1])]
         draw.line(pts, fill=COLOURS[c % len(COLOURS)], width=1)
     return img
 

@@ -64,7 +64,9 @@ def _store(model: Model, group: list[tuple[UnitSpec, str]], result: Rendered, se
         rec = {**spec.ident, "model_sha256": model.sha256, "value": finite(result.values[i]),
                "trace": [finite(v) for v in traces[i]] if i < len(traces) else [], "trace_steps": trace_steps,
                "settings": used, "seconds": seconds / len(group)}
-        cache.put(key, png_bytes(unit_image(result.images[i]), optimize=True), rec)
+        picture = unit_image(result.images[i], value_range=getattr(result, "value_range", None),
+                             sample_rate=getattr(result, "sample_rate", None))  # a signal's axes (images: unused)
+        cache.put(key, png_bytes(picture, optimize=True), rec)
 
 
 def render_missing(model: Model, missing: Sequence[tuple[UnitSpec, str]], settings: dict[str, Any],
