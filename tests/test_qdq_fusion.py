@@ -137,8 +137,8 @@ def _conv_relu_q(act: str, zero_point: int, scale: float) -> onnx.ModelProto:
              n("DequantizeLinear", ["w", "ws", "wz"], ["wd"]), n("DequantizeLinear", ["b", "bs"], ["bd"]),
              n("Conv", ["xd", "wd", "bd"], ["c"], pads=[1, 1, 1, 1]), relu,
              n("QuantizeLinear", ["r", "ys", "yz"], ["yq"]), n("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
-    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])], inits)
+    graph = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "H", "W"])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -207,3 +207,23 @@ def test_add_at_a_rounding_tie_follows_onnxruntimes_integer_kernel(tmp_path):
     with torch.no_grad():
         got = m.module(torch.from_numpy(x)).reshape(-1).numpy()
     assert (got == ref).all(), (got, ref)
+
+
+def test_closed_quantized_unit_opens_with_the_relu_override(tmp_path):
+    """Unit 0 of a fused QLinearConv (its Relu absorbed: zero point at qmin) is closed for every start image (a
+    strongly negative bias): no gradient reaches it through the saturation. The ReLU gradient override reaches that
+    clamp: the objective rises with it, stays 0 without it; the model's own modules keep the plain clamp."""
+    model = _conv_relu_q("Relu", 0, 0.01)
+    inits = {t.name: t for t in model.graph.initializer}
+    for name, row in (("w", 50), ("b", -250_000)):
+        v = numpy_helper.to_array(inits[name]).copy()
+        v[0] = row
+        inits[name].CopyFrom(numpy_helper.from_array(v, name))
+    path = tmp_path / "closed.onnx"
+    onnx.save(model, str(path))
+    m = vizcore.load(path, size=16)
+    layer = next(layer for layer in m.layers if layer.op_type == "QLinearConv")
+    flat = vizcore.render(m, f"{layer.index}:0", steps=16, size=16, record_every=1, relu_override=0.0, seed=0)
+    opened = vizcore.render(m, f"{layer.index}:0", steps=16, size=16, record_every=1, relu_override=0.5, seed=0)
+    assert not np.any(flat.traces[0]) and opened.traces[0][0] == 0 and opened.traces[0][-1] > 1, opened.traces[0]
+    assert all(getattr(mod, "saturate", torch.clamp) is torch.clamp for mod in m.module.modules())
