@@ -6,7 +6,12 @@ optimized input, and render (objective rises over 8 steps)? Appends a table to b
 
 Models: resnet18 (random weights) exported NHWC (a permute in front of the first conv, as tf2onnx writes it), the
 tiny builders of tests/test_inputs.py (NHWC by onnx.helper, 1-D [N, L, 1], rank-2 MLP, LSTM, constant and
-data-dependent If, a custom op after two convs, a text encoder with token ids optimized at its embedding output).
+data-dependent If, a custom op after two convs, a text encoder with token ids optimized at its embedding output),
+and tests/test_loop.py's Loops (constant trip count with per-iteration weights and an If on the iteration number:
+unrolled; a data-dependent condition: cut in front).
+
+    python bench/coverage_inputs.py --only Loop --write   # measures only the rows whose name contains "Loop"
+                                                          # and replaces (or adds) just those rows
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import test_inputs as T  # noqa: E402
+import test_loop as L  # noqa: E402
 from conftest import ort_run  # noqa: E402
 
 import vizcore  # noqa: E402
 
 TOLERANCE = 1e-3  # max |torch - onnxruntime| / max |onnxruntime|
-GOAL = f"parity <= {TOLERANCE:g} at batch 1 and 3, gradient finite and non-zero, 8-step render rises"
+GOAL = (f"parity <= {TOLERANCE:g} at batch 1 and 3, gradient finite and non-zero, 8-step render rises, "
+        "`vizcore check` exits 0 or 1")
 
 
 def resnet_nhwc(path: Path) -> Path:
@@ -53,6 +61,12 @@ def resnet_nhwc(path: Path) -> Path:
     return path
 
 
+def _line(path: Path) -> Path:
+    from test_render_shapes import Line, _export
+
+    return _export(Line(), path, (1, 3, 16, 48), {0: "N", 3: "W"})
+
+
 def _rel(model: vizcore.Model, batch: int, size: int | None) -> float:
     fid = model.fidelity(batch=batch, size=size, seed=batch)
     if not fid.get("available") or fid.get("error"):
@@ -65,6 +79,23 @@ def _rel(model: vizcore.Model, batch: int, size: int | None) -> float:
                       ) if len(model.inputs) == 1 else None
         scale = max(float(np.abs(ref[0]).max()), 1e-12) if ref else 1.0
     return fid["max_abs_diff"] / scale
+
+
+def _check(path: Path, size: int | None, load: dict[str, object]) -> int:
+    """`vizcore check` on the model as a user would run it (with the same input flags): its exit code (goal 0 or 1;
+    2 is a usage/model error, anything else a crash)."""
+    import contextlib
+    import io
+
+    from vizcore.cli import main
+
+    args = ["check", str(path), "-q"] + (["--size", str(size)] if size else [])
+    args += ["--input-node", str(load["input"])] if load.get("input") else []
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return int(main(args))
+        except BaseException:  # noqa: BLE001  a traceback is what this column exists to catch
+            return -1
 
 
 def case(name: str, path: Path, **load: object) -> dict[str, object]:
@@ -87,39 +118,58 @@ def case(name: str, path: Path, **load: object) -> dict[str, object]:
                                record_every=1)
             rise = r.traces[0][-1] - r.traces[0][0]
             best = rise if best is None else max(best, rise)
-    ok = rel1 <= TOLERANCE and rel3 <= TOLERANCE and grad and best > 0
-    return {"name": name, "layout": m.layout.name if m.layout else "-", "shape": list(m.input_shape(1, size)),
+    check = _check(path, size, load)
+    ok = rel1 <= TOLERANCE and rel3 <= TOLERANCE and grad and best > 0 and check in (0, 1)
+    return {"name": name, "check": check, "rendered": "x".join(map(str, r.images.shape[1:-1])),
+            "layout": m.layout.name if m.layout else "-", "shape": list(m.input_shape(1, size)),
             "rel1": rel1, "rel3": rel3, "grad": grad, "rise": best, "layers": len(m.layers),
             "unreachable": len(m.unreachable), "result": "ok" if ok else "FAIL",
             "seconds": time.perf_counter() - t0}
 
 
-def cases(tmp: Path) -> list[dict[str, object]]:
+def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
+    """(row name, what measures it), so that `--only` builds and measures only the rows it names."""
     def save(model: onnx.ModelProto, name: str) -> Path:
         p = tmp / name
         onnx.save(model, str(p))
         return p
 
-    text = tmp / "text.onnx"
-    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(T.TextEncoder().eval(), (ids, mask), str(text), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"], output_names=["y"],
-                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
-    return [
-        case("resnet18 NHWC (torch permute, symbolic H, W)", resnet_nhwc(tmp / "r18.onnx"), size=64),
-        case("NHWC, tf-like Transpose in front of Conv", save(T.nhwc_model(), "nhwc.onnx")),
-        case("NHWC fixed non-square 12x20", save(T.nhwc_model(batch=1, h=12, w=20), "wide.onnx")),
-        case("1-D [N, L, 1] conv net", T._export(T.Signal(), tmp / "sig.onnx", (1, 40, 1), {0: "N", 1: "L"})),
-        case("rank-2 (N, F) MLP", T._export(T.MLP(), tmp / "mlp.onnx", (1, 16), {0: "N"})),
-        case("emb [1, S, 'hidden'] (hidden from weights)", save(T.emb_model(), "emb.onnx"), size=10),
-        case("LSTM, outputs Y_h, conv, Y", save(T.lstm_model(), "lstm.onnx"), size=12),
-        case("If, constant condition (inlined)", save(T.if_model(True), "ifc.onnx")),
-        case("If, data-dependent (cut in front)", save(T.if_model(False), "ifd.onnx")),
-        case("custom op after two convs (cut in front)", save(T.custom_after_convs(), "custom.onnx"), size=16),
-        case("text encoder, int64 ids, input = embedding output", text, input=T._gather_output(text), size=10),
+    def text() -> Path:
+        path = tmp / "text.onnx"
+        ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(T.TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
+                              input_names=["input_ids", "attention_mask"], output_names=["y"],
+                              dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
+        return path
+
+    rows: list[tuple[str, Callable[[], Path], dict[str, object]]] = [
+        ("resnet18 NHWC (torch permute, symbolic H, W)", lambda: resnet_nhwc(tmp / "r18.onnx"), {"size": 64}),
+        ("NHWC, tf-like Transpose in front of Conv", lambda: save(T.nhwc_model(), "nhwc.onnx"), {}),
+        ("NHWC fixed non-square 12x20", lambda: save(T.nhwc_model(batch=1, h=12, w=20), "wide.onnx"), {}),
+        ("1-D [N, L, 1] conv net", lambda: T._export(T.Signal(), tmp / "sig.onnx", (1, 40, 1), {0: "N", 1: "L"}), {}),
+        ("rank-2 (N, F) MLP", lambda: T._export(T.MLP(), tmp / "mlp.onnx", (1, 16), {0: "N"}), {}),
+        ("emb [1, S, 'hidden'] (hidden from weights)", lambda: save(T.emb_model(), "emb.onnx"), {"size": 10}),
+        ("LSTM, outputs Y_h, conv, Y", lambda: save(T.lstm_model(), "lstm.onnx"), {"size": 12}),
+        ("If, constant condition (inlined)", lambda: save(T.if_model(True), "ifc.onnx"), {}),
+        ("If, data-dependent (cut in front)", lambda: save(T.if_model(False), "ifd.onnx"), {}),
+        ("control flow: Loop with constant trip count (unrolled)",
+         lambda: save(L.loop_model("iteration"), "loopc.onnx"), {}),
+        ("control flow: Loop, data-dependent condition (cut in front)",
+         lambda: save(L.loop_model("data_cond"), "loopd.onnx"), {}),
+        ("custom op after two convs (cut in front)", lambda: save(T.custom_after_convs(), "custom.onnx"), {"size": 16}),
+        ("text encoder, int64 ids, input = embedding output", text, {"size": 10, "input": "embedding output"}),
+        ("OCR line, fixed height 16, free width", lambda: _line(tmp / "line.onnx"), {"size": 40}),
     ]
+
+    def measure(name: str, build: Callable[[], Path], load: dict[str, object]) -> dict[str, object]:
+        path = build()
+        if load.get("input") == "embedding output":
+            load = {**load, "input": T._gather_output(path)}
+        return case(name, path, **load)
+
+    return [(name, lambda n=name, b=build, kw=kw: measure(n, b, kw)) for name, build, kw in rows]
 
 
 def table(rows: list[dict[str, object]], seconds: float) -> str:
@@ -128,34 +178,64 @@ def table(rows: list[dict[str, object]], seconds: float) -> str:
              f"Goal per row: {GOAL}. REL = max |torch - ort| / max |ort| (the optimized input's model; for the "
              "text encoder and multi-input models the absolute difference). `cut` = nodes left out in front of an "
              "op without a converter.", "",
-             "| model | layout | natural input | REL1 / REL3 | grad ≠ 0 | render rise | layers (cut) | result |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | layout | natural input | REL1 / REL3 | grad ≠ 0 | render rise | rendered at | check exit | "
+             "layers (cut) | result |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "rel1" not in r:
-            lines.append(f"| {r['name']} | - | - | - | - | - | - | {r['result']} |")
+            lines.append(f"| {r['name']} | - | - | - | - | - | - | - | - | {r['result']} |")
             continue
         lines.append(f"| {r['name']} | {r['layout']} | {'x'.join(map(str, r['shape']))} | {r['rel1']:.0e} / "
-                     f"{r['rel3']:.0e} | {'yes' if r['grad'] else 'no'} | {r['rise']:+.3f} | {r['layers']} "
+                     f"{r['rel3']:.0e} | {'yes' if r['grad'] else 'no'} | {r['rise']:+.3f} | {r['rendered']} "
+                     f"| {r['check']} | {r['layers']} "
                      f"({r['unreachable']}) | {r['result']} |")
     ok = sum(r["result"] == "ok" for r in rows)
     lines += ["", f"{ok}/{len(rows)} ok (goal: all)", ""]
     return "\n".join(lines)
 
 
+def merge(old: str, rows: list[dict[str, object]], seconds: float) -> str:
+    """The existing section with `rows` replaced in place (or added after the last row) and the ok count
+    recomputed; the other rows and the header keep the figures of their own run."""
+    fresh = table(rows, seconds).splitlines()
+    lines = old.splitlines()
+    header = next((line for line in lines if line.startswith("| model |")), None)
+    if header != fresh[4]:
+        raise SystemExit("bench/COVERAGE.md's table has other columns than this script writes: run it without "
+                         "--only to regenerate the whole table")
+    body = [i for i, line in enumerate(lines) if line.startswith("| ") and not line.startswith("| model |")]
+    for r, line in zip(rows, fresh[6:6 + len(rows)]):
+        at = next((i for i in body if lines[i].startswith(f"| {r['name']} |")), None)
+        if at is None:
+            at = body[-1] + 1
+            lines.insert(at, line)
+            body.append(at)
+        else:
+            lines[at] = line
+    rows_now = [lines[i] for i in body]
+    ok = sum(line.rstrip().endswith("| ok |") for line in rows_now)
+    return "\n".join(f"{ok}/{len(rows_now)} ok (goal: all)" if line.endswith("ok (goal: all)") else line
+                     for line in lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="append the table to bench/COVERAGE.md")
+    ap.add_argument("--only", metavar="TEXT", help="measure only the rows whose name contains TEXT")
     args = ap.parse_args()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        rows = cases(Path(d))
+        rows = [run() for name, run in cases(Path(d)) if args.only is None or args.only in name]
     text = table(rows, time.perf_counter() - t0)
     print(text)
     if args.write:
         path = ROOT / "bench" / "COVERAGE.md"
         old = path.read_text(encoding="utf-8")
-        head = old.split("## production formats: inputs")[0].rstrip() + "\n\n"
-        path.write_text(head + text, encoding="utf-8")
+        head, marker, section = old.partition("## production formats: inputs")
+        if args.only is not None and marker:
+            path.write_text(head + merge(marker + section, rows, time.perf_counter() - t0), encoding="utf-8")
+        else:
+            path.write_text(head.rstrip() + "\n\n" + text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -362,7 +362,7 @@ def test_symbolic_hidden_dim_is_inferred_from_the_weights(save_onnx):
     m = vizcore.load(save_onnx(emb_model(), "emb.onnx"))
     assert m.input.shape[1:] == ("S", 16) and m.layout.name == "NLC"
     assert m.input_shape(1, 10) == (1, 16, 10)
-    assert m.layer("proj").shape[-1] == 8
+    assert m.layer("proj").channel_last and m.layer("proj").channels == 8  # (N, S, 8): channels are features
     assert m.fidelity(size=10)["max_abs_diff"] < 1e-5
 
 
@@ -439,7 +439,7 @@ def test_integer_inputs_load_and_inspect_with_valid_token_ids(text_path, capsys)
     assert m.tokens == {"input_ids": 50}
     ids = m.default_feed(m.inputs[0], 2)
     assert ids.dtype == torch.int64 and ids.shape == (2, 16) and int(ids.max()) < 50 and int(ids[0, 3]) == 3
-    assert any(l.op_type == "MatMul" and l.shape == (1, 16, 12) for l in m.layers)
+    assert any(l.op_type == "MatMul" and l.shape == (1, 12, 16) and l.channel_last for l in m.layers)
     with pytest.raises(vizcore.errors.ModelLoadError, match="input_node|input="):
         m.input  # noqa: B018
     from vizcore.cli import main

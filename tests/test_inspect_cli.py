@@ -73,7 +73,8 @@ def _bad_files(tmp_path):
                                    tensor("cond_in", [], onnx.TensorProto.BOOL), tensor("v_in", [1, 3])],
                                   [tensor("cond_out", [], onnx.TensorProto.BOOL), tensor("v_out", [1, 3])])
     loop = make_onnx([helper.make_node("Loop", ["n", "", "x"], ["y"], name="the_loop", body=loop_body)],
-                     [tensor("x", [1, 3])], [tensor("y", [1, 3])], [np.array(2, dtype=np.int64)], ["n"], opset=17)
+                     [tensor("x", [1, 3])], [tensor("y", [1, 3])], [np.array(1000, dtype=np.int64)], ["n"], opset=17)
+    # (1000 iterations: too many to unroll, so the Loop stays unsupported; 2 would be unrolled)
     onnx.save(loop, str(tmp_path / "loop.onnx"))
     return {
         "missing file": (str(tmp_path / "absent.onnx"), "not found"),

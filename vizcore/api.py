@@ -164,7 +164,16 @@ def render(
     result = engine.run(model, objectives, names, factories(pm, options), options=options, hooks=pm,
                         exporters=tuple(exporters), on_warning=on_warning, on_step=on_step)
     result.exporter_table = _table(pm, "exporters")
+    _annotate(model, result)
     return result
+
+
+def _annotate(model: Model, result: Result) -> None:
+    """What a render of an optimized embedding reads as: its nearest tokens (`result.extras["nearest_tokens"]`)."""
+    if model.embedding is not None and result.is_signal:
+        from .analysis.tokens import result_tokens
+
+        result.extras["nearest_tokens"] = result_tokens(result, model.embedding)
 
 
 def save(result: Result, out_dir: str | os.PathLike[str], exporters: Sequence[str] = ("png", "manifest"), *,

@@ -25,6 +25,45 @@ def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+Size = int | tuple[int, ...]
+
+
+def parse_size(value: object, name: str = "--size", least: int = 8) -> Size:
+    """A render/probe size: 224, "224", "60,160" or "60x160", (60, 160) -> an int (one value for every spatial dim)
+    or a tuple (one per dim: (H, W) or (L,)); every value at least `least`, else a one-line OptionError."""
+    if isinstance(value, bool):
+        raise OptionError(f"{name} must be a number of pixels, got {value!r}", f"e.g. {name} 224 or {name} 60,160")
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.lower().replace("x", ",").split(",")]
+    elif isinstance(value, int):
+        parts = [value]
+    elif isinstance(value, Sequence):
+        parts = list(value)
+    else:
+        parts = []
+    try:
+        dims = tuple(_whole(p) for p in parts)
+    except (TypeError, ValueError):
+        dims = ()
+    if not dims or len(dims) > 3:
+        raise OptionError(f"cannot read {name} {value!r}", f"write e.g. {name} 224 or {name} 60,160 (H,W)")
+    if min(dims) < 1:
+        raise OptionError(f"{name} {value!r} must be a positive number of pixels", f"e.g. {name} 224")
+    if min(dims) < least:
+        raise OptionError(f"{name} {value!r} is too small: each side must be at least {least}",
+                          f"use {name} 64 or more")
+    return dims[0] if len(dims) == 1 and not (isinstance(value, Sequence) and not isinstance(value, str)) else dims
+
+
+def _whole(v: object) -> int:
+    if isinstance(v, bool):
+        raise TypeError(v)
+    f = float(v)  # type: ignore[arg-type]
+    if not f.is_integer():
+        raise ValueError(v)
+    return int(f)
+
+
 def read_feed(text: str) -> tuple[str, np.ndarray]:
     """'NAME=FILE.npy' (the --feed flag) -> (name, array); OptionError for a missing or unreadable file."""
     name, sep, file = text.partition("=")
@@ -34,6 +73,16 @@ def read_feed(text: str) -> tuple[str, np.ndarray]:
         return name, np.load(file, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise OptionError(f"cannot read {file!r} for input {name!r}: {exc}", "give a .npy file (numpy.save)") from exc
+
+
+def embedding_table(proto: onnx.ModelProto, gather: onnx.NodeProto) -> np.ndarray | None:
+    """The (vocabulary, features) float table a Gather looks token ids up in, when it is an initializer (axis 0)."""
+    axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
+    init = next((t for t in proto.graph.initializer if t.name == gather.input[0]), None)
+    if init is None or axis != 0 or len(init.dims) != 2:
+        return None
+    table = numpy_helper.to_array(init)
+    return table.astype(np.float32) if table.dtype.kind == "f" else None
 
 
 def _free(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

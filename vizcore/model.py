@@ -35,7 +35,7 @@ from .errors import (
     oneline,
 )
 from .inputs import contained, read_regular, require_readable
-from .onnx_compat import Converter, Prepass, partial, registry
+from .onnx_compat import Converter, Prepass, loops, partial, registry
 from .text import printable
 
 #: Op types shown by default in `vizcore inspect`: the nodes people visualize.
@@ -90,6 +90,9 @@ class Layer:
     fx_name: str
     shape: tuple[int, ...] | None  # for the probe input (batch 1, default size); None if not a tensor
     inputs: tuple[str, ...] = ()
+    #: the graph's tensor is (N, L, C) (a text model's hidden states): `shape` and the activations vizcore hands
+    #: on (`Model.cut_at`) are (N, C, L), so that a channel is a feature, not a position
+    channel_last: bool = False
 
     @property
     def channels(self) -> int | None:
@@ -104,7 +107,8 @@ class Layer:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"index": self.index, "name": self.name, "op_type": self.op_type, "output": self.output,
-                "shape": list(self.shape) if self.shape is not None else None, "channels": self.channels}
+                "shape": list(self.shape) if self.shape is not None else None, "channels": self.channels,
+                "channel_last": self.channel_last}
 
 
 @dataclass
@@ -133,6 +137,8 @@ class Model:
     reference: bytes | None = field(default=None, repr=False)
     #: an inner tensor made the optimized input (`load(path, input=...)`): the module's extra last argument
     optimized: TensorInfo | None = None
+    #: the table (vocabulary, features) an optimized embedding output is looked up in (its Gather's initializer)
+    embedding: np.ndarray | None = field(default=None, repr=False)
     #: values for the other graph inputs (`load(path, feeds=...)`), else defaults (see `default_feed`)
     given: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     #: integer inputs that index an embedding table: {name: vocabulary size} (probed with ids 0, 1, ...)
@@ -197,10 +203,17 @@ class Model:
         dims = self.natural_dims[2:]
         return tuple(dims) if dims and all(isinstance(d, int) and d > 0 for d in dims) else None
 
+    @property
+    def fixed_dims(self) -> tuple[int | None, ...] | None:
+        """Per spatial dim, the size the model fixes (None where it is free), e.g. (32, None) for an OCR input
+        `[1, 3, 32, 'w']`; None when no spatial dim is fixed."""
+        dims = tuple(d if isinstance(d, int) and d > 0 else None for d in self.natural_dims[2:])
+        return dims if any(d is not None for d in dims) else None
+
     def input_shape(self, batch: int = 1, size: int | Sequence[int] | None = None) -> tuple[int, ...]:
         """A concrete natural-layout input shape: symbolic batch -> `batch`, symbolic spatial dims -> `size` (an int,
         or one value per spatial dim such as (H, W)); default: the fixed size, else the 1-D model's receptive-field
-        based length, else metadata `vizcore.size`, else 224. A fixed size always wins."""
+        based length, else metadata `vizcore.size`, else 224. A dim the model fixes always keeps its size."""
         shape = list(self.natural_dims)
         fixed = self.fixed_size
         spatial = len(shape) - 2
@@ -225,7 +238,7 @@ class Model:
         for i, d in enumerate(shape):
             if i == 0:
                 out.append(batch)
-            elif isinstance(d, int) and d > 0 and (i < 2 or fixed):
+            elif isinstance(d, int) and d > 0:
                 out.append(d)
             elif i >= 2:
                 out.append(hw[i - 2])
@@ -253,7 +266,8 @@ class Model:
     def cut_at(self, keys: Iterable[str | int | Layer]) -> fx.GraphModule:
         """A module computing only what the given layers need; returns their outputs as a tuple (in order).
 
-        It shares parameters with `self.module` (no copy) and never computes nodes after the deepest layer.
+        It shares parameters with `self.module` (no copy) and never computes nodes after the deepest layer. A
+        channel-last layer's output comes channel first, (N, C, L), as its `shape` says.
         """
         layers = [self.layer(k) for k in keys]
         want = {l.fx_name for l in layers}
@@ -273,6 +287,8 @@ class Model:
             node = nodes[l.fx_name]
             if l.shape is None:  # multi-output node: take output 0
                 node = g.call_function(_first, (node,))
+            if l.channel_last:
+                node = g.call_function(torch.transpose, (node, 1, 2))
             outs.append(node)
         g.output(tuple(outs))
         sub = fx.GraphModule(self.module, g)
@@ -282,7 +298,7 @@ class Model:
         return sub
 
     # -- checks -------------------------------------------------------------------------------------------------
-    def probe_input(self, batch: int = 1, size: int | None = None, seed: int = 0) -> torch.Tensor:
+    def probe_input(self, batch: int = 1, size: int | Sequence[int] | None = None, seed: int = 0) -> torch.Tensor:
         """A seeded uniform random input of the model's shape (0..1, the usual image range)."""
         g = torch.Generator().manual_seed(seed)
         return torch.rand(self.input_shape(batch, size), generator=g)
@@ -383,7 +399,7 @@ class Model:
         except Exception:
             return False
 
-    def fidelity(self, seed: int = 0, batch: int = 1, size: int | None = None) -> dict[str, Any]:
+    def fidelity(self, seed: int = 0, batch: int = 1, size: int | Sequence[int] | None = None) -> dict[str, Any]:
         """Max abs difference between the converted graph and onnxruntime on a seeded random input."""
         try:
             import onnxruntime as ort
@@ -561,6 +577,14 @@ CONVERTER_HINT = ("add a converter in a plugin (hook vizcore_add_onnx_converters
                   "or re-export the model without this op")
 
 
+def _why(node: onnx.NodeProto) -> str:
+    """' (what kind of op it is)' for ops known to lack a converter; for a Loop, why it was not unrolled."""
+    refused = loops.refusal(node) if node.op_type == "Loop" else None
+    if refused:
+        return f" (control flow not unrolled: {printable(refused)})"
+    return f" ({_WHY[node.op_type]})" if node.op_type in _WHY else ""
+
+
 def _op_label(node: onnx.NodeProto, opsets: dict[str, int]) -> str:
     dom = node.domain if node.domain not in ("", "ai.onnx") else ""
     opset = opsets.get(dom, 0)
@@ -580,9 +604,8 @@ def _check_supported(proto: onnx.ModelProto, names: Sequence[str] | None = None)
         i, n = missing[0]
         others = sorted({m.op_type for _, m in missing[1:]} - {n.op_type})
         more = f"; also unsupported: {', '.join(others)}" if others else ""
-        why = f" ({_WHY[n.op_type]})" if n.op_type in _WHY else ""
         name = names[i] if names is not None else (n.name or "(unnamed)")
-        raise UnsupportedOpError(f"no converter for {_op_label(n, opsets)}{why} in node {name!r}{more}",
+        raise UnsupportedOpError(f"no converter for {_op_label(n, opsets)}{_why(n)} in node {name!r}{more}",
                                  CONVERTER_HINT)
 
 
@@ -697,6 +720,28 @@ def _shapes(gm: fx.GraphModule, feeds: list[torch.Tensor]) -> dict[str, tuple[in
     return shapes
 
 
+def _channel_last(model: Model, gm: fx.GraphModule, shapes: dict[str, tuple[int, ...] | None],
+                  size: int | Sequence[int] | None) -> set[str]:
+    """fx names of the rank-3 tensors laid out (N, L, C) in a sequence model: probed at a second length, their dim 1
+    follows the length and dim 2 stays (a text encoder's hidden states, the Dense layers of an NLC signal model)."""
+    batch = model.probe_batch
+    if model.has_float_input:
+        if model.layout is None or model.layout.natural_rank != 3 or model.fixed_size:
+            return set()
+        length = int(model.input_shape(batch, size)[-1])
+        make = lambda: model.feeds(model.probe_input(batch, length + 8))  # noqa: E731
+    elif model.tokens:
+        make = lambda: [model.default_feed(t, batch, 24) for t in model.inputs]  # noqa: E731  (the first: 16)
+    else:
+        return set()
+    try:
+        other = _shapes(gm, make())
+    except Exception:  # a graph that runs at one length only: its tensors keep dim 1 as the channel axis
+        return set()
+    return {k for k, a in shapes.items() if a is not None and len(a) == 3 and (b := other.get(k)) is not None
+            and len(b) == 3 and a[0] == b[0] and a[1] != b[1] and a[2] == b[2]}
+
+
 def _cut_unconvertible(proto: onnx.ModelProto, names: list[str],
                        converters: Sequence[Converter]) -> tuple[list[tuple[str, str, str]], bytes | None]:
     """Cut the graph in front of nodes without a converter, if layers worth visualizing remain before them.
@@ -711,7 +756,7 @@ def _cut_unconvertible(proto: onnx.ModelProto, names: list[str],
         return registry.find(n.op_type, opsets.get(dom, 0), dom) is not None
 
     def why(n: onnx.NodeProto) -> str:
-        return f"no converter for {_op_label(n, opsets)}" + (f" ({_WHY[n.op_type]})" if n.op_type in _WHY else "")
+        return f"no converter for {_op_label(n, opsets)}{_why(n)}"
 
     with registry.installed(converters):
         blocked = partial.blocked_nodes(proto, ok, why)
@@ -792,6 +837,8 @@ def _optimize_inner(model: Model, proto: onnx.ModelProto, name: str, ops: list[s
     dims = tuple("batch" if i == 0 else (int(x) if x == y else "len") for i, (x, y) in enumerate(zip(a.shape, b.shape)))
     model.optimized = TensorInfo(name, dims, "float32")
     model.source = source
+    if ops[at] == "Gather":
+        model.embedding = inputs_mod.embedding_table(proto, proto.graph.node[at])
     if layout is None and len(dims) == 3 and ops[at] == "Gather":
         layout = "NLC"  # an embedding lookup: (N, tokens, features)
     model.layout = layouts.detect(proto.graph, name, dims, {}, layout)
@@ -806,25 +853,26 @@ def _detect_layout(proto: onnx.ModelProto, inputs: list[TensorInfo], metadata: d
     return layouts.detect(proto.graph, first.name, first.shape, metadata, layout)
 
 
-def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Sequence[Prepass] = (),
+def load(path: str | os.PathLike[str], *, size: int | Sequence[int] | None = None, prepasses: Sequence[Prepass] = (),
          converters: Sequence[Converter] = (), layout: str | None = None,
          input_shapes: dict[str, Sequence[int]] | None = None, input: str | None = None,  # noqa: A002
          feeds: dict[str, Any] | None = None) -> Model:
     """Load, validate, pre-pass and convert an ONNX file; raise `ModelLoadError` with a one-line cause if it can't.
 
-    `size` is the spatial size of the probe input used to fill the layer table's shapes (default: the model's
-    fixed size, else 224; 1-D models: from their receptive field); a size whose probe input would exceed
-    MAX_PROBE_ELEMENTS is refused. `prepasses` and `converters` are applied as given (`vizcore.load` passes those
-    of a plugin manager); onnx2torch's converter table is left as it was found. Any unexpected exception from a
-    malformed file becomes a `ModelLoadError` with its first line (the cause stays chained).
+    `size` is the spatial size of the probe input used to fill the layer table's shapes, one int or one value
+    per spatial dim such as (H, W) (default: the model's fixed size, else 224; 1-D models: from their receptive
+    field); a size whose probe input would exceed MAX_PROBE_ELEMENTS is refused. `prepasses` and `converters` are
+    applied as given (`vizcore.load` passes those of a plugin manager); onnx2torch's converter table is left as it
+    was found. Any unexpected exception from a malformed file becomes a `ModelLoadError` with its first line (the
+    cause stays chained).
     `layout` overrides the detected input layout (NCHW, NHWC, NCL, NLC, NF); `input_shapes` ({name: dims}) fixes
     graph input dims (symbolic ones the weights do not determine). Nodes without a converter, and what depends
     on them, are left out when visual layers remain before them (`Model.unreachable` lists them).
     `input` names an inner float tensor to optimize instead of a graph input (a text model's embedding output);
     `feeds` ({input name: array}) gives the other graph inputs (default: token ids 0, 1, ..., masks of ones).
     """
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
-        raise OptionError(f"size must be a positive number of pixels, not {size!r}", "e.g. --size 224")
+    if size is not None:
+        size = inputs_mod.parse_size(size, "size", least=1)
     try:
         return _load(Path(path), size, prepasses, converters, layout=layout, input_shapes=input_shapes, input=input,
                      feeds=feeds)
@@ -835,7 +883,7 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, prepasses: Se
                              "the file is malformed; run with --debug for the traceback") from exc
 
 
-def _check_probe(model: Model, size: int | None) -> tuple[int, ...]:
+def _check_probe(model: Model, size: int | Sequence[int] | None) -> tuple[int, ...]:
     """The probe input's shape, refused when it would be larger than MAX_PROBE_ELEMENTS."""
     shape = model.input_shape(model.probe_batch, size)
     n = 1
@@ -848,7 +896,8 @@ def _check_probe(model: Model, size: int | None) -> tuple[int, ...]:
     return shape
 
 
-def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters: Sequence[Converter], *,
+def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prepass],
+          converters: Sequence[Converter], *,
           layout: str | None, input_shapes: dict[str, Sequence[int]] | None, input: str | None,  # noqa: A002
           feeds: dict[str, Any] | None) -> Model:
     proto, data = _read(path)
@@ -910,15 +959,24 @@ def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters
         raise ModelLoadError(f"the converted graph does not run on a {shape} input: "
                              f"{oneline(exc)}",
                              "pass the size the model expects, or run with --debug") from exc
-    fx_names = {n.target.rsplit("/", 1)[-1]: n.name for n in gm.graph.nodes if n.op == "call_module"}
+    _fill_layers(model, shapes, _channel_last(model, gm, shapes, size), names, ops, outs_of, ins_of, originals)
+    return model
+
+
+def _fill_layers(model: Model, shapes: dict[str, tuple[int, ...] | None], last: set[str], names: list[str],
+                 ops: list[str], outs_of: list[list[str]], ins_of: list[list[str]], originals: list[str]) -> None:
+    """The layer table (one Layer per converted node, channel-last ones shown channels first) and its lookup
+    by name, output tensor name and the export's own node name."""
+    fx_names = {n.target.rsplit("/", 1)[-1]: n.name for n in model.module.graph.nodes if n.op == "call_module"}
     layers, aliases = [], []
     for i, name in enumerate(names):
         fxn = fx_names.get(f"n{i}")
         if fxn is None:
             continue
         shape = shapes.get(fxn)
+        shape = (shape[0], shape[2], shape[1]) if fxn in last and shape else shape
         layers.append(Layer(index=len(layers), name=name, op_type=ops[i], output=outs_of[i][0] if outs_of[i] else "",
-                            fx_name=fxn, shape=shape, inputs=tuple(ins_of[i])))
+                            fx_name=fxn, shape=shape, inputs=tuple(ins_of[i]), channel_last=fxn in last))
         aliases.append(originals[i])
     model.layers = layers
     by_key: dict[str, Layer] = {}
@@ -930,4 +988,3 @@ def _load(path: Path, size: int | None, prepasses: Sequence[Prepass], converters
         if original:
             by_key.setdefault(original, l)
     model._by_key = by_key
-    return model

@@ -84,6 +84,17 @@ def parse_range(text: str) -> tuple[float, float]:
     return vals[0], vals[1]
 
 
+def _table_span(table: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """mean/std that map 0..1 onto each feature's range in an embedding table (rows: tokens): what the optimized
+    embedding can take, feature by feature, instead of a guessed image range."""
+    import numpy as np
+
+    t = np.asarray(table, dtype=np.float64)
+    lo, hi = t.min(0), t.max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return tuple((-lo / span).tolist()), tuple((1.0 / span).tolist())
+
+
 def resolve(model: Model, preprocess: str | None = None, value_range: str | None = None) -> Preprocess:
     """The preprocessing for `model`: explicit options > ONNX metadata > default (with a warning)."""
     meta = model.metadata
@@ -114,11 +125,14 @@ def resolve(model: Model, preprocess: str | None = None, value_range: str | None
         p.mean = _floats(meta.get("vizcore.mean", "0"), "metadata vizcore.mean")
         p.std = _floats(meta.get("vizcore.std", "1"), "metadata vizcore.std")
         sources.append("metadata")
+    elif getattr(model, "embedding", None) is not None and value_range is None and "vizcore.range" not in meta:
+        p.mean, p.std = _table_span(model.embedding)
+        sources.append("embedding table")
     elif channels == 3:
         p.mean, p.std = IMAGENET
         p.warnings.append("the model does not say how it normalizes its input: assuming ImageNet mean/std on a 0..1 "
                           "image (pass --preprocess and --range to be sure)")
-    if value_range is None and "vizcore.range" not in meta and not p.warnings:
+    if value_range is None and "vizcore.range" not in meta and not p.warnings and "embedding table" not in sources:
         p.warnings.append("the model does not say its input range: assuming 0..1 (pass --range 0,255 or -1,1 if not)")
     p.source = "+".join(dict.fromkeys(sources)) or "default"
     if any(s == 0 for s in p.std):

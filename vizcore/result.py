@@ -107,11 +107,17 @@ class Result:
 
         return write_folder(Path(out_dir), force, write)
 
+    def _unit_extras(self, i: int) -> dict[str, Any]:
+        """Per-unit findings the manifest records with the unit (the nearest tokens of an optimized embedding)."""
+        tokens = self.extras.get("nearest_tokens")
+        return {"nearest_tokens": [[list(c) for c in pos] for pos in tokens[i]]} if tokens else {}
+
     def to_json(self) -> dict[str, Any]:
         """Units with values and traces, as the manifest stores them."""
         return {
             "units": [dict(u.to_json(), file=self.filename(i), value=float(self.values[i]),
                            **({} if self.best_values is None else {"best_value": float(self.best_values[i])}),
-                           trace=[float(v) for v in self.traces[i]]) for i, u in enumerate(self.units)],
+                           trace=[float(v) for v in self.traces[i]], **self._unit_extras(i))
+                      for i, u in enumerate(self.units)],
             "trace_steps": list(self.trace_steps),
         }

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..inputs import require_readable
+from ._model_flags import add_model_flags, given, load_kwargs
 from ._options import (
     add_output_options,
     add_threshold_options,
@@ -30,6 +32,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("model", help="path to an .onnx file")
     add_threshold_options(p)
     add_output_options(p)
+    add_model_flags(p, None)
     return p
 
 
@@ -157,7 +160,7 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
         _print_details(report, console)
     else:
         for n in report.notes:
-            if "unavailable" in n or "not installed" in n or "skipped" in n or "failed" in n:
+            if any(w in n for w in ("unavailable", "not installed", "skipped", "failed", "no layers to check")):
                 console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
     if report.timings:
         console.print("[dim]time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()) + "[/]")
@@ -167,8 +170,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ..health import check
 
     cfg = config_from_args(args, args.model)
+    model: Any = args.model
+    if given(args):  # how to read the inputs: the check runs on the model loaded that way
+        from ..api import load
+
+        require_readable(args.model)
+        model = load(args.model, plugins=args.plugins, **{**load_kwargs(args), "size": cfg.size})
     with progress_status(console, args.quiet or args.json == "-") as progress:
-        report = check(args.model, cfg, progress=progress)
+        report = check(model, cfg, progress=progress, plugins=args.plugins)
     write_reports(report, args, console)
     if args.json != "-":
         if not args.quiet:

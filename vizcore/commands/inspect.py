@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..inputs import require_readable
 from ..text import json_text, printable
+from ._model_flags import add_model_flags, load_kwargs
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -21,14 +22,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--verbose", "-v", action="store_true", help="also list every pre-pass in order, with its changes")
     p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
-    p.add_argument("--size", type=int, default=None, help="spatial size of the probe input (default: model's, or 224)")
-    p.add_argument("--layout", default=None, help="the input's layout if detection is wrong: NCHW NHWC NCL NLC NF")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
-                   help="fix a graph input's dims (symbolic ones the weights do not determine); repeatable")
-    p.add_argument("--input-node", default=None, metavar="TENSOR",
-                   help="optimize this inner float tensor (e.g. a text model's embedding output) instead of an input")
-    p.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="value of another graph input (default: token ids 0, 1, ..., masks of ones); repeatable")
+    add_model_flags(p, "spatial size of the probe input: PX or H,W (default: the model's, or 224)")
     return p
 
 
@@ -42,16 +36,13 @@ def _tensor(t: Any) -> str:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
-    from ..graph_inputs import parse_shape, read_feed
 
     require_readable(args.model)
-    shapes = dict(parse_shape(t) for t in args.input_shape) or None
-    feeds = dict(read_feed(t) for t in args.feed) or None
-    model = load(args.model, size=args.size, plugins=args.plugins, layout=args.layout, input_shapes=shapes,
-                 input=args.input_node, feeds=feeds)
+    kwargs = load_kwargs(args)
+    model = load(args.model, plugins=args.plugins, **kwargs)
     layers = model.layers if args.all else [l for l in model.layers if l.visual]
     fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
-        size=args.size)
+        size=kwargs["size"])
     if args.json:  # whole names, strict JSON (NaN/Inf as null); json escapes control characters itself
         data = model.summary()
         data.update({"batch_ok": model.batch_ok, "fidelity": fidelity, "layers": [l.to_json() for l in layers],
@@ -100,11 +91,18 @@ def _fidelity(fidelity: dict[str, Any]) -> str:
     return f"[yellow]not measured: {escape(printable(fidelity.get('reason')))}[/]"
 
 
+def _shape(layer: Any) -> str:
+    """A layer's shape; a channel-last one (a graph tensor N×L×C) is shown channels first, as vizcore uses it."""
+    if not layer.shape:
+        return "-"
+    return _dims(layer.shape) + (" (graph: N×L×C)" if getattr(layer, "channel_last", False) else "")
+
+
 def print_layers(console: Console, layers: list[Any], title: str) -> None:
     """The layer table; names are never cut or folded mid-token: when the longest does not fit the terminal,
     each layer takes two lines, its facts and then its full name on a line of its own (copyable)."""
-    rows = [(str(l.index), printable(l.name), printable(l.op_type), _dims(l.shape) if l.shape else "-",
-             str(l.channels) if l.channels else "-") for l in layers]
+    rows = [(str(l.index), printable(l.name), printable(l.op_type), _shape(l), str(l.channels) if l.channels else "-")
+            for l in layers]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(_COLUMNS)]
     if sum(widths) + 3 * len(widths) + 1 <= console.width:  # cells + padding + borders of a rich table
         table = Table(title=title, title_justify="left")

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..files import check_out_dir
 from ..inputs import require_readable
 from ..outdir import check_creatable
+from ._model_flags import add_model_flags, load_kwargs, size_of
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -25,7 +26,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", type=Path, default=None, help="output folder (default: vizcore-out)")
     p.add_argument("--force", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--steps", default="256", help="optimization steps (default 256)")
-    p.add_argument("--size", default=None, help="image side in pixels (default: model's, else 224)")
+    add_model_flags(p, "image side in pixels, or H,W (default: the model's own input, else 224; a fixed "
+                       "non-square input keeps its aspect)")
     p.add_argument("--param", default="fft", help="parameterization: fft (default), pixel, or a plugin's")
     p.add_argument("--transforms", default="standard",
                    help="transform preset or comma list: standard (default), none, pad, jitter, scale, rotate, blur")
@@ -86,7 +88,7 @@ def options(args: argparse.Namespace) -> Any:
     from ..engine.options import RenderOptions, integer, number
 
     return RenderOptions.from_env(
-        steps=integer("--steps", args.steps), size=None if args.size is None else integer("--size", args.size),
+        steps=integer("--steps", args.steps), size=size_of(args),
         param=args.param, transforms=[t.strip() for t in args.transforms.split(",") if t.strip()],
         regularizers={k: number(f"--{k}", getattr(args, k)) for k in ("l1", "l2", "tv")},
         lr=number("--lr", args.lr), seed=integer("--seed", args.seed), device=args.device, amp=args.amp,
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     opts = options(args)
     exporters = _preflight(args, opts)
     out = args.out or Path("vizcore-out")
-    model = load(args.model, size=opts.size, plugins=args.plugins)  # layer shapes (and positions) at the size
+    model = load(args.model, plugins=args.plugins, **load_kwargs(args))  # layer shapes (and positions) at the size
     err = Console(stderr=True)
 
     def warn(msg: str) -> None:
@@ -170,6 +172,10 @@ def _report(console: Console, result: Any, written: list[Path], out: Path) -> No
         f = result.filename(i)
         where = f"  -> {escape(f)}" if f in names else ""
         console.print(f"  {escape(u.target):<28} value {result.values[i]:>9.4g}{where}", highlight=False)
+        tokens = result.extras.get("nearest_tokens")
+        if tokens:
+            ids = " ".join(str(pos[0][0]) for pos in tokens[i][:24]) + (" ..." if len(tokens[i]) > 24 else "")
+            console.print(f"  {'':<28} nearest tokens: {ids}", highlight=False)
     if len(result) > shown:
         console.print(f"  ... and {len(result) - shown} more")
     console.print(f"[green]wrote[/] {len(written)} files to {escape(str(out))} "

@@ -81,18 +81,21 @@ THROUGHPUT = {"cpu": 8e9, "cuda": 4e11}
 MAX_SECONDS = 24 * 3600
 
 
-def input_bytes(size: int, channels: int = 3, spatial: int = 2) -> int:
-    """Memory one image's parameterization, gradients, optimizer state and transformed copies need at least."""
-    return int(channels * float(size) ** spatial * 4 * 16)
+def input_bytes(size: int | Sequence[int], channels: int = 3, spatial: int = 2) -> int:
+    """Memory one image's parameterization, gradients, optimizer state and transformed copies need at least
+    (`size`: one side for every spatial dim, or one value per dim)."""
+    dims = [float(size)] * spatial if isinstance(size, int) else [float(d) for d in size]
+    return int(channels * math.prod(dims) * 4 * 16)
 
 
-def refuse_size(size: int | None, budget: int, channels: int = 3, spatial: int = 2) -> None:
+def refuse_size(size: int | Sequence[int] | None, budget: int, channels: int = 3, spatial: int = 2) -> None:
     """A DeviceError, before any work, for a size whose images alone exceed the memory budget."""
     if size is None:
         return
     need = input_bytes(size, channels, spatial)
     if need > budget:
-        raise DeviceError(f"a {size}-pixel image needs at least {_human(need)} but the memory budget is "
+        shown = size if isinstance(size, int) else "x".join(map(str, size))
+        raise DeviceError(f"a {shown}-pixel image needs at least {_human(need)} but the memory budget is "
                           f"{_human(budget)}", "lower --size (e.g. 224) or raise --max-memory")
 
 

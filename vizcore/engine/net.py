@@ -12,12 +12,14 @@ from ..model import Model
 
 
 class Net(nn.Module):
-    """0..1 images -> (resize to a fixed input size) -> normalize -> cut graph -> {layer index: activation}."""
+    """0..1 images -> (resize the dims the model fixes back to their size) -> normalize -> cut graph ->
+    {layer index: activation}."""
 
     def __init__(self, model: Model, cut: nn.Module, indices: Sequence[int], normalize: nn.Module,
-                 fixed: tuple[int, ...] | None) -> None:
+                 fixed: Sequence[int | None] | None) -> None:
         super().__init__()
-        self.cut, self.normalize, self.indices, self.fixed = cut, normalize, list(indices), fixed
+        self.cut, self.normalize, self.indices = cut, normalize, list(indices)
+        self.fixed = tuple(fixed) if fixed else None  # per spatial dim: the size the model needs, None where free
         self.extra = [t for t in model.inputs if t is not model.input]
         self.feeds = model.feeds
         self.extra_feeds = model.extra_feeds
@@ -26,9 +28,10 @@ class Net(nn.Module):
         self.memory_format = torch.contiguous_format
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        if self.fixed is not None and tuple(x.shape[2:]) != self.fixed:
-            x = F.interpolate(x, size=self.fixed, mode="bilinear" if x.dim() == 4 else "linear",
-                              align_corners=False)
+        if self.fixed is not None:
+            want = tuple(f or d for f, d in zip(self.fixed, x.shape[2:]))  # transforms may have changed the size
+            if want != tuple(x.shape[2:]):
+                x = F.interpolate(x, size=want, mode="bilinear" if x.dim() == 4 else "linear", align_corners=False)
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
         x = self.normalize(x)

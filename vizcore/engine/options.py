@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import OptionError
+from ..graph_inputs import parse_size
 from ..preprocess import parse_range
 from .budget import parse_memory
 
@@ -68,7 +69,7 @@ class RenderOptions:
     """
 
     steps: int = 256
-    size: int | None = None
+    size: int | tuple[int, ...] | None = None  # one side, or one per spatial dim: (H, W) / (L,)
     param: str = "fft"
     param_options: Mapping[str, Any] = field(default_factory=dict)
     transforms: tuple[str, ...] = ("standard",)
@@ -92,7 +93,7 @@ class RenderOptions:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalize in place once: the value stays frozen afterwards
         set_(self, "steps", _positive("steps", self.steps))
-        set_(self, "size", None if self.size is None else _at_least("size", self.size, 8, "use --size 64 or more"))
+        set_(self, "size", None if self.size is None else parse_size(self.size, "size"))
         set_(self, "lr", _lr(self.lr))
         set_(self, "seed", _seed(self.seed))
         set_(self, "relu_override", _fraction(self.relu_override))

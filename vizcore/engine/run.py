@@ -49,7 +49,7 @@ def run(model: Model, objectives: Sequence[Objective], names: Sequence[str], fac
     with device_settings(dev, o.cpu_heap, o.cudnn_benchmark):
         prepare(r)
         budget = o.budget_bytes or default_budget(dev)
-        refuse_size(r.size, budget, r.shape[1], len(r.shape) - 2)
+        refuse_size(r.shape[2:], budget, r.shape[1], len(r.shape) - 2)
         per_image = bytes_per_image(model, max(r.indices), r.shape, r.amp)
         refuse_slow(per_image, o.steps, len(r.units), dev)
         chunk = plan(per_image, budget, len(r.objectives), o.images_per_unit, o.batch_size, model.batch_ok,

@@ -105,16 +105,26 @@ def unit(obj: Objective, target: str) -> Unit:
                 layer_index=layer.index if layer else None, channel=obj.channel, label=obj.label)
 
 
-def render_shape(model: Model, size: int | None) -> tuple[int, tuple[int, ...]]:
-    """(side, batch-1 input shape) a render optimizes at; the engine and `vizcore.executors` both plan with it."""
+def render_shape(model: Model, size: int | Sequence[int] | None) -> tuple[int, tuple[int, ...]]:
+    """(longest side, batch-1 input shape) a render optimizes at; the engine and `vizcore.executors` both plan with
+    it. No size: the model's own (a fixed [1, 3, 60, 160] input renders at 60x160). An int: every free dim at that
+    size (a dim the model fixes keeps its own), and a fixed input scaled so that its longest side is that size
+    (aspect kept). (H, W): exactly that."""
     full = model.input_shape(1, size)
     if len(full) not in (3, 4):  # params and transforms draw signals and images; volumes (Conv3d) are not built yet
         raise OptionError(f"vizcore renders signals (N, C, L) and images (N, C, H, W); this model's input is "
                           f"{tuple(full)} ({len(full) - 2}-D)", "render a layer of a 1-D or 2-D model")
-    side = size if size is not None else full[-1]
-    if side < 8:
-        raise OptionError(f"size {side} is too small", "use --size 64 or more")
-    return side, (1, full[1], *([side] * (len(full) - 2)))
+    spatial = tuple(full[2:])
+    if isinstance(size, int) and model.fixed_size:
+        spatial = tuple(max(1, round(d * size / max(spatial))) for d in spatial)
+    elif size is not None and not isinstance(size, int):
+        spatial = tuple(int(v) for v in size)  # input_shape checked the count
+    own = model.fixed_dims or (None,) * len(spatial)
+    if any(d < 8 and d != f for d, f in zip(spatial, own)):  # the model's own small dims (a 5-feature MLP) are fine
+        raise OptionError(f"size {'x'.join(map(str, spatial))} is too small: each side must be at least 8",
+                          "give larger values to --size H,W" if isinstance(size, Sequence) else
+                          "use --size 64 or more")
+    return max(spatial), (1, full[1], *spatial)
 
 
 def prepare(r: Render) -> None:
@@ -134,7 +144,7 @@ def prepare(r: Render) -> None:
     r.size, r.shape = render_shape(r.model, o.size)
     r.cut = r.model.cut_at(r.indices)
     r.n_redirected = redirect_relus(r.cut, r.switch) if o.relu_override > 0 else 0
-    r.net = Net(r.model, r.cut, r.indices, r.pre.module(r.shape[1]), r.model.fixed_size)
+    r.net = Net(r.model, r.cut, r.indices, r.pre.module(r.shape[1]), r.model.fixed_dims)
     r.regularizers = [r.factories.regularizers[n](float(w)) for n, w in o.regularizers.items() if w]
     r.want_steps = r.on_step is not None or r.hooks.has_impls("vizcore_render_step")
     f = r.factories
@@ -157,7 +167,8 @@ def place(r: Render) -> None:
     except Exception as exc:
         if isinstance(exc, VizcoreError):
             raise
-        raise InputTooSmallError(f"the model cannot run on a {r.size}-pixel input: {oneline(exc, 160, typed=False)}",
+        shown = "x".join(map(str, r.shape[2:]))
+        raise InputTooSmallError(f"the model cannot run on a {shown} input: {oneline(exc, 160, typed=False)}",
                                  "use a larger --size (see the input shape in `vizcore inspect`)") from exc
 
 
@@ -166,7 +177,7 @@ def settings(r: Render, chunk: int, budget: int) -> dict[str, Any]:
     fixed = r.model.fixed_size
     out = r.options.to_json()
     out.update({
-        "targets": list(r.names), "size": r.size, "device": str(r.dev), "amp": r.amp,
+        "targets": list(r.names), "size": r.size, "input_size": list(r.shape[2:]), "device": str(r.dev), "amp": r.amp,
         "channels_last": r.net.memory_format == torch.channels_last, "relu_redirected_modules": r.n_redirected,
         "fused_conv_clamps": r.n_fused, "preprocess": r.pre.to_json() if r.pre else None, "chunk_units": chunk,
         "max_memory": budget, "network_input": list(fixed) if fixed else None, "vizcore_version": __version__,

@@ -6,6 +6,8 @@
     20 fold_constants             nodes computed only from initializers (Cast, Transpose, DequantizeLinear of
                                   weights, shape arithmetic on static shapes) -> initializers
     25 inline_constant_if         an If whose condition is constant -> the nodes of the branch it takes
+    26 unroll_constant_loops      a Loop whose iteration count is known -> one copy of its body per iteration
+                                  (onnx_compat/loops.py)
     30 symbolic_batch             a batch-1 export -> symbolic batch; constant Reshape shapes whose leading 1 is
                                   the batch -> 0 (copy), each rewrite checked by shape inference and onnxruntime
 """
@@ -219,9 +221,10 @@ def _set_batch(vi: onnx.ValueInfoProto, value: int | str) -> None:
         dim.dim_value = value
 
 
-def _skeleton(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
-    """The graph with the batch set to `batch` and big initializers turned into typed inputs: shape inference needs
-    their shapes, not their bytes (copying vit_b_16's weights for every inference took seconds)."""
+def _skeleton(model: onnx.ModelProto, batch: int | None) -> onnx.ModelProto:
+    """The graph with the batch set to `batch` (None: left symbolic) and big initializers turned into typed inputs:
+    shape inference needs their shapes, not their bytes (copying vit_b_16's weights for every inference took
+    seconds)."""
     m = onnx.ModelProto()
     m.ir_version, m.producer_name = model.ir_version, model.producer_name
     m.opset_import.extend(model.opset_import)
@@ -235,7 +238,7 @@ def _skeleton(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
             g.initializer.append(t)
         elif t.name not in names:
             g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    for vi in g.input:
+    for vi in g.input if batch is not None else ():
         dims = vi.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_param") and dims[0].dim_param == BATCH:
             dims[0].dim_value = batch

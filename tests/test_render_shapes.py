@@ -1,0 +1,208 @@
+"""Renders at the model's own input shape: fixed non-square inputs, partly fixed dims (an OCR line of fixed
+height), `--size H,W`, a feature vector of 5 values, and the input flags of `vizcore render`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import vizcore
+from tests.tiny import IMAGE_META, TinyCNN, export
+from vizcore.cli import main
+from vizcore.errors import OptionError
+
+
+class Line(nn.Module):
+    """An OCR-style recognizer: conv on (N, 3, 16, W), then the 16 rows flattened into features (the height must
+    be 16 or the Linear fails), a per-column classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 16, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))  # (N, 4, 16, W)
+        return self.fc(h.flatten(1, 2).transpose(1, 2))  # (N, W, 6)
+
+
+def _export(model: nn.Module, path: Path, shape: tuple[int, ...], axes: dict[int, str]) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.rand(shape),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": axes} if axes else None)
+    m = onnx.load(str(path))
+    for k, v in IMAGE_META.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.fixture
+def wide(tmp_path: Path) -> Path:
+    """TinyCNN with a fixed [1, 3, 24, 40] input."""
+    return export(TinyCNN(), tmp_path / "wide.onnx", (1, 3, 24, 40), metadata=IMAGE_META, dynamic=False)
+
+
+def _render(model: vizcore.Model, size=None, **kw) -> vizcore.Result:
+    opts = {"steps": 6, "device": "cpu", "seed": 0, "record_every": 1, "lr": 0.1, **kw}
+    return vizcore.render(model, "class:1", size=size, **opts)
+
+
+def test_a_fixed_non_square_input_renders_at_its_own_shape(wide):
+    m = vizcore.load(wide)
+    r = _render(m)
+    assert r.images.shape == (1, 24, 40, 3)
+    assert r.settings["input_size"] == [24, 40] and r.settings["size"] == 40
+    assert r.traces[0][-1] > r.traces[0][0]
+    r2 = _render(m, size=80)  # an int scales the fixed input, aspect kept; the network still sees 24x40
+    assert r2.images.shape == (1, 48, 80, 3)
+    assert r2.traces[0][-1] > r2.traces[0][0]
+
+
+def test_size_height_width_on_a_free_input(tmp_path):
+    m = vizcore.load(export(TinyCNN(), tmp_path / "free.onnx", (1, 3, 32, 32), metadata=IMAGE_META))
+    assert _render(m, size=(16, 36)).images.shape == (1, 16, 36, 3)
+    assert _render(m, size=20).images.shape == (1, 20, 20, 3)
+    with pytest.raises(OptionError, match="too small"):
+        _render(m, size=(16, 4))
+    with pytest.raises(OptionError, match="too small"):
+        vizcore.render(vizcore.load(wide_path := export(TinyCNN(), tmp_path / "w.onnx", (1, 3, 24, 40),
+                                                        metadata=IMAGE_META, dynamic=False)), "class:1", size=10,
+                       steps=2, device="cpu")  # scaled to 6x10
+    assert wide_path.exists()
+
+
+def test_a_partly_fixed_input_keeps_its_fixed_height(tmp_path):
+    m = vizcore.load(_export(Line(), tmp_path / "line.onnx", (1, 3, 16, 48), {0: "N", 3: "W"}))
+    assert m.fixed_size is None and m.fixed_dims == (16, None)
+    assert m.input_shape(1, 64) == (1, 3, 16, 64)
+    relu = next(l for l in m.layers if l.op_type == "Relu")
+    # the standard transforms pad and rescale: the network must still get 16 rows (else the Linear fails)
+    r = vizcore.render(m, f"{relu.name}:1", size=40, steps=6, device="cpu", seed=0, record_every=1, lr=0.1)
+    assert r.images.shape == (1, 16, 40, 3)
+    assert r.traces[0][-1] > r.traces[0][0]
+
+
+def test_a_five_feature_vector_renders(tmp_path):
+    class Mlp(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = nn.Linear(5, 8), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.relu(self.a(x)))
+
+    m = vizcore.load(_export(Mlp(), tmp_path / "mlp.onnx", (1, 5), {0: "N"}))
+    assert m.layout.name == "NF" and m.input_shape(1) == (1, 1, 5)
+    r = vizcore.render(m, "class:2", steps=8, device="cpu", seed=0, record_every=1, lr=0.1, param="pixel",
+                       transforms="none")
+    assert r.images.shape[:2] == (1, 5)
+    assert r.traces[0][-1] > r.traces[0][0]
+
+
+def test_render_cli_size_and_input_flags(wide, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["render", str(wide), "class:1", "--steps", "4", "--device", "cpu", "-q", "--out", str(out),
+                 "--size", "24,40", "--layout", "NCHW", "--input-shape", "x=1,3,24,40"]) == 0
+    png = next(p for p in out.iterdir() if p.suffix == ".png" and p.name != "grid.png")
+    assert Image.open(png).size == (40, 24)
+    assert json.loads((out / "manifest.json").read_text())["settings"]["input_size"] == [24, 40]
+    capsys.readouterr()
+    for bad, says in ((["--size", "24,40,9"], "3 values"), (["--size", "5"], "too small"),
+                      (["--layout", "NLC"], "rank 4"), (["--input-shape", "x=1,3"], "4 dims"),
+                      (["--feed", f"m={tmp_path / 'no.npy'}"], "cannot read")):
+        assert main(["render", str(wide), "class:1", "--steps", "2", "--device", "cpu", "-q",
+                     "--out", str(tmp_path / "bad"), *bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, (bad, err)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_render_cli_optimizes_an_inner_tensor(tmp_path, capsys):
+    from tests.test_inputs import TextEncoder, _gather_output
+
+    path = tmp_path / "text.onnx"
+    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["y"],
+                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
+    feed = tmp_path / "mask.npy"
+    np.save(feed, np.ones((1, 12), np.int64))
+    out = tmp_path / "out"
+    assert main(["render", str(path), "class:0", "--steps", "6", "--device", "cpu", "-q", "--out", str(out),
+                 "--input-node", _gather_output(path), "--feed", f"attention_mask={feed}", "--size", "12",
+                 "--param", "pixel", "--transforms", "none"]) == 0
+    arr = np.load(next(out.glob("*.npy")))
+    assert arr.shape[-2:] in ((12, 8), (8, 12))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["preprocess"]["source"] == "embedding table"
+    assert not any("range" in w for w in manifest["warnings"])  # the table gives the range: nothing guessed
+    tokens = manifest["units"][0]["nearest_tokens"]
+    assert len(tokens) == 12 and all(0 <= c[0] < 50 and -1 <= c[1] <= 1 for pos in tokens for c in pos)
+    assert "nearest tokens:" in capsys.readouterr().out
+
+
+def test_nearest_tokens_find_the_table_rows_and_the_embedding_range():
+    from vizcore.analysis.tokens import model_units, nearest_tokens
+    from vizcore.preprocess import _table_span
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(40, 6)).astype(np.float32)
+    got = nearest_tokens(table, table[[3, 17, 3]] * 2.5, k=2)  # scale does not change the direction
+    assert [p[0][0] for p in got] == [3, 17, 3] and got[0][0][1] == pytest.approx(1.0)
+    assert got[0][1][1] < 1.0
+    mean, std = _table_span(table)
+    pre = {"range": [0, 1], "mean": list(mean), "std": list(std)}
+    ends = model_units(np.array([[0] * 6, [255] * 6], np.uint8), pre)  # 0..1 spans each feature's min..max
+    assert np.allclose(ends[0], table.min(0), atol=1e-5) and np.allclose(ends[1], table.max(0), atol=1e-5)
+
+
+def _text_model(tmp_path: Path) -> Path:
+    from tests.test_inputs import TextEncoder
+
+    path = tmp_path / "text.onnx"
+    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["y"],
+                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
+    return path
+
+
+def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
+    from tests.test_inputs import TextEncoder, _gather_output
+
+    path = _text_model(tmp_path)
+    m = vizcore.load(path)  # token inputs only: probed at 16 and 24 ids
+    relu = next(l for l in m.layers if l.op_type == "Relu")
+    assert relu.channel_last and relu.shape == (1, 12, 16) and relu.channels == 12
+    gemm = next(l for l in m.layers if l.op_type == "Gemm")
+    assert not gemm.channel_last and gemm.shape == (1, 3)
+    ids = torch.arange(16).reshape(1, 16) % 50
+    with torch.no_grad():
+        ref = torch.relu(TextEncoder().fc(TextEncoder().emb(ids)))  # (1, 16, 12), the same seeded weights
+        got = m.cut_at([relu.index])(ids, torch.ones(1, 16, dtype=torch.int64))[0]
+    assert got.shape == (1, 12, 16) and torch.allclose(got, ref.transpose(1, 2), atol=1e-5)
+    emb = _gather_output(path)
+    out = tmp_path / "check.json"
+    assert main(["check", str(path), "--input-node", emb, "--layers", relu.name, "--json", str(out), "-q"]) == 0
+    rep = json.loads(out.read_text())
+    assert [l["channels"] for l in rep["layers"]] == [12]
+    capsys.readouterr()
+    assert main(["check", str(path)]) == 0  # no Conv: nothing checked, and it says so
+    assert "no layers to check" in capsys.readouterr().out

@@ -1,0 +1,42 @@
+"""The flags that say how to read a model's inputs, shared by `inspect` and `render`: `--size` (one side or H,W),
+`--layout`, `--input-shape`, `--input-node` and `--feed`, and the `vizcore.load` keywords they become."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_model_flags(p: argparse.ArgumentParser, size_help: str | None) -> None:
+    """Add the input flags to one command's parser (`size_help` None: the command has its own --size)."""
+    if size_help is not None:
+        p.add_argument("--size", default=None, metavar="PX|H,W", help=size_help)
+    p.add_argument("--layout", default=None, help="the input's layout if detection is wrong: NCHW NHWC NCL NLC NF")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
+                   help="fix a graph input's dims (symbolic ones the weights do not determine); repeatable")
+    p.add_argument("--input-node", default=None, metavar="TENSOR",
+                   help="optimize this inner float tensor (e.g. a text model's embedding output) instead of an input")
+    p.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="value of another graph input (default: token ids 0, 1, ..., masks of ones); repeatable")
+
+
+def size_of(args: argparse.Namespace) -> int | tuple[int, ...] | None:
+    """`--size` read (OptionError, one line, for a bad value): None, an int, or one value per spatial dim (renders
+    refuse sides under 8 themselves; a probe may be smaller)."""
+    from ..graph_inputs import parse_size
+
+    return None if args.size is None else parse_size(args.size, least=1)
+
+
+def given(args: argparse.Namespace) -> bool:
+    """Whether any input flag other than --size was given."""
+    return bool(args.layout or args.input_shape or args.input_node or args.feed)
+
+
+def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The `vizcore.load` keywords of the input flags (files given to --feed are read here, one-line errors)."""
+    from ..graph_inputs import parse_shape, read_feed
+
+    return {"size": size_of(args), "layout": args.layout,
+            "input_shapes": dict(parse_shape(t) for t in args.input_shape) or None,
+            "input": args.input_node, "feeds": dict(read_feed(t) for t in args.feed) or None}
