@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -107,15 +106,16 @@ class Redirected(nn.Module):
         return self.inner(x, *args)
 
 
-def redirected_saturate(switch: Switch) -> Callable[[torch.Tensor, float, float], torch.Tensor]:
+class RedirectedSaturate:
     """A quantized module's saturation clamp(x, qmin, qmax) with the override while the switch is on."""
 
-    def saturate(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-        if switch.on and x.requires_grad:
+    def __init__(self, switch: Switch) -> None:
+        self.switch = switch
+
+    def __call__(self, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        if self.switch.on and x.requires_grad:
             return RedirectedClamp.apply(x, float(lo), float(hi))
         return torch.clamp(x, lo, hi)
-
-    return saturate
 
 
 def redirect_relus(gm: torch.fx.GraphModule, switch: Switch) -> int:
@@ -133,7 +133,7 @@ def redirect_relus(gm: torch.fx.GraphModule, switch: Switch) -> int:
             n += 1
         elif isinstance(m, Saturating):
             twin = copy.copy(m)
-            twin.saturate = redirected_saturate(switch)
+            twin.saturate = RedirectedSaturate(switch)
             setattr(gm, node.target, twin)
             n += 1
     return n
