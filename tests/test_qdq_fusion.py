@@ -227,3 +227,30 @@ def test_closed_quantized_unit_opens_with_the_relu_override(tmp_path):
     opened = vizcore.render(m, f"{layer.index}:0", steps=16, size=16, record_every=1, relu_override=0.5, seed=0)
     assert not np.any(flat.traces[0]) and opened.traces[0][0] == 0 and opened.traces[0][-1] > 1, opened.traces[0]
     assert all(getattr(mod, "saturate", torch.clamp) is torch.clamp for mod in m.module.modules())
+
+
+def test_gemm_without_a_q_fuses_into_a_float_output_qgemm(tmp_path):
+    """DQ(x), DQ(w), DQ(b) -> Gemm with a float output (no Q after it): onnxruntime's QGemm with float output."""
+    n = helper.make_node
+    inits = [numpy_helper.from_array(v, k) for k, v in {
+        "xs": np.array(0.02, np.float32), "xz": np.array(128, np.uint8),
+        "w": RNG.integers(-127, 127, (5, 16)).astype(np.int8), "ws": np.array(0.01, np.float32),
+        "wz": np.array(0, np.int8), "b": RNG.integers(-500, 500, 5).astype(np.int32),
+        "bs": np.array(0.0002, np.float32)}.items()]
+    nodes = [n("QuantizeLinear", ["x", "xs", "xz"], ["xq"]), n("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             n("DequantizeLinear", ["w", "ws", "wz"], ["wd"]), n("DequantizeLinear", ["b", "bs"], ["bd"]),
+             n("Gemm", ["xd", "wd", "bd"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "gemm.onnx"
+    onnx.save(model, str(path))
+    n_fused, ops = fused_ops(path, int8_activations=None)
+    assert n_fused == 1 and ops["QGemm"] == 1 and ops["Gemm"] == 0
+    m = vizcore.load(path, input_shapes={"x": [1, 16]})
+    x = np.random.default_rng(2).uniform(-2, 2, (3, 16)).astype(np.float32)
+    with torch.no_grad():
+        got = m.module(torch.from_numpy(x)).numpy()
+    ref = ort_run(path, {"x": x})[0]
+    assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
