@@ -14,9 +14,12 @@ Q feeds exactly one DQ into uint8 (zero point + 128, the same real values) and f
 int8 tensor read by several nodes stays int8, so its producer and consumers stay float. This pass does the same
 (`int8_activations=None`: as onnxruntime on this machine's CPU, int8 kernels allowed on ARM only).
 
-Not done (onnxruntime does them, but they cannot change a value): dropping DQ/Q around Reshape, Transpose,
-Flatten, MaxPool (the converters pass integers through those anyway), Q/DQ propagation. Not fused because no
-converter computes them yet: AveragePool, Softmax, MatMul without Q (MatMulIntegerToFloat).
+Not done: dropping DQ/Q around Reshape, Transpose, Flatten, MaxPool, ... (onnxruntime does it; it cannot change
+a value, the converters pass integers through those ops anyway); Q/DQ propagation through MaxPool, Reshape,
+Transpose, Squeeze, Unsqueeze, Slice (onnxruntime inserts Q/DQ pairs after/before them where a DQ/Q is next to
+them, so the op beyond can fuse; `quantize_static` already writes those pairs, other tools may not, and then such
+a neighbour stays float here); groups without a zero-point input. Not fused because no converter computes them
+yet: AveragePool, Softmax, MatMul without Q (MatMulIntegerToFloat).
 """
 
 from __future__ import annotations
