@@ -18,8 +18,8 @@ RNG = np.random.default_rng(0)
 def test_builtin_prepasses_registered_in_order():
     passes = sorted((p for p, _ in get_manager().registry("prepasses").values()), key=lambda p: p.order)
     names = [p.name for p in passes]
-    assert names[:6] == ["half_to_float", "constants_to_initializers", "fold_constants", "inline_constant_if",
-                         "unroll_constant_loops", "symbolic_batch"]
+    assert names[:7] == ["half_to_float", "constants_to_initializers", "fuse_qdq", "fold_constants",
+                         "inline_constant_if", "unroll_constant_loops", "symbolic_batch"]
 
 
 def test_constants_to_initializers():

@@ -108,7 +108,7 @@ def test_dynamic_quantized_cnn_matches_onnxruntime(float_cnn, wt):
         assert diff <= 1e-4 * ref
 
 
-@pytest.mark.parametrize("name,layer_op", [("QDQ_pc_QInt8_QInt8", "Conv"),
+@pytest.mark.parametrize("name,layer_op", [("QDQ_pc_QInt8_QInt8", "QLinearConv"),  # fused by fuse_qdq
                                            ("QOperator_pt_QUInt8_QUInt8", "QLinearConv"),
                                            ("dynamic_QUInt8", "Relu")])
 def test_quantized_model_renders_and_checks(float_cnn, name, layer_op):

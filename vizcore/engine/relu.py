@@ -7,11 +7,14 @@ steps where the render's `Switch` is on.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..onnx_compat.converters.quantized import Saturating
 
 
 class Switch:
@@ -103,8 +106,22 @@ class Redirected(nn.Module):
         return self.inner(x, *args)
 
 
+class RedirectedSaturate:
+    """A quantized module's saturation clamp(x, qmin, qmax) with the override while the switch is on."""
+
+    def __init__(self, switch: Switch) -> None:
+        self.switch = switch
+
+    def __call__(self, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        if self.switch.on and x.requires_grad:
+            return RedirectedClamp.apply(x, float(lo), float(hi))
+        return torch.clamp(x, lo, hi)
+
+
 def redirect_relus(gm: torch.fx.GraphModule, switch: Switch) -> int:
-    """Replace ReLU/ReLU6/Clip modules of a cut graph by redirected ones (the model's own module is untouched)."""
+    """Replace ReLU/ReLU6/Clip modules of a cut graph by redirected ones, and quantized modules by copies whose
+    saturation at [qmin, qmax] is redirected (a Relu absorbed into a requantization is that clamp). The model's own
+    modules are untouched (the copies share their buffers)."""
     n = 0
     for node in gm.graph.nodes:
         if node.op != "call_module":
@@ -113,5 +130,10 @@ def redirect_relus(gm: torch.fx.GraphModule, switch: Switch) -> int:
         bounds = clamp_bounds(m)
         if bounds is not None and len(node.args) == 1:
             setattr(gm, node.target, Redirected(m, *bounds, switch))
+            n += 1
+        elif isinstance(m, Saturating):
+            twin = copy.copy(m)
+            twin.saturate = RedirectedSaturate(switch)
+            setattr(gm, node.target, twin)
             n += 1
     return n

@@ -1,6 +1,8 @@
 """Built-in ModelProto rewrites that make exported graphs convertible, applied in `order` before conversion.
 
     10 constants_to_initializers  Constant/Identity-of-initializer -> initializers (onnx2torch #156)
+    15 fuse_qdq                   QDQ node groups -> QLinearConv/QGemm/QLinearAdd/... as onnxruntime fuses them
+                                  (onnx_compat/qdq.py)
     20 fold_constants             nodes computed only from initializers (Cast, Transpose, DequantizeLinear of
                                   weights, shape arithmetic on static shapes) -> initializers
     25 inline_constant_if         an If whose condition is constant -> the nodes of the branch it takes
