@@ -157,8 +157,9 @@ def test_render_cli_optimizes_an_inner_tensor(tmp_path, capsys):
 
 
 def test_nearest_tokens_find_the_table_rows_and_the_embedding_range():
-    from vizcore.analysis.tokens import model_units, nearest_tokens
+    from vizcore.analysis.tokens import nearest_tokens
     from vizcore.preprocess import _table_span
+    from vizcore.result import Result
 
     rng = np.random.default_rng(0)
     table = rng.normal(size=(40, 6)).astype(np.float32)
@@ -167,7 +168,8 @@ def test_nearest_tokens_find_the_table_rows_and_the_embedding_range():
     assert got[0][1][1] < 1.0
     mean, std = _table_span(table)
     pre = {"range": [0, 1], "mean": list(mean), "std": list(std)}
-    ends = model_units(np.array([[0] * 6, [255] * 6], np.uint8), pre)  # 0..1 spans each feature's min..max
+    img = np.array([[[0] * 6, [255] * 6]], np.uint8)  # one 2-position "signal": the ends of 0..1
+    ends = Result(img, np.zeros(1), [[]], [], {"preprocess": pre}, {}).graph_values(0)  # each feature's min..max
     assert np.allclose(ends[0], table.min(0), atol=1e-5) and np.allclose(ends[1], table.max(0), atol=1e-5)
 
 
@@ -206,3 +208,23 @@ def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
     capsys.readouterr()
     assert main(["check", str(path)]) == 0  # no Conv: nothing checked, and it says so
     assert "no layers to check" in capsys.readouterr().out
+
+
+def test_render_cli_param_options(tmp_path, capsys):
+    from tests.tiny import TinySignal
+
+    path = export(TinySignal(), tmp_path / "sig.onnx", (1, 2, 64), metadata={"vizcore.range": "-1,1"})
+    out = tmp_path / "out"
+    assert main(["render", str(path), "1:0", "--steps", "8", "--device", "cpu", "-q", "--out", str(out),
+                 "--param-option", "dc=false", "--param-option", "rms=0.5"]) == 0
+    settings = json.loads((out / "manifest.json").read_text())["settings"]
+    assert settings["param"] == "signal" and settings["param_options"] == {"dc": False, "rms": 0.5}
+    sig = np.load(next(out.glob("*.npy")))
+    assert sig.dtype == np.float32 and sig.shape[1] == 2 and -1 <= sig.min() and sig.max() <= 1
+    assert abs(float(sig.mean())) < 0.05  # dc=false: the mean stays at mid-range (0 in -1..1)
+    capsys.readouterr()
+    for bad, says in ((["--param-option", "bogus=1"], "no option 'bogus'"), (["--param-option", "dc"], "KEY=VALUE")):
+        assert main(["render", str(path), "1:0", "--steps", "2", "--device", "cpu", "-q",
+                     "--out", str(tmp_path / "bad"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err

@@ -110,7 +110,10 @@ def test_plot_has_the_signals_own_axes(renders: dict[str, vizcore.Result], tmp_p
     assert (bare != png).any(axis=2)[y1 + 3:].any()  # the times row is drawn from the sample rate
     npy = [p for p in files if p.suffix == ".npy"]
     assert len(npy) == len(res)  # the signals themselves, next to their plots
-    assert np.array_equal(np.load(io.BytesIO(npy[0].read_bytes())), res.images[0])
+    arr = np.load(io.BytesIO(npy[0].read_bytes()))
+    lo, hi = res.value_range
+    assert arr.dtype == np.float32 and arr.shape == res.images[0].shape  # the signal in the model's units
+    assert np.allclose(arr, lo + res.images[0] / 255.0 * (hi - lo), atol=1e-6)  # this model: no mean/std
 
 
 def test_sample_rate_metadata_that_is_not_a_positive_number_is_ignored(renders: dict[str, vizcore.Result]) -> None:

@@ -31,6 +31,16 @@ def _ticks(last: int, fits: int) -> list[int]:
         mag *= 10
 
 
+def _time_ticks(last: int, rate: float, fits: int) -> list[float]:
+    """Sample positions of round times (0, step, 2*step ... s, step a nice number) when the rate is known."""
+    span = last / rate
+    if span <= 0:
+        return [0.0]
+    mag = 10.0 ** float(np.floor(np.log10(span / max(2, fits))))
+    step = next(m * mag for m in (*NICE, 10) if span / (m * mag) < max(2, fits))
+    return [k * step * rate for k in range(int(span / step + 1e-9) + 1)]
+
+
 def _seconds(samples: float, rate: float, duration: float) -> str:
     """A tick's time: milliseconds for signals under a second, else seconds."""
     t = samples / rate
@@ -72,10 +82,12 @@ def plot_signal(sig: np.ndarray, width: int = 320, height: int = 120, *,
     duration = length / sample_rate if sample_rate else 0.0
     last = _seconds(length - 1, sample_rate, duration) if sample_rate else str(length - 1)
     wide = draw.textlength(last, font=font)
-    for i in _ticks(length - 1, int((x1 - x0) // (wide + 8))):  # sample axis: ticks, samples, times
+    fits = int((x1 - x0) // (wide + 8))
+    ticks = _time_ticks(length - 1, sample_rate, fits) if sample_rate else _ticks(length - 1, fits)
+    for i in ticks:  # sample axis: ticks at round sample counts (or round times), samples, times
         x = x0 + i * (x1 - x0) / max(1, length - 1)
         draw.line([(x, y1), (x, y1 + 2)], fill=AXIS)
-        texts = [str(i)] + ([_seconds(i, sample_rate, duration)] if sample_rate else [])
+        texts = [str(round(i))] + ([_seconds(i, sample_rate, duration)] if sample_rate else [])
         for row, text in enumerate(texts):
             half = draw.textlength(text, font=font) / 2
             draw.text((min(x, width - 1 - half), y1 + 3 + row * (text_h + 1)), text, fill=AXIS, font=font,

@@ -84,6 +84,17 @@ class Result:
         rng = (self.settings.get("preprocess") or {}).get("range")
         return (float(rng[0]), float(rng[1])) if isinstance(rng, (list, tuple)) and len(rng) == 2 else None
 
+    def graph_values(self, i: int) -> np.ndarray:
+        """Unit i's 1-D signal (L, C) as float32 in the units the graph input takes: the image's 0..1 mapped onto
+        the model's range, then its mean/std (what `vizcore.render` fed the model; feed it to onnxruntime as is,
+        after the batch axis and the model's own layout)."""
+        pre = self.settings.get("preprocess") or {}
+        x = np.asarray(self.images[i], dtype=np.float64) / 255.0
+        lo, hi = pre.get("range", (0.0, 1.0))
+        mean = np.asarray(pre.get("mean", [0.0]), dtype=np.float64)
+        std = np.asarray(pre.get("std", [1.0]), dtype=np.float64)
+        return ((lo + x * (hi - lo) - mean) / std).astype(np.float32)
+
     @property
     def sample_rate(self) -> float | None:
         """Samples per second of a 1-D input: the model's metadata `vizcore.sample_rate`, if a positive number."""

@@ -8,14 +8,6 @@ from typing import Any
 import numpy as np
 
 
-def model_units(image: np.ndarray, preprocess: dict[str, Any]) -> np.ndarray:
-    """A rendered 1-D input (L, C) uint8, as the model received it (L, C) float: range, then mean/std per channel."""
-    x = np.asarray(image, dtype=np.float64) / 255.0
-    lo, hi = preprocess.get("range", (0.0, 1.0))
-    mean, std = np.asarray(preprocess.get("mean", [0.0]), float), np.asarray(preprocess.get("std", [1.0]), float)
-    return (lo + x * (hi - lo) - mean) / std
-
-
 def nearest_tokens(table: np.ndarray, values: np.ndarray, k: int = 3) -> list[list[tuple[int, float]]]:
     """For each position of `values` (L, D), the `k` table rows (V, D) most similar to it: [(id, cosine), ...]."""
     t = np.asarray(table, dtype=np.float64)
@@ -32,5 +24,4 @@ def nearest_tokens(table: np.ndarray, values: np.ndarray, k: int = 3) -> list[li
 
 def result_tokens(result: Any, table: np.ndarray, k: int = 3) -> list[list[list[tuple[int, float]]]]:
     """`nearest_tokens` for every unit of a render of an embedding input (a `vizcore.Result` of 1-D images)."""
-    pre = result.settings.get("preprocess") or {}
-    return [nearest_tokens(table, model_units(result.images[i], pre), k) for i in range(len(result))]
+    return [nearest_tokens(table, result.graph_values(i), k) for i in range(len(result))]

@@ -31,6 +31,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--param", default="auto",
                    help="parameterization: auto (default: fft for images; signal, with the ends penalty, for 1-D), "
                         "fft, pixel, signal, or a plugin's")
+    p.add_argument("--param-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the parameterization, e.g. dc=false or rms=0.5 for signal; repeatable")
     p.add_argument("--transforms", default="standard",
                    help="transform preset or comma list: standard (default), none, pad, jitter, scale, rotate, blur")
     p.add_argument("--lr", default="0.05", help="Adam learning rate (default 0.05)")
@@ -85,13 +87,30 @@ class _Progress:
         self.progress.stop()
 
 
+def _param_option(text: str) -> tuple[str, Any]:
+    """'KEY=VALUE' -> (key, value): true/false as booleans, numbers as numbers, else the text."""
+    from ..errors import OptionError
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise OptionError(f"cannot read --param-option {text!r}", "write KEY=VALUE, e.g. --param-option dc=false")
+    v = value.strip()
+    if v.lower() in ("true", "false"):
+        return key.strip(), v.lower() == "true"
+    try:
+        return key.strip(), int(v) if v.lstrip("-").isdigit() else float(v)
+    except ValueError:
+        return key.strip(), v
+
+
 def options(args: argparse.Namespace) -> Any:
     """The render options from the command line, validated (OptionError, one line) before any work."""
     from ..engine.options import RenderOptions, integer, number
 
     return RenderOptions.from_env(
         steps=integer("--steps", args.steps), size=size_of(args),
-        param=args.param, transforms=[t.strip() for t in args.transforms.split(",") if t.strip()],
+        param=args.param, param_options=dict(_param_option(t) for t in args.param_option),
+        transforms=[t.strip() for t in args.transforms.split(",") if t.strip()],
         regularizers={k: number(f"--{k}", getattr(args, k)) for k in ("l1", "l2", "tv")},
         lr=number("--lr", args.lr), seed=integer("--seed", args.seed), device=args.device, amp=args.amp,
         max_memory=args.max_memory, relu_override=number("--relu-override", args.relu_override),
@@ -150,7 +169,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         render_with = _renderer(args, err, render)  # vizcore.executors when --executor is not local
         result = render_with(model, args.targets, plugins=args.plugins, exporters=exporters, steps=o.steps, size=o.size,
-                        param=o.param, transforms=list(o.transforms), regularizers=dict(o.regularizers), lr=o.lr,
+                        param=o.param, param_options=dict(o.param_options), transforms=list(o.transforms),
+                        regularizers=dict(o.regularizers), lr=o.lr,
                         seed=o.seed, device=o.device, amp=o.amp, max_memory=o.max_memory,
                         relu_override=o.relu_override, preprocess=o.preprocess, value_range=o.value_range,
                         images_per_unit=o.images_per_unit, on_warning=warn, on_step=bar)

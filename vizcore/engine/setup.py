@@ -148,7 +148,26 @@ def prepare(r: Render) -> None:
     r.regularizers = [r.factories.regularizers[n](float(w)) for n, w in o.regularizers.items() if w]
     r.want_steps = r.on_step is not None or r.hooks.has_impls("vizcore_render_step")
     f = r.factories
+    _check_param_options(f.param, o.param_options, o.param)
     r.legacy_rng = not accepts_generator(f.param) or not all(accepts_generator(t) for t in f.transforms)
+
+
+def _check_param_options(factory: Callable[..., Any], given: Mapping[str, Any], name: str) -> None:
+    """An OptionError, before any work, for an option the parameterization does not take (its valid ones named)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY or
+             (p.default is not inspect.Parameter.empty and k not in ("units", "generator"))]
+    for key in given:
+        if key not in params or key in ("shape", "units", "generator"):
+            raise OptionError(f"the {name} parameterization has no option {key!r}",
+                              f"its options: {', '.join(valid) or 'none'}")
 
 
 def place(r: Render) -> None:

@@ -1,4 +1,5 @@
-"""`png` exporter: one PNG per unit plus `grid.png`, a labelled contact sheet; 1-D signals also as `.npy`."""
+"""`png` exporter: one PNG per unit plus `grid.png`, a labelled contact sheet; 1-D signals also as `.npy`
+(float32 (L, C), in the units the graph input takes)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def export_png(result: Result, out_dir: Path, **_: Any) -> list[Path]:
         written.append(atomic_write_bytes(inside(out_dir, name), png_bytes(result.image(i))))
         if result.is_signal:
             buf = io.BytesIO()
-            np.save(buf, result.images[i])
+            np.save(buf, result.graph_values(i))  # float32 (L, C), the values the model was fed
             written.append(atomic_write_bytes(inside(out_dir, name[:-4] + ".npy"), buf.getvalue()))
     written.append(atomic_write_bytes(inside(out_dir, "grid.png"), png_bytes(result.grid())))
     return written
