@@ -12,10 +12,10 @@ import onnx
 import pytest
 import torch
 from PIL import Image
+from tiny import IMAGE_META, TinyCNN, export
 from torch import nn
 
 import vizcore
-from tests.tiny import IMAGE_META, TinyCNN, export
 from vizcore.cli import main
 from vizcore.errors import OptionError
 
@@ -131,7 +131,7 @@ def test_render_cli_size_and_input_flags(wide, tmp_path, capsys):
 
 
 def test_render_cli_optimizes_an_inner_tensor(tmp_path, capsys):
-    from tests.test_inputs import TextEncoder, _gather_output
+    from test_inputs import TextEncoder, _gather_output
 
     path = tmp_path / "text.onnx"
     ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
@@ -174,7 +174,7 @@ def test_nearest_tokens_find_the_table_rows_and_the_embedding_range():
 
 
 def _text_model(tmp_path: Path) -> Path:
-    from tests.test_inputs import TextEncoder
+    from test_inputs import TextEncoder
 
     path = tmp_path / "text.onnx"
     ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
@@ -187,7 +187,7 @@ def _text_model(tmp_path: Path) -> Path:
 
 
 def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
-    from tests.test_inputs import TextEncoder, _gather_output
+    from test_inputs import TextEncoder, _gather_output
 
     path = _text_model(tmp_path)
     m = vizcore.load(path)  # token inputs only: probed at 16 and 24 ids
@@ -211,7 +211,7 @@ def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
 
 
 def test_render_cli_param_options(tmp_path, capsys):
-    from tests.tiny import TinySignal
+    from tiny import TinySignal
 
     path = export(TinySignal(), tmp_path / "sig.onnx", (1, 2, 64), metadata={"vizcore.range": "-1,1"})
     out = tmp_path / "out"
