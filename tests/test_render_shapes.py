@@ -205,9 +205,11 @@ def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
     assert main(["check", str(path), "--input-node", emb, "--layers", relu.name, "--json", str(out), "-q"]) == 0
     rep = json.loads(out.read_text())
     assert [l["channels"] for l in rep["layers"]] == [12]
+    assert main(["check", str(path), "--input-node", emb, "--json", str(out), "-q"]) == 0  # default: the dense layer
+    assert [(l["name"], l["channels"]) for l in json.loads(out.read_text())["layers"]] == [(relu.name, 12)]
     capsys.readouterr()
-    assert main(["check", str(path)]) == 0  # no Conv: nothing checked, and it says so
-    assert "no layers to check" in capsys.readouterr().out
+    assert main(["check", str(path)]) == 0  # token ids only: nothing to probe, and it says so
+    assert "inputs are token ids" in capsys.readouterr().out
 
 
 def test_render_cli_param_options(tmp_path, capsys):
@@ -228,3 +230,29 @@ def test_render_cli_param_options(tmp_path, capsys):
                      "--out", str(tmp_path / "bad"), *bad]) == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err
+
+
+class DeadMlp(nn.Module):
+    """6 -> 16 -> 12 -> 3 with ReLUs; hidden unit 3 of the first layer can never open (bias -100)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.c = nn.Linear(6, 16), nn.Linear(16, 12), nn.Linear(12, 3)
+        with torch.no_grad():
+            self.a.bias[3] = -100.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_check_looks_at_the_hidden_units_of_a_model_without_convolutions(tmp_path):
+    path = _export(DeadMlp(), tmp_path / "mlp.onnx", (1, 6), {0: "N"})
+    rep = vizcore.check(path, layers=None)
+    assert [(l.name, l.channels) for l in rep.layers] == [("/Relu", 16), ("/Relu_1", 12)]  # not the logits
+    first = rep.layers[0]
+    assert 3 in first.dead + first.inconclusive  # the planted unit is never called alive
+    assert len(first.dead + first.inconclusive) <= 3
+    out = tmp_path / "r.json"
+    assert main(["check", str(path), "--fail-on-inconclusive", "--json", str(out), "-q"]) == 1
+    assert main(["check", str(path), "-q"]) == 0

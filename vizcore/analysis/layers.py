@@ -16,8 +16,12 @@ from ..errors import OptionError
 from ..model import ACTIVATION_OPS, Layer, Model
 
 CONV_OPS = frozenset({"Conv", "ConvTranspose", "FusedConv", "QLinearConv", "ConvInteger"})
+#: Dense layers: checked by default when a model has no convolution (an MLP, a tabular or text model).
+DENSE_OPS = frozenset({"Gemm", "MatMul", "FusedGemm", "QGemm", "QLinearMatMul", "MatMulInteger"})
 #: Ops between a Conv and its activation that do not change which channel is which.
 PASS_THROUGH_OPS = frozenset({"BatchNormalization"})
+#: ... and between a dense layer and its activation (a MatMul's bias is an Add).
+DENSE_PASS_THROUGH_OPS = PASS_THROUGH_OPS | {"Add"}
 
 
 @dataclass(frozen=True)
@@ -48,30 +52,41 @@ def _consumers(model: Model) -> dict[str, list[Layer]]:
     return out
 
 
-def _follow(model: Model, conv: Layer, consumers: dict[str, list[Layer]], graph_outputs: set[str]) -> Layer:
-    """The activation that directly follows `conv` (through a BatchNormalization), else `conv` itself."""
+def _follow(model: Model, conv: Layer, consumers: dict[str, list[Layer]], graph_outputs: set[str],
+            through: frozenset[str] = PASS_THROUGH_OPS) -> Layer:
+    """The activation that directly follows `conv` (through a BatchNormalization, or the ops `through`), else
+    `conv` itself."""
     cur = conv
     for _ in range(2):
         nxt = consumers.get(cur.output, [])
-        if cur.output in graph_outputs or len(nxt) != 1 or nxt[0].inputs[:1] != (cur.output,):
+        if cur.output in graph_outputs or len(nxt) != 1:
             return conv
         n = nxt[0]
+        if cur.output not in (n.inputs[:2] if n.op_type == "Add" else n.inputs[:1]):  # a bias Add: either side
+            return conv
         if n.shape != cur.shape:
             return conv
         if n.op_type in ACTIVATION_OPS:
             return n
-        if n.op_type not in PASS_THROUGH_OPS:
+        if n.op_type not in through:
             return conv
         cur = n
     return conv
 
 
 def default_layers(model: Model) -> list[CheckedLayer]:
-    """Every Conv of the model with a channel dimension, measured after its activation when one follows it."""
+    """Every Conv of the model with a channel dimension, measured after its activation when one follows it; a
+    model without convolutions: every dense layer (Gemm, MatMul) that an activation follows, measured there (the
+    hidden units of an MLP; logits, with no activation, are not units that can die)."""
     consumers = _consumers(model)
     outs = {o.name for o in model.outputs}
-    return [CheckedLayer(_follow(model, c, consumers, outs), c) for c in model.layers
-            if c.op_type in CONV_OPS and c.channels]
+    convs = [CheckedLayer(_follow(model, c, consumers, outs), c) for c in model.layers
+             if c.op_type in CONV_OPS and c.channels]
+    if convs or not model.has_float_input:  # token ids only: no input to probe or ascend (see --input-node)
+        return convs
+    dense = [(_follow(model, d, consumers, outs, DENSE_PASS_THROUGH_OPS), d) for d in model.layers
+             if d.op_type in DENSE_OPS and d.channels and model.depends_on_input(d)]
+    return [CheckedLayer(m, d) for m, d in dense if m is not d]
 
 
 def select_layers(model: Model, keys: Sequence[str] = ()) -> list[CheckedLayer]:

@@ -26,7 +26,7 @@ def add_threshold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="read [tool.vizcore.check] from this TOML file instead of a "
                    "vizcore.toml / pyproject.toml next to the model")
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to check (names or indices; default: every "
-                   "Conv output, after its activation)")
+                   "Conv output, after its activation; without convolutions, every dense layer an activation follows)")
     p.add_argument("--images", metavar="DIR", help="a folder of your own images to use as probes")
     p.add_argument("--data", metavar="DIR", help="your own inputs as probes: images, or .npy arrays of one example "
                    "(C, ...) or a batch (N, C, ...) in the model's input units; verdicts say what they rest on")

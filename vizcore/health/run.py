@@ -210,8 +210,11 @@ def _choose(model: Model, cfg: CheckConfig, notes: list[str]) -> tuple[list[Chec
               for c in chosen}
     chosen = [c for c in chosen if not limits[c.layer.index].skip]
     if not chosen:
-        notes.append("no layers to check: the model has no Conv layers (choose some with --layers)"
-                     if not cfg.layers else "every chosen layer is skipped by an override")
+        notes.append("every chosen layer is skipped by an override" if cfg.layers else
+                     "no layers to check: the model has no Conv or dense layer with an activation (choose some "
+                     "with --layers)" if model.has_float_input else
+                     "no layers to check: the model's inputs are token ids (check from an inner float tensor: "
+                     "--input-node, e.g. the embedding output, with --layers)")
     return chosen, limits
 
 
