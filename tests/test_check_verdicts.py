@@ -54,8 +54,38 @@ def test_planted_dead_filters_are_exactly_those(tmp_path: Path) -> None:
     assert relu.dead == [1, 4] and relu.inconclusive == []
     for k in (1, 4):
         u = relu.units[k]
+        # the first layer reads the input: its weights and bias bound it below 0 on the whole input range
+        assert u["apoz"] == 1.0 and "no input in the model's range can open it" in u["reason"]
+    assert "ascent" not in relu.probes and rep.layers[1].dead == []  # proven: no ascent needed
+
+
+class _ClosedDeeper(nn.Module):
+    """conv(3->8) relu conv(8->6) relu: filters 1 and 4 of the second conv are closed for any input (tiny weights,
+    bias -5); no input bound reaches them, so the gradient ascent has to find that out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 6, 3, padding=1)
+        with torch.no_grad():
+            self.c1.bias.uniform_(0.0, 0.1)
+            self.c2.bias.uniform_(0.0, 0.1)
+            for k in (1, 4):
+                self.c2.weight[k] *= 0.01
+                self.c2.bias[k] = -5.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.c2(torch.relu(self.c1(x))))
+
+
+def test_planted_dead_filters_deeper_are_found_by_the_ascent(tmp_path: Path) -> None:
+    rep = check(export(_ClosedDeeper(), tmp_path / "deeper.onnx"), **QUICK, ascent_steps=48)
+    second = rep.layers[1]
+    assert second.dead == [1, 4] and second.inconclusive == [] and rep.layers[0].dead == []
+    for k in (1, 4):
+        u = second.units[k]
         assert u["apoz"] == 1.0 and u["ascent_best"] < u["threshold"] and "stalled" in u["reason"]
-    assert "ascent" in relu.probes and rep.layers[1].dead == []
+    assert "ascent" in second.probes
 
 
 def _white_images(folder: Path, n: int = 3) -> Path:

@@ -251,8 +251,29 @@ def test_check_looks_at_the_hidden_units_of_a_model_without_convolutions(tmp_pat
     rep = vizcore.check(path, layers=None)
     assert [(l.name, l.channels) for l in rep.layers] == [("/Relu", 16), ("/Relu_1", 12)]  # not the logits
     first = rep.layers[0]
-    assert 3 in first.dead + first.inconclusive  # the planted unit is never called alive
-    assert len(first.dead + first.inconclusive) <= 3
-    out = tmp_path / "r.json"
-    assert main(["check", str(path), "--fail-on-inconclusive", "--json", str(out), "-q"]) == 1
-    assert main(["check", str(path), "-q"]) == 0
+    assert 3 in first.dead and "no input in the model's range" in first.units[3]["reason"]  # proven, not guessed
+    assert len(first.dead + first.inconclusive) <= 3 and rep.layers[1].dead == []
+    assert main(["check", str(path), "-q", "--max-dead-fraction", "0.05"]) == 1  # 1 of 16 > 5 %
+    assert main(["check", str(path), "-q"]) == 0  # 1 of 16 <= 25 %
+
+
+def test_the_input_range_bound_is_exact_for_a_dense_first_layer(tmp_path):
+    """Units the bound calls closed are <= 0 at the box corner that maximizes them; the others open there. The box is
+    the graph input's: 0..1 through the model's mean 0.5 / std 0.25 (IMAGE_META), so -2..2."""
+    from vizcore.analysis.gating import closed_for_every_input, layer_facts
+    from vizcore.analysis.layers import default_layers
+
+    torch.manual_seed(3)
+    net = DeadMlp()
+    with torch.no_grad():
+        net.a.bias.copy_(torch.randn(16) * 2 - 1.5)  # a mix of units that can and cannot open on 0..1 inputs
+    m = vizcore.load(_export(net, tmp_path / "mix.onnx", (1, 6), {0: "N"}))
+    c = default_layers(m)[0]
+    closed = closed_for_every_input(m, c, layer_facts(m, c))
+    w, b = net.a.weight.detach().double(), net.a.bias.detach().double()
+    corner = torch.where(w > 0, 2.0, -2.0).double()  # the input in -2..2 that maximizes each unit
+    best = (w * corner).sum(1) + b
+    assert closed == [int(i) for i in torch.nonzero(best <= 0).reshape(-1)]
+    assert 0 < len(closed) < 16  # the test has both kinds
+    x = torch.rand(4096, 6, dtype=torch.float64) * 4 - 2
+    assert ((x @ w.T + b)[:, closed] <= 0).all()

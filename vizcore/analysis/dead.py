@@ -96,7 +96,7 @@ def _finite(x: float | None) -> float | None:
 
 
 def _judge_unit(c: int, gated: bool, cand: bool, asc: Ascent | None, thr: float, zero_w: bool,
-                can_ascend: bool) -> tuple[str, str]:
+                can_ascend: bool, bounded: bool = False) -> tuple[str, str]:
     if not gated:
         return "alive", "linear unit (no gate follows it): never dead" + ("; its weights are all zero" if zero_w
                                                                             else "")
@@ -108,6 +108,8 @@ def _judge_unit(c: int, gated: bool, cand: bool, asc: Ascent | None, thr: float,
         return "dead", f"closed on every probe; the ascent stalled at {asc.best:.3g} <= {thr:.3g}"
     if zero_w:
         return "dead", "closed on every probe and its weights are all zero"
+    if bounded:
+        return "dead", "closed on every probe, and no input in the model's range can open it (its weights and bias)"
     if asc is None:
         return "inconclusive", "closed on every probe; no ascent" + ("" if can_ascend else " (disabled)")
     return "inconclusive", f"closed on every probe; the ascent ran out of steps at {asc.best:.3g} <= {thr:.3g}"
@@ -115,15 +117,16 @@ def _judge_unit(c: int, gated: bool, cand: bool, asc: Ascent | None, thr: float,
 
 def judge(stats: LayerStats, *, gated: bool, dead_threshold: float, constant_tolerance: float,
           ascent: Mapping[int, Ascent] | None = None, data: LayerStats | None = None,
-          zero_weights: Sequence[int] = (), can_ascend: bool = True) -> UnitVerdict:
-    """The verdict of every unit of one layer; `stats` covers every probe (the user's data included)."""
+          zero_weights: Sequence[int] = (), can_ascend: bool = True, closed: Sequence[int] = ()) -> UnitVerdict:
+    """The verdict of every unit of one layer; `stats` covers every probe (the user's data included). `closed`:
+    units that no input in the model's range can open (`gating.closed_for_every_input`)."""
     thr = threshold(stats, dead_threshold)
     cand = candidates(stats, dead_threshold) if gated else []
-    ascent, zero = ascent or {}, set(zero_weights)
+    ascent, zero, shut = ascent or {}, set(zero_weights), set(closed)
     v = UnitVerdict(threshold=thr, candidates=cand)
     cset = set(cand)
     for c in range(len(stats.peak)):
-        verdict, why = _judge_unit(c, gated, c in cset, ascent.get(c), thr, c in zero, can_ascend)
+        verdict, why = _judge_unit(c, gated, c in cset, ascent.get(c), thr, c in zero, can_ascend, c in shut)
         asc = ascent.get(c)
         apoz = _finite(stats.apoz[c]) if stats.apoz is not None and gated else None
         v.units.append(UnitEvidence(c, verdict, apoz, _finite(stats.peak[c]), _finite(asc.best) if asc else None,

@@ -112,3 +112,36 @@ def zero_weight_units(model: Model, c: CheckedLayer) -> list[int] | None:
         return None
     flat = w.reshape(w.shape[0], -1)
     return [int(i) for i in torch.nonzero((flat == 0).all(1)).reshape(-1).tolist()]
+
+
+def closed_for_every_input(model: Model, c: CheckedLayer, facts: LayerFacts) -> list[int]:
+    """Units of a ReLU-gated first layer (a Conv or Gemm that reads the optimized input directly, the ReLU right
+    after it) that no input in the model's range can open: bias + sum of max(w*lo, w*hi) over the input box is
+    <= 0. The box is the input range after the model's mean/std (and 0, for a convolution's padding)."""
+    from ..preprocess import resolve
+
+    if facts.gate != "relu" or len(facts.chain) != 2 or c.conv is None or model.optimized is not None:
+        return []
+    if not c.conv.inputs or c.conv.inputs[0] != model.input.name or len(model.inputs) != 1:
+        return []
+    if model.layout is not None and not (model.layout.identity or model.layout.name == "NF"):
+        return []
+    mod = _module(model, c.conv)
+    if not isinstance(mod, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)) or getattr(mod, "groups", 1) != 1:
+        return []
+    pre = resolve(model)
+    w = mod.weight.detach().double()
+    chans = w.shape[1]
+    mean = torch.tensor(pre.mean * (chans if len(pre.mean) == 1 else 1), dtype=torch.float64)
+    std = torch.tensor(pre.std * (chans if len(pre.std) == 1 else 1), dtype=torch.float64)
+    if mean.numel() != chans or std.numel() != chans:
+        return []
+    a, b = (pre.lo - mean) / std, (pre.hi - mean) / std
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+    if isinstance(mod, torch.nn.Conv1d | torch.nn.Conv2d):  # zero padding can feed a 0 as well
+        lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
+    shape = (1, chans) + (1,) * (w.dim() - 2)
+    top = torch.maximum(w * lo.view(shape), w * hi.view(shape)).reshape(w.shape[0], -1).sum(1)
+    if mod.bias is not None:
+        top = top + mod.bias.detach().double()
+    return [int(i) for i in torch.nonzero(top <= 0).reshape(-1).tolist()]

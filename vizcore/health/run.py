@@ -17,7 +17,7 @@ import numpy as np
 
 from ..analysis import dead as dead_mod
 from ..analysis.duplicates import find_duplicates
-from ..analysis.gating import LayerFacts, layer_facts, zero_weight_units
+from ..analysis.gating import LayerFacts, closed_for_every_input, layer_facts, zero_weight_units
 from ..analysis.layers import CheckedLayer, conv_module, select_layers
 from ..analysis.probes import LayerStats, layer_stats, probe_set, user_data
 from ..analysis.weights import nonfinite_weights
@@ -137,6 +137,14 @@ def _run_ascent(model: Model, jobs: list[ascent.Job], budgets: dict[int, int], o
     return {owner[k]: v for k, v in best.items() if k in owner}
 
 
+def _closed(model: Model, c: CheckedLayer, f: LayerFacts) -> list[int]:
+    """`closed_for_every_input`, or none when the bound cannot be computed (the ascent then decides)."""
+    try:
+        return closed_for_every_input(model, c, f)
+    except Exception:  # noqa: BLE001 - an unusual first layer: no bound, no claim
+        return []
+
+
 def _dead_units(model: Model, chosen: list[CheckedLayer], facts: dict[int, LayerFacts], cfg: CheckConfig,
                 notes: list[str], progress: Progress | None, timings: dict[str, float],
                 zero: dict[int, list[int]]) -> tuple[dict[int, dead_mod.UnitVerdict], list[str]]:
@@ -145,7 +153,9 @@ def _dead_units(model: Model, chosen: list[CheckedLayer], facts: dict[int, Layer
     timings["probes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     can_ascend = cfg.ascent != "none" and cfg.ascent_steps > 0
-    jobs, budgets, owner = _ascent_jobs(chosen, facts, probed, cfg, zero)
+    shut = {c.layer.index: _closed(model, c, facts[c.layer.index]) for c in chosen}  # need no ascent either
+    jobs, budgets, owner = _ascent_jobs(chosen, facts, probed, cfg,
+                                        {i: [*(zero.get(i) or []), *shut[i]] for i in shut})
     failed: dict[int, str] = {}
     best = _run_ascent(model, jobs, budgets, owner, cfg, notes, progress, failed) if can_ascend and jobs else {}
     if probed.stats and next(iter(probed.stats.values())).count < 2:
@@ -156,7 +166,7 @@ def _dead_units(model: Model, chosen: list[CheckedLayer], facts: dict[int, Layer
         v = dead_mod.judge(probed.stats[i], gated=facts[i].gated, dead_threshold=cfg.dead_threshold,
                            constant_tolerance=cfg.constant_tolerance, ascent=best.get(i),
                            data=probed.data.get(i) if probed.data else None, zero_weights=zero.get(i, []),
-                           can_ascend=can_ascend)
+                           can_ascend=can_ascend, closed=shut[i])
         if probed.stats[i].count < 2:
             v.constant = []
         v.ascent = ("disabled" if not can_ascend else f"failed: {failed[i]}" if i in failed else
