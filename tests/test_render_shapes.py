@@ -277,3 +277,16 @@ def test_the_input_range_bound_is_exact_for_a_dense_first_layer(tmp_path):
     assert 0 < len(closed) < 16  # the test has both kinds
     x = torch.rand(4096, 6, dtype=torch.float64) * 4 - 2
     assert ((x @ w.T + b)[:, closed] <= 0).all()
+
+
+def test_auto_atlas_layers_for_signal_models_and_mlps(tmp_path):
+    from tiny import TinySignal
+
+    from vizcore.atlas.select import auto_layers
+
+    sig = vizcore.load(export(TinySignal(), tmp_path / "sig.onnx", (1, 2, 64), metadata={"vizcore.range": "-1,1"}))
+    assert [l.op_type for l in auto_layers(sig)] == ["Conv", "Conv"]  # 1-D convolutions are drawable
+    mlp = vizcore.load(_export(DeadMlp(), tmp_path / "mlp.onnx", (1, 6), {0: "N"}))
+    assert [(l.op_type, l.channels) for l in auto_layers(mlp)] == [("Gemm", 16), ("Gemm", 12)]  # not the logits
+    cnn = vizcore.load(export(TinyCNN(), tmp_path / "cnn.onnx", (1, 3, 32, 32), metadata=IMAGE_META))
+    assert all(len(l.shape) == 4 for l in auto_layers(cnn))  # images: only spatial layers, as before

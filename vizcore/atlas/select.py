@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from ..analysis.layers import CheckedLayer, default_layers
 from ..errors import OptionError
 from ..model import Layer, Model
@@ -39,6 +41,13 @@ def _spatial(layer: Layer) -> bool:
     """A (N, C, H, W) output with more than one position: a layer whose units have something to draw."""
     sh = layer.shape
     return sh is not None and len(sh) == 4 and sh[1] > 0 and sh[2] * sh[3] > 1
+
+
+def _drawable(layer: Layer) -> bool:
+    """A checked layer whose units the atlas can draw: an image or signal layer with more than one position, or
+    the hidden units of a model without convolutions (its input is drawn whatever the layer's rank)."""
+    sh = layer.shape
+    return sh is not None and len(sh) >= 2 and sh[1] > 0 and (len(sh) == 2 or int(np.prod(sh[2:])) > 1)
 
 
 def chain(model: Model, checked: CheckedLayer) -> list[Layer]:
@@ -73,10 +82,11 @@ def spread(items: Sequence[Layer], count: int) -> list[Layer]:
 
 
 def auto_layers(model: Model, count: int = AUTO_LAYERS) -> list[Layer]:
-    """About `count` convolutions spread evenly through the depth, each before its activation (module docstring);
-    models without spatial convolutions get their visual layers."""
+    """About `count` of the layers `vizcore check` looks at (convolutions; without them, dense layers with an
+    activation), spread evenly through the depth, each before its activation (module docstring); when none can be
+    drawn, the visual layers with more than one position."""
     picked = [pre_activation(model, c) for c in default_layers(model)]
-    picked = [ly for ly in picked if _spatial(ly)]
+    picked = [ly for ly in picked if _drawable(ly)]
     if not picked:
         picked = [ly for ly in model.layers if ly.visual and _spatial(ly)]
     return spread(picked, count)
