@@ -207,6 +207,7 @@ def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
     assert [l["channels"] for l in rep["layers"]] == [12]
     assert main(["check", str(path), "--input-node", emb, "--json", str(out), "-q"]) == 0  # default: the dense layer
     assert [(l["name"], l["channels"]) for l in json.loads(out.read_text())["layers"]] == [(relu.name, 12)]
+    assert main(["diff", str(path), str(path), "--input-node", emb, "-q"]) == 0  # diff reads inputs the same way
     capsys.readouterr()
     assert main(["check", str(path)]) == 0  # token ids only: nothing to probe, and it says so
     assert "inputs are token ids" in capsys.readouterr().out

@@ -40,3 +40,15 @@ def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"size": size_of(args), "layout": args.layout,
             "input_shapes": dict(parse_shape(t) for t in args.input_shape) or None,
             "input": args.input_node, "feeds": dict(read_feed(t) for t in args.feed) or None}
+
+
+def model_or_path(args: argparse.Namespace, path: str, size: Any) -> Any:
+    """`path` itself, or, when input flags were given, the model loaded from it that way (`check` and `diff` then
+    run on the model as the user reads it)."""
+    if not given(args):
+        return path
+    from ..api import load
+    from ..inputs import require_readable
+
+    require_readable(path)
+    return load(path, plugins=args.plugins, **{**load_kwargs(args), "size": size})

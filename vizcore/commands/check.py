@@ -11,8 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..inputs import require_readable
-from ._model_flags import add_model_flags, given, load_kwargs
+from ._model_flags import add_model_flags, model_or_path
 from ._options import (
     add_output_options,
     add_threshold_options,
@@ -170,12 +169,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ..health import check
 
     cfg = config_from_args(args, args.model)
-    model: Any = args.model
-    if given(args):  # how to read the inputs: the check runs on the model loaded that way
-        from ..api import load
-
-        require_readable(args.model)
-        model = load(args.model, plugins=args.plugins, **{**load_kwargs(args), "size": cfg.size})
+    model = model_or_path(args, args.model, cfg.size)  # with input flags: the model loaded that way
     with progress_status(console, args.quiet or args.json == "-") as progress:
         report = check(model, cfg, progress=progress, plugins=args.plugins)
     write_reports(report, args, console)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ._model_flags import add_model_flags, model_or_path
 from ._options import (
     add_output_options,
     add_threshold_options,
@@ -42,15 +43,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "more than this (default 1e-3)")
     add_threshold_options(p)
     add_output_options(p)
+    add_model_flags(p, None)
     return p
 
 
-def _side(path: str, cfg: Any, progress: Any, label: str) -> Any:
+def _side(args: argparse.Namespace, path: str, cfg: Any, progress: Any, label: str) -> Any:
     from ..health import check, read_report
 
     if Path(path).suffix.lower() == ".json":
         return read_report(path)
-    return check(path, cfg, progress=(lambda m: progress(f"{label}: {m}")) if progress else None)
+    return check(model_or_path(args, path, cfg.size), cfg, plugins=args.plugins,
+                 progress=(lambda m: progress(f"{label}: {m}")) if progress else None)
 
 
 def print_diff(diff: Any, console: Console, verbose: bool = False) -> None:
@@ -94,8 +97,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                            max_fidelity_increase=args.max_fidelity_increase)
     t0 = time.perf_counter()
     with progress_status(console, args.quiet or args.json == "-") as progress:
-        old = _side(args.old, cfg, progress, "old")
-        new = _side(args.new, cfg, progress, "new")
+        old = _side(args, args.old, cfg, progress, "old")
+        new = _side(args, args.new, cfg, progress, "new")
     diff = compare(old, new, cfg)
     diff.timings["total"] = time.perf_counter() - t0
     write_reports(diff, args, console)
