@@ -291,3 +291,17 @@ def test_auto_atlas_layers_for_signal_models_and_mlps(tmp_path):
     assert [(l.op_type, l.channels) for l in auto_layers(mlp)] == [("Gemm", 16), ("Gemm", 12)]  # not the logits
     cnn = vizcore.load(export(TinyCNN(), tmp_path / "cnn.onnx", (1, 3, 32, 32), metadata=IMAGE_META))
     assert all(len(l.shape) == 4 for l in auto_layers(cnn))  # images: only spatial layers, as before
+
+
+def test_bad_feeds_are_refused_in_one_line(tmp_path, capsys):
+    path = _text_model(tmp_path)
+    cases = {"shape.npy": (np.ones((2, 5, 5), np.int64), "has shape (2, 5, 5)"),
+             "text.npy": (np.array(["a", "b"]), "not a number")}
+    for name, (arr, says) in cases.items():
+        np.save(tmp_path / name, arr)
+        assert main(["inspect", str(path), "--feed", f"attention_mask={tmp_path / name}", "--no-fidelity"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err
+    (tmp_path / "model.npy").write_bytes(path.read_bytes())  # not a .npy at all
+    assert main(["inspect", str(path), "--feed", f"attention_mask={tmp_path / 'model.npy'}"]) == 2
+    assert "is not a .npy file" in capsys.readouterr().err

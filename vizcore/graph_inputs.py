@@ -70,6 +70,9 @@ def read_feed(text: str) -> tuple[str, np.ndarray]:
     if not sep or not name or not file:
         raise OptionError(f"cannot read feed {text!r}", "write NAME=FILE.npy")
     try:
+        with open(file, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise OptionError(f"{file!r} (for input {name!r}) is not a .npy file", "write it with numpy.save")
         return name, np.load(file, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise OptionError(f"cannot read {file!r} for input {name!r}: {exc}", "give a .npy file (numpy.save)") from exc
@@ -83,6 +86,30 @@ def embedding_table(proto: onnx.ModelProto, gather: onnx.NodeProto) -> np.ndarra
         return None
     table = numpy_helper.to_array(init)
     return table.astype(np.float32) if table.dtype.kind == "f" else None
+
+
+def check_feeds(proto: onnx.ModelProto, feeds: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """The given feeds as arrays, each checked against its graph input: a name the graph has (closest names), the
+    input's rank and its fixed dims, a numeric dtype. One-line OptionErrors, before any conversion."""
+    free = {vi.name: vi for vi in _free(proto)}
+    out = {}
+    for name, value in feeds.items():
+        vi = free.get(name)
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise OptionError(f"the feed for input {name!r} has dtype {arr.dtype}: not a number",
+                              "give a numeric .npy array (ids, masks or floats)")
+        if vi is None:
+            out[name] = arr  # Model._check_given names the inputs there are
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        shown = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+        if vi.type.tensor_type.HasField("shape") and (arr.ndim != len(dims) or any(
+                d is not None and d != a and not (i == 0 and a == 1) for i, (d, a) in enumerate(zip(dims, arr.shape)))):
+            raise OptionError(f"the feed for input {name!r} has shape {tuple(arr.shape)}, the input is {shown}",
+                              "give an array of the input's shape (batch 1 is expanded)")
+        out[name] = arr
+    return out
 
 
 def _free(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

@@ -939,7 +939,7 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
                   opset=_opset(proto), ir_version=int(proto.ir_version), inputs=inputs, outputs=outputs,
                   metadata=metadata, layers=[], module=gm, prepasses=done, layout=found_layout,
                   unreachable=unreachable, reference=reference, tokens=inputs_mod.token_inputs(proto),
-                  given={k: torch.as_tensor(np.asarray(v)) for k, v in (feeds or {}).items()})
+                  given={k: torch.as_tensor(v) for k, v in inputs_mod.check_feeds(proto, feeds or {}).items()})
     _check_given(model)
     if input is not None:
         _optimize_inner(model, proto, input, ops, outs_of, layout, [originals, names])
