@@ -34,6 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import test_inputs as T  # noqa: E402
 import test_loop as L  # noqa: E402
 from conftest import ort_run  # noqa: E402
+from tiny import export_text, gather_output  # noqa: E402
 
 import vizcore  # noqa: E402
 
@@ -62,9 +63,9 @@ def resnet_nhwc(path: Path) -> Path:
 
 
 def _line(path: Path) -> Path:
-    from test_render_shapes import Line, _export
+    from test_render_shapes import Line
 
-    return _export(Line(), path, (1, 3, 16, 48), {0: "N", 3: "W"})
+    return T._export(Line(), path, (1, 3, 16, 48), {0: "N", 3: "W"})
 
 
 def _rel(model: vizcore.Model, batch: int, size: int | None) -> float:
@@ -135,14 +136,7 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
         return p
 
     def text() -> Path:
-        path = tmp / "text.onnx"
-        ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(T.TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
-                              input_names=["input_ids", "attention_mask"], output_names=["y"],
-                              dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
-        return path
+        return export_text(tmp / "text.onnx")
 
     rows: list[tuple[str, Callable[[], Path], dict[str, object]]] = [
         ("resnet18 NHWC (torch permute, symbolic H, W)", lambda: resnet_nhwc(tmp / "r18.onnx"), {"size": 64}),
@@ -166,7 +160,7 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
     def measure(name: str, build: Callable[[], Path], load: dict[str, object]) -> dict[str, object]:
         path = build()
         if load.get("input") == "embedding output":
-            load = {**load, "input": T._gather_output(path)}
+            load = {**load, "input": gather_output(path)}
         return case(name, path, **load)
 
     return [(name, lambda n=name, b=build, kw=kw: measure(n, b, kw)) for name, build, kw in rows]

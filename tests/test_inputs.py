@@ -4,7 +4,6 @@ partial conversion, reachability and batch axes. Tiny models built here; parity 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 import torch
 from conftest import make_onnx, ort_run, tensor
 from onnx import TensorProto, helper
+from tiny import export, export_text, gather_output
 from torch import nn
 
 import vizcore
@@ -73,13 +73,7 @@ class MLP(nn.Module):
 
 
 def _export(module: nn.Module, path: Path, shape: tuple[int, ...], axes: dict[int, str]) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (torch.rand(shape),), str(path), dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": axes, "y": {0: "N"}})
-    m = onnx.load(str(path))
-    onnx.save(_meta(m), str(path))
-    return path
+    return export(module, path, shape, metadata=META, axes=axes)
 
 
 @pytest.fixture
@@ -402,36 +396,9 @@ def test_inspect_cli_lists_unreachable_nodes_and_takes_input_flags(tmp_path, cap
 
 
 # -- token inputs, an inner tensor as the optimized input ------------------------------------------------------------
-class TextEncoder(nn.Module):
-    """input_ids (N, S) int64 + attention_mask (N, S) -> Embedding(50, 8) -> Linear -> ReLU -> masked mean."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.emb = nn.Embedding(50, 8)
-        self.fc = nn.Linear(8, 12)
-        self.out = nn.Linear(12, 3)
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.fc(self.emb(ids)))
-        m = mask.unsqueeze(-1).to(h.dtype)
-        return self.out((h * m).sum(1) / m.sum(1))
-
-
 @pytest.fixture
 def text_path(tmp_path):
-    path = tmp_path / "text.onnx"
-    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"], output_names=["y"],
-                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
-    return path
-
-
-def _gather_output(path: Path) -> str:
-    return next(n.output[0] for n in onnx.load(str(path)).graph.node if n.op_type == "Gather")
+    return export_text(tmp_path / "text.onnx")
 
 
 def test_integer_inputs_load_and_inspect_with_valid_token_ids(text_path, capsys):
@@ -449,7 +416,7 @@ def test_integer_inputs_load_and_inspect_with_valid_token_ids(text_path, capsys)
 
 
 def test_embedding_output_as_the_optimized_input(text_path):
-    emb = _gather_output(text_path)
+    emb = gather_output(text_path)
     m = vizcore.load(text_path, input=emb)
     assert m.input.name == emb and m.input.shape == ("batch", "len", 8) and m.layout.name == "NLC"
     assert m.input_shape(1, 10) == (1, 8, 10)
@@ -465,7 +432,7 @@ def test_embedding_output_as_the_optimized_input(text_path):
 
 
 def test_feeds_give_the_other_inputs(text_path):
-    emb = _gather_output(text_path)
+    emb = gather_output(text_path)
     mask = np.zeros((1, 10), np.int64)
     mask[0, :5] = 1
     m = vizcore.load(text_path, input=emb, feeds={"attention_mask": mask}, size=10)  # the mask fixes the length
@@ -486,7 +453,7 @@ def test_inspect_cli_input_node_and_feed(text_path, tmp_path, capsys):
 
     mask = tmp_path / "mask.npy"
     np.save(mask, np.ones((1, 12), np.int64))
-    emb = _gather_output(text_path)
+    emb = gather_output(text_path)
     assert main(["inspect", str(text_path), "--input-node", emb, "--feed", f"attention_mask={mask}",
                  "--size", "12", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

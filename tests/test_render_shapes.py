@@ -4,15 +4,13 @@ height), `--size H,W`, a feature vector of 5 values, and the input flags of `viz
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from PIL import Image
-from tiny import IMAGE_META, TinyCNN, export
+from tiny import IMAGE_META, TextEncoder, TinyCNN, export, export_text, gather_output
 from torch import nn
 
 import vizcore
@@ -36,16 +34,7 @@ class Line(nn.Module):
 
 
 def _export(model: nn.Module, path: Path, shape: tuple[int, ...], axes: dict[int, str]) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.rand(shape),), str(path), dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": axes} if axes else None)
-    m = onnx.load(str(path))
-    for k, v in IMAGE_META.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, v
-    onnx.save(m, str(path))
-    return path
+    return export(model, path, shape, metadata=IMAGE_META, axes=axes)
 
 
 @pytest.fixture
@@ -131,20 +120,12 @@ def test_render_cli_size_and_input_flags(wide, tmp_path, capsys):
 
 
 def test_render_cli_optimizes_an_inner_tensor(tmp_path, capsys):
-    from test_inputs import TextEncoder, _gather_output
-
-    path = tmp_path / "text.onnx"
-    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"], output_names=["y"],
-                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
+    path = export_text(tmp_path / "text.onnx")
     feed = tmp_path / "mask.npy"
     np.save(feed, np.ones((1, 12), np.int64))
     out = tmp_path / "out"
     assert main(["render", str(path), "class:0", "--steps", "6", "--device", "cpu", "-q", "--out", str(out),
-                 "--input-node", _gather_output(path), "--feed", f"attention_mask={feed}", "--size", "12",
+                 "--input-node", gather_output(path), "--feed", f"attention_mask={feed}", "--size", "12",
                  "--param", "pixel", "--transforms", "none"]) == 0
     arr = np.load(next(out.glob("*.npy")))
     assert arr.shape[-2:] in ((12, 8), (8, 12))
@@ -173,23 +154,8 @@ def test_nearest_tokens_find_the_table_rows_and_the_embedding_range():
     assert np.allclose(ends[0], table.min(0), atol=1e-5) and np.allclose(ends[1], table.max(0), atol=1e-5)
 
 
-def _text_model(tmp_path: Path) -> Path:
-    from test_inputs import TextEncoder
-
-    path = tmp_path / "text.onnx"
-    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"], output_names=["y"],
-                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
-    return path
-
-
 def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
-    from test_inputs import TextEncoder, _gather_output
-
-    path = _text_model(tmp_path)
+    path = export_text(tmp_path / "text.onnx")
     m = vizcore.load(path)  # token inputs only: probed at 16 and 24 ids
     relu = next(l for l in m.layers if l.op_type == "Relu")
     assert relu.channel_last and relu.shape == (1, 12, 16) and relu.channels == 12
@@ -200,7 +166,7 @@ def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
         ref = torch.relu(TextEncoder().fc(TextEncoder().emb(ids)))  # (1, 16, 12), the same seeded weights
         got = m.cut_at([relu.index])(ids, torch.ones(1, 16, dtype=torch.int64))[0]
     assert got.shape == (1, 12, 16) and torch.allclose(got, ref.transpose(1, 2), atol=1e-5)
-    emb = _gather_output(path)
+    emb = gather_output(path)
     out = tmp_path / "check.json"
     assert main(["check", str(path), "--input-node", emb, "--layers", relu.name, "--json", str(out), "-q"]) == 0
     rep = json.loads(out.read_text())
@@ -294,7 +260,7 @@ def test_auto_atlas_layers_for_signal_models_and_mlps(tmp_path):
 
 
 def test_bad_feeds_are_refused_in_one_line(tmp_path, capsys):
-    path = _text_model(tmp_path)
+    path = export_text(tmp_path / "text.onnx")
     cases = {"shape.npy": (np.ones((2, 5, 5), np.int64), "has shape (2, 5, 5)"),
              "text.npy": (np.array(["a", "b"]), "not a number")}
     for name, (arr, says) in cases.items():

@@ -59,13 +59,15 @@ class TinySignal(nn.Module):
 
 
 def export(model: nn.Module, path: Path, shape: tuple[int, ...], names: dict[int, str] | None = None,
-           metadata: dict[str, str] | None = None, dynamic: bool = True) -> Path:
-    """Export with the TorchScript exporter; optionally rename nodes (by index) and add metadata_props."""
+           metadata: dict[str, str] | None = None, dynamic: bool = True,
+           axes: dict[int, str] | None = None) -> Path:
+    """Export with the TorchScript exporter; optionally rename nodes (by index) and add metadata_props. The input's
+    dynamic dims: `axes` ({dim: name}) when given, else batch and every spatial dim (`dynamic`), else batch only."""
     model.eval()
-    axes = {"x": {0: "batch"}, "y": {0: "batch"}}
-    if dynamic and len(shape) == 4:
+    axes = {"x": dict(axes) if axes is not None else {0: "batch"}, "y": {0: "batch"}}
+    if axes["x"] == {0: "batch"} and dynamic and len(shape) == 4:
         axes["x"].update({2: "h", 3: "w"})
-    if dynamic and len(shape) == 3:
+    if axes["x"] == {0: "batch"} and dynamic and len(shape) == 3:
         axes["x"].update({2: "len"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -79,6 +81,38 @@ def export(model: nn.Module, path: Path, shape: tuple[int, ...], names: dict[int
         p.key, p.value = k, v
     onnx.save(m, str(path))
     return path
+
+
+class TextEncoder(nn.Module):
+    """input_ids (N, S) int64 + attention_mask (N, S) -> Embedding(50, 8) -> Linear -> ReLU -> masked mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(50, 8)
+        self.fc = nn.Linear(8, 12)
+        self.out = nn.Linear(12, 3)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc(self.emb(ids)))
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return self.out((h * m).sum(1) / m.sum(1))
+
+
+def export_text(path: Path) -> Path:
+    """TextEncoder exported with int64 `input_ids` and `attention_mask` of symbolic batch and length."""
+    ids, mask = torch.randint(0, 50, (1, 7)), torch.ones(1, 7, dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TextEncoder().eval(), (ids, mask), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["y"],
+                          dynamic_axes={"input_ids": {0: "N", 1: "S"}, "attention_mask": {0: "N", 1: "S"}})
+    return path
+
+
+def gather_output(path: Path) -> str:
+    """The output tensor of a model's first Gather (a text model's embedding lookup)."""
+    return next(n.output[0] for n in onnx.load(str(path)).graph.node if n.op_type == "Gather")
 
 
 #: Preprocessing metadata of the tiny image models: 0..1 images, mean 0.5, std 0.25 (no guessing, no warning).
