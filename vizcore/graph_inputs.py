@@ -10,7 +10,7 @@ import onnx
 from onnx import numpy_helper
 from torch import fx
 
-from .errors import ModelLoadError, OptionError, closest
+from .errors import ModelLoadError, OptionError, TargetError, closest
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -89,19 +89,21 @@ def embedding_table(proto: onnx.ModelProto, gather: onnx.NodeProto) -> np.ndarra
 
 
 def check_feeds(proto: onnx.ModelProto, feeds: Mapping[str, object]) -> dict[str, np.ndarray]:
-    """The given feeds as arrays, each checked against its graph input: a name the graph has (closest names), the
-    input's rank and its fixed dims, a numeric dtype. One-line OptionErrors, before any conversion."""
+    """The given feeds as arrays, each checked against its graph input: a name the graph has (else a TargetError
+    with the closest names), a numeric dtype, the input's rank and its fixed dims. One line, before any
+    conversion."""
     free = {vi.name: vi for vi in _free(proto)}
     out = {}
     for name, value in feeds.items():
         vi = free.get(name)
+        if vi is None:
+            hint = closest(name, free)
+            raise TargetError(f"feed for {name!r}, but the model has no such input; inputs: {', '.join(free)}",
+                              f"did you mean {hint[0]!r}?" if hint else "see `vizcore inspect MODEL`")
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
             raise OptionError(f"the feed for input {name!r} has dtype {arr.dtype}: not a number",
                               "give a numeric .npy array (ids, masks or floats)")
-        if vi is None:
-            out[name] = arr  # Model._check_given names the inputs there are
-            continue
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
         shown = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
         if vi.type.tensor_type.HasField("shape") and (arr.ndim != len(dims) or any(

@@ -804,15 +804,6 @@ def _outputs_one_to_one(gm: fx.GraphModule, proto: onnx.ModelProto) -> None:
     gm.recompile()
 
 
-def _check_given(model: Model) -> None:
-    names = [t.name for t in model.inputs]
-    for k in model.given:
-        if k not in names:
-            hint = closest(k, names)
-            raise TargetError(f"feed for {k!r}, but the model has no such input; inputs: {', '.join(names)}",
-                              f"did you mean {hint[0]!r}?" if hint else "see `vizcore inspect MODEL`")
-
-
 def _optimize_inner(model: Model, proto: onnx.ModelProto, name: str, ops: list[str], outs_of: list[list[str]],
                     layout: str | None, node_names: Sequence[Sequence[str]]) -> None:
     """Make inner tensor `name` (or the output of the node so named) the optimized input: rewire the module, probe
@@ -940,7 +931,6 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
                   metadata=metadata, layers=[], module=gm, prepasses=done, layout=found_layout,
                   unreachable=unreachable, reference=reference, tokens=inputs_mod.token_inputs(proto),
                   given={k: torch.as_tensor(v) for k, v in inputs_mod.check_feeds(proto, feeds or {}).items()})
-    _check_given(model)
     if input is not None:
         _optimize_inner(model, proto, input, ops, outs_of, layout, [originals, names])
     if model.layout is not None and model.layout.natural_rank == 3 and model.fixed_size is None:
