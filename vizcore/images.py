@@ -19,25 +19,28 @@ GRIDLINE = (225, 225, 225)
 NICE = (1, 2, 2.5, 5)
 
 
-def _ticks(last: int, fits: int) -> list[int]:
-    """Sample ticks 0, step, 2*step ... <= `last`, step a nice number (1, 2, 2.5, 5 x 10^k) giving <= `fits`."""
+def _nice_step(span: float, fits: int, whole: bool = False) -> float:
+    """The smallest nice step (1, 2, 2.5, 5 x 10^k; a whole number with `whole`) that cuts `span` into fewer than
+    `fits` parts."""
     fits = max(2, fits)
-    mag = 1
+    mag = 10.0 ** float(np.floor(np.log10(span / fits))) if span > 0 else 1.0
     while True:
         for m in NICE:
             step = m * mag
-            if step == int(step) and last / step < fits:
-                return list(range(0, last + 1, int(step)))
+            if (not whole or float(step).is_integer()) and span / step < fits:
+                return step
         mag *= 10
 
 
+def _ticks(last: int, fits: int) -> list[int]:
+    """Sample ticks 0, step, 2*step ... <= `last`, at most `fits` of them, at a whole nice step."""
+    return list(range(0, last + 1, int(_nice_step(last, fits, whole=True))))
+
+
 def _time_ticks(last: int, rate: float, fits: int) -> list[float]:
-    """Sample positions of round times (0, step, 2*step ... s, step a nice number) when the rate is known."""
+    """Sample positions of round times (0, step, 2*step ... s, at a nice step) when the rate is known."""
     span = last / rate
-    if span <= 0:
-        return [0.0]
-    mag = 10.0 ** float(np.floor(np.log10(span / max(2, fits))))
-    step = next(m * mag for m in (*NICE, 10) if span / (m * mag) < max(2, fits))
+    step = _nice_step(span, fits)
     return [k * step * rate for k in range(int(span / step + 1e-9) + 1)]
 
 

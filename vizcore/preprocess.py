@@ -125,7 +125,7 @@ def resolve(model: Model, preprocess: str | None = None, value_range: str | None
         p.mean = _floats(meta.get("vizcore.mean", "0"), "metadata vizcore.mean")
         p.std = _floats(meta.get("vizcore.std", "1"), "metadata vizcore.std")
         sources.append("metadata")
-    elif getattr(model, "embedding", None) is not None and value_range is None and "vizcore.range" not in meta:
+    elif model.embedding is not None and value_range is None and "vizcore.range" not in meta:
         p.mean, p.std = _table_span(model.embedding)
         sources.append("embedding table")
     elif channels == 3:

@@ -95,7 +95,7 @@ def _shape(layer: Any) -> str:
     """A layer's shape; a channel-last one (a graph tensor N×L×C) is shown channels first, as vizcore uses it."""
     if not layer.shape:
         return "-"
-    return _dims(layer.shape) + (" (graph: N×L×C)" if getattr(layer, "channel_last", False) else "")
+    return _dims(layer.shape) + (" (graph: N×L×C)" if layer.channel_last else "")
 
 
 def print_layers(console: Console, layers: list[Any], title: str) -> None:
