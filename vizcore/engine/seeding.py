@@ -25,6 +25,19 @@ def accepts_generator(factory: Callable[..., Any]) -> bool:
     return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
 
 
+def options_of(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword options a factory takes besides its first argument, `units` and `generator`, in order (None:
+    it takes any (**kwargs), or its signature cannot be read)."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in ("units", "generator")]
+
+
 def call_factory(factory: Callable[..., Any], *args: Any, generator: torch.Generator, **kwargs: Any) -> Any:
     """`factory(*args, generator=..., **kwargs)`, or without `generator` for a factory that does not take it."""
     if accepts_generator(factory):

@@ -23,7 +23,7 @@ from .fusion import fuse_conv_clamps
 from .net import Net, memory_format
 from .options import RenderOptions
 from .relu import Switch, redirect_relus
-from .seeding import accepts_generator, call_factory
+from .seeding import accepts_generator, call_factory, options_of
 
 
 class VizcoreWarning(UserWarning):
@@ -154,18 +154,9 @@ def prepare(r: Render) -> None:
 
 def _check_param_options(factory: Callable[..., Any], given: Mapping[str, Any], name: str) -> None:
     """An OptionError, before any work, for an option the parameterization does not take (its valid ones named)."""
-    import inspect
-
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY or
-             (p.default is not inspect.Parameter.empty and k not in ("units", "generator"))]
+    valid = options_of(factory)
     for key in given:
-        if key not in params or key in ("shape", "units", "generator"):
+        if valid is not None and key not in valid:
             raise OptionError(f"the {name} parameterization has no option {key!r}",
                               f"its options: {', '.join(valid) or 'none'}")
 
