@@ -95,11 +95,7 @@ def check_feeds(proto: onnx.ModelProto, feeds: Mapping[str, object]) -> dict[str
     free = {vi.name: vi for vi in _free(proto)}
     out = {}
     for name, value in feeds.items():
-        vi = free.get(name)
-        if vi is None:
-            hint = closest(name, free)
-            raise TargetError(f"feed for {name!r}, but the model has no such input; inputs: {', '.join(free)}",
-                              f"did you mean {hint[0]!r}?" if hint else "see `vizcore inspect MODEL`")
+        vi = _named(free, name, f"feed for {name!r}, but the model has no such input", TargetError)
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
             raise OptionError(f"the feed for input {name!r} has dtype {arr.dtype}: not a number",
@@ -114,6 +110,16 @@ def check_feeds(proto: onnx.ModelProto, feeds: Mapping[str, object]) -> dict[str
     return out
 
 
+def _named(free: Mapping[str, onnx.ValueInfoProto], name: str, missing: str,
+           error: type[TargetError] | type[OptionError]) -> onnx.ValueInfoProto:
+    """Graph input `name`, else `error` with the inputs there are and the closest name."""
+    if name in free:
+        return free[name]
+    hint = closest(name, free)
+    raise error(f"{missing}; inputs: {', '.join(free)}",
+                f"did you mean {hint[0]!r}?" if hint else "see `vizcore inspect MODEL`")
+
+
 def _free(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     inits = {t.name for t in proto.graph.initializer}
     return [vi for vi in proto.graph.input if vi.name not in inits]
@@ -123,11 +129,7 @@ def apply_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) ->
     """Set the dims of the named graph inputs (symbolic or not) to the given values; returns the inputs changed."""
     free = {vi.name: vi for vi in _free(proto)}
     for name, dims in shapes.items():
-        vi = free.get(name)
-        if vi is None:
-            hint = closest(name, free)
-            raise OptionError(f"the model has no input named {name!r}; inputs: {', '.join(free)}",
-                              f"did you mean {hint[0]!r}?" if hint else "see `vizcore inspect MODEL`")
+        vi = _named(free, name, f"the model has no input named {name!r}", OptionError)
         have = vi.type.tensor_type.shape.dim
         if len(have) != len(dims):
             raise OptionError(f"input {name!r} has {len(have)} dims but the shape given has {len(dims)}",
