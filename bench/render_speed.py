@@ -572,7 +572,7 @@ def section_roofline(args: argparse.Namespace, dev: torch.device, out: dict[str,
     from vizcore.engine.device import cpu_heap
     from vizcore.engine.fusion import fuse_conv_clamps
     from vizcore.engine.net import memory_format
-    from vizcore.preprocess import resolve
+    from vizcore.inputspace import resolve
 
     n = 4 if args.quick else args.units
     steps = 4 if args.quick else 16

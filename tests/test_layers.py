@@ -14,9 +14,9 @@ PKG = Path(__file__).resolve().parents[1] / "vizcore"
 LAYERS: list[tuple[str, ...]] = [
     ("vizcore._version", "vizcore.errors", "vizcore.files", "vizcore.text", "vizcore.images", "vizcore.outdir"),
     ("vizcore.lifecycle", "vizcore.result", "vizcore.onnx_compat.__init__", "vizcore.hookspecs"),
-    ("vizcore.onnx_compat", "vizcore.model", "vizcore.preprocess", "vizcore.objectives", "vizcore.params",
+    ("vizcore.onnx_compat", "vizcore.model", "vizcore.inputspace", "vizcore.objectives", "vizcore.params",
      "vizcore.transforms", "vizcore.regularizers", "vizcore.layouts", "vizcore.inputs", "vizcore.proto_check",
-     "vizcore.graph_inputs"),
+     "vizcore.graph_inputs", "vizcore.samples"),
     ("vizcore.targets", "vizcore.engine"),
     ("vizcore.exporters", "vizcore.analysis"),
     ("vizcore.plugins",),

@@ -60,7 +60,7 @@ def test_middle_layer_units_beat_real_photos():
     photos = [skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket(), skdata.hubble_deep_field(),
               skdata.immunohistochemistry()]
     cut = model.cut_at([layer.index])
-    from vizcore.preprocess import resolve
+    from vizcore.inputspace import resolve
 
     norm = resolve(model).module(3)
 

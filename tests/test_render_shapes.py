@@ -139,7 +139,7 @@ def test_render_cli_optimizes_an_inner_tensor(tmp_path, capsys):
 
 def test_nearest_tokens_find_the_table_rows_and_the_embedding_range():
     from vizcore.analysis.tokens import nearest_tokens
-    from vizcore.preprocess import _table_span
+    from vizcore.inputspace import table_span as _table_span
     from vizcore.result import Result
 
     rng = np.random.default_rng(0)

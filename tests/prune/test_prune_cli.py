@@ -66,7 +66,8 @@ def test_a_unit_that_fires_on_data_is_kept(tmp_path):
     data.mkdir()
     np.save(data / "bright.npy", np.full((1, 3, 16, 16), 100.0, dtype=np.float32))
     rep = prune(src, tmp_path / "p.onnx", data=data, probes=8, latency_reps=0)
-    assert rep.verified and rep.counts()["removed"] == 0 and rep.evidence["sources"] == {"probes": 8, "data": 1}
+    assert rep.verified and rep.counts()["removed"] == 0 and rep.evidence["sources"] == {"probes": 22, "data": 1}
+    assert rep.evidence["probe_sources"] == {"noise": 8, "skimage": 14}  # the check's probes: noise and photos
     rep = prune(src, tmp_path / "q.onnx", probes=8, latency_reps=0)  # without the data it looks dead...
     assert rep.verified and rep.counts()["removed"] == 1  # ...and the probes cannot tell: the reason for --data
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from ..engine.relu import clamp_bounds
+from ..errors import OptionError
+from ..inputspace import InputSpace, resolve
 from ..model import Layer, Model
 from .layers import CheckedLayer, conv_module
 
@@ -114,12 +116,12 @@ def zero_weight_units(model: Model, c: CheckedLayer) -> list[int] | None:
     return [int(i) for i in torch.nonzero((flat == 0).all(1)).reshape(-1).tolist()]
 
 
-def closed_for_every_input(model: Model, c: CheckedLayer, facts: LayerFacts) -> list[int]:
+def closed_for_every_input(model: Model, c: CheckedLayer, facts: LayerFacts, space: InputSpace | None = None
+                           ) -> list[int]:
     """Units of a ReLU-gated first layer (a Conv or Gemm that reads the optimized input directly, the ReLU right
     after it) that no input in the model's range can open: bias + sum of max(w*lo, w*hi) over the input box is
-    <= 0. The box is the input range after the model's mean/std (and 0, for a convolution's padding)."""
-    from ..preprocess import resolve
-
+    <= 0. The box is the input range after the model's mean/std (`space`, default: the model's own), and 0 for a
+    convolution's padding."""
     if facts.gate != "relu" or len(facts.chain) != 2 or c.conv is None or model.optimized is not None:
         return []
     if not c.conv.inputs or c.conv.inputs[0] != model.input.name or len(model.inputs) != 1:
@@ -129,15 +131,12 @@ def closed_for_every_input(model: Model, c: CheckedLayer, facts: LayerFacts) -> 
     mod = _module(model, c.conv)
     if not isinstance(mod, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)) or getattr(mod, "groups", 1) != 1:
         return []
-    pre = resolve(model)
     w = mod.weight.detach().double()
     chans = w.shape[1]
-    mean = torch.tensor(pre.mean * (chans if len(pre.mean) == 1 else 1), dtype=torch.float64)
-    std = torch.tensor(pre.std * (chans if len(pre.std) == 1 else 1), dtype=torch.float64)
-    if mean.numel() != chans or std.numel() != chans:
+    try:
+        lo, hi = (torch.from_numpy(v) for v in (space or resolve(model)).box(chans))
+    except OptionError:  # mean/std given for another channel count: no bound, no claim
         return []
-    a, b = (pre.lo - mean) / std, (pre.hi - mean) / std
-    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
     if isinstance(mod, torch.nn.Conv1d | torch.nn.Conv2d):  # zero padding can feed a 0 as well
         lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
     shape = (1, chans) + (1,) * (w.dim() - 2)

@@ -30,6 +30,7 @@ class CheckedLayer:
 
     layer: Layer
     conv: Layer | None
+    chosen: str | None = None  # the key the user gave (`--layers`), when it named another layer than `layer`
 
     @property
     def name(self) -> str:
@@ -89,27 +90,41 @@ def default_layers(model: Model) -> list[CheckedLayer]:
     return [CheckedLayer(m, d) for m, d in dense if m is not d]
 
 
-def select_layers(model: Model, keys: Sequence[str] = ()) -> list[CheckedLayer]:
-    """The layers to check: `keys` (names, output names or indices) or, if empty, `default_layers`.
+#: `--layers KEY:linear` measures a Conv's or dense layer's own (linear) output instead of its activation.
+LINEAR = ":linear"
 
-    A chosen Conv is measured as it is (not after its activation); a chosen activation that directly follows a
-    Conv gets that Conv's weights for the duplicate search.
-    """
+
+def resolve_key(model: Model, key: str | int) -> CheckedLayer:
+    """One `--layers` key as the check reads it: a Conv or dense layer (a row of `vizcore inspect`) means its units,
+    measured after the activation that follows it, as in the default check (a linear output has no dead units);
+    `KEY:linear` keeps the layer's own output; any other layer is measured as it is."""
+    text = str(key)
+    linear = text.endswith(LINEAR) and text not in {lay.name for lay in model.layers}
+    lay = model.layer(text[:-len(LINEAR)] if linear else key)
+    if lay.op_type in CONV_OPS or lay.op_type in DENSE_OPS:
+        through = PASS_THROUGH_OPS if lay.op_type in CONV_OPS else DENSE_PASS_THROUGH_OPS
+        measured = lay if linear else _follow(model, lay, _consumers(model), {o.name for o in model.outputs}, through)
+        return CheckedLayer(measured, lay, text if measured is not lay else None)
+    by_measured = {c.layer.index: c.conv for c in default_layers(model)}
+    return CheckedLayer(lay, by_measured.get(lay.index))
+
+
+def select_layers(model: Model, keys: Sequence[str | int] = ()) -> list[CheckedLayer]:
+    """The layers to check: `keys` (names, output names or indices, see `resolve_key`) or, if empty,
+    `default_layers`. A chosen activation that directly follows a Conv gets that Conv's weights for the duplicate
+    search; two keys that mean the same measured tensor are checked once."""
     if not keys:
         return default_layers(model)
-    by_measured = {c.layer.index: c.conv for c in default_layers(model)}
     chosen: list[CheckedLayer] = []
     seen: set[int] = set()
     for k in keys:
-        lay = model.layer(k)
-        if not lay.channels:
-            raise OptionError(f"layer {lay.name!r} ({lay.op_type}) has no channel dimension to check",
+        c = resolve_key(model, k)
+        if not c.layer.channels:
+            raise OptionError(f"layer {c.layer.name!r} ({c.layer.op_type}) has no channel dimension to check",
                               "choose a layer with an (N, C, ...) output; see `vizcore inspect MODEL`")
-        if lay.index in seen:
-            continue
-        seen.add(lay.index)
-        conv = lay if lay.op_type in CONV_OPS else by_measured.get(lay.index)
-        chosen.append(CheckedLayer(lay, conv))
+        if c.layer.index not in seen:
+            seen.add(c.layer.index)
+            chosen.append(c)
     return chosen
 
 

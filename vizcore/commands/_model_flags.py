@@ -1,16 +1,29 @@
-"""The flags that say how to read a model's inputs, shared by `inspect` and `render`: `--size` (one side or H,W),
-`--layout`, `--input-shape`, `--input-node` and `--feed`, and the `vizcore.load` keywords they become."""
+"""The flags that say what a model's input is, one definition for every command that runs a model (inspect,
+render, check, diff, prune): `--size` (one side or H,W), `--preprocess`, `--range`, `--layout`, `--input-shape`,
+`--input-node`, `--feed` and `--data`, and the `vizcore.load` keywords they become."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+DATA_HELP = ("your own inputs: a folder of images, or .npy arrays of one example (C, ...) or a batch (N, C, ...) in "
+             "the model's input units")
 
-def add_model_flags(p: argparse.ArgumentParser, size_help: str | None) -> None:
-    """Add the input flags to one command's parser (`size_help` None: the command has its own --size)."""
+
+def add_model_flags(p: argparse.ArgumentParser, size_help: str | None, data_help: str | None = None) -> None:
+    """Add the input flags to one command's parser (`size_help` None: the command has its own --size;
+    `data_help` None: the command reads no --data)."""
     if size_help is not None:
         p.add_argument("--size", default=None, metavar="PX|H,W", help=size_help)
+    p.add_argument("--preprocess", default=None, metavar="imagenet|none|mean=A,B,C;std=D,E,F",
+                   help="the model's input normalization (default: its metadata, else ImageNet for 3 channels, "
+                   "with a warning)")
+    p.add_argument("--range", dest="value_range", default=None, metavar="LO,HI",
+                   help="the values the model's input takes: 0,1 | 0,255 | -1,1; no normalization is assumed on top "
+                   "unless --preprocess (or the metadata) gives one (default: metadata, else 0,1 with a warning)")
+    if data_help is not None:
+        p.add_argument("--data", metavar="DIR", help=f"{data_help}; {DATA_HELP}")
     p.add_argument("--layout", default=None, help="the input's layout if detection is wrong: NCHW NHWC NCL NLC NF")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
                    help="fix a graph input's dims (symbolic ones the weights do not determine); repeatable")

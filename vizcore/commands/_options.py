@@ -18,7 +18,8 @@ from ..health.config import CheckConfig, load_config
 #: Command-line options that override config-file settings: dest -> CheckConfig field.
 OVERRIDES = ("max_dead_fraction", "max_constant_fraction", "fail_on_duplicates", "duplicate_threshold", "max_shift",
              "max_fidelity_diff", "dead_threshold", "constant_tolerance", "ascent", "ascent_steps", "ascent_size",
-             "size", "seed", "device", "images", "data", "batch", "noise_probes", "fail_on_inconclusive")
+             "size", "seed", "device", "images", "data", "batch", "noise_probes", "fail_on_inconclusive",
+             "preprocess", "value_range")
 
 
 def add_threshold_options(p: argparse.ArgumentParser) -> None:
@@ -28,8 +29,6 @@ def add_threshold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to check (names or indices; default: every "
                    "Conv output, after its activation; without convolutions, every dense layer an activation follows)")
     p.add_argument("--images", metavar="DIR", help="a folder of your own images to use as probes")
-    p.add_argument("--data", metavar="DIR", help="your own inputs as probes: images, or .npy arrays of one example "
-                   "(C, ...) or a batch (N, C, ...) in the model's input units; verdicts say what they rest on")
     g = p.add_argument_group("thresholds (override the config file)")
     g.add_argument("--max-dead-fraction", type=float, metavar="F", help="fail if a layer has more dead units "
                    "(default 0.25)")

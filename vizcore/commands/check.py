@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("model", help="path to an .onnx file")
     add_threshold_options(p)
     add_output_options(p)
-    add_model_flags(p, None)
+    add_model_flags(p, None, "probes the verdicts also rest on (they say so)")
     return p
 
 

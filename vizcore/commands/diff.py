@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "more than this (default 1e-3)")
     add_threshold_options(p)
     add_output_options(p)
-    add_model_flags(p, None)
+    add_model_flags(p, None, "probes the verdicts also rest on (they say so)")
     return p
 
 

@@ -43,10 +43,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     layers = model.layers if args.all else [l for l in model.layers if l.visual]
     fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
         size=kwargs["size"])
+    space = _input_space(model, args)
     if args.json:  # whole names, strict JSON (NaN/Inf as null); json escapes control characters itself
         data = model.summary()
         data.update({"batch_ok": model.batch_ok, "fidelity": fidelity, "layers": [l.to_json() for l in layers],
-                     "layer_count": len(model.layers)})
+                     "layer_count": len(model.layers), "input_space": space.to_json() if space else None})
         text = json_text(data)
         console.print_json(text) if console.is_terminal else print(text)
         return 0
@@ -59,6 +60,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         head.add_row("input", _tensor(t) + lay)
     for t in model.outputs:
         head.add_row("output", _tensor(t))
+    if space is not None:
+        guessed = "".join(f"\n[yellow]{escape(w)}[/]" for w in space.warnings)
+        head.add_row("input space", escape(space.describe()) + guessed)
     head.add_row("parameters", f"{model.param_count:,}")
     head.add_row("batch > 1", "yes" if model.batch_ok else "[yellow]no: the graph bakes batch 1 in; units render "
                  "one at a time[/]")
@@ -78,6 +82,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
             cut.add_row(escape(printable(name)), escape(printable(op)), escape(printable(why)))
         console.print(cut)
     return 0
+
+
+def _input_space(model: Any, args: argparse.Namespace) -> Any:
+    """The input space every command would use with these flags (None for a model without a float input)."""
+    from ..inputspace import resolve
+
+    return resolve(model, args.preprocess, args.value_range) if model.has_float_input else None
 
 
 def _fidelity(fidelity: dict[str, Any]) -> str:

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ._model_flags import add_model_flags, size_of
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="remove dead / duplicate channels; write a smaller, verified ONNX model",
@@ -26,7 +28,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="where to write the pruned model")
     p.add_argument("--from-check", metavar="JSON", help="a `vizcore check --json` report: only what it called dead "
                    "(probes and gradient ascent) is removed")
-    p.add_argument("--data", metavar="DIR", help="your own inputs (images or .npy) as evidence and for verification")
     p.add_argument("--verify-data", metavar="DIR", help="held-out inputs used only to verify (never as evidence)")
     p.add_argument("--duplicates", choices=("keep", "merge"), default="keep",
                    help="merge channels that are exact copies of another channel of the same layer")
@@ -37,26 +38,43 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="report what would be removed; write nothing")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--json", metavar="FILE", help="write the JSON report here ('-': print it instead of tables)")
-    p.add_argument("--probes", type=int, default=16, help="seeded noise probes (default 16)")
-    p.add_argument("--size", type=int, help="input size for free spatial dims (default: the model's, else 224)")
+    p.add_argument("--probes", type=int, default=16, help="seeded noise probes, besides the sample photos (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probes and random inputs (default 0)")
     p.add_argument("--latency-reps", type=int, default=20, help="interleaved latency repetitions (0: skip)")
     p.add_argument("--verbose", "-v", action="store_true", help="list every removed and kept unit")
+    add_model_flags(p, "input size for free spatial dims: PX or H,W (default: the model's, else 224)",
+                    "evidence and verification")
     return p
+
+
+def options(args: argparse.Namespace) -> Any:
+    """The prune options from the command line, validated once (one-line OptionError)."""
+    from ..errors import OptionError
+    from ..graph_inputs import read_feed
+    from ..prune.options import PruneOptions
+
+    if args.input_node or args.input_shape:
+        flag = "--input-node" if args.input_node else "--input-shape"
+        raise OptionError(f"prune keeps the graph's own inputs as they are: {flag} does not apply",
+                          "leave it out; give other inputs' values with --feed NAME=FILE.npy")
+    return PruneOptions(
+        from_check=args.from_check, data=args.data, verify_data=args.verify_data, duplicates=args.duplicates,
+        tolerance=args.tolerance, margin=args.margin, dry_run=args.dry_run, force=args.force, probes=args.probes,
+        seed=args.seed, latency_reps=args.latency_reps, size=size_of(args), preprocess=args.preprocess,
+        value_range=args.value_range, layout=args.layout, feeds=dict(read_feed(t) for t in args.feed))
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..files import atomic_write_text
     from ..prune import prune
 
+    opts = options(args)
+
     with console.status("pruning…") if console.is_terminal and args.json != "-" else _null() as status:
         def progress(msg: str) -> None:
             if status is not None:
                 status.update(escape(msg) + "…")
-        rep = prune(args.model, args.out, from_check=args.from_check, data=args.data, verify_data=args.verify_data,
-                    duplicates=args.duplicates, tolerance=args.tolerance, margin=args.margin, dry_run=args.dry_run,
-                    force=args.force, probes=args.probes, size=args.size, seed=args.seed,
-                    latency_reps=args.latency_reps, progress=progress)
+        rep = prune(args.model, args.out, opts, progress=progress)
     if args.json == "-":
         print(rep.dumps(), end="")
     else:

@@ -45,8 +45,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-memory", default=None, help="memory budget for a chunk of units, e.g. 2G")
     p.add_argument("--relu-override", default="0.25",
                    help="fraction of steps using the ReLU gradient override (default 0.25)")
-    p.add_argument("--preprocess", default=None, help="imagenet | none | mean=A,B,C;std=D,E,F (default: metadata)")
-    p.add_argument("--range", dest="value_range", default=None, help="model input range: 0,1 | 0,255 | -1,1")
     p.add_argument("--images-per-unit", default="1", help="images per target (e.g. with diversity)")
     p.add_argument("--export", action="append", default=None, metavar="NAME",
                    help="more exporters to run besides png and manifest (always written); plugins add more, e.g. gif")

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import OptionError
 from ..graph_inputs import parse_size
-from ..preprocess import parse_range
+from ..inputspace import parse_range
 from .budget import parse_memory
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts

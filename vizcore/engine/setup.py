@@ -13,11 +13,11 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import InputTooSmallError, OptionError, VizcoreError, oneline
+from ..inputspace import InputSpace
+from ..inputspace import resolve as resolve_preprocess
 from ..lifecycle import Hooks, RenderRun, StepState
 from ..model import Model
 from ..objectives import Objective
-from ..preprocess import Preprocess
-from ..preprocess import resolve as resolve_preprocess
 from ..result import Unit
 from .fusion import fuse_conv_clamps
 from .net import Net, memory_format
@@ -74,7 +74,7 @@ class Render:
     size: int = 0
     shape: tuple[int, ...] = ()
     amp: bool = False
-    pre: Preprocess | None = None
+    pre: InputSpace | None = None
     cut: Any = None
     net: Any = None
     switch: Switch = field(default_factory=Switch)

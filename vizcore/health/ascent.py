@@ -101,16 +101,19 @@ def depth_groups(model: Model, jobs: Sequence[Job], overhead: float = 4.0) -> li
 def ascend(model: Model, jobs: Sequence[Job], *, steps: int, size: int | None, lr: float = 0.05, seed: int = 0,
            device: str = "cpu", on_warning: Callable[[str], None] | None = None,
            budgets: dict[int, int] | None = None, progress: Callable[[str], None] | None = None,
-           failed: dict[int, str] | None = None) -> dict[int, dict[int, Ascent]]:
+           failed: dict[int, str] | None = None, space: tuple[str | None, str | None] = (None, None)
+           ) -> dict[int, dict[int, Ascent]]:
     """What a short gradient ascent did for each unit: {layer index: {channel: Ascent}}; the jobs run in a few
     renders grouped by depth (`depth_groups`). `budgets` caps the steps per layer index (default `steps`); a
-    render that fails puts its layers' reason into `failed` (the others still run)."""
+    render that fails puts its layers' reason into `failed` (the others still run). `space` is the check's
+    (--preprocess, --range), so the ascent explores the input box the probes did."""
     out: dict[int, dict[int, Ascent]] = {}
     builtins = builtins_only()  # built-in params/transforms only: no plugin hooks ride along
     for group in depth_groups(model, jobs):
         try:
             got = _with_size_retry(model, group, steps=steps, size=size, lr=lr, seed=seed, device=device,
-                                   on_warning=on_warning, plugins=builtins, budgets=budgets or {}, progress=progress)
+                                   on_warning=on_warning, plugins=builtins, budgets=budgets or {}, progress=progress,
+                                   space=space)
         except Exception as exc:  # noqa: BLE001 - reported per layer, the rest of the check runs
             if failed is None:
                 raise
@@ -140,7 +143,8 @@ def _with_size_retry(model: Model, group: Sequence[Job], *, size: int | None, on
 def ascend_once(model: Model, jobs: Sequence[Job], *, steps: int, size: int | None, lr: float = 0.05,
                 seed: int = 0, device: str = "cpu", on_warning: Callable[[str], None] | None = None,
                 plugins: Manager | None = None, budgets: dict[int, int] | None = None,
-                progress: Callable[[str], None] | None = None) -> dict[int, dict[int, Ascent]]:
+                progress: Callable[[str], None] | None = None,
+                space: tuple[str | None, str | None] = (None, None)) -> dict[int, dict[int, Ascent]]:
     """`ascend` in one render: {layer index: {channel: Ascent}} (best value at the layer's centre).
 
     `jobs` are (layer, channels or None for all, threshold): every unit of every job goes into one render (the
@@ -165,7 +169,7 @@ def ascend_once(model: Model, jobs: Sequence[Job], *, steps: int, size: int | No
     stopper = _EarlyStop(np.asarray(bars, dtype=np.float64), np.asarray(limit), progress)
     res = render(model, targets, plugins=plugins or builtins_only(), param="fft",  # the highest value, not a picture
                  steps=max(limit), size=size, transforms="none", relu_override=1.0, lr=lr,
-                 seed=seed, device=device, record_every=max(1, steps // 4),
+                 seed=seed, device=device, record_every=max(1, steps // 4), preprocess=space[0], value_range=space[1],
                  on_warning=on_warning or (lambda m: None), on_step=stopper)
     # the best finite value each unit reached during the ascent or on its final image
     best = np.fmax(np.asarray(res.values, dtype=np.float64), np.asarray(res.best_values, dtype=np.float64))

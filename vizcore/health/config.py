@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError, closest
+from ..inputspace import parse_norm, parse_range
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -67,6 +68,9 @@ class CheckConfig:
     dead: bool = True
     duplicates: bool = True
     fidelity: bool = True
+    # the input space (None: the model's metadata, else a default with a warning; see vizcore.inputspace)
+    preprocess: str | None = None  # imagenet | none | mean=A,B,C;std=D,E,F
+    value_range: str | None = None  # LO,HI of the model's input, e.g. 0,1 or 0,255
     # probes and gradient ascent
     images: str | None = None
     data: str | None = None  # the user's own inputs: images and/or .npy arrays (any input shape)
@@ -159,6 +163,12 @@ def _validated(cfg: CheckConfig) -> CheckConfig:
             raise OptionError(f"{name.replace('_', '-')} = {v} is too small", f"use at least {low}")
         if v > high:
             raise OptionError(f"{name.replace('_', '-')} = {v} is too large", f"use at most {high}")
+    if not (cfg.ascent_lr > 0 and math.isfinite(cfg.ascent_lr)):
+        raise OptionError(f"ascent-lr = {cfg.ascent_lr} must be a finite number > 0", "e.g. 0.05")
+    if cfg.value_range is not None:
+        parse_range(cfg.value_range)
+    if cfg.preprocess is not None:
+        parse_norm(cfg.preprocess)
     if cfg.ascent not in ("candidates", "all", "none"):
         raise OptionError(f"ascent = {cfg.ascent!r} is not known", "use candidates, all or none")
     return cfg

@@ -78,6 +78,8 @@ class LayerReport:
     probes: list[str] = field(default_factory=list)
     units: list[dict[str, Any]] = field(default_factory=list)
     skipped: str | None = None
+    tensor: str | None = None  # the output tensor whose values were measured
+    chosen: str | None = None  # the --layers key that named another layer (e.g. a Conv's row), if any
 
     @property
     def gated(self) -> bool:
@@ -105,7 +107,7 @@ class LayerReport:
                 "duplicates": [{"filter": int(i), "copy": int(j), "transform": t, "similarity": float(sim)}
                                for i, j, t, sim in self.duplicates],
                 "duplicate_groups": duplicate_groups(self.duplicates), "units": list(self.units),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "tensor": self.tensor, "chosen": self.chosen}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LayerReport:
@@ -118,7 +120,7 @@ class LayerReport:
                    op=str(d.get("op_chain") or ""), conv=d.get("conv"), notes=list(d.get("notes") or []),
                    nodes=list(d.get("nodes") or []), weight=d.get("weight"), gate=d.get("gate"),
                    probes=list(d.get("probes") or []), units=list(d.get("units") or []), skipped=d.get("skipped"),
-                   **ints)
+                   tensor=d.get("tensor"), chosen=d.get("chosen"), **ints)
 
 
 @dataclass

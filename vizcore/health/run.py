@@ -19,12 +19,14 @@ from ..analysis import dead as dead_mod
 from ..analysis.duplicates import find_duplicates
 from ..analysis.gating import LayerFacts, closed_for_every_input, layer_facts, zero_weight_units
 from ..analysis.layers import CheckedLayer, conv_module, select_layers
-from ..analysis.probes import LayerStats, layer_stats, probe_set, user_data
+from ..analysis.stats import LayerStats, layer_stats
 from ..analysis.weights import nonfinite_weights
 from ..api import load
 from ..errors import OptionError, VizcoreError, oneline
+from ..inputspace import InputSpace, resolve
 from ..model import Model
 from ..plugins import Manager
+from ..samples import open_data, probe_set
 from . import ascent
 from .config import CheckConfig, LayerLimits, load_config
 from .results import CheckReport, Failure, LayerReport
@@ -53,15 +55,15 @@ class _Probed:
 
 
 def _user_data_stats(model: Model, keys: list[CheckedLayer], extra: list[Any], cfg: CheckConfig,
-                     notes: list[str]) -> dict[int, LayerStats] | None:
+                     space: InputSpace, notes: list[str]) -> dict[int, LayerStats] | None:
     if cfg.data is None:
         return None
-    ud = user_data(cfg.data, model.input_shape(1, cfg.size))
+    ud = open_data(cfg.data, model.input_shape(1, cfg.size))
     parts = []
-    if ud.images is not None:
-        parts.append(layer_stats(model, keys, ud.images, batch=cfg.batch, extra=extra))
-    if ud.arrays is not None:
-        parts.append(layer_stats(model, keys, ud.arrays, batch=cfg.batch, raw=True, extra=extra))
+    if ud.image_files:
+        parts.append(layer_stats(model, keys, ud.image_batches(cfg.batch), space=space, batch=cfg.batch, extra=extra))
+    if ud.arrays:
+        parts.append(layer_stats(model, keys, ud.array_batches(cfg.batch), space=None, batch=cfg.batch, extra=extra))
         if len(model.inputs) > 1:
             notes.append(f"--data arrays feed input {model.input.name!r}; the other inputs are zero")
     notes.append(f"your data: {ud.count} inputs from {cfg.data} ({ud.files['images']} images, "
@@ -73,20 +75,20 @@ def _user_data_stats(model: Model, keys: list[CheckedLayer], extra: list[Any], c
 
 
 def _probe(model: Model, chosen: list[CheckedLayer], facts: dict[int, LayerFacts], cfg: CheckConfig,
-           notes: list[str], progress: Progress | None) -> _Probed:
-    probes = probe_set(model, cfg.size, noise_count=cfg.noise_probes, photos=cfg.photos, images=cfg.images,
-                       seed=cfg.seed)
+           space: InputSpace, notes: list[str], progress: Progress | None) -> _Probed:
+    probes = probe_set(model.input_shape(1, cfg.size), noise_count=cfg.noise_probes, use_photos=cfg.photos,
+                       images=cfg.images, seed=cfg.seed)
     notes.extend(probes.notes)
     notes.append("probes: " + ", ".join(f"{n} {k}" for k, n in probes.sources.items()) +
                  f" at {'x'.join(str(d) for d in probes.images.shape[2:])}")
     if progress:
         progress(f"probing {len(chosen)} layers with {probes.images.shape[0]} inputs")
     extra = [f.pre for f in facts.values()]
-    stats = layer_stats(model, chosen, probes.images, batch=cfg.batch, extra=extra)
+    stats = layer_stats(model, chosen, probes.images, space=space, batch=cfg.batch, extra=extra)
     if probes.raw is not None:
-        signed = layer_stats(model, chosen, probes.raw, batch=cfg.batch, extra=extra, raw=True)
+        signed = layer_stats(model, chosen, probes.raw, space=None, batch=cfg.batch, extra=extra)
         stats = {i: dead_mod.merge(st, signed[i]) for i, st in stats.items()}
-    data = _user_data_stats(model, chosen, extra, cfg, notes)
+    data = _user_data_stats(model, chosen, extra, cfg, space, notes)
     sources = list(probes.sources)
     if data is not None:
         stats = {i: dead_mod.merge(st, data.get(i)) for i, st in stats.items()}
@@ -131,16 +133,16 @@ def _run_ascent(model: Model, jobs: list[ascent.Job], budgets: dict[int, int], o
     raw_failed: dict[int, str] = {}
     best = ascent.ascend(model, jobs, steps=cfg.ascent_steps, size=_ascent_size(model, cfg), lr=cfg.ascent_lr,
                          seed=cfg.seed, device=cfg.device, on_warning=warn, budgets=budgets, progress=progress,
-                         failed=raw_failed)
+                         failed=raw_failed, space=(cfg.preprocess, cfg.value_range))
     failed.update({owner[k]: v for k, v in raw_failed.items()})
     notes.append(f"gradient ascent: {n_units} units of {len(jobs)} layers, at most {cfg.ascent_steps} steps")
     return {owner[k]: v for k, v in best.items() if k in owner}
 
 
-def _closed(model: Model, c: CheckedLayer, f: LayerFacts) -> list[int]:
+def _closed(model: Model, c: CheckedLayer, f: LayerFacts, space: InputSpace) -> list[int]:
     """`closed_for_every_input`, or none when the bound cannot be computed (the ascent then decides)."""
     try:
-        return closed_for_every_input(model, c, f)
+        return closed_for_every_input(model, c, f, space)
     except Exception:  # noqa: BLE001 - an unusual first layer: no bound, no claim
         return []
 
@@ -149,11 +151,14 @@ def _dead_units(model: Model, chosen: list[CheckedLayer], facts: dict[int, Layer
                 notes: list[str], progress: Progress | None, timings: dict[str, float],
                 zero: dict[int, list[int]]) -> tuple[dict[int, dead_mod.UnitVerdict], list[str]]:
     t0 = time.perf_counter()
-    probed = _probe(model, chosen, facts, cfg, notes, progress)
+    space = resolve(model, cfg.preprocess, cfg.value_range)
+    notes.append(f"input space: {space.describe()}")
+    notes.extend(f"input space: {w}" for w in space.warnings)
+    probed = _probe(model, chosen, facts, cfg, space, notes, progress)
     timings["probes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     can_ascend = cfg.ascent != "none" and cfg.ascent_steps > 0
-    shut = {c.layer.index: _closed(model, c, facts[c.layer.index]) for c in chosen}  # need no ascent either
+    shut = {c.layer.index: _closed(model, c, facts[c.layer.index], space) for c in chosen}  # need no ascent either
     jobs, budgets, owner = _ascent_jobs(chosen, facts, probed, cfg,
                                         {i: [*(zero.get(i) or []), *shut[i]] for i in shut})
     failed: dict[int, str] = {}
@@ -229,9 +234,14 @@ def _choose(model: Model, cfg: CheckConfig, notes: list[str]) -> tuple[list[Chec
 
 
 def _new_report(c: CheckedLayer, f: LayerFacts, lim: LayerLimits, zero: list[int] | None) -> LayerReport:
-    return LayerReport(name=c.name, channels=int(c.layer.channels or 0), index=c.layer.index, op=f.op_chain,
-                       conv=c.conv.name if c.conv else None, limits=lim, nodes=[lay.name for lay in f.chain],
-                       weight=f.weight, gate=f.gate, zero_weights=list(zero or []))
+    rep = LayerReport(name=c.name, channels=int(c.layer.channels or 0), index=c.layer.index, op=f.op_chain,
+                      conv=c.conv.name if c.conv else None, limits=lim, nodes=[lay.name for lay in f.chain],
+                      weight=f.weight, gate=f.gate, zero_weights=list(zero or []), tensor=c.layer.output,
+                      chosen=c.chosen)
+    if c.chosen is not None:
+        rep.notes.append(f"--layers {c.chosen} ({c.conv.op_type if c.conv else '?'}) is measured after its "
+                         f"{c.layer.op_type}, tensor {c.layer.output!r} (write {c.chosen}:linear for its own output)")
+    return rep
 
 
 def _apply_verdict(rep: LayerReport, v: dead_mod.UnitVerdict, sources: list[str], failures: list[Failure]) -> None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
 from ..errors import ModelLoadError, OptionError, OutputError
-from . import cost, inputs, runtime, surgery, verify
+from . import cost, runtime, surgery, verify
 from .channels import analyze
-from .evidence import Evidence, read_check
+from .evidence import CheckVerdicts, Evidence, verdicts
 from .graph import Graph
+from .inputs import Feeder, feeder
+from .options import PruneOptions
 from .plan import Plan, decide
 from .report import PruneReport
 
@@ -35,33 +39,26 @@ def load(path: str | Path) -> tuple[onnx.ModelProto, bool]:
     return m, external
 
 
-def _feeds(model: onnx.ModelProto, n: int, size: int, seed: int, first: np.ndarray | None = None) -> dict:
-    sp = inputs.specs(model)
-    feed = {}
-    for i, s in enumerate(sp):
-        feed[s.name] = first if (i == 0 and first is not None) else inputs.noise(s, n, size, seed + 17 * i, model)
-    return feed
+#: Values the probes and data of one prune may hold at once (float32): 1 GiB.
+MAX_INPUT_VALUES = 1 << 28
 
 
-def _size(model: onnx.ModelProto, size: int | None) -> int:
-    dims = inputs.specs(model)[0].dims
-    fixed = [d for d in dims[2:] if d is not None]
-    return size or (fixed[0] if fixed else 224)
-
-
-def _input_sets(model, size, seed, probes, data, verify_data) -> tuple[dict, dict]:
-    """Evidence sets (probes, --data) and verification-only sets (--verify-data, fresh random at batch 1 and 3)."""
-    spec = inputs.specs(model)[0]
-    ev = {"probes": _feeds(model, probes, size, seed)}
-    if data is not None:
-        x = inputs.load_data(data, spec, size, model)
-        ev["data"] = _feeds(model, len(x), size, seed + 1, x)
+def _input_sets(feed: Feeder, o: PruneOptions) -> tuple[dict, dict, dict[str, int]]:
+    """Evidence sets (probes, --data) and verification-only sets (--verify-data, fresh random at batch 1 and 3),
+    every one made by the same `Feeder` (one input space, one layout); and the probes' count per source."""
+    per = int(np.prod(feed.natural))
+    if (o.probes + 16) * per > MAX_INPUT_VALUES:
+        raise OptionError(f"{o.probes} probes of shape {list(feed.natural)} would hold "
+                          f"{(o.probes + 16) * per * 4 / 2**30:,.1f} GiB", "pass fewer --probes or a smaller --size")
+    probes, sources = feed.probes(o.probes, o.seed)
+    ev = {"probes": feed.feed(probes, o.seed)}
+    if o.data is not None:
+        ev["data"] = feed.feed(feed.data(o.data, "--data"), o.seed + 1)
     ver = {}
-    if verify_data is not None:
-        x = inputs.load_data(verify_data, spec, size, model)
-        ver["verify-data"] = _feeds(model, len(x), size, seed + 2, x)
-    ver["random"] = _feeds(model, 3, size, seed + 3)
-    return ev, ver
+    if o.verify_data is not None:
+        ver["verify-data"] = feed.feed(feed.data(o.verify_data, "--verify-data"), o.seed + 2)
+    ver["random"] = feed.feed(feed.probes(3, o.seed + 3, photos=False)[0][:3], o.seed + 3)
+    return ev, ver, sources
 
 
 def gather_evidence(model, ch, sets: dict, check, batch: int) -> Evidence:
@@ -105,32 +102,29 @@ def _culprit(model, ch, plan: Plan, ev, sets, batches, tol) -> dict:
     return {"unit": plan.labels.get(root, f"class {root}"), "action": kind, "fails_alone": alone}
 
 
-def prune(model_path: str | Path, out: str | Path | None = None, *, from_check: str | Path | None = None,
-          data: str | Path | None = None, verify_data: str | Path | None = None, duplicates: str | None = None,
-          tolerance: float = 1e-5, margin: float = 2.0, dry_run: bool = False, force: bool = False, probes: int = 16,
-          size: int | None = None, seed: int = 0, batch: int = 4, latency_reps: int = 20,
-          progress: Callable[[str], None] | None = None) -> PruneReport:
+def prune(model_path: str | Path, out: str | Path | None = None, options: PruneOptions | None = None, *,
+          progress: Callable[[str], None] | None = None, **overrides: Any) -> PruneReport:
     """Remove dead (and, with duplicates="merge", duplicate) channels; verify in onnxruntime; write `out`.
 
+    `options` (a `PruneOptions`; keywords override its fields, e.g. `probes=8, data="images/"`) are validated once.
     A channel is dead when it is exactly zero at every channel-mixing consumer on every probe and --data input
     (and, with `from_check`, the check called it dead); behind a ReLU-like gate its input must also have stayed
-    `margin` standard deviations below the threshold (0: no margin test).
+    `margin` standard deviations below the threshold (0: no margin test). The inputs are made as `vizcore check`
+    makes them: its probes and data reader, the model's one input space (--preprocess, --range), its layout.
 
     When the pruned outputs differ by more than `tolerance` (relative to each output's scale) the report has
     `verified == False` and a `culprit`, and nothing is written. The input file is only read.
     """
+    o = (options or PruneOptions()).replace(**overrides)
     say = progress or (lambda msg: None)
-    out_path = _check_out(model_path, out, force, dry_run)
-    if duplicates not in (None, "keep", "merge"):
-        raise OptionError(f"--duplicates {duplicates!r}: unknown", "use --duplicates merge (or leave it out)")
-    if not tolerance >= 0:
-        raise OptionError("--tolerance must be >= 0")
+    out_path = _check_out(model_path, out, o.force, o.dry_run)
     say("loading")
     model, external = load(model_path)
-    sz = _size(model, size)
-    check = read_check(from_check) if from_check else None
-    ev_sets, ver_sets = _input_sets(model, sz, seed, probes, data, verify_data)
-    fixed = inputs.specs(model)[0].fixed_batch
+    check = _read_check(o.from_check, model_path) if o.from_check else None
+    feed = feeder(model, size=o.size, preprocess=o.preprocess, value_range=o.value_range, layout=o.layout,
+                  feeds=o.feeds)
+    ev_sets, ver_sets, probe_sources = _input_sets(feed, o)
+    fixed = feed.fixed_batch
     batches = (fixed,) if fixed else (1, 3)
     say("tracing channels")
     one = {k: v[:fixed or 1] for k, v in ev_sets["probes"].items()}
@@ -138,23 +132,38 @@ def prune(model_path: str | Path, out: str | Path | None = None, *, from_check: 
     shapes = runtime.shapes(model, one, values)
     ch = analyze(Graph(model), shapes, values)
     say("gathering evidence")
-    ev = gather_evidence(model, ch, ev_sets, check, fixed or batch)
-    plan = decide(ch, Graph(model), ev, duplicates=duplicates == "merge", margin=margin)
-    report = _report(model_path, out_path, ch, plan, ev, tolerance, dry_run)
+    ev = gather_evidence(model, ch, ev_sets, check, fixed or o.batch)
+    plan = decide(ch, Graph(model), ev, duplicates=o.duplicates == "merge", margin=o.margin)
+    report = _report(model_path, out_path, ch, plan, ev, o.tolerance, o.dry_run)
+    report.evidence.update(probe_sources=probe_sources, input_space=feed.space.to_json())
+    report.notes.extend(f"input space: {w}" for w in feed.space.warnings)
     say("pruning and verifying")
     pruned = surgery.apply(model, ch, plan, ev)
     _checker(pruned)
     report.verification = _verify(model, pruned, {**ev_sets, **ver_sets}, batches)
     if not report.verified:
         say("bisecting")
-        report.culprit = _culprit(model, ch, plan, ev, {**ev_sets, **ver_sets}, batches, tolerance)
+        report.culprit = _culprit(model, ch, plan, ev, {**ev_sets, **ver_sets}, batches, o.tolerance)
         return report
     say("measuring")
-    _measure(report, model, pruned, one, latency_reps)
-    if out_path is not None and not dry_run:
-        write(pruned, out_path, external, force)
+    _measure(report, model, pruned, one, o.latency_reps)
+    if out_path is not None and not o.dry_run:
+        write(pruned, out_path, external, o.force)
         report.written = True
     return report
+
+
+def _read_check(path: str | Path, model_path: str | Path) -> CheckVerdicts:
+    """The check report's verdicts, refused when the report is about another model (its sha256 differs)."""
+    from ..health.results import read_report
+
+    report = read_report(path)
+    want = report.model.get("sha256")
+    have = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    if want and want != have:
+        raise OptionError(f"--from-check {path}: the report is about another model (sha256 {str(want)[:12]}…, this "
+                          f"model {have[:12]}…)", "run `vizcore check` on this model and pass its report")
+    return verdicts(report, str(path))
 
 
 def _check_out(model_path, out, force: bool, dry_run: bool) -> Path | None:

@@ -1,16 +1,16 @@
 """What the channels did on the probes: per sink tensor and channel, the largest |value|, min, max and a sketch
-(random projections) that finds exact copies; plus the one adapter that reads `vizcore check --json` files.
+(random projections) that finds exact copies; and the check's verdicts, taken from its report.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import OptionError
+if TYPE_CHECKING:
+    from ..health.results import CheckReport
 
 SKETCHES = 4
 
@@ -80,17 +80,9 @@ class CheckVerdicts:
     constant: dict[str, set[int]]
 
 
-def read_check(path: str | Path) -> CheckVerdicts:
-    """The one adapter for the check JSON schema ({"layers": [{"name", "dead", "constant"}]})."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-        layers = data["layers"]
-        dead = {str(d["name"]): {int(c) for c in d.get("dead", [])} for d in layers}
-        const = {str(d["name"]): {int(c) for c in d.get("constant", [])} for d in layers}
-    except OSError as exc:
-        raise OptionError(f"--from-check {p}: cannot read it: {exc.strerror or exc}") from exc
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise OptionError(f"--from-check {p}: not a `vizcore check --json` report ({exc})",
-                          "write one with `vizcore check MODEL --json check.json`") from exc
-    return CheckVerdicts(str(p), dead, const)
+def verdicts(report: CheckReport, path: str) -> CheckVerdicts:
+    """The dead and constant channels of a check report (read by `vizcore.health.read_report`, the one reader of
+    that format), per measured layer name."""
+    dead = {lay.name: {int(c) for c in lay.dead} for lay in report.layers}
+    const = {lay.name: {int(c) for c in lay.constant} for lay in report.layers}
+    return CheckVerdicts(path, dead, const)

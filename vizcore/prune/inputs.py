@@ -1,18 +1,24 @@
-"""Model inputs for the evidence and the verification: seeded noise, a user's images or .npy files."""
+"""What prune feeds the model: the check's probes and data reader (`vizcore.samples`), mapped by the one
+`InputSpace` and laid out as the graph takes them; the other graph inputs from `--feed` or seeded defaults."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
+from .. import samples
 from ..errors import OptionError
+from ..graph_inputs import check_feeds
+from ..inputspace import InputSpace, resolve_from
+from ..layouts import Layout, detect
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16:
           np.float16, onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32}
+DEFAULT_SPATIAL = 224
 
 
 @dataclass(frozen=True)
@@ -25,14 +31,16 @@ class InputSpec:
 
     def shape(self, batch: int, size: int) -> tuple[int, ...]:
         """Concrete dims: a free batch dim gets `batch`, free spatial dims `size`."""
-        out = []
-        for i, d in enumerate(self.dims):
-            out.append(d if d is not None else (batch if i == 0 else size if i >= 2 else 1))
-        return tuple(out)
+        return tuple(d if d is not None else (batch if i == 0 else size if i >= 2 else 1)
+                     for i, d in enumerate(self.dims))
 
     @property
     def fixed_batch(self) -> int | None:
         return self.dims[0] if self.dims else None
+
+    @property
+    def is_float(self) -> bool:
+        return bool(np.issubdtype(self.dtype, np.floating))
 
 
 def specs(model: onnx.ModelProto) -> list[InputSpec]:
@@ -50,85 +58,99 @@ def specs(model: onnx.ModelProto) -> list[InputSpec]:
     return out
 
 
-def preprocessing(model: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """mean, std, range from `vizcore.*` metadata_props, else ImageNet mean/std on 0..1."""
-    meta = {p.key: p.value for p in model.metadata_props}
+@dataclass(frozen=True)
+class Feeder:
+    """How prune makes every graph input: the first input from probes or data (natural layout, model units, put
+    into the graph's layout), the others from `given` (--feed) or seeded defaults."""
 
-    def floats(key: str, default: list[float]) -> np.ndarray:
-        try:
-            return np.array([float(v) for v in meta[key].split(",")], dtype=np.float32)
-        except (KeyError, ValueError):
-            return np.array(default, dtype=np.float32)
+    specs: list[InputSpec]
+    space: InputSpace
+    layout: Layout | None
+    natural: tuple[int, ...]  # the first input's natural shape at batch 1, e.g. (1, 3, 224, 224)
+    given: Mapping[str, np.ndarray] = field(default_factory=dict)
 
-    lo, hi = floats("vizcore.range", [0.0, 1.0])[:2] if "vizcore.range" in meta else (0.0, 1.0)
-    return floats("vizcore.mean", [0.485, 0.456, 0.406]), floats("vizcore.std", [0.229, 0.224, 0.225]), (lo, hi)
+    @property
+    def fixed_batch(self) -> int | None:
+        return self.specs[0].fixed_batch
+
+    def probes(self, count: int, seed: int, photos: bool = True) -> tuple[np.ndarray, dict[str, int]]:
+        """The check's probes for the first input (noise, sample photos; signed noise for inputs that are not
+        images) in model units, natural layout, with their counts per source."""
+        first = self.specs[0]
+        if not first.is_float:  # ids / masks: seeded 0/1 values, as the check's default feeds
+            rng = np.random.default_rng(seed)
+            return rng.integers(0, 2, size=(count, *self.natural[1:])).astype(first.dtype), {"ids": count}
+        ps = samples.probe_set(self.natural, noise_count=count, use_photos=photos, seed=seed)
+        parts = [self.space.to_model(ps.images)] + ([ps.raw.astype(np.float32)] if ps.raw is not None else [])
+        return np.concatenate(parts), ps.sources
+
+    def data(self, path: str | os.PathLike[str], flag: str) -> np.ndarray:
+        """A `--data` folder (or file) as model inputs: images through the input space, `.npy` arrays as they are."""
+        if not self.specs[0].is_float:
+            raise OptionError(f"{flag}: the model's first input {self.specs[0].name!r} is not a float tensor",
+                              "prune with the default probes")
+        ds = samples.open_data(path, self.natural, flag)
+        parts = [self.space.to_model(b) for b in ds.image_batches(64)] + list(ds.array_batches(1024))
+        return np.concatenate(parts).astype(np.float32)
+
+    def feed(self, first: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+        """Every graph input for a batch of first inputs (natural layout)."""
+        n = len(first)
+        out = {self.specs[0].name: self._to_graph(first).astype(self.specs[0].dtype)}
+        for i, s in enumerate(self.specs[1:], start=1):
+            if s.name in self.given:
+                v = self.given[s.name]
+                out[s.name] = np.ascontiguousarray(np.broadcast_to(v, (n, *v.shape[1:])) if v.shape[0] == 1 else v)
+            else:
+                out[s.name] = _default(s, n, self.natural, seed + 17 * i)
+        return out
+
+    def _to_graph(self, x: np.ndarray) -> np.ndarray:
+        if self.layout is None or self.layout.identity:
+            return x
+        if self.layout.perm is None:  # NF: a 1-channel signal back to a flat vector
+            return x.reshape(x.shape[0], -1)
+        return np.ascontiguousarray(np.transpose(x, self.layout.perm))
 
 
-def to_model(images01: np.ndarray, model: onnx.ModelProto) -> np.ndarray:
-    """0..1 images (N, C, H, W) -> the model's input space."""
-    mean, std, (lo, hi) = preprocessing(model)
-    c = images01.shape[1]
-    x = lo + images01 * (hi - lo)
-    if c in (1, 3) and len(mean) in (1, c):
-        shape = (1, -1) + (1,) * (images01.ndim - 2)
-        scale = hi - lo
-        x = (x - (mean * scale).reshape(shape)) / (std * scale).reshape(shape)
-    return x.astype(np.float32)
-
-
-def noise(spec: InputSpec, n: int, size: int, seed: int, model: onnx.ModelProto) -> np.ndarray:
-    """`n` seeded inputs: half uniform 0..1 images in the model's input space, half standard normal."""
+def _default(s: InputSpec, n: int, natural: Sequence[int], seed: int) -> np.ndarray:
+    """A seeded value for an input nobody gave: 0/1 for integers, standard normal for floats."""
     rng = np.random.default_rng(seed)
-    shape = (n,) + spec.shape(1, size)[1:]
-    if not np.issubdtype(spec.dtype, np.floating):
-        return rng.integers(0, 2, size=shape).astype(spec.dtype)
-    x = rng.standard_normal(shape).astype(np.float32)
-    half = n // 2
-    if len(shape) == 4 and half:
-        x[:half] = to_model(rng.random((half,) + shape[1:]).astype(np.float32), model)
-    return x.astype(spec.dtype)
+    size = natural[-1] if len(natural) >= 3 else 1
+    shape = (n,) + s.shape(1, size)[1:]
+    if not s.is_float:
+        return rng.integers(0, 2, size=shape).astype(s.dtype)
+    return rng.standard_normal(shape).astype(s.dtype)
 
 
-def load_data(path: str | Path, spec: InputSpec, size: int, model: onnx.ModelProto) -> np.ndarray:
-    """A folder of images / .npy files, or one .npy file: model-ready arrays (.npy taken as they are)."""
-    p = Path(path)
-    if not p.exists():
-        raise OptionError(f"--data {p}: no such file or folder", "pass a folder of images or .npy files")
-    files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES + (".npy",)) if p.is_dir() else [p]
-    if not files:
-        raise OptionError(f"--data {p}: no images or .npy files in it", "supported: " + ", ".join(IMAGE_SUFFIXES))
-    shape = spec.shape(1, size)
-    arrays = []
-    for f in files[:256]:
-        arrays.append(_npy(f, shape) if f.suffix.lower() == ".npy" else _image(f, shape, model))
-    x = np.concatenate(arrays).astype(spec.dtype)
-    return x
+def feeder(model: onnx.ModelProto, *, size: int | Sequence[int] | None = None, preprocess: str | None = None,
+           value_range: str | None = None, layout: str | None = None,
+           feeds: Mapping[str, object] | None = None) -> Feeder:
+    """The `Feeder` for a model and the input flags (--size, --preprocess, --range, --layout, --feed), resolved
+    once by the same rules as every other command."""
+    sp = specs(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    first = sp[0]
+    lay = detect(model.graph, first.name, first.dims, meta, layout) if first.is_float else None
+    dims = lay.natural(first.dims) if lay is not None else first.dims
+    natural = _natural_shape(dims, size, meta)
+    channels = natural[1] if len(natural) > 1 else 1
+    space = resolve_from(meta, channels, preprocess, value_range)
+    return Feeder(sp, space, lay, natural, check_feeds(model, feeds or {}))
 
 
-def _npy(f: Path, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        a = np.load(f, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise OptionError(f"--data: cannot read {f.name}: {exc}", "pass arrays saved with numpy.save") from exc
-    if a.shape == shape[1:]:
-        a = a[None]
-    if a.shape[1:] != shape[1:]:
-        raise OptionError(f"--data: {f.name} has shape {list(a.shape)}, the model takes {list(shape)}",
-                          "save arrays of the model's input shape (with or without the batch axis)")
-    return a
-
-
-def _image(f: Path, shape: tuple[int, ...], model: onnx.ModelProto) -> np.ndarray:
-    from PIL import Image
-
-    if len(shape) != 4 or shape[1] not in (1, 3):
-        raise OptionError(f"--data: images need a 1- or 3-channel image input; the model takes {list(shape)}",
-                          "pass .npy arrays instead")
-    try:
-        with Image.open(f) as im:
-            im = im.convert("L" if shape[1] == 1 else "RGB").resize((shape[3], shape[2]), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.float32) / 255.0
-    except OSError as exc:
-        raise OptionError(f"--data: cannot read {f.name}: {exc}", "remove it or convert it") from exc
-    a = a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]
-    return to_model(a, model)
+def _natural_shape(dims: Sequence[int | None], size: int | Sequence[int] | None,
+                   meta: Mapping[str, str]) -> tuple[int, ...]:
+    """Batch 1, the fixed dims kept, free spatial dims from `size`, else metadata `vizcore.size`, else 224."""
+    spatial = max(len(dims) - 2, 0)
+    if size is None:
+        hint = meta.get("vizcore.size", "")
+        size = int(hint) if hint.isdigit() and 0 < int(hint) <= 4096 else DEFAULT_SPATIAL
+    hw = [size] * spatial if isinstance(size, int) else [int(v) for v in size]
+    if len(hw) != spatial:
+        raise OptionError(f"--size has {len(hw)} values but the input has {spatial} spatial dimensions",
+                          "give one value per dimension")
+    out = [1]
+    for i, d in enumerate(dims[1:], start=1):
+        out.append(d if d is not None else (hw[i - 2] if i >= 2 else 1))
+    return tuple(int(v) for v in out)

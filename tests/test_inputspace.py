@@ -1,0 +1,109 @@
+"""One input space for every command: the rule (flags > metadata > defaults with a warning), torch and numpy giving
+the same numbers, `check --range` probing where the model lives, prune on the same space, and a Conv's row in
+`check --layers` measured after its activation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_check_models import Planted, export
+from torch import nn
+
+import vizcore
+from vizcore.cli import main
+from vizcore.errors import OptionError
+from vizcore.inputspace import GUESS_NORM, GUESS_RANGE, IMAGENET, resolve_from
+
+
+def test_rule_flags_over_metadata_over_defaults() -> None:
+    meta = {"vizcore.range": "0,255", "vizcore.mean": "1,2,3", "vizcore.std": "2"}
+    s = resolve_from({}, 3)
+    assert (s.lo, s.hi, s.mean, s.std) == (0.0, 1.0, *IMAGENET) and s.warnings == (GUESS_NORM,)
+    assert resolve_from({}, 1).warnings == (GUESS_RANGE,)  # not an image: no normalization guessed
+    s = resolve_from(meta, 3)
+    assert (s.lo, s.hi, s.mean, s.std, s.source, s.warnings) == (0, 255, (1, 2, 3), (2,), "metadata", ())
+    s = resolve_from(meta, 3, preprocess="none", value_range="-1,1")
+    assert (s.lo, s.hi, s.mean, s.std, s.source) == (-1, 1, (0,), (1,), "option")
+    # a stated range is what the graph takes: no ImageNet guess on top of it (flag or metadata alike)
+    for s in (resolve_from({}, 3, value_range="0,1"), resolve_from({"vizcore.range": "0,1"}, 3)):
+        assert (s.mean, s.std, s.warnings) == ((0.0,), (1.0,), ())
+    for bad in ({"preprocess": "mean=nan"}, {"value_range": "1,0"}, {"preprocess": "std=0"}):
+        with pytest.raises(OptionError):
+            resolve_from({}, 3, **bad)
+
+
+def test_torch_and_numpy_feed_the_same_numbers() -> None:
+    space = resolve_from({"vizcore.range": "-1,3", "vizcore.mean": "0.2,0.5,0.9", "vizcore.std": "0.3,2,0.7"}, 3)
+    x = np.random.default_rng(0).random((4, 3, 5, 6)).astype(np.float32)
+    a = space.to_model(x)
+    b = space.module(3)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    lo, hi = space.box(3)
+    assert np.all(a.min((0, 2, 3)) >= lo - 1e-6) and np.all(a.max((0, 2, 3)) <= hi + 1e-6)
+
+
+class _Identity(nn.Module):
+    """A 1x1 identity convolution and a ReLU: the measured activation is the probe itself (its positive part)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3).reshape(3, 3, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean((2, 3))
+
+
+def _peaks(path: Path, out: Path, *flags: str) -> tuple[list[float], list[str]]:
+    assert main(["check", str(path), "--size", "16", "--no-fidelity", "--no-duplicates", "--ascent", "none",
+                 "--json", str(out), "-q", *flags]) == 0
+    rep = json.loads(out.read_text())
+    return [u["peak"] for u in rep["layers"][0]["units"]], rep["notes"]
+
+
+def test_check_range_probes_in_that_range(tmp_path: Path) -> None:
+    src = export(_Identity(), tmp_path / "id.onnx", metadata=False)
+    peaks, notes = _peaks(src, tmp_path / "a.json", "--range", "0,1")
+    assert max(peaks) <= 1.0 + 1e-6 and min(peaks) >= 0.9  # 0..1 images, as told: white pixels reach 1
+    assert any("range 0..1, normalization none (from option)" in n for n in notes)
+    peaks, notes = _peaks(src, tmp_path / "b.json")  # nothing said: ImageNet assumed, and the report says so
+    assert max(peaks) > 2.0 and any("assuming ImageNet" in n for n in notes)
+    peaks, _ = _peaks(src, tmp_path / "c.json", "--range", "0,255")
+    assert max(peaks) > 200
+
+
+def test_conv_row_means_its_activation(tmp_path: Path) -> None:
+    src = export(Planted(), tmp_path / "p.onnx")
+    model = vizcore.load(src, size=16)
+    conv = next(lay for lay in model.layers if lay.op_type == "Conv")
+    out = tmp_path / "r.json"
+    flags = ["--size", "16", "--no-fidelity", "--no-duplicates", "--json", str(out), "-q"]
+    assert main(["check", str(src), "--layers", str(conv.index), *flags]) == 0
+    lay = json.loads(out.read_text())["layers"][0]
+    assert lay["dead"] == [2] and lay["name"] == "/Relu" and lay["chosen"] == str(conv.index)
+    assert lay["tensor"] == model.layer("/Relu").output and lay["conv"] == conv.name
+    assert any("measured after its Relu" in n for n in lay["notes"])
+    assert main(["check", str(src), "--layers", f"{conv.index}:linear", *flags]) == 0
+    lay = json.loads(out.read_text())["layers"][0]
+    assert lay["dead"] == [] and lay["name"] == conv.name and lay["chosen"] is None  # a linear output: never dead
+
+
+def test_prune_uses_the_same_space(tmp_path: Path) -> None:
+    from vizcore.prune import prune
+
+    src = export(_Identity(), tmp_path / "id.onnx", metadata=False)
+    rep = prune(src, dry_run=True, probes=4, latency_reps=0, value_range="0,255")
+    assert rep.evidence["input_space"]["range"] == [0.0, 255.0] and rep.evidence["input_space"]["std"] == [1.0]
+    rep = prune(src, dry_run=True, probes=4, latency_reps=0)
+    assert rep.evidence["input_space"]["std"] == list(IMAGENET[1]) and any("ImageNet" in n for n in rep.notes)
+    with pytest.raises(OptionError):
+        prune(src, dry_run=True, preprocess="mean=nan")
+    for bad in ({"seed": -1}, {"probes": 0}, {"latency_reps": -5}, {"margin": float("nan")}, {"probz": 3}):
+        with pytest.raises(OptionError):
+            prune(src, dry_run=True, **bad)

@@ -1,0 +1,66 @@
+"""`PruneOptions`: every setting of one prune, validated once where it is built (CLI or Python) and handed down."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from ..errors import OptionError, closest
+from ..graph_inputs import parse_size
+from ..inputspace import parse_norm, parse_range
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """What `prune` removes, what it rests on and how it verifies; the input flags are the other commands'."""
+
+    from_check: str | None = None  # a `vizcore check --json` report: only what it called dead goes
+    data: str | None = None  # the user's inputs: evidence and verification
+    verify_data: str | None = None  # held-out inputs: verification only, never evidence
+    duplicates: str | None = None  # "merge": fold exact duplicate channels into one
+    tolerance: float = 1e-5  # largest allowed |difference| per output, relative to its largest |value|
+    margin: float = 2.0  # std below the gate's threshold a gated unit's input must stay (0: off)
+    dry_run: bool = False
+    force: bool = False
+    probes: int = 16  # seeded noise probes (the sample photos come on top)
+    seed: int = 0
+    batch: int = 4
+    latency_reps: int = 20
+    # the input flags every command shares (see vizcore.commands._model_flags)
+    size: int | tuple[int, ...] | None = None
+    preprocess: str | None = None
+    value_range: str | None = None
+    layout: str | None = None
+    feeds: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.duplicates not in (None, "keep", "merge"):
+            raise OptionError(f"--duplicates {self.duplicates!r}: unknown", "use --duplicates merge (or leave it out)")
+        for name in ("tolerance", "margin"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+                raise OptionError(f"--{name} {v!r} must be a finite number >= 0")
+        for name, low in (("probes", 1), ("seed", 0), ("batch", 1), ("latency_reps", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise OptionError(f"--{name.replace('_', '-')} {v!r} must be a whole number >= {low}")
+        if self.probes > 4096 or self.batch > 1024:
+            raise OptionError("--probes is at most 4096 and the batch at most 1024")
+        if self.size is not None:
+            object.__setattr__(self, "size", parse_size(self.size, least=1))
+        if self.value_range is not None:
+            parse_range(self.value_range)
+        if self.preprocess is not None:
+            parse_norm(self.preprocess)
+
+    def replace(self, **changes: Any) -> PruneOptions:
+        """A copy with `changes` (validated); unknown names get a one-line error with the closest ones."""
+        known = [f.name for f in fields(self)]
+        for k in changes:
+            if k not in known:
+                hint = closest(k, known)
+                raise OptionError(f"unknown prune option {k!r}", f"did you mean {hint[0]!r}?" if hint else
+                                  "valid: " + ", ".join(known))
+        return replace(self, **changes) if changes else self

@@ -1,0 +1,273 @@
+"""The inputs a command runs a model on, built one way for check, prune and the atlas: seeded noise, the sample
+photos scikit-image ships, and the user's `--data` (images or `.npy` arrays, regular files only, read in batches).
+
+Everything here is numpy: images come back in 0..1 as (N, C, *spatial) float32 (an `InputSpace` maps them to
+the model's input), `.npy` arrays as they are, in the model's own units. Nothing downloads.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import OptionError, oneline
+
+#: scikit-image sample photos used as natural-image probes (files shipped inside the package).
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "ihc.png",
+                  "hubble_deep_field.jpg", "retina.jpg", "camera.png", "coins.png", "brick.png", "grass.png",
+                  "page.png", "color.png")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+MAX_USER_IMAGES = 256
+MAX_PIXELS = 64_000_000  # a larger image file is refused before decoding (decompression bombs)
+MAX_ARRAY_EXAMPLES = 1024  # examples read from a --data folder's .npy files
+MAX_ARRAY_VALUES = 1 << 27  # values in all of them together (512 MiB of float32)
+
+
+def is_image(shape: Sequence[int]) -> bool:
+    """Whether an input of this (N, C, H, W) shape takes pictures: 1 or 3 channels, two spatial dims."""
+    return len(shape) == 4 and shape[1] in (1, 3)
+
+
+def _resize_axis(z: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Linear interpolation along one axis (half-pixel centres, edges clamped: torch's align_corners=False)."""
+    n = z.shape[axis]
+    if n == size:
+        return z
+    src = np.clip((np.arange(size) + 0.5) * n / size - 0.5, 0, n - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = (src - i0).reshape([-1 if a == axis else 1 for a in range(z.ndim)])
+    return np.take(z, i0, axis=axis) * (1 - w) + np.take(z, i1, axis=axis) * w
+
+
+def noise(shape: Sequence[int], count: int, seed: int = 0) -> np.ndarray:
+    """`count` seeded noise images in 0..1: smooth to fine spatial scales, low to full contrast, plus flat grey."""
+    c, *sp = (int(d) for d in shape[1:])
+    rng = np.random.default_rng(seed)
+    out = []
+    scales, contrasts = (1, 2, 4, 8, 16, 32), (1.0, 0.5, 0.2)
+    for k in range(count):
+        if k == count - 1 and count > 3:
+            out.append(np.full((c, *sp), 0.5, dtype=np.float32))  # a flat image: a constant unit still answers it
+            continue
+        s = scales[k % len(scales)]
+        amp = contrasts[(k // len(scales)) % len(contrasts)]
+        z = rng.random((c, *[max(1, d // s) for d in sp]))
+        for axis, d in enumerate(sp, start=1):
+            z = _resize_axis(z, axis, d)
+        out.append(np.clip(0.5 + amp * (z - 0.5), 0, 1).astype(np.float32))
+    return np.stack(out) if out else np.zeros((0, c, *sp), dtype=np.float32)
+
+
+def signed_noise(shape: Sequence[int], count: int, seed: int = 0) -> np.ndarray:
+    """Noise of both signs, about -2..2, in the model's own units: probes for inputs that are not images."""
+    return (noise(shape, count, seed) - 0.5) * 4.0
+
+
+def fit(img: Any, c: int, hw: tuple[int, int]) -> np.ndarray:
+    """A PIL image as a (c, h, w) float32 array in 0..1: centre-cropped to the aspect ratio, resized, grey or RGB."""
+    from PIL import Image
+
+    im = img.convert("L" if c == 1 else "RGB")
+    h, w = hw
+    W, H = im.size
+    scale = max(w / W, h / H)
+    cw, ch = round(w / scale), round(h / scale)
+    left, top = (W - cw) // 2, (H - ch) // 2
+    im = im.crop((left, top, left + cw, top + ch)).resize((w, h), Image.BILINEAR)
+    a = np.asarray(im, dtype=np.float32) / 255.0
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    if a.shape[0] != c:
+        a = np.repeat(a[:1], c, axis=0)
+    return np.ascontiguousarray(a)
+
+
+def photos(shape: Sequence[int]) -> tuple[np.ndarray | None, str | None]:
+    """The scikit-image sample photos at the probe shape, or (None, why not)."""
+    got, why = _photos(tuple(int(d) for d in shape))
+    return (got.copy() if got is not None else None), why
+
+
+@functools.lru_cache(maxsize=4)
+def _photos(shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
+    if not is_image(shape):
+        return None, "sample photos skipped: the input is not a 1- or 3-channel image"
+    try:
+        import skimage.data
+    except ImportError:
+        return None, "scikit-image is not installed: probes use noise (and --images) only"
+    from PIL import Image
+
+    folder = Path(os.path.dirname(skimage.data.__file__))
+    imgs = []
+    for name in SKIMAGE_PHOTOS:
+        p = folder / name
+        if p.is_file():
+            with Image.open(p) as im:
+                imgs.append(fit(im, shape[1], (shape[2], shape[3])))
+    if not imgs:
+        return None, "scikit-image ships no sample photos in this install: probes use noise only"
+    return np.stack(imgs), None
+
+
+def read_image(p: Path, shape: Sequence[int], flag: str) -> np.ndarray:
+    """One image file at the probe shape; a huge or unreadable file is a one-line OptionError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise OptionError(f"{flag}: {p.name} is {w}x{h} pixels, more than {MAX_PIXELS:,} (refused unread)",
+                                  "resize it, or remove it from the folder")
+            return fit(im, shape[1], (shape[2], shape[3]))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise OptionError(f"{flag}: cannot read {p.name}: {oneline(exc, 200, typed=False)}",
+                          "remove it or convert it") from exc
+
+
+def _regular_files(path: Path, flag: str, suffixes: Sequence[str]) -> list[Path]:
+    """The regular files with one of `suffixes` in a folder (not recursive, sorted by name), or the one file given;
+    FIFOs, devices and links to them are skipped unread."""
+    if not path.exists():
+        raise OptionError(f"{flag} {path}: no such file or folder", "pass a folder of images or .npy arrays")
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [f for f in files if f.suffix.lower() in suffixes and f.is_file()]
+
+
+def user_images(folder: str | os.PathLike[str], shape: Sequence[int]) -> np.ndarray:
+    """The images in `folder` (not recursive, sorted by name, at most 256) at the probe shape, in 0..1."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise OptionError(f"--images {d}: not a folder", "pass a folder of .png/.jpg images")
+    if not is_image(shape):
+        raise OptionError(f"--images needs a 1- or 3-channel image input; the model's is {list(shape)}")
+    files = _regular_files(d, "--images", IMAGE_SUFFIXES)
+    if not files:
+        raise OptionError(f"--images {d}: no images in it", "supported: " + ", ".join(IMAGE_SUFFIXES))
+    return np.stack([read_image(p, shape, "--images") for p in files[:MAX_USER_IMAGES]])
+
+
+@dataclass
+class DataSet:
+    """A `--data` folder (or one file): its image files (read in 0..1 at the model's shape) and `.npy` arrays (in
+    the model's own units), opened and checked up front, read batch by batch."""
+
+    path: Path
+    shape: tuple[int, ...]
+    image_files: list[Path] = field(default_factory=list)
+    arrays: list[np.ndarray] = field(default_factory=list)  # memory-mapped, already cut to the example cap
+    array_files: list[Path] = field(default_factory=list)
+
+    @property
+    def files(self) -> dict[str, int]:
+        """File counts per kind, for reports."""
+        return {"images": len(self.image_files), "npy": len(self.array_files)}
+
+    @property
+    def count(self) -> int:
+        """Examples in all."""
+        return len(self.image_files) + sum(int(a.shape[0]) for a in self.arrays)
+
+    def image_batches(self, batch: int) -> Iterator[np.ndarray]:
+        """The images, `batch` at a time, in 0..1 (N, C, H, W)."""
+        for s in range(0, len(self.image_files), batch):
+            yield np.stack([read_image(p, self.shape, "--data") for p in self.image_files[s:s + batch]])
+
+    def array_batches(self, batch: int) -> Iterator[np.ndarray]:
+        """The arrays' examples, `batch` at a time, as float32 in the model's units."""
+        for a in self.arrays:
+            for s in range(0, a.shape[0], batch):
+                yield np.asarray(a[s:s + batch], dtype=np.float32)
+
+
+def open_data(path: str | os.PathLike[str], shape: Sequence[int], flag: str = "--data") -> DataSet:
+    """A `DataSet` for a folder of images and/or `.npy` arrays (or one such file), checked against the model's
+    input shape (N, C, ...): one-line errors for a missing folder, nothing usable, a wrong shape or dtype."""
+    p = Path(path)
+    files = _regular_files(p, flag, (*IMAGE_SUFFIXES, ".npy"))
+    imgs = [f for f in files if f.suffix.lower() != ".npy"][:MAX_USER_IMAGES]
+    arrs = [f for f in files if f.suffix.lower() == ".npy"]
+    if not imgs and not arrs:
+        raise OptionError(f"{flag} {p}: no images or .npy arrays in it",
+                          "supported: .npy, " + ", ".join(IMAGE_SUFFIXES))
+    if imgs and not is_image(shape):
+        raise OptionError(f"{flag} {p}: images need a 1- or 3-channel image input; the model's is {list(shape)}",
+                          "save your examples as .npy arrays instead")
+    ds = DataSet(p, tuple(int(d) for d in shape), imgs)
+    _open_arrays(ds, arrs, flag)
+    return ds
+
+
+def _open_arrays(ds: DataSet, files: Sequence[Path], flag: str) -> None:
+    """Memory-map each `.npy` (one example (C, ...) or a batch (N, C, ...)); caps on examples and values."""
+    want = ds.shape[1:]
+    n = values = 0
+    for p in files:
+        try:
+            a = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise OptionError(f"{flag}: cannot read {p.name}: {oneline(exc, 200, typed=False)}",
+                              "save it with numpy.save (no pickled objects)") from exc
+        if a.ndim == len(want):
+            a = a[None]
+        if a.ndim != len(want) + 1 or a.shape[1] != want[0] or (ds.arrays and a.shape[1:] != ds.arrays[0].shape[1:]):
+            raise OptionError(f"{flag}: {p.name} has shape {list(a.shape)}; the model's input is "
+                              f"(N, {', '.join(map(str, want))})", "save one example (C, ...) or a batch (N, C, ...)")
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise OptionError(f"{flag}: {p.name} holds {a.dtype} values, not real numbers")
+        a = a[:MAX_ARRAY_EXAMPLES - n]
+        values += int(a.size)
+        if values > MAX_ARRAY_VALUES:
+            raise OptionError(f"{flag}: more than {MAX_ARRAY_VALUES:,} values in the .npy files",
+                              "pass a smaller sample of your data")
+        ds.arrays.append(a)
+        ds.array_files.append(p)
+        n += a.shape[0]
+        if n >= MAX_ARRAY_EXAMPLES:
+            break
+
+
+@dataclass
+class ProbeSet:
+    """Probe images in 0..1 (N, C, *spatial), signed noise in the model's units for inputs that are not images,
+    and where each group came from (for the report)."""
+
+    images: np.ndarray
+    sources: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    raw: np.ndarray | None = None
+
+
+def probe_set(shape: Sequence[int], *, noise_count: int = 12, use_photos: bool = True,
+              images: str | os.PathLike[str] | None = None, seed: int = 0) -> ProbeSet:
+    """Every built-in probe for an input of `shape` (N, C, ...), with a count per source: noise, the sample photos,
+    the `--images` folder, and signed noise when the input is not an image."""
+    parts = [noise(shape, noise_count, seed)]
+    sources, notes = {"noise": noise_count}, []
+    if use_photos:
+        ph, why = photos(shape)
+        if ph is not None:
+            parts.append(ph)
+            sources["skimage"] = ph.shape[0]
+        elif why:
+            notes.append(why)
+    if images is not None:
+        ui = user_images(images, shape)
+        parts.append(ui)
+        sources["images"] = ui.shape[0]
+    x = np.concatenate(parts)
+    raw = None
+    if not is_image(shape) and noise_count:
+        raw = signed_noise(shape, noise_count, seed + 1)
+        sources["signed noise"] = noise_count
+    if x.shape[0] == 0:
+        raise OptionError("no probe inputs: noise-probes is 0 and there are no photos or --images",
+                          "set noise-probes >= 1 or pass --images DIR")
+    return ProbeSet(x, sources, notes, raw)
