@@ -17,7 +17,7 @@ import vizcore
 from vizcore import samples as probes
 from vizcore.analysis import dead
 from vizcore.analysis.layers import default_layers, select_layers
-from vizcore.analysis.stats import LayerStats
+from vizcore.channelstats import LayerStats
 from vizcore.errors import OptionError
 from vizcore.health import ascent, check
 

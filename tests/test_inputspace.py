@@ -107,3 +107,35 @@ def test_prune_uses_the_same_space(tmp_path: Path) -> None:
     for bad in ({"seed": -1}, {"probes": 0}, {"latency_reps": -5}, {"margin": float("nan")}, {"probz": 3}):
         with pytest.raises(OptionError):
             prune(src, dry_run=True, **bad)
+
+
+def test_check_and_prune_feed_the_same_numbers(tmp_path: Path) -> None:
+    """The check (torch, its probes through the input space) and prune (onnxruntime, the same probes through the
+    same space, numpy) see the same activations, and fold them with the same accumulator."""
+    import onnx
+    import onnxruntime as ort
+
+    from vizcore.analysis.layers import select_layers
+    from vizcore.analysis.stats import layer_stats
+    from vizcore.channelstats import ChannelStats
+    from vizcore.inputspace import resolve
+    from vizcore.prune.inputs import feeder
+    from vizcore.samples import probe_set
+
+    src = export(Planted(), tmp_path / "p.onnx", metadata=False)
+    model = vizcore.load(src, size=16)
+    relu = model.layer("/Relu")
+    proto = onnx.load(str(src))
+    proto.graph.output.append(onnx.ValueInfoProto(name=relu.output))
+    feed = feeder(proto, size=16)
+    x, sources = feed.probes(6, seed=0)
+    assert sources["noise"] == 6 and x.shape[1:] == (3, 16, 16)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    seen = sess.run([relu.output], feed.feed(x, 0))[0]
+    on_ort = ChannelStats()
+    on_ort.add(seen)
+    ps = probe_set(model.input_shape(1, 16), noise_count=6, seed=0)
+    on_torch = layer_stats(model, select_layers(model, ["/Relu"]), ps.images, space=resolve(model))[relu.index]
+    np.testing.assert_allclose(on_torch.peak, on_ort.summary().peak, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(on_torch.apoz, on_ort.summary().apoz, atol=1e-6)
+    assert on_torch.count == len(x) == len(ps.images)

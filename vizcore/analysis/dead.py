@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .stats import LayerStats
+from ..channelstats import LayerStats
 
 #: Floor of the dead threshold, for layers whose every value is zero.
 ABS_FLOOR = 1e-12

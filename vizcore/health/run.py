@@ -19,9 +19,10 @@ from ..analysis import dead as dead_mod
 from ..analysis.duplicates import find_duplicates
 from ..analysis.gating import LayerFacts, closed_for_every_input, layer_facts, zero_weight_units
 from ..analysis.layers import CheckedLayer, conv_module, select_layers
-from ..analysis.stats import LayerStats, layer_stats
+from ..analysis.stats import layer_stats
 from ..analysis.weights import nonfinite_weights
 from ..api import load
+from ..channelstats import LayerStats
 from ..errors import OptionError, VizcoreError, oneline
 from ..inputspace import InputSpace, resolve
 from ..model import Model
