@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ..errors import ModelLoadError, OptionError, OutputError
+from .. import onnxfile
+from ..errors import OptionError, OutputError
 from . import cost, inputs, runtime, surgery, verify
 from .channels import analyze
 from .evidence import Evidence, read_check
@@ -20,19 +21,10 @@ from .report import PruneReport
 
 
 def load(path: str | Path) -> tuple[onnx.ModelProto, bool]:
-    """The model with its weights, and whether they lived in external data files."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelLoadError(f"{p}: no such file", "pass the path of an .onnx model")
-    try:
-        head = onnx.load(str(p), load_external_data=False)
-        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in head.graph.initializer)
-        m = onnx.load(str(p)) if external else head
-        onnx.checker.check_model(m)
-    except Exception as exc:  # onnx raises many kinds for a bad file
-        raise ModelLoadError(f"{p}: not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})",
-                             "check the file with `vizcore inspect`") from exc
-    return m, external
+    """The model with its weights (read by the one safe reader, `onnxfile.read`), and whether they lived in
+    external data files."""
+    f = onnxfile.read(path)
+    return f.proto, f.external
 
 
 def _feeds(model: onnx.ModelProto, n: int, size: int, seed: int, first: np.ndarray | None = None) -> dict:
