@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vizcore.lifecycle", "vizcore.result", "vizcore.onnx_compat.__init__", "vizcore.hookspecs"),
     ("vizcore.onnx_compat", "vizcore.model", "vizcore.preprocess", "vizcore.objectives", "vizcore.params",
      "vizcore.transforms", "vizcore.regularizers", "vizcore.layouts", "vizcore.inputs", "vizcore.proto_check",
-     "vizcore.graph_inputs"),
+     "vizcore.graph_inputs", "vizcore.onnxfile", "vizcore.convert", "vizcore.loading"),
     ("vizcore.targets", "vizcore.engine"),
     ("vizcore.exporters", "vizcore.analysis"),
     ("vizcore.plugins",),
