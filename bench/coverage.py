@@ -79,6 +79,7 @@ def check(path: Path, size: int | None = None) -> dict:
     import torch
 
     import vizcore
+    from vizcore.analysis.fidelity import fidelity
     from vizcore.errors import VizcoreError
 
     rec: dict = {}
@@ -97,7 +98,7 @@ def check(path: Path, size: int | None = None) -> dict:
             rec["b3"] = f"n/a (fixed batch {model.input.shape[0]})"
             continue
         try:
-            fid = model.fidelity(batch=batch, size=size)
+            fid = fidelity(model, batch=batch, size=size)
         except Exception as exc:  # noqa: BLE001 - a forward that raises is a result to record
             rec[f"b{batch}"] = f"forward fails: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
             continue
@@ -158,6 +159,7 @@ def reference_check(folder: Path) -> dict:
     from onnx import numpy_helper
 
     import vizcore
+    from vizcore.analysis.fidelity import fidelity
     from vizcore.errors import VizcoreError
 
     proto = onnx.load(str(folder / "model.onnx"))
@@ -197,7 +199,7 @@ def reference_check(folder: Path) -> dict:
     if isinstance(model.input.shape[0], int):
         rec["b3"] = f"n/a (fixed batch {model.input.shape[0]})"
     else:
-        fid = model.fidelity(batch=3)
+        fid = fidelity(model, batch=3)
         if fid.get("available"):
             with torch.no_grad():
                 out = model.run(model.probe_input(3, None, 0))

@@ -37,6 +37,7 @@ from conftest import ort_run  # noqa: E402
 from tiny import export_text, gather_output  # noqa: E402
 
 import vizcore  # noqa: E402
+from vizcore.analysis.fidelity import fidelity  # noqa: E402
 
 TOLERANCE = 1e-3  # max |torch - onnxruntime| / max |onnxruntime|
 GOAL = (f"parity <= {TOLERANCE:g} at batch 1 and 3, gradient finite and non-zero, 8-step render rises, "
@@ -69,7 +70,7 @@ def _line(path: Path) -> Path:
 
 
 def _rel(model: vizcore.Model, batch: int, size: int | None) -> float:
-    fid = model.fidelity(batch=batch, size=size, seed=batch)
+    fid = fidelity(model, batch=batch, size=size, seed=batch)
     if not fid.get("available") or fid.get("error"):
         return float("inf")
     x = model.probe_input(1, size) if model.source is None else None

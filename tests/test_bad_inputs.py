@@ -347,3 +347,54 @@ def test_diff_checks_nothing_before_both_inputs_exist(tmp_path, capsys, monkeypa
     old = _save(_conv(), tmp_path / "old.onnx")
     assert main(["diff", old, str(tmp_path / "new.onnx")]) == 2
     assert "new.onnx" in capsys.readouterr().err
+
+
+def _oversize(d: Path) -> str:
+    """A plain model, read while the size limit is 100 bytes (see `test_prune_refuses_what_inspect_refuses`)."""
+    return _save(_conv(), d / "m.onnx")
+
+
+# id: (build(folder) -> model path, text in the one-line message; None: both commands succeed)
+PRUNE_CASES: dict[str, tuple[Callable[[Path], str], str | None]] = {
+    **{case: (CASES[case][0], CASES[case][3]) for case in (
+        "external NUL", "external 5000 chars", "external 300-char name", "external via symlink",
+        "sparse via symlink", "attribute via symlink", "subgraph via symlink", "model path 5000 chars",
+        "model /dev/zero", "model FIFO")},
+    "external ../": (_external("../work-outside/w.bin"), "outside the model's folder"),
+    "external absolute": (_external("/etc/hostname"), "outside the model's folder"),
+    "external missing": (_external("gone.bin"), "is missing"),
+    "oversize": (_oversize, "larger than a model file can be"),
+    "name not UTF-8": (_bad_utf8, None),
+    "truncated": (lambda d: _save(_conv().SerializeToString()[:-7], d / "m.onnx"), "not an ONNX model"),
+    "not ONNX": (lambda d: _save(b"name,value\n" * 40, d / "m.onnx"), "not an ONNX model"),
+    "empty": (lambda d: _save(b"", d / "m.onnx"), "is empty"),
+    "folder": (lambda d: str(d), "is a folder"),
+    "missing": (lambda d: str(d / "absent.onnx"), "not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(PRUNE_CASES))
+def test_prune_refuses_what_inspect_refuses(case, tmp_path, capsys, monkeypatch):
+    """`vizcore prune` reads the model with the same reader as `inspect`: the same exit code and the same one-line
+    error (and hint) for every hostile or broken file."""
+    from vizcore import inputs
+
+    build, text = PRUNE_CASES[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    model = build(work)
+    monkeypatch.chdir(work)
+    if case == "oversize":
+        monkeypatch.setattr(inputs, "MAX_MODEL_BYTES", 100)
+    got = {}
+    for argv in (["inspect", model, "--no-fidelity"], ["prune", model, "--dry-run", "--latency-reps", "0"]):
+        code = main(argv)
+        stdout, stderr = capsys.readouterr()
+        assert "Traceback" not in stdout + stderr
+        got[argv[0]] = code, [ln for ln in stderr.splitlines() if ln.strip()]
+    assert got["prune"] == got["inspect"]
+    code, lines = got["inspect"]
+    if text is None:
+        assert code == 0
+    else:
+        assert code == 2 and lines[0].startswith("error:") and text in lines[0] and len(lines) <= 2, lines

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -135,12 +137,8 @@ def test_chunking_by_memory_budget(model):
 
 
 def test_batch_one_graphs_fall_back_to_one_unit_at_a_time(model, recwarn):
-    model.__dict__["batch_ok"] = False
-    try:
-        msgs = []
-        r = vizcore.render(model, "3:0-2", on_warning=msgs.append, **FAST)
-    finally:
-        del model.__dict__["batch_ok"]
+    msgs = []
+    r = vizcore.render(dataclasses.replace(model, batch_ok=False), "3:0-2", on_warning=msgs.append, **FAST)
     assert r.settings["chunk_units"] == 1 and len(r) == 3
     assert any("batch 1" in m for m in msgs)
 
@@ -230,8 +228,8 @@ def test_other_graph_inputs_are_made_once_per_chunk_not_every_step(tmp_path, mon
 
     m = vizcore.load(export_kind("unet1d", tmp_path))
     calls = []
-    original = m.extra_feeds
-    monkeypatch.setattr(m, "extra_feeds", lambda x: calls.append(tuple(x.shape)) or original(x))
+    original = type(m).extra_feeds  # a Model is frozen: count on its class
+    monkeypatch.setattr(type(m), "extra_feeds", lambda self, x: calls.append(tuple(x.shape)) or original(self, x))
     r = vizcore.render(m, f"{m.layers[2].index}:0-1", steps=12, transforms="none", device="cpu",
                        preprocess="none", value_range="0,1")
     assert r.traces[0][-1] > r.traces[0][0]  # the ascent still works through the cached feeds

@@ -17,6 +17,7 @@ from torch import nn
 
 import vizcore
 from vizcore import layouts
+from vizcore.analysis.fidelity import fidelity
 from vizcore.errors import OptionError, TargetError
 
 META = {"vizcore.mean": "0.5", "vizcore.std": "0.25", "vizcore.range": "0,1"}
@@ -121,7 +122,7 @@ def test_layouts_load_with_natural_shapes_and_match_onnxruntime(which, layout, n
     assert m.probe_input(3).shape == (3, *natural[1:])
     for batch in (1, 3):
         assert _parity(m, batch) < 1e-5
-    assert m.fidelity(batch=3)["max_abs_diff"] < 1e-5
+    assert fidelity(m, batch=3)["max_abs_diff"] < 1e-5
     assert m.batch_ok
     first = next(l for l in m.layers if l.op_type in ("Conv", "Gemm", "MatMul"))
     g = _input_gradient(m, first.name)
@@ -219,7 +220,7 @@ def test_lstm_outputs_map_one_to_one_onto_the_module(save_onnx):
     for r, g in zip(ref, got):
         assert r.shape == tuple(g.shape)
         assert np.abs(r - g.numpy()).max() < 1e-5
-    fid = m.fidelity(batch=2, size=12)
+    fid = fidelity(m, batch=2, size=12)
     assert set(fid["per_output"]) == {"Y", "Y_h", "c"} and fid["max_abs_diff"] < 1e-5
     # the first output, Y_h, is (dirs, N, H): batch 2 matches batch 1 along axis 1
     assert m.batch_ok
@@ -283,7 +284,7 @@ def test_layers_before_an_unknown_op_load_render_and_check(tmp_path):
     assert [l.name for l in m.layers] == ["conv1", "relu1", "conv2", "relu2"]
     assert [(n, op) for n, op, _ in m.unreachable] == [("mystery", "Mystery"), ("after", "Relu")]
     assert "acme::Mystery" in m.unreachable[0][2] and "mystery" in m.unreachable[1][2]
-    fid = m.fidelity(size=16)  # against onnxruntime on the part that was converted
+    fid = fidelity(m, size=16)  # against onnxruntime on the part that was converted
     assert fid["available"] and fid["max_abs_diff"] < 1e-5 and list(fid["per_output"]) == ["r2"]
     r = vizcore.render(m, "conv2:1", steps=8, size=16, device="cpu", transforms="none", record_every=1)
     assert r.traces[0][-1] > r.traces[0][0]
@@ -329,7 +330,7 @@ def test_constant_if_is_inlined_and_matches_onnxruntime(save_onnx):
     assert not m.unreachable
     ops = [l.op_type for l in m.layers]
     assert "If" not in ops and "Neg" in ops and ops[-1] == "Relu"
-    assert m.fidelity()["max_abs_diff"] < 1e-5
+    assert fidelity(m)["max_abs_diff"] < 1e-5
     r = vizcore.render(m, f"{m.layers[-1].name}:0", steps=4, size=8, device="cpu")
     assert np.isfinite(r.values).all()
 
@@ -339,7 +340,7 @@ def test_data_dependent_if_cuts_the_graph_in_front_of_it(save_onnx):
     assert [l.name for l in m.layers] == ["conv", "relu", "mean", "positive"]
     assert [(n, op) for n, op, _ in m.unreachable] == [("branchy", "If"), ("out", "Relu")]
     assert "control flow" in m.unreachable[0][2]
-    assert m.fidelity()["max_abs_diff"] < 1e-5
+    assert fidelity(m)["max_abs_diff"] < 1e-5
 
 
 # -- symbolic dims ---------------------------------------------------------------------------------------------------
@@ -357,7 +358,7 @@ def test_symbolic_hidden_dim_is_inferred_from_the_weights(save_onnx):
     assert m.input.shape[1:] == ("S", 16) and m.layout.name == "NLC"
     assert m.input_shape(1, 10) == (1, 16, 10)
     assert m.layer("proj").channel_last and m.layer("proj").channels == 8  # (N, S, 8): channels are features
-    assert m.fidelity(size=10)["max_abs_diff"] < 1e-5
+    assert fidelity(m, size=10)["max_abs_diff"] < 1e-5
 
 
 def test_input_shapes_fix_what_cannot_be_inferred(save_onnx):
@@ -420,7 +421,7 @@ def test_embedding_output_as_the_optimized_input(text_path):
     m = vizcore.load(text_path, input=emb)
     assert m.input.name == emb and m.input.shape == ("batch", "len", 8) and m.layout.name == "NLC"
     assert m.input_shape(1, 10) == (1, 8, 10)
-    fid = m.fidelity(batch=2, size=10)  # onnxruntime gets the token ids, torch their embedding
+    fid = fidelity(m, batch=2, size=10)  # onnxruntime gets the token ids, torch their embedding
     assert fid["available"] and fid["max_abs_diff"] < 1e-5
     relu = next(l for l in m.layers if l.op_type == "Relu")
     assert m.depends_on_input(relu.name)

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import vizcore
+from vizcore.analysis.fidelity import fidelity
 from vizcore.cli import main
 from vizcore.errors import UnsupportedOpError
 from vizcore.onnx_compat import loops
@@ -219,7 +220,7 @@ def test_a_loop_that_cannot_be_unrolled_stays_and_the_layers_before_it_load(save
     assert [(n, op) for n, op, _ in m.unreachable][:1] == [("repeat", "Loop")]
     reason = m.unreachable[0][2]
     assert "control flow not unrolled" in reason and why in reason, reason
-    assert m.fidelity()["max_abs_diff"] < 1e-5
+    assert fidelity(m)["max_abs_diff"] < 1e-5
 
 
 def test_a_loop_without_iterations_passes_its_initial_values_on(save_onnx):

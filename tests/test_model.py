@@ -13,6 +13,7 @@ from conftest import MOBILENET, make_onnx, ort_run, tensor
 from onnx import TensorProto, helper
 
 import vizcore
+from vizcore.analysis.fidelity import fidelity
 from vizcore.errors import LayerNotFoundError, ModelLoadError, UnsupportedOpError
 
 
@@ -33,9 +34,9 @@ def test_mobilenet_loads_with_layers_and_eval_module(mobilenet):
 
 
 def test_mobilenet_fidelity_against_onnxruntime(mobilenet):
-    fid = mobilenet.fidelity(seed=1)
+    fid = fidelity(mobilenet, seed=1)
     assert fid["available"] and fid["max_abs_diff"] <= 1e-4
-    assert mobilenet.fidelity(batch=2, size=96)["max_abs_diff"] <= 1e-4
+    assert fidelity(mobilenet, batch=2, size=96)["max_abs_diff"] <= 1e-4
 
 
 def test_layer_addressing(mobilenet):
@@ -101,7 +102,7 @@ def _parity(path: Path, model: vizcore.Model, batch: int = 1) -> float:
     with torch.no_grad():
         got = model.run(x)
     if ref is None:
-        return model.fidelity(seed=7, batch=batch)["max_abs_diff"]
+        return fidelity(model, seed=7, batch=batch)["max_abs_diff"]
     return float(np.max(np.abs(ref[0] - got.numpy())))
 
 
@@ -111,7 +112,7 @@ def test_dynamo_export_of_small_cnn(cnn_onnx):
     assert proto.opset_import[0].version >= 18
     m = vizcore.load(path)
     assert _parity(path, m) < 1e-5
-    assert m.fidelity(batch=3)["max_abs_diff"] < 1e-5  # batch 1 baked into the export, made symbolic
+    assert fidelity(m, batch=3)["max_abs_diff"] < 1e-5  # batch 1 baked into the export, made symbolic
     assert m.batch_ok
     names = [l.name for l in m.layers]
     assert "conv1/Conv" in names  # module path from the export's name_scopes metadata
@@ -155,7 +156,7 @@ def test_dynamo_export_of_mobilenet_v2(tmp_path):
     assert (tmp_path / "mnv2.onnx.data").is_file()
     assert onnx.load(str(path), load_external_data=False).opset_import[0].version >= 18
     m = vizcore.load(path)
-    fid = m.fidelity(seed=2)
+    fid = fidelity(m, seed=2)
     scale = float(np.max(np.abs(ort_run(path, {m.input.name: m.probe_input(1, None, 2).numpy()})[0])))
     assert fid["max_abs_diff"] <= 1e-4 * max(scale, 1.0)
     assert sum(l.op_type == "Conv" for l in m.layers) == 52
@@ -167,7 +168,7 @@ def test_torchscript_static_export_runs_at_batch_3(cnn_onnx):
     m = vizcore.load(path)
     assert isinstance(m.input.shape[0], str)
     assert m.batch_ok
-    assert m.fidelity(batch=3)["max_abs_diff"] < 1e-5
+    assert fidelity(m, batch=3)["max_abs_diff"] < 1e-5
 
 
 def test_weights_in_constant_and_identity_nodes_become_initializers(save_onnx):

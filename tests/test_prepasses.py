@@ -9,6 +9,7 @@ from conftest import make_onnx, ort_run, tensor
 from onnx import TensorProto, helper, numpy_helper
 
 import vizcore
+from vizcore.analysis.fidelity import fidelity
 from vizcore.onnx_compat import prepasses
 from vizcore.plugins import get_manager
 
@@ -126,4 +127,4 @@ def test_loaded_static_model_runs_at_batch_3(save_onnx):
     m = vizcore.load(path)
     assert dict(m.prepasses)["symbolic_batch"] == 2
     assert m.batch_ok and m.input.shape[0] == "batch"
-    assert m.fidelity(batch=3)["max_abs_diff"] < 1e-5  # sample by sample against the original file
+    assert fidelity(m, batch=3)["max_abs_diff"] < 1e-5  # sample by sample against the original file

@@ -18,6 +18,7 @@ from conftest import export_torch, ort_run, seeded_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 import vizcore
+from vizcore.analysis.fidelity import fidelity
 from vizcore.cli import main
 from vizcore.errors import UnsupportedOpError
 from vizcore.onnx_compat.converters.quantized import round_ste
@@ -174,7 +175,7 @@ def test_half_precision_runs_in_float32_and_matches_onnxruntime(float_cnn, varia
     ref = np.abs(ort_run(float_cnn, {"image": x})[0]).max()
     for diff in parity(path).values():
         assert diff <= rtol * ref
-    fid = m.fidelity(size=32)
+    fid = fidelity(m, size=32)
     assert fid["available"] and fid["max_abs_diff"] <= rtol * ref
     r = vizcore.render(m, "0:0", steps=8, size=32, record_every=1)
     assert len(r.traces[0]) == 8 and r.traces[0][-1] > r.traces[0][0], r.traces[0]

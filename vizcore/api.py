@@ -1,7 +1,7 @@
 """The public API's facade: the one place where names (of plugins, objectives, exporters) meet objects.
 
 Each function takes `plugins=` (a `vizcore.plugins.Manager`; default: the process's default manager) and hands the
-tables it needs down to the layers below: converters and pre-passes to `model.load`, objective factories to
+tables it needs down to the layers below: converters and pre-passes to `loading.load`, objective factories to
 `targets`, factories and lifecycle hooks to `engine.run`, the exporter table to the `Result`.
 """
 
@@ -12,8 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import engine
-from . import model as model_mod
+from . import engine, loading
 from . import targets as targets_mod
 from .engine.options import for_input
 from .errors import OptionError, PluginError, VizcoreError
@@ -43,8 +42,8 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, plugins: Mana
     pm = _manager(plugins)
     prepasses = [p for p, _ in pm.registry("prepasses").values()]
     converters = [c for c, _ in pm.registry("converters").values()]
-    return model_mod.load(path, size=size, prepasses=prepasses, converters=converters, layout=layout,
-                          input_shapes=input_shapes, input=input, feeds=feeds)
+    return loading.load(path, size=size, prepasses=prepasses, converters=converters, layout=layout,
+                        input_shapes=input_shapes, input=input, feeds=feeds)
 
 
 def _split_names(transforms: str | Sequence[str]) -> list[str]:

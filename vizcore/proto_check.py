@@ -1,7 +1,7 @@
 """Untrusted ONNX protos made safe to load: text fields repaired, every external-data reference found, metadata
 values parsed with bounds.
 
-Nothing here converts or runs the model; `vizcore.model.load` calls it between parsing and checking.
+Nothing here converts or runs the model; `vizcore.onnxfile.read` calls it between parsing and checking.
 """
 
 from __future__ import annotations

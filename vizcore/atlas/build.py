@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import api
+from ..analysis import fidelity as fidelity_mod
 from ..errors import OptionError, OutputError, VizcoreError
 from ..health import CheckReport
 from ..images import png_bytes, unit_image
@@ -162,7 +163,7 @@ def _fidelity(model: Model, wanted: bool, check: CheckReport | None, size: int |
         return {"available": False, "reason": "skipped (--no-fidelity)"}
     if check is not None and (check.fidelity or {}).get("available"):
         return check.fidelity  # the check measured it already
-    return model.fidelity(size=size)
+    return fidelity_mod.fidelity(model, size=size)
 
 
 def _model_facts(model: Model, fidelity: dict[str, Any]) -> dict[str, Any]:

@@ -35,18 +35,19 @@ def _tensor(t: Any) -> str:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    from ..analysis.fidelity import fidelity
     from ..api import load
 
     require_readable(args.model)
     kwargs = load_kwargs(args)
     model = load(args.model, plugins=args.plugins, **kwargs)
     layers = model.layers if args.all else [l for l in model.layers if l.visual]
-    fidelity = {"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity else model.fidelity(
-        size=kwargs["size"])
+    fid = ({"available": False, "reason": "skipped (--no-fidelity)"} if args.no_fidelity
+           else fidelity(model, size=kwargs["size"]))
     space = _input_space(model, args)
     if args.json:  # whole names, strict JSON (NaN/Inf as null); json escapes control characters itself
         data = model.summary()
-        data.update({"batch_ok": model.batch_ok, "fidelity": fidelity, "layers": [l.to_json() for l in layers],
+        data.update({"batch_ok": model.batch_ok, "fidelity": fid, "layers": [l.to_json() for l in layers],
                      "layer_count": len(model.layers), "input_space": space.to_json() if space else None})
         text = json_text(data)
         console.print_json(text) if console.is_terminal else print(text)
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     head.add_row("parameters", f"{model.param_count:,}")
     head.add_row("batch > 1", "yes" if model.batch_ok else "[yellow]no: the graph bakes batch 1 in; units render "
                  "one at a time[/]")
-    head.add_row("fidelity", _fidelity(fidelity))
+    head.add_row("fidelity", _fidelity(fid))
     if args.verbose:
         ran = [f"{escape(printable(n))}: {c} change{'s' if c != 1 else ''}" if c
                else f"[dim]{escape(printable(n))}: no change[/]" for n, c in model.prepasses]

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..analysis import dead as dead_mod
 from ..analysis.duplicates import find_duplicates
+from ..analysis.fidelity import fidelity
 from ..analysis.gating import LayerFacts, closed_for_every_input, layer_facts, zero_weight_units
 from ..analysis.layers import CheckedLayer, conv_module, select_layers
 from ..analysis.stats import layer_stats
@@ -208,7 +209,7 @@ def _fidelity_step(model: Model, cfg: CheckConfig, failures: list[Failure]) -> d
     if not cfg.fidelity:
         return {"available": False, "reason": "skipped"}
     try:
-        fid = dict(model.fidelity(seed=cfg.seed, size=cfg.size))
+        fid = dict(fidelity(model, seed=cfg.seed, size=cfg.size))
     except Exception as exc:  # noqa: BLE001 - e.g. nested outputs the comparison cannot read: skipped, not a crash
         return {"available": False, "reason": f"skipped: the comparison failed ({type(exc).__name__}: "
                                               f"{oneline(exc, 160, typed=False)})"}

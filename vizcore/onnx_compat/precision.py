@@ -3,7 +3,7 @@
 Initializers, Constant/ConstantOfShape values, Cast targets (and the dtype attribute of the random/EyeLike ops)
 and the declared types of inputs, outputs and value_info all become float32, in subgraphs too. A model from
 `onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)` keeps its float32 interface (its
-boundary Casts become identities); one with fp16 inputs is then declared float32: `Model.fidelity` casts its
+boundary Casts become identities); one with fp16 inputs is then declared float32: `analysis.fidelity` casts its
 feeds back to what onnxruntime expects from the original file. The result computes the same function without
 the rounding to 11 (fp16) or 8 (bf16) significant bits after every op, so it differs from onnxruntime on the
 original file by about that rounding, not by a conversion error.

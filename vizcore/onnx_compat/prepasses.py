@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .. import onnxfile
 from ..hookspecs import hookimpl
 from . import Prepass
 
@@ -276,11 +277,7 @@ def _feeds(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.nd
 
 
 def _session(model: onnx.ModelProto):  # noqa: ANN202 - onnxruntime is optional
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 4  # a rewrite that fails is expected here, not an error worth printing
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return onnxfile.session(model, log_level=4)  # a rewrite that fails is expected here, not an error worth printing
 
 
 def _reference_session(model: onnx.ModelProto):  # noqa: ANN202 - onnxruntime is optional

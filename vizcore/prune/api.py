@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -12,7 +11,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..errors import ModelLoadError, OptionError, OutputError
+from .. import onnxfile
+from ..errors import OptionError, OutputError
 from . import cost, runtime, surgery, verify
 from .channels import analyze
 from .evidence import CheckVerdicts, Evidence, verdicts
@@ -21,23 +21,6 @@ from .inputs import Feeder, feeder
 from .options import PruneOptions
 from .plan import Plan, decide
 from .report import PruneReport
-
-
-def load(path: str | Path) -> tuple[onnx.ModelProto, bool]:
-    """The model with its weights, and whether they lived in external data files."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelLoadError(f"{p}: no such file", "pass the path of an .onnx model")
-    try:
-        head = onnx.load(str(p), load_external_data=False)
-        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in head.graph.initializer)
-        m = onnx.load(str(p)) if external else head
-        onnx.checker.check_model(m)
-    except Exception as exc:  # onnx raises many kinds for a bad file
-        raise ModelLoadError(f"{p}: not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})",
-                             "check the file with `vizcore inspect`") from exc
-    return m, external
-
 
 #: Values the probes and data of one prune may hold at once (float32): 1 GiB.
 MAX_INPUT_VALUES = 1 << 28
@@ -119,8 +102,9 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
     say = progress or (lambda msg: None)
     out_path = _check_out(model_path, out, o.force, o.dry_run)
     say("loading")
-    model, external = load(model_path)
-    check = _read_check(o.from_check, model_path) if o.from_check else None
+    file = onnxfile.read(model_path)
+    model, external = file.proto, file.external
+    check = _read_check(o.from_check, file.sha256) if o.from_check else None
     feed = feeder(model, size=o.size, preprocess=o.preprocess, value_range=o.value_range, layout=o.layout,
                   feeds=o.feeds)
     ev_sets, ver_sets, probe_sources = _input_sets(feed, o)
@@ -153,13 +137,13 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
     return report
 
 
-def _read_check(path: str | Path, model_path: str | Path) -> CheckVerdicts:
+def _read_check(path: str | Path, sha256: str) -> CheckVerdicts:
     """The check report's verdicts, refused when the report is about another model (its sha256 differs)."""
     from ..health.results import read_report
 
     report = read_report(path)
     want = report.model.get("sha256")
-    have = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    have = sha256
     if want and want != have:
         raise OptionError(f"--from-check {path}: the report is about another model (sha256 {str(want)[:12]}…, this "
                           f"model {have[:12]}…)", "run `vizcore check` on this model and pass its report")

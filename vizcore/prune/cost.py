@@ -8,6 +8,7 @@ import time
 import numpy as np
 import onnx
 
+from .. import onnxfile
 from .graph import attr
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -103,18 +104,9 @@ def layer_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, feed: dict
     import tempfile
     from pathlib import Path
 
-    import onnxruntime as ort
-
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        sessions = []
-        for i, m in enumerate((model_a, model_b)):
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            opts.enable_profiling = True
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            opts.profile_file_prefix = str(Path(tmp) / f"p{i}")
-            sessions.append(ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]))
+        sessions = [onnxfile.session(m, profile=str(Path(tmp) / f"p{i}")) for i, m in enumerate((model_a, model_b))]
         for _ in range(reps):
             for s in sessions:
                 s.run(None, feed)

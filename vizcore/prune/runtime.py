@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
 
+from .. import onnxfile
 
-def session(model: onnx.ModelProto, extra: Sequence[str] = (), threads: int = 0):
+
+def session(model: onnx.ModelProto, extra: Sequence[str] = (), threads: int = 0) -> Any:
     """A CPU onnxruntime session of `model` with the tensors `extra` added as outputs."""
-    import onnxruntime as ort
-
-    m = model
-    if extra:
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        have = {o.name for o in m.graph.output}
-        for name in extra:
-            if name not in have:
-                m.graph.output.append(onnx.ValueInfoProto(name=name))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return onnxfile.session(model, extra, threads)
 
 
 def intermediates(model: onnx.ModelProto) -> list[str]:

@@ -1,0 +1,76 @@
+"""How closely the converted torch graph matches onnxruntime on the same seeded input (`vizcore check`,
+`inspect`, the atlas): onnxruntime runs the bytes the loader kept, so the file is not read again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import onnxfile
+from ..errors import oneline
+from ..model import Model
+
+
+def fidelity(model: Model, seed: int = 0, batch: int = 1, size: int | Sequence[int] | None = None
+             ) -> dict[str, Any]:
+    """Max abs difference between the converted graph and onnxruntime on a seeded random input."""
+    version = onnxfile.runtime_version()
+    if version is None:
+        return {"available": False, "reason": "onnxruntime is not installed (pip install onnxruntime)"}
+    if not model.has_float_input:
+        x = None
+        feeds = [model.default_feed(t, batch) for t in model.inputs]
+    elif model.source is not None:  # an inner tensor is optimized: its value from the graph inputs onnxruntime gets
+        natural = model.input_shape(batch, size)
+        base = [model.default_feed(t, batch, natural[-1] if len(natural) == 3 else None) for t in model.inputs]
+        with torch.no_grad():
+            x = model.source(*base)
+        feeds = [*base, x]
+    else:
+        x = model.probe_input(batch, size, seed)
+        feeds = model.feeds(x)
+    shown = list((x if x is not None else feeds[0]).shape)
+    try:
+        sess = onnxfile.session(model.reference)
+        arrays = _as_session_types(sess, {t.name: f.cpu().numpy() for t, f in zip(model.inputs, feeds)})
+        try:
+            ref = sess.run(None, arrays)
+        except Exception:
+            if batch == 1:
+                raise
+            # the file fixes batch 1 (vizcore made it symbolic): compare sample by sample
+            runs = [sess.run(None, {k: v[i:i + 1] for k, v in arrays.items()}) for i in range(batch)]
+            ref = [np.concatenate(parts) for parts in zip(*runs)]
+    except Exception as exc:
+        why = oneline(exc, 300, typed=False)
+        return {"available": False, "reason": f"onnxruntime could not run the model: {why}"}
+    try:
+        with torch.no_grad():
+            got = model.module(*feeds)
+    except Exception as exc:  # the converted graph itself fails (e.g. batch 1 baked in): a result, not a crash
+        return {"available": True, "onnxruntime": version, "input_shape": shown, "seed": seed,
+                "max_abs_diff": float("inf"), "per_output": {},
+                "error": f"the converted graph fails: {oneline(exc)}"}
+    got = list(got) if isinstance(got, (tuple, list)) else [got]
+    diffs = {}
+    names = [o.name for o in sess.get_outputs()]
+    for name, r, t in zip(names, ref, got):
+        t = t.detach().float().cpu().numpy()
+        if r.shape != t.shape:
+            diffs[name] = float("inf")
+        else:
+            diffs[name] = float(np.max(np.abs(r.astype(np.float64) - t))) if r.size else 0.0
+    worst = max(diffs.values()) if diffs else 0.0
+    return {"available": True, "onnxruntime": version, "input_shape": shown, "seed": seed,
+            "max_abs_diff": worst, "per_output": diffs}
+
+
+def _as_session_types(sess: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feeds cast to the element types the onnxruntime session declares (an fp16 file that vizcore runs in
+    float32 still wants float16 inputs)."""
+    want = {i.name: i.type for i in sess.get_inputs()}
+    return {k: v.astype(np.float16) if want.get(k) == "tensor(float16)" else v for k, v in arrays.items()}
+
