@@ -69,7 +69,8 @@ def test_external_data_is_inlined_and_the_session_runs_it_without_the_file(tmp_p
 
 def test_the_reader_and_its_prune_callers_do_not_import_torch():
     code = ("import sys, vizcore.onnxfile, vizcore.prune.api, vizcore.prune.runtime, vizcore.prune.cost, "
-            "vizcore.onnx_compat.prepasses; print(sorted(m for m in ('torch', 'onnx2torch') if m in sys.modules))")
+            "vizcore.samples, vizcore.inputspace, vizcore.onnx_compat.prepasses; "
+            "print(sorted(m for m in ('torch', 'onnx2torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PKG.parent).stdout
     assert out.strip() == "[]"

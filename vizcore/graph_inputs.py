@@ -4,13 +4,16 @@ and the probe length of 1-D models (from their receptive field, never a 224-pixe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from torch import fx
 
 from .errors import ModelLoadError, OptionError, TargetError, closest
+
+if TYPE_CHECKING:
+    from torch import fx
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -236,6 +239,8 @@ def token_inputs(proto: onnx.ModelProto) -> dict[str, int]:
 
 def tap(gm: fx.GraphModule, node_name: str) -> fx.GraphModule:
     """A module (sharing `gm`'s weights) with `gm`'s inputs that returns the value of fx node `node_name`."""
+    from torch import fx
+
     g = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     for n in gm.graph.nodes:

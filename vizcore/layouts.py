@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import onnx
-import torch
 
 from .errors import OptionError
+
+if TYPE_CHECKING:
+    import torch
 
 Dim = int | str | None
 
@@ -38,7 +41,7 @@ class Layout:
         return 3 if self.name == "NF" else self.rank
 
     def to_graph(self, x: torch.Tensor) -> torch.Tensor:
-        """A natural-layout tensor -> the graph's layout."""
+        """A natural-layout tensor -> the graph's layout (torch tensors; numpy arrays take `transpose(perm)`)."""
         if self.name == "NF":
             return x.reshape(x.shape[0], -1)
         return x if self.identity else x.permute(*self.perm)
