@@ -20,11 +20,11 @@ from ..lifecycle import NO_HOOKS, Hooks, RenderRun, StepState
 from ..model import Model
 from ..objectives import Objective
 from ..result import Result
-from .budget import bytes_per_image, default_budget, plan, refuse_size, refuse_slow, run_chunks
+from .budget import run_chunks
 from .device import device_settings, resolve_device
 from .loop import ChunkResult, nan_units, run_chunk
 from .options import RenderOptions
-from .setup import Factories, Notes, Render, VizcoreWarning, place, prepare, settings
+from .setup import Factories, Notes, Render, VizcoreWarning, chunk_plan, place, prepare, settings
 
 __all__ = ["Factories", "RenderOptions", "VizcoreWarning", "device_settings", "run"]
 
@@ -48,12 +48,8 @@ def run(model: Model, objectives: Sequence[Objective], names: Sequence[str], fac
                on_step=on_step, generator=torch.Generator().manual_seed(o.seed))
     with device_settings(dev, o.cpu_heap, o.cudnn_benchmark):
         prepare(r)
-        budget = o.budget_bytes or default_budget(dev)
-        refuse_size(r.shape[2:], budget, r.shape[1], len(r.shape) - 2)
-        per_image = bytes_per_image(model, max(r.indices), r.shape, r.amp)
-        refuse_slow(per_image, o.steps, len(r.units), dev)
-        chunk = plan(per_image, budget, len(r.objectives), o.images_per_unit, o.batch_size, model.batch_ok,
-                     r.notes)  # batch_ok is decided where the weights are now (CPU after load), before they move
+        # batch_ok (read by the plan) is decided where the weights are now (CPU after load), before they move
+        chunk, budget = chunk_plan(model, r.indices, r.shape, o, len(r.objectives), dev, r.notes)
         with on_device(r):
             place(r)
             r.settings = settings(r, chunk, budget)

@@ -1,5 +1,6 @@
 """Everything a render needs before its first step, in one `Render`: units, the cut network at the render size,
-transforms, penalties, the seeded generator, the chunk size and the settings the manifest records."""
+transforms, penalties, the seeded generator, the chunk plan (`chunk_plan`, shared with `vizcore.executors`) and the
+settings the manifest records."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..objectives import Objective
 from ..preprocess import Preprocess
 from ..preprocess import resolve as resolve_preprocess
 from ..result import Unit
+from .budget import bytes_per_image, default_budget, plan, refuse_size, refuse_slow
 from .fusion import fuse_conv_clamps
 from .net import Net, memory_format
 from .options import RenderOptions
@@ -159,6 +161,20 @@ def _check_param_options(factory: Callable[..., Any], given: Mapping[str, Any], 
         if valid is not None and key not in valid:
             raise OptionError(f"the {name} parameterization has no option {key!r}",
                               f"its options: {', '.join(valid) or 'none'}")
+
+
+def chunk_plan(model: Model, indices: Sequence[int], shape: Sequence[int], options: RenderOptions, units: int,
+               dev: torch.device, note: Callable[[str], None]) -> tuple[int, int]:
+    """(units per chunk, memory budget in bytes) for `units` objectives reading layers `indices` at input `shape`:
+    the one plan of a render, made by `engine.run` and by `vizcore.executors` (so a chunk sent to another process
+    holds exactly the units it would hold here). A size whose images alone exceed the budget, and a render that
+    would take over a day, are refused here, before any work."""
+    budget = options.budget_bytes or default_budget(dev)
+    refuse_size(shape[2:], budget, shape[1], len(shape) - 2)
+    per_image = bytes_per_image(model, max(indices), shape, options.amp and dev.type == "cuda")
+    refuse_slow(per_image, options.steps, units * options.images_per_unit, dev)
+    chunk = plan(per_image, budget, units, options.images_per_unit, options.batch_size, model.batch_ok, note)
+    return chunk, budget
 
 
 def place(r: Render) -> None:
