@@ -9,9 +9,12 @@ are one `RenderOptions`, built and validated once (by the caller, or here from k
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from . import engine
 from . import model as model_mod
@@ -23,6 +26,10 @@ from .model import Model
 from .objectives import Objective
 from .plugins import Manager, default_manager
 from .result import DEFAULT_EXPORTERS, Exporters, Result
+
+#: The input shape each loaded model's graph ran at during its load (keyed by its module, so the record goes with
+#: the model): a render at that shape needs no size probe (`engine.run(ran_at=...)`).
+_LOADED_AT: weakref.WeakKeyDictionary[nn.Module, tuple[int, ...]] = weakref.WeakKeyDictionary()
 
 
 def _manager(plugins: Manager | None) -> Manager:
@@ -44,8 +51,11 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, plugins: Mana
     pm = _manager(plugins)
     prepasses = [p for p, _ in pm.registry("prepasses").values()]
     converters = [c for c, _ in pm.registry("converters").values()]
-    return model_mod.load(path, size=size, prepasses=prepasses, converters=converters, layout=layout,
-                          input_shapes=input_shapes, input=input, feeds=feeds)
+    model = model_mod.load(path, size=size, prepasses=prepasses, converters=converters, layout=layout,
+                           input_shapes=input_shapes, input=input, feeds=feeds)
+    if model.has_float_input and not isinstance(size, str):  # the load ran the whole graph on this shape
+        _LOADED_AT[model.module] = model.input_shape(model.probe_batch, size)
+    return model
 
 
 #: Names that vizcore's own optional plugins provide, for the hint of an "unknown ..." error.
@@ -156,7 +166,8 @@ def render(
     objectives, names = bind(model, targets, pm)
     options = for_input(options, len(model.input_shape(1, options.size)), embedding=model.embedding is not None)
     result = engine.run(model, objectives, names, factories(pm, options), options=options, hooks=pm,
-                        exporters=chosen.names, on_warning=on_warning, on_step=on_step)
+                        exporters=chosen.names, on_warning=on_warning, on_step=on_step,
+                        ran_at=_LOADED_AT.get(model.module))
     result.exporter_table = dict(chosen.table)
     _annotate(model, result)
     return result

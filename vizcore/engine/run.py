@@ -32,20 +32,23 @@ __all__ = ["Factories", "RenderOptions", "VizcoreWarning", "device_settings", "r
 def run(model: Model, objectives: Sequence[Objective], names: Sequence[str], factories: Factories, *,
         options: RenderOptions | None = None, hooks: Hooks = NO_HOOKS, exporters: Sequence[str] = (),
         on_warning: Callable[[str], None] | None = None,
-        on_step: Callable[[RenderRun, StepState], None] | None = None) -> Result:
+        on_step: Callable[[RenderRun, StepState], None] | None = None,
+        ran_at: Sequence[int] | None = None) -> Result:
     """Synthesize, for every bound objective, the input that maximizes it; returns images, values and traces.
 
     `names` label the objectives (one each), `factories` hold the looked-up parameterization, transforms and
     regularizers (`options.regularizers` gives their weights), `hooks` the lifecycle hooks to call (a plugin
     manager), `exporters` the names the caller will export with. `on_step(run, state)` is called after every step
-    of this render only (progress bars, early stopping by setting `state.stop`).
+    of this render only (progress bars, early stopping by setting `state.stop`). `ran_at`: an input shape the
+    whole graph is known to run at (the load's probe); a render at that shape skips its own size probe.
     """
     t0 = time.perf_counter()
     o = options or RenderOptions()
     dev = resolve_device(o.device)
     r = Render(model=model, objectives=list(objectives), names=list(names), units=[], options=o,
                factories=factories, dev=dev, notes=Notes(on_warning), hooks=hooks, exporters=tuple(exporters),
-               on_step=on_step, generator=torch.Generator().manual_seed(o.seed))
+               on_step=on_step, generator=torch.Generator().manual_seed(o.seed),
+               ran_at=tuple(ran_at) if ran_at is not None else None)
     with device_settings(dev, o.cpu_heap, o.cudnn_benchmark):
         prepare(r)
         # batch_ok (read by the plan) is decided where the weights are now (CPU after load), before they move

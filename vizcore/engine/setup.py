@@ -73,6 +73,7 @@ class Render:
     hooks: Hooks
     exporters: tuple[str, ...]
     on_step: Callable[[RenderRun, StepState], None] | None
+    ran_at: tuple[int, ...] | None = None  # the input shape the whole graph already ran at (the load's probe)
     size: int = 0
     shape: tuple[int, ...] = ()
     amp: bool = False
@@ -178,8 +179,8 @@ def chunk_plan(model: Model, indices: Sequence[int], shape: Sequence[int], optio
 
 
 def place(r: Render) -> None:
-    """On the device: memory format, conv+clamp fusion (CPU), the transforms, and one no-grad forward at the size
-    (a model that cannot take it is an InputTooSmallError)."""
+    """On the device: memory format, conv+clamp fusion (CPU), the transforms, and a check that the model runs at
+    the size (a model that cannot take it is an InputTooSmallError)."""
     o = r.options
     r.net.to(r.dev)
     r.net.memory_format = memory_format(r.cut, r.shape, o.channels_last)
@@ -187,6 +188,13 @@ def place(r: Render) -> None:
         r.cut.to(memory_format=torch.channels_last)  # the conv weights, shared with model.module (restored after)
     r.n_fused = fuse_conv_clamps(r.cut, r.switch, o.fuse) if r.dev.type == "cpu" else 0  # after redirect
     r.transforms = [t for f in r.factories.transforms for t in call_factory(f, r.size, generator=r.generator)]
+    if r.ran_at != tuple(r.shape):
+        probe_size(r)
+
+
+def probe_size(r: Render) -> None:
+    """One no-grad forward of the cut network at the render's shape: a model that cannot run at that size is an
+    InputTooSmallError before any step. Not needed when the whole graph already ran at that shape (`ran_at`)."""
     try:
         with torch.no_grad():
             r.net(torch.full(r.shape, 0.5, device=r.dev))
