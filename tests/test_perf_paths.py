@@ -6,7 +6,7 @@ run only where a GPU is (bench/gpu_check.sh runs them on the GPU machine).
 import numpy as np
 import pytest
 import torch
-from tiny import TinyCNN, TinySignal, export, load_tiny
+from tiny import IMAGE_META, TinyCNN, TinySignal, export, load_tiny
 from torch import nn
 
 import vizcore
@@ -177,7 +177,7 @@ def _forwards_before_the_first_step(model, **options):
 
 
 def test_a_render_at_the_loaded_size_runs_no_forward_before_its_first_step(tmp_path):
-    path = export(TinyCNN(), tmp_path / "m.onnx", (1, 3, 32, 32), metadata={"vizcore.size": "32"})
+    path = export(TinyCNN(), tmp_path / "m.onnx", (1, 3, 32, 32), metadata={**IMAGE_META, "vizcore.size": "32"})
     model = vizcore.load(path)  # the load runs the graph once at the model's default size (32) for the layer table
     assert model.input_shape(1) == (1, 3, 32, 32)
     assert _forwards_before_the_first_step(model) == [True]  # only the first step's own forward
@@ -185,6 +185,7 @@ def test_a_render_at_the_loaded_size_runs_no_forward_before_its_first_step(tmp_p
     assert _forwards_before_the_first_step(model, size=40) == [False, True]  # another size: probed once
 
 
+@pytest.mark.filterwarnings("ignore:the model's graph only works at batch 1")  # its batch test runs at 64 px
 def test_a_model_that_cannot_take_the_size_is_still_refused_before_the_first_step(tmp_path):
     from vizcore.errors import InputTooSmallError
 
@@ -197,7 +198,7 @@ def test_a_model_that_cannot_take_the_size_is_still_refused_before_the_first_ste
         def forward(self, x):
             return self.fc(torch.relu(self.conv(x)).flatten(1))
 
-    model = vizcore.load(export(Flat(), tmp_path / "flat.onnx", (1, 3, 16, 16)), size=16)
+    model = vizcore.load(export(Flat(), tmp_path / "flat.onnx", (1, 3, 16, 16), metadata=IMAGE_META), size=16)
     assert vizcore.render(model, "class:0", steps=2, size=16, transforms="none").values.shape == (1,)
     with pytest.raises(InputTooSmallError, match="cannot run on a 24x24 input"):
         vizcore.render(model, "class:0", steps=2, size=24, transforms="none")
