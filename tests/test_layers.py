@@ -96,6 +96,20 @@ def _layer(module: str) -> int | None:
     return None
 
 
+def _documented_layers() -> list[tuple[str, ...]]:
+    """The layer table of docs/architecture.md: one row per layer, modules in backticks."""
+    import re
+
+    text = (PKG.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if re.match(r"\|\s*\d+\s*\|", line)]
+    return [tuple(re.findall(r"`(vizcore[\w.]*)`", row.split("|")[2])) for row in rows]
+
+
+def test_docs_architecture_states_these_layers():
+    """docs/architecture.md's table is the rule this test enforces: the two cannot drift apart."""
+    assert _documented_layers() == LAYERS
+
+
 def test_every_module_has_a_layer():
     assert not sorted(m for m in MODULES if _layer(m) is None), "add new modules to LAYERS"
 
