@@ -139,3 +139,15 @@ def test_check_and_prune_feed_the_same_numbers(tmp_path: Path) -> None:
     np.testing.assert_allclose(on_torch.peak, on_ort.summary().peak, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(on_torch.apoz, on_ort.summary().apoz, atol=1e-6)
     assert on_torch.count == len(x) == len(ps.images)
+
+
+def test_report_renders_and_checks_in_the_given_space(tmp_path: Path) -> None:
+    """`vizcore report` takes the same input flags: its renders and its health check use the one space."""
+    src = export(Planted(), tmp_path / "p.onnx", metadata=False)
+    out = tmp_path / "atlas"
+    assert main(["report", str(src), "--out", str(out), "--layers", "0", "--steps", "2", "--size", "16",
+                 "--units-per-layer", "2", "--no-fidelity", "--range", "0,1"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    text = json.dumps(man)
+    assert '"source": "option"' in text and "ImageNet" not in text
+    assert "input space: range 0..1, normalization none (from option)" in man["health"]["notes"]

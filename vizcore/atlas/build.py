@@ -106,7 +106,9 @@ def _judge(model: Model, plan: Plan, fidelity: bool, say: Callable[[str], None])
         return plan.check
     try:
         return atlas_health.run_check(model, plan.chosen, plan.settings["size"], fidelity=fidelity,
-                                      progress=lambda m: say(f"check: {m}"))
+                                      progress=lambda m: say(f"check: {m}"),
+                                      preprocess=plan.settings.get("preprocess"),
+                                      value_range=plan.settings.get("value_range"))
     except VizcoreError as exc:
         say(f"warning: the health check failed ({exc}); the report has no health section")
         return None

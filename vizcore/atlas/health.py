@@ -140,13 +140,16 @@ def check_keys(model: Model, layers: Sequence[Layer]) -> list[str]:
 
 
 def run_check(model: Model, layers: Sequence[Layer], size: int | None = None, *, fidelity: bool = True,
-              progress: Callable[[str], None] | None = None) -> CheckReport | None:
-    """`vizcore.check` on the measured partners of `layers`; None when there are none."""
+              progress: Callable[[str], None] | None = None, preprocess: str | None = None,
+              value_range: str | None = None) -> CheckReport | None:
+    """`vizcore.check` on the measured partners of `layers`, in the renders' input space; None when there are
+    none."""
     from ..health import check
 
     if not layers:
         return None
     opts: dict[str, Any] = {"size": size} if size else {}
+    opts.update({k: v for k, v in (("preprocess", preprocess), ("value_range", value_range)) if v is not None})
     return check(model, layers=check_keys(model, layers), fidelity=fidelity, progress=progress, **opts)
 
 

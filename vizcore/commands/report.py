@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from ..errors import LayerNotFoundError, OptionError
 from ..inputs import require_readable
+from ._model_flags import add_model_flags, load_kwargs
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -51,6 +52,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         help="skip the health check (by default `vizcore check` runs on the rendered layers)")
     p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a report")
+    add_model_flags(p, None)
     return p
 
 
@@ -91,12 +93,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise OptionError("nothing to render", "pass --layers A B, --auto, or --classes 1,9,130")
     labels = read_labels(args.labels) if args.labels else None  # bad input fails before any work
     stored = load_check(args.check) if args.check else None
-    model = load(args.model, size=args.size, plugins=args.plugins)
+    model = load(args.model, plugins=args.plugins, **load_kwargs(args, args.size))
     err = Console(stderr=True)
+    space = {k: v for k, v in (("preprocess", args.preprocess), ("value_range", args.value_range)) if v is not None}
+    device = {"device": args.device} if args.device != "auto" else {}
     options = ReportOptions(layers=_layer_keys(model, args.layers), auto=args.auto, all_units=args.all_units,
                             units_per_layer=args.units_per_layer, classes=args.classes, labels=labels,
                             steps=args.steps, size=args.size, seed=args.seed, fidelity=not args.no_fidelity,
-                            render_options={"device": args.device} if args.device != "auto" else None)
+                            render_options={**device, **space} or None)
     index = build_report(model, args.out, options, health=stored if stored is not None else not args.no_health,
                          force=args.force, plugins=args.plugins, executor=_executor(args, err),
                          log=lambda m: err.print(f"[dim]{escape(m)}[/]", highlight=False))
