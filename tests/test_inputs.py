@@ -460,4 +460,4 @@ def test_inspect_cli_input_node_and_feed(text_path, tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["fidelity"]["max_abs_diff"] < 1e-5 and data["layout"] == "NLC"
     assert main(["inspect", str(text_path), "--feed", f"attention_mask={tmp_path / 'missing.npy'}"]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "not found" in capsys.readouterr().err

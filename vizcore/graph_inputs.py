@@ -11,6 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import ModelLoadError, OptionError, TargetError, closest
+from .inputs import open_npy
 
 if TYPE_CHECKING:
     from torch import fx
@@ -72,13 +73,7 @@ def read_feed(text: str) -> tuple[str, np.ndarray]:
     name, sep, file = text.partition("=")
     if not sep or not name or not file:
         raise OptionError(f"cannot read feed {text!r}", "write NAME=FILE.npy")
-    try:
-        with open(file, "rb") as fh:
-            if fh.read(6) != b"\x93NUMPY":
-                raise OptionError(f"{file!r} (for input {name!r}) is not a .npy file", "write it with numpy.save")
-        return name, np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise OptionError(f"cannot read {file!r} for input {name!r}: {exc}", "give a .npy file (numpy.save)") from exc
+    return name, np.asarray(open_npy(file, f"--feed for input {name!r}:"))
 
 
 def embedding_table(proto: onnx.ModelProto, gather: onnx.NodeProto) -> np.ndarray | None:

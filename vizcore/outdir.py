@@ -17,8 +17,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import OutputError, VizcoreError
 from .files import atomic_write_text, check_out_dir, inside
+from .inputs import read_json
 
 MANIFEST = "manifest.json"
 LOCK = ".vizcore.lock"
@@ -60,8 +61,8 @@ def check_creatable(out: Path) -> None:
 def previous_files(out: Path) -> set[str]:
     """The files an earlier save listed in `out`'s manifest (its `files`, else its units' files and grid.png)."""
     try:
-        old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        old = read_json(out / MANIFEST, "manifest")
+    except VizcoreError:
         return set()
     if not isinstance(old, dict):
         return set()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OptionError, oneline
+from .inputs import open_npy, require_readable
 
 #: scikit-image sample photos used as natural-image probes (files shipped inside the package).
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "ihc.png",
@@ -133,12 +134,14 @@ def read_image(p: Path, shape: Sequence[int], flag: str) -> np.ndarray:
 
 
 def _regular_files(path: Path, flag: str, suffixes: Sequence[str]) -> list[Path]:
-    """The regular files with one of `suffixes` in a folder (not recursive, sorted by name), or the one file given;
-    FIFOs, devices and links to them are skipped unread."""
+    """The files with one of `suffixes` in a folder (not recursive, sorted by name), or the one file given; each
+    must be a readable regular file (a FIFO, a device or a folder so named is a one-line OptionError)."""
     if not path.exists():
         raise OptionError(f"{flag} {path}: no such file or folder", "pass a folder of images or .npy arrays")
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
-    return [f for f in files if f.suffix.lower() in suffixes and f.is_file()]
+    files = [f for f in (sorted(path.iterdir()) if path.is_dir() else [path]) if f.suffix.lower() in suffixes]
+    for f in files:  # a FIFO would block the read, a device stream forever: refused by name, unread
+        require_readable(f, f"{flag} file", OptionError)
+    return files
 
 
 def user_images(folder: str | os.PathLike[str], shape: Sequence[int]) -> np.ndarray:
@@ -210,18 +213,12 @@ def _open_arrays(ds: DataSet, files: Sequence[Path], flag: str) -> None:
     want = ds.shape[1:]
     n = values = 0
     for p in files:
-        try:
-            a = np.load(p, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise OptionError(f"{flag}: cannot read {p.name}: {oneline(exc, 200, typed=False)}",
-                              "save it with numpy.save (no pickled objects)") from exc
+        a = open_npy(p, f"{flag}:", mmap=True)
         if a.ndim == len(want):
             a = a[None]
         if a.ndim != len(want) + 1 or a.shape[1] != want[0] or (ds.arrays and a.shape[1:] != ds.arrays[0].shape[1:]):
             raise OptionError(f"{flag}: {p.name} has shape {list(a.shape)}; the model's input is "
                               f"(N, {', '.join(map(str, want))})", "save one example (C, ...) or a batch (N, C, ...)")
-        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-            raise OptionError(f"{flag}: {p.name} holds {a.dtype} values, not real numbers")
         a = a[:MAX_ARRAY_EXAMPLES - n]
         values += int(a.size)
         if values > MAX_ARRAY_VALUES:

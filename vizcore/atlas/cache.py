@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OutputError
+from ..errors import OutputError, VizcoreError
 from ..files import atomic_write_bytes, atomic_write_text, inside
+from ..inputs import read_json
 from ..model import Layer
 
 CACHE_VERSION = 1
@@ -109,8 +110,8 @@ class UnitCache:
         if not (meta.is_file() and png.is_file()):
             return None
         try:
-            rec = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            rec = read_json(meta, "cache record")
+        except VizcoreError:
             return None
         return (rec, png) if isinstance(rec, dict) and rec.get("key") == key else None
 

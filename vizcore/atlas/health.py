@@ -7,7 +7,6 @@ The check measures a convolution after its activation; the atlas may show the sa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from ..analysis.layers import default_layers
 from ..errors import LayerNotFoundError, OptionError
 from ..health import CheckReport, LayerReport
+from ..inputs import read_json
 from ..model import Layer, Model
 from .select import chain
 
@@ -100,17 +100,7 @@ def _noise_only(notes: Sequence[str]) -> bool | None:
 
 
 def _read_json(p: Path) -> Any:
-    try:
-        with p.open("rb") as f:
-            data = f.read(MAX_CHECK_BYTES + 1)
-    except OSError as exc:
-        raise OptionError(f"cannot read check results {p}: {exc.strerror or exc}", HINT) from exc
-    if len(data) > MAX_CHECK_BYTES:
-        raise OptionError(f"check results {p} are larger than {MAX_CHECK_BYTES >> 20} MiB", HINT)
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise OptionError(f"{p} is not valid JSON: {exc}", HINT) from exc
+    return read_json(p, "check results", MAX_CHECK_BYTES)
 
 
 def load_check(source: CheckReport | dict[str, Any] | str | Path | None) -> CheckReport | None:

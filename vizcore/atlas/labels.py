@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError
+from ..inputs import parse_json, read_text
 from ..model import Model
 
 #: A labels file larger than this is refused (ImageNet-21k's 21,843 names take about 0.4 MB).
@@ -17,17 +17,7 @@ HINT = 'give a JSON list (["cat", "dog"]), a JSON {index: name} or a text file w
 
 
 def _read_text(p: Path) -> str:
-    try:
-        with p.open("rb") as f:
-            data = f.read(MAX_LABELS_BYTES + 1)
-    except OSError as exc:
-        raise OptionError(f"cannot read labels file {p}: {exc.strerror or exc}", "check the --labels path") from exc
-    if len(data) > MAX_LABELS_BYTES:
-        raise OptionError(f"labels file {p} is larger than {MAX_LABELS_BYTES >> 20} MiB", HINT)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise OptionError(f"labels file {p} is not UTF-8 text", HINT) from None
+    text = read_text(p, "labels file", MAX_LABELS_BYTES).removeprefix("\ufeff")
     if "\x00" in text:
         raise OptionError(f"labels file {p} is not text (it holds NUL bytes)", HINT)
     return text
@@ -47,19 +37,15 @@ def read_labels(path: str | Path) -> dict[int, str]:
     p = Path(path)
     text = _read_text(p)
     if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise OptionError(f"labels file {p} is not valid JSON: {exc}", HINT) from exc
-        return _from_json(p, data)
+        return _from_json(p, parse_json(text, f"labels file {p}"))
     return {i: line.strip() for i, line in enumerate(text.splitlines()) if line.strip()}
 
 
 def _bundled_imagenet() -> list[str] | None:
     p = resources.files("vizcore").joinpath("data", "imagenet_classes.json")
     try:
-        return [str(x) for x in json.loads(p.read_text(encoding="utf-8"))]
-    except (OSError, ValueError, TypeError):
+        return [str(x) for x in parse_json(p.read_text(encoding="utf-8"), "bundled labels")]
+    except (OSError, OptionError, TypeError):
         return None
 
 

@@ -4,13 +4,13 @@ an earlier report wrote, and never through a link."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutputError
+from ..errors import OutputError, VizcoreError
 from ..files import atomic_write_bytes, atomic_write_text, inside, prepare_out_dir
+from ..inputs import read_json
 from .cache import CACHE_VERSION
 
 CACHE_DIR = ".cache"
@@ -55,14 +55,14 @@ def previous_run(out: Path, sha256: str) -> dict[str, Any]:
     if not (out.is_dir() and is_report(out)):
         return {}
     try:
-        man = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        man = read_json(out / "manifest.json", "report manifest")
         if man.get("model", {}).get("sha256") != sha256:
             return {}
         prev = {k: man["settings"][k] for k in ("steps", "size", "seed") if k in man.get("settings", {})}
         if isinstance(man.get("units_per_layer"), int):
             prev["units_per_layer"] = man["units_per_layer"]
         return {k: v for k, v in prev.items() if v is None or isinstance(v, int)}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (VizcoreError, TypeError, KeyError, AttributeError):
         return {}
 
 

@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import VizcoreError
 from ..executors import Chunk, ChunkResult, Executor, resolve_executor
 from ..executors.run import run_chunks
 from ..files import atomic_write_bytes, atomic_write_text
+from ..inputs import read_json
 
 if TYPE_CHECKING:
     from ..engine.options import RenderOptions
@@ -46,8 +48,8 @@ class PlanStore:
 
     def load(self, path: Path) -> dict[str, Any] | None:
         try:
-            plan = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            plan = read_json(path, "plan record")
+        except VizcoreError:
             return None
         ok = isinstance(plan, dict) and isinstance(plan.get("chunks"), list) and isinstance(plan.get("budget"), int)
         return plan if ok else None

@@ -14,14 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError, closest
-
-try:  # Python >= 3.11
-    import tomllib as _toml
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli backport installed
-    try:
-        import tomli as _toml  # type: ignore[no-redef]
-    except ModuleNotFoundError:
-        _toml = None  # type: ignore[assignment]
+from ..inputs import parse_toml, read_text, read_toml
 
 CONFIG_FILES = ("vizcore.toml", "pyproject.toml")
 
@@ -230,18 +223,7 @@ def parse(section: Mapping[str, Any], where: str = "config") -> CheckConfig:
 def read_file(path: str | Path) -> CheckConfig:
     """The check settings in one TOML file; an empty config if the file has no check section."""
     path = Path(path)
-    if _toml is None:  # pragma: no cover - Python 3.10 without tomli
-        raise OptionError("reading TOML config files needs Python >= 3.11 or the tomli package",
-                          "pip install tomli, or pass the thresholds as options")
-    try:
-        data = _toml.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise OptionError(f"config file not found: {path}", "check the --config path") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OptionError(f"cannot read config file {path}: {exc}") from exc
-    except _toml.TOMLDecodeError as exc:
-        raise OptionError(f"{path} is not valid TOML: {exc}", "fix the file or pass --config") from exc
-    sec = _section(data, path)
+    sec = _section(read_toml(path, "config file"), path)
     if sec is None:
         return CheckConfig()
     cfg = parse(sec, str(path))
@@ -261,15 +243,11 @@ def find_config(model_path: str | Path) -> Path | None:
             if name == "vizcore.toml":
                 return p
             try:
-                text = p.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
+                text = read_text(p, "pyproject.toml")
+            except OptionError:
                 continue
-            if "vizcore" in text and _toml is not None:
-                try:
-                    if _section(_toml.loads(text), p) is not None:
-                        return p
-                except _toml.TOMLDecodeError as exc:
-                    raise OptionError(f"{p} is not valid TOML: {exc}", "fix the file or pass --config") from exc
+            if "vizcore" in text and _section(parse_toml(text, f"config file {p}"), p) is not None:
+                return p
     return None
 
 

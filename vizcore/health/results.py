@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError
+from ..inputs import read_json
 from .config import CheckConfig, LayerLimits
 from .junit import Case, Failures, Report
 
@@ -114,13 +114,25 @@ class LayerReport:
         """A layer entry of a version 1 or 2 report (v1 duplicates are bare [i, j, transform, similarity])."""
         dups = [[p["filter"], p["copy"], p["transform"], p["similarity"]] if isinstance(p, dict) else list(p)
                 for p in d.get("duplicates", [])]
-        ints = {k: [int(x) for x in d.get(k) or []] for k in ("dead", "constant", "inconclusive", "dead_on_data",
-                                                                 "zero_weights")}
-        return cls(name=str(d["name"]), channels=int(d["channels"]), duplicates=dups, index=d.get("index"),
+        channels = int(d["channels"])
+        if channels < 0:
+            raise ValueError(f"layer {str(d['name'])[:80]!r} has {channels} channels")
+        ints = {k: _channels(d.get(k), channels, k) for k in ("dead", "constant", "inconclusive", "dead_on_data",
+                                                               "zero_weights")}
+        return cls(name=str(d["name"]), channels=channels, duplicates=dups, index=d.get("index"),
                    op=str(d.get("op_chain") or ""), conv=d.get("conv"), notes=list(d.get("notes") or []),
                    nodes=list(d.get("nodes") or []), weight=d.get("weight"), gate=d.get("gate"),
                    probes=list(d.get("probes") or []), units=list(d.get("units") or []), skipped=d.get("skipped"),
                    tensor=d.get("tensor"), chosen=d.get("chosen"), **ints)
+
+
+def _channels(values: Any, channels: int, what: str) -> list[int]:
+    """A report's channel list, each a whole number in 0..channels-1 (a hand-edited report can say anything)."""
+    out = [int(x) for x in values or []]
+    bad = [c for c in out if not 0 <= c < channels]
+    if bad:
+        raise ValueError(f"{what} lists channel {bad[0]} of a layer with {channels} channels")
+    return out
 
 
 @dataclass
@@ -205,12 +217,7 @@ def jsonable(x: Any) -> Any:
 def read_report(path: str | os.PathLike[str]) -> CheckReport:
     """A `CheckReport` from a JSON file written by `vizcore check --json`."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise OptionError(f"report not found: {p}", "check the path") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OptionError(f"cannot read {p} as a JSON report: {exc}") from exc
+    data = read_json(p, "report file")
     if not isinstance(data, dict):
         raise OptionError(f"{p} is not a vizcore check report")
     return CheckReport.from_json(data)

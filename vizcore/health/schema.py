@@ -4,10 +4,11 @@ properties, items, $ref, enum, const, minimum, maximum)."""
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+
+from ..inputs import parse_json
 
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
@@ -15,7 +16,7 @@ _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null":
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     """The report schema (a dict)."""
-    return json.loads(resources.files("vizcore.health").joinpath("schema.json").read_text(encoding="utf-8"))
+    return parse_json(resources.files("vizcore.health").joinpath("schema.json").read_text(encoding="utf-8"), "schema")
 
 
 def _is(value: Any, typ: str) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from .. import onnxfile
+from ..inputs import read_json
 from .graph import attr
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -100,7 +101,6 @@ def layer_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, feed: dict
     Profiled at onnxruntime's basic graph optimization (no layout change, no activation fusion) so that each
     Conv/Gemm keeps its name; the total latency (`latency`) is measured at the default level.
     """
-    import json
     import tempfile
     from pathlib import Path
 
@@ -111,7 +111,7 @@ def layer_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, feed: dict
             for s in sessions:
                 s.run(None, feed)
         for s in sessions:
-            events = json.loads(Path(s.end_profiling()).read_text())
+            events = read_json(s.end_profiling(), "onnxruntime profile", 1 << 30)
             times: dict[str, list[float]] = {}
             for e in events:
                 name = str(e.get("name", ""))
