@@ -20,8 +20,8 @@ from vizcore.inputs import open_npy, parse_json, read_json, read_toml
 PKG = Path(__file__).resolve().parents[1] / "vizcore"
 #: call -> the modules allowed to make it (the loaders)
 LOADERS = {r"\bnp\.load\(": {"inputs.py"}, r"\bjson\.loads?\(": {"inputs.py"},
-           r"\b(tomllib|tomli)\b|\btoml\.loads?\(": {"inputs.py"}, r"\bImage\.open\(": {"samples.py"}, r"\bonnx\.load(_model)?\(": {"onnxfile.py"},
-           r"\bpickle\.loads?\(": set()}
+           r"\b(tomllib|tomli)\b|\btoml\.loads?\(": {"inputs.py"}, r"\bImage\.open\(": {"samples.py"},
+           r"\bonnx\.load(_model)?\(": {"onnxfile.py"}, r"\bpickle\.loads?\(": set()}
 
 
 def test_only_the_loaders_read_user_files():
