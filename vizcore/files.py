@@ -95,3 +95,20 @@ def prepare_out_dir(out: Path, force: bool = False) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write to {out}: {exc.strerror or exc}", "choose a writable --out folder") from exc
     return out
+
+
+PathArg = str | os.PathLike[str] | None
+
+
+def refuse_inputs(outputs: dict[str, PathArg], inputs: list[PathArg]) -> None:
+    """Refuse, before any work, an output file (`{flag: path}`) that is one of the command's input files (the
+    model, a stored report, a config): writing the report would replace it."""
+    have = [Path(p) for p in inputs if p is not None and Path(p).exists()]
+    for flag, out in outputs.items():
+        if out is None or str(out) == "-" or not Path(out).exists():
+            continue
+        for src in have:
+            if os.path.samefile(out, src):
+                raise OutputError(f"{flag} {out} is {src.name}, an input of this command: it would be replaced",
+                                  "write the report to another file")
+

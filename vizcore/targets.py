@@ -129,6 +129,9 @@ def labelled(model: Model, targets: str | Objective | Iterable[str | Objective],
              objectives: Factories | None = None) -> tuple[list[Objective], list[str]]:
     """`resolve`, plus one label per objective: the target string itself, `LAYER:CH` for each channel of a range or
     `LAYER:all`, and an Objective's own label."""
+    if not isinstance(targets, (str, Objective, Iterable)) or isinstance(targets, bytes):
+        raise TargetError(f"targets must be a target string, an Objective or a list of them, got {targets!r}"[:200],
+                          "e.g. vizcore.render(model, ['class:1', '40:0-7'])")
     items = [targets] if isinstance(targets, (str, Objective)) else list(targets)
     objs: list[Objective] = []
     names: list[str] = []

@@ -38,6 +38,8 @@ def as_text(value: Any) -> str:
 def finite_json(value: Any) -> Any:
     """`value` with every NaN/Inf float replaced by None, so that `json.dumps(..., allow_nan=False)` succeeds:
     `NaN` and `Infinity` are not JSON and break strict parsers (jq, JavaScript, Go)."""
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():  # a numpy scalar
+        value = value.item()
     if isinstance(value, float):
         return value if value == value and value not in (float("inf"), float("-inf")) else None
     if isinstance(value, dict):

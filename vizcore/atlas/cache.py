@@ -113,13 +113,38 @@ class UnitCache:
             rec = read_json(meta, "cache record")
         except VizcoreError:
             return None
-        return (rec, png) if isinstance(rec, dict) and rec.get("key") == key else None
+        if not (isinstance(rec, dict) and rec.get("key") == key and _sound(rec) and _whole_png(png)):
+            return None  # damaged or hand-edited: rendered again
+        return rec, png
 
     def put(self, key: str, png: bytes, record: dict[str, Any]) -> None:
         """Store one unit (image first, so a record never points at a missing image)."""
         meta, path = self._paths(key)
         atomic_write_bytes(path, png)
         atomic_write_text(meta, json.dumps({**record, "key": key}, default=json_default))
+
+
+def _sound(rec: dict[str, Any]) -> bool:
+    """Whether a cache record has the types `UnitRecord.from_cache` reads (a hand-edited one may not)."""
+    num = (int, float, type(None))
+    return (isinstance(rec.get("value"), num) and not isinstance(rec.get("value"), bool)
+            and isinstance(rec.get("trace", []), list) and all(isinstance(v, num) for v in rec.get("trace", []))
+            and isinstance(rec.get("settings", {}), dict)
+            and isinstance(rec.get("trace_steps", []), list)
+            and all(isinstance(v, int) for v in rec.get("trace_steps", [])))
+
+
+def _whole_png(path: Path) -> bool:
+    """Whether an image file is a PNG that ends with its IEND chunk (a write cut short does not)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            f.seek(max(size - 12, 0))
+            tail = f.read(12)
+    except OSError:
+        return False
+    return head == b"\x89PNG\r\n\x1a\n" and tail[4:8] == b"IEND"
 
 
 def finite(v: Any) -> float | None:

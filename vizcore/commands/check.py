@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..files import refuse_inputs
 from ._model_flags import add_model_flags, model_or_path
 from ._options import (
     add_output_options,
@@ -168,6 +169,7 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..health import check
 
+    refuse_inputs({"--json": args.json, "--junit": args.junit}, [args.model, args.config])
     cfg = config_from_args(args, args.model)
     model = model_or_path(args, args.model, cfg.size)  # with input flags: the model loaded that way
     with progress_status(console, args.quiet or args.json == "-") as progress:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..files import refuse_inputs
 from ._model_flags import add_model_flags, model_or_path
 from ._options import (
     add_output_options,
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     for path in (args.old, args.new):  # both sides exist and are readable before the long check of OLD starts
         require_readable(path, "report file" if Path(path).suffix.lower() == ".json" else "model file")
+    refuse_inputs({"--json": args.json, "--junit": args.junit}, [args.old, args.new, args.config])
     new_model = args.new if Path(args.new).suffix.lower() != ".json" else None
     cfg = config_from_args(args, new_model)
     cfg = cfg.with_options(max_dead_increase=args.max_dead_increase, max_constant_increase=args.max_constant_increase,

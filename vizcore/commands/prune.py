@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..files import refuse_inputs
 from ._model_flags import add_model_flags, size_of
 
 
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ..files import atomic_write_text
     from ..prune import prune
 
+    refuse_inputs({"--json": args.json, "--out": args.out}, [args.model, args.from_check, args.data,
+                                                            args.verify_data])
     opts = options(args)
 
     with console.status("pruning…") if console.is_terminal and args.json != "-" else _null() as status:

@@ -99,6 +99,19 @@ def refuse_size(size: int | Sequence[int] | None, budget: int, channels: int = 3
                           f"{_human(budget)}", "lower --size (e.g. 224) or raise --max-memory")
 
 
+#: Largest result a render may hold in memory at the end (its images as float32): 8 GiB.
+MAX_RESULT_BYTES = 8 * 2**30
+
+
+def refuse_result(shape: Sequence[int], n_images: int) -> None:
+    """An OptionError, before any work, when the rendered images alone (float32, one per unit and image) would
+    not fit in memory, whatever the chunking: e.g. `--images-per-unit 100000000`."""
+    need = 4 * n_images * math.prod(int(d) for d in shape[1:])
+    if need > MAX_RESULT_BYTES:
+        raise OptionError(f"{n_images:,} images of {'x'.join(map(str, shape[1:]))} would hold {_human(need)} "
+                          f"(at most {_human(MAX_RESULT_BYTES)})", "render fewer units or --images-per-unit")
+
+
 def refuse_slow(per_image: int, steps: int, n_images: int, dev: torch.device) -> float:
     """The estimated seconds of a render; an OptionError, before any work, when it would take over a day."""
     seconds = per_image * float(steps) * n_images / THROUGHPUT.get(dev.type, THROUGHPUT["cpu"])

@@ -106,6 +106,9 @@ class RenderOptions:
         set_(self, "batch_size", None if self.batch_size is None else _positive("batch_size", self.batch_size))
         set_(self, "regularizers", {str(k): number(f"the {k} weight", w) for k, w in dict(self.regularizers).items()})
         set_(self, "transforms", tuple(self.transforms))
+        if not isinstance(self.param_options, Mapping):
+            raise OptionError(f"param_options must map option names to values, got {self.param_options!r}"[:200],
+                              "e.g. param_options={'dc': False}")
         set_(self, "param_options", dict(self.param_options))
         self.budget_bytes  # noqa: B018  validates max_memory
         if self.value_range is not None:

@@ -38,6 +38,15 @@ def options_of(factory: Callable[..., Any]) -> list[str] | None:
             and p.name not in ("units", "generator")]
 
 
+def defaults_of(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The default value of each keyword option a factory takes (options without a default are left out)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
 def call_factory(factory: Callable[..., Any], *args: Any, generator: torch.Generator, **kwargs: Any) -> Any:
     """`factory(*args, generator=..., **kwargs)`, or without `generator` for a factory that does not take it."""
     if accepts_generator(factory):

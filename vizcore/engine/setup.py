@@ -20,12 +20,12 @@ from ..lifecycle import Hooks, RenderRun, StepState
 from ..model import Model
 from ..objectives import Objective
 from ..result import Unit
-from .budget import bytes_per_image, default_budget, plan, refuse_size, refuse_slow
+from .budget import bytes_per_image, default_budget, plan, refuse_result, refuse_size, refuse_slow
 from .fusion import fuse_conv_clamps
 from .net import Net, memory_format
 from .options import RenderOptions
 from .relu import Switch, redirect_relus
-from .seeding import accepts_generator, call_factory, options_of
+from .seeding import accepts_generator, call_factory, defaults_of, options_of
 
 
 class VizcoreWarning(UserWarning):
@@ -156,12 +156,20 @@ def prepare(r: Render) -> None:
 
 
 def _check_param_options(factory: Callable[..., Any], given: Mapping[str, Any], name: str) -> None:
-    """An OptionError, before any work, for an option the parameterization does not take (its valid ones named)."""
+    """An OptionError, before any work, for an option the parameterization does not take (its valid ones named)
+    or a value of the wrong kind for its default (a yes/no option takes true or false, a number a number)."""
     valid = options_of(factory)
-    for key in given:
+    defaults = defaults_of(factory)
+    for key, value in given.items():
         if valid is not None and key not in valid:
             raise OptionError(f"the {name} parameterization has no option {key!r}",
                               f"its options: {', '.join(valid) or 'none'}")
+        default = defaults.get(key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise OptionError(f"the {name} option {key}={value!r} is not true or false", f"write {key}=false")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise OptionError(f"the {name} option {key}={value!r} is not a number", f"e.g. {key}={default}")
 
 
 def chunk_plan(model: Model, indices: Sequence[int], shape: Sequence[int], options: RenderOptions, units: int,
@@ -172,6 +180,7 @@ def chunk_plan(model: Model, indices: Sequence[int], shape: Sequence[int], optio
     would take over a day, are refused here, before any work."""
     budget = options.budget_bytes or default_budget(dev)
     refuse_size(shape[2:], budget, shape[1], len(shape) - 2)
+    refuse_result(shape, units * options.images_per_unit)
     per_image = bytes_per_image(model, max(indices), shape, options.amp and dev.type == "cuda")
     refuse_slow(per_image, options.steps, units * options.images_per_unit, dev)
     chunk = plan(per_image, budget, units, options.images_per_unit, options.batch_size, model.batch_ok, note)

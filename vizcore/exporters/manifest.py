@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ from .._version import __version__
 from ..files import atomic_write_text, inside
 from ..hookspecs import hookimpl
 from ..result import Result
+from ..text import json_text
 
 
 def manifest(result: Result, files: list[str] | None = None) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def manifest(result: Result, files: list[str] | None = None) -> dict[str, Any]:
 
 def export_manifest(result: Result, out_dir: Path, files: list[str] | None = None, **_: Any) -> list[Path]:
     """Write `manifest.json` into `out_dir` (`files`: the other files of the save, relative to `out_dir`)."""
-    text = json.dumps(manifest(result, files), indent=1, default=str)
+    text = json_text(manifest(result, files), indent=1)  # strict JSON: a NaN objective is null, not NaN
     return [atomic_write_text(inside(out_dir, "manifest.json"), text + "\n")]
 
 

@@ -91,7 +91,9 @@ class CheckConfig:
 
     def with_options(self, **options: Any) -> CheckConfig:
         """A copy with the options that are not None applied (command-line values win over files)."""
-        given = {k: v for k, v in options.items() if v is not None}
+        given = {k: (v if k in ("overrides", "source") or k.replace("_", "-") not in _FIELDS else
+                     _coerce(k.replace("_", "-"), list(v) if isinstance(v, tuple) else v, "option"))
+                 for k, v in options.items() if v is not None}
         return _validated(replace(self, **given)) if given else self
 
 

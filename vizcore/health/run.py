@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from ..errors import OptionError, VizcoreError, oneline
 from ..inputspace import InputSpace, resolve
 from ..model import Model
 from ..plugins import Manager
-from ..samples import open_data, probe_set
+from ..samples import MAX_USER_IMAGES, SKIMAGE_PHOTOS, open_data, probe_set
 from . import ascent
 from .config import CheckConfig, LayerLimits, load_config
 from .results import CheckReport, Failure, LayerReport
@@ -76,8 +77,24 @@ def _user_data_stats(model: Model, keys: list[CheckedLayer], extra: list[Any], c
     return out
 
 
+#: What the probes may hold at once (float32): all probe images, and one batch of them.
+MAX_PROBE_BYTES, MAX_BATCH_BYTES = 4 * 2**30, 2**30
+
+
+def _refuse_memory(shape: tuple[int, ...], cfg: CheckConfig) -> None:
+    """An OptionError, before any probe is made, when --noise-probes x --size or --batch x --size would not fit."""
+    per = 4 * math.prod(shape[1:])
+    count = cfg.noise_probes + (len(SKIMAGE_PHOTOS) if cfg.photos else 0) + (MAX_USER_IMAGES if cfg.images else 0)
+    for what, need, cap, hint in (("the probes", count * per, MAX_PROBE_BYTES, "fewer --noise-probes"),
+                                  ("one probe batch", cfg.batch * per, MAX_BATCH_BYTES, "a smaller --batch")):
+        if need > cap:
+            raise OptionError(f"{what} at {'x'.join(map(str, shape[2:]))} would hold {need / 2**30:,.1f} GiB "
+                              f"(at most {cap / 2**30:g} GiB)", f"pass a smaller --size or {hint}")
+
+
 def _probe(model: Model, chosen: list[CheckedLayer], facts: dict[int, LayerFacts], cfg: CheckConfig,
            space: InputSpace, notes: list[str], progress: Progress | None) -> _Probed:
+    _refuse_memory(model.input_shape(1, cfg.size), cfg)
     probes = probe_set(model.input_shape(1, cfg.size), noise_count=cfg.noise_probes, use_photos=cfg.photos,
                        images=cfg.images, seed=cfg.seed)
     notes.extend(probes.notes)
@@ -345,6 +362,9 @@ def check(model: Model | str | os.PathLike[str], config: CheckConfig | None = No
     check cannot do for a layer is reported in that layer (`skipped`, notes) and the rest runs.
     """
     t_all, timings = time.perf_counter(), {}
+    if config is not None and not isinstance(config, CheckConfig):
+        raise OptionError(f"config must be a CheckConfig, got {config!r}"[:200],
+                          "pass vizcore.health.CheckConfig(...), or the settings as keywords")
     if config is None:
         config = load_config(model.path if isinstance(model, Model) else model)
     cfg = _apply(config, options)

@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 
 from .. import onnxfile
-from ..errors import OptionError, OutputError
+from ..errors import ModelLoadError, OptionError, OutputError, oneline
+from ..outdir import check_creatable
 from . import cost, runtime, surgery, verify
 from .channels import analyze
 from .evidence import CheckVerdicts, Evidence, verdicts
@@ -113,7 +114,7 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
     say("tracing channels")
     one = {k: v[:fixed or 1] for k, v in ev_sets["probes"].items()}
     values: dict = {}
-    shapes = runtime.shapes(model, one, values)
+    shapes = _first_run(model, one, values, model_path)
     ch = analyze(Graph(model), shapes, values)
     say("gathering evidence")
     ev = gather_evidence(model, ch, ev_sets, check, fixed or o.batch)
@@ -135,6 +136,16 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
         write(pruned, out_path, external, o.force)
         report.written = True
     return report
+
+
+def _first_run(model: onnx.ModelProto, feed: dict, values: dict, path: str | Path) -> dict:
+    """Every tensor's shape on one input; a graph that onnx's checker passes and onnxruntime refuses (duplicate node
+    names, a bad If condition, mismatched Q/DQ zero points, ...) is a one-line ModelLoadError."""
+    try:
+        return runtime.shapes(model, feed, values)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+        raise ModelLoadError(f"onnxruntime cannot run {Path(path).name}: {oneline(exc, 200, typed=False)}",
+                             "prune needs a model onnxruntime runs; re-export it") from exc
 
 
 def _read_check(path: str | Path, sha256: str) -> CheckVerdicts:
@@ -160,6 +171,8 @@ def _check_out(model_path, out, force: bool, dry_run: bool) -> Path | None:
         raise OutputError(f"--out {p} is the input model", "the input is never overwritten; choose another --out")
     if p.exists() and not force and not dry_run:
         raise OutputError(f"{p} exists", "choose another --out, or pass --force to replace it")
+    if not dry_run:
+        check_creatable(p)  # a folder under a regular file: refused before any work
     return p
 
 
@@ -205,22 +218,25 @@ def _measure(report: PruneReport, model, pruned, feed, reps: int) -> None:
 
 
 def write(model: onnx.ModelProto, path: Path, external: bool, force: bool) -> None:
-    """Write atomically (a temporary file and a rename); weights go to `NAME.data` when the input had external data."""
+    """Write atomically (a temporary file and a rename); weights go to `NAME.data` when the input had external data.
+    Neither file replaces an existing one without `force`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
-        tmp_model = Path(tmp) / path.name
-        try:
+    data_path = path.parent / (path.name + ".data")
+    for target in (path, data_path) if external else (path,):
+        if target.exists() and not force:
+            raise OutputError(f"{target} exists", "choose another --out, or pass --force to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+            tmp_model = Path(tmp) / path.name
             if external:
                 onnx.save_model(model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
-                                location=path.name + ".data", size_threshold=1024)
-                data = Path(tmp) / (path.name + ".data")
+                                location=data_path.name, size_threshold=1024)
+                data = Path(tmp) / data_path.name
                 if data.exists():
-                    os.replace(data, path.parent / data.name)
+                    os.replace(data, data_path)
             else:
                 onnx.save_model(model, str(tmp_model))
-            if path.exists() and not force:
-                raise OutputError(f"{path} appeared while pruning", "pass --force to replace it")
             os.replace(tmp_model, path)
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}", "choose a writable --out") from exc
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}", "choose a writable --out") from exc

@@ -44,8 +44,9 @@ def compare(sess_a, sess_b, name: str, feed: dict[str, np.ndarray], batch: int) 
             if a64.shape != p64.shape:
                 diff[o], scale[o] = float("inf"), 1.0
                 continue
-            diff[o] = max(diff[o], float(np.max(np.abs(a64 - p64))) if a64.size else 0.0)
-            scale[o] = max(scale[o], float(np.max(np.abs(a64))) if a64.size else 0.0)
+            diff[o] = max(diff[o], _max_diff(a64, p64))
+            finite = np.abs(a64[np.isfinite(a64)])
+            scale[o] = max(scale[o], float(finite.max()) if finite.size else 0.0)
             if a64.ndim == 2 and a64.shape[1] > 1:
                 agree[o][0] += int(np.sum(a64.argmax(1) == p64.argmax(1)))
                 agree[o][1] += a64.shape[0]
@@ -57,6 +58,17 @@ def compare(sess_a, sess_b, name: str, feed: dict[str, np.ndarray], batch: int) 
             entry["top1_agreement"] = agree[o][0] / agree[o][1]
         c.outputs[o] = entry
     return c
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest |a - b|, where equal values (NaN where the original is NaN too, the same infinity) differ by 0 and a
+    NaN or infinity that only one side has differs by infinity: NaN never hides a difference."""
+    if not a.size:
+        return 0.0
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.where(same, 0.0, np.abs(a - b))
+    return float(np.nan_to_num(d, nan=np.inf).max())
 
 
 def bisect(actions: list, fails: Callable[[list], bool]) -> tuple[object, bool]:
