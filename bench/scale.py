@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import vizcore  # noqa: E402
+from vizcore.engine import RenderOptions  # noqa: E402
 from vizcore.executors import Chunk  # noqa: E402
 from vizcore.executors.local import LocalExecutor  # noqa: E402
 from vizcore.executors.run import run_chunks  # noqa: E402
@@ -36,9 +37,9 @@ from vizcore.executors.worker import render_chunk, resolve  # noqa: E402
 OVERHEAD_GOAL = 0.05
 
 
-def _chunks(model: vizcore.Model, layer: int, n: int, per: int, settings: dict) -> list[Chunk]:
+def _chunks(model: vizcore.Model, layer: int, n: int, per: int, options: RenderOptions) -> list[Chunk]:
     objs = resolve(model, [f"{layer}:0-{n - 1}"])
-    return [Chunk(objs[a:a + per], {**settings, "batch_size": per}, list(range(a, a + per))) for a in range(0, n, per)]
+    return [Chunk(objs[a:a + per], options.replace(batch_size=per), list(range(a, a + per))) for a in range(0, n, per)]
 
 
 def _job(ex, chunks: list[Chunk]) -> float:  # noqa: ANN001
@@ -78,7 +79,7 @@ def throughput(model: vizcore.Model, chunks: list[Chunk], repeat: int) -> dict:
     from vizcore.executors.ray import RayExecutor
 
     units = sum(len(c) for c in chunks)
-    size = chunks[0].settings.get("size")
+    size = chunks[0].options.size
     execs = {"ray 1 worker x 1 thread": RayExecutor(workers=1, keep_workers=True),
              "ray 2 workers x 1 thread": RayExecutor(workers=2, keep_workers=True),
              "local 1 process x 2 threads": LocalExecutor(), "local 1 process x 1 thread": LocalExecutor()}
@@ -111,8 +112,8 @@ def main() -> int:
     from vizcore.executors.ray import RayExecutor
 
     model = vizcore.load(args.model, size=args.size)
-    settings = {"steps": args.steps, "size": args.size, "seed": 0, "device": "cpu"}
-    chunks = _chunks(model, args.layer, 4 * args.units, args.units, settings)
+    options = RenderOptions.from_env(steps=args.steps, size=args.size, seed=0, device="cpu")
+    chunks = _chunks(model, args.layer, 4 * args.units, args.units, options)
     load0 = os.getloadavg()
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})

@@ -14,6 +14,7 @@ from tiny import TinyCNN, load_tiny
 import vizcore
 from vizcore.atlas import auto_layers
 from vizcore.atlas.build import CACHE_DIR, build_report
+from vizcore.engine import RenderOptions
 from vizcore.errors import OptionError
 from vizcore.executors import Chunk, ChunkResult, render, resolve_executor
 from vizcore.executors.local import LocalExecutor
@@ -68,7 +69,7 @@ class Interrupted(LocalExecutor):
 def test_plan_is_the_engines(model: vizcore.Model) -> None:
     targets = ["3:0-15", "1:0-4"]
     for extra in ({}, {"batch_size": 3}, {"batch_size": 7}, {"max_memory": 2**20}):
-        size, budget = plan_chunks(model, resolve(model, targets), {**FAST, **extra})
+        size, budget = plan_chunks(model, resolve(model, targets), RenderOptions(**FAST, **extra))
         got = vizcore.render(model, targets, **{**FAST, "steps": 1}, **extra).settings
         assert (size, budget) == (got["chunk_units"], got["max_memory"])
     assert size < 21  # the small budget cut the job into several chunks

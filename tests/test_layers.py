@@ -1,5 +1,6 @@
-"""The house rules, enforced: vizcore's modules import only downward, without cycles, and only the public API and the
-CLI look up the plugin manager. Every import counts: module level, inside functions and under TYPE_CHECKING."""
+"""The house rules, enforced: vizcore's modules import only downward, without cycles, use only public names of other
+packages, and only the public API and the CLI look up the plugin manager. Every import counts: module level, inside
+functions and under TYPE_CHECKING."""
 
 from __future__ import annotations
 
@@ -174,12 +175,55 @@ def test_only_the_api_and_cli_look_up_the_plugin_manager(module):
     assert not used & LOOKUPS, f"{module} looks up the plugin manager; take it as an argument instead"
 
 
+def _room(module: str) -> str:
+    """A module's package (vizcore.engine for vizcore.engine.run), or the flat module itself (vizcore.api)."""
+    return ".".join(module.removesuffix(".__init__").split(".")[:2])
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_uses(module: str) -> list[str]:
+    """Private names (`_x`) `module` takes from a module of another package: imported by name, or read as an
+    attribute of an imported vizcore module (`api._table`)."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    found, aliases = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for alias, target in zip(node.names, _resolve(module, node)):
+                c = _canonical(target)
+                if c is None or _room(c) == _room(module):
+                    continue
+                if c.removesuffix(".__init__").endswith("." + alias.name):  # `from .. import api`: a module
+                    aliases[alias.asname or alias.name] = c
+                elif _private(alias.name):
+                    found.append(f"{module} imports {alias.name} from {c}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                c = _canonical(alias.name)
+                if c is not None and alias.asname and _room(c) != _room(module):
+                    aliases[alias.asname] = c
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and _private(node.attr)):
+            found.append(f"{module} reads {node.value.id}.{node.attr} ({aliases[node.value.id]})")
+    return found
+
+
+def test_no_module_uses_a_private_name_of_another_package():
+    wrong = [use for m in sorted(MODULES) for use in _private_uses(m)]
+    assert not wrong, "make the name public (a docstring, no underscore) or take what it gives as an argument"
+
+
 def test_the_rules_catch_a_violation(tmp_path):
     """The checker itself: an upward import and a cycle planted in stand-ins for two modules are found."""
     global MODULES
-    fake = {"vizcore.errors": tmp_path / "errors.py", "vizcore.api": tmp_path / "api.py"}
+    fake = {"vizcore.errors": tmp_path / "errors.py", "vizcore.api": tmp_path / "api.py",
+            "vizcore.executors.worker": tmp_path / "worker.py"}
     fake["vizcore.errors"].write_text("from .api import load\n")
     fake["vizcore.api"].write_text("from .errors import VizcoreError\n")
+    fake["vizcore.executors.worker"].write_text("from .. import api\nfrom ..api import _table\napi._manager(None)\n")
     saved = MODULES
     MODULES = {**saved, **fake}
     try:
@@ -187,5 +231,8 @@ def test_the_rules_catch_a_violation(tmp_path):
         graph = {m: {t for t, _ in _imports(m)} for m in fake}
         assert _cycles(graph) == [["vizcore.api", "vizcore.errors"]]
         assert _layer("vizcore.api") > _layer("vizcore.errors")
+        assert _private_uses("vizcore.executors.worker") == [
+            "vizcore.executors.worker imports _table from vizcore.api",
+            "vizcore.executors.worker reads api._manager (vizcore.api)"]
     finally:
         MODULES = saved

@@ -6,7 +6,7 @@ run only where a GPU is (bench/gpu_check.sh runs them on the GPU machine).
 import numpy as np
 import pytest
 import torch
-from tiny import TinyCNN, TinySignal, export, load_tiny
+from tiny import IMAGE_META, TinyCNN, TinySignal, export, load_tiny
 from torch import nn
 
 import vizcore
@@ -141,8 +141,67 @@ def test_render_keeps_its_signature_and_docstring():
     import inspect
 
     sig = inspect.signature(vizcore.render)
-    assert "steps" in sig.parameters and sig.parameters["steps"].default == 256
+    assert sig.parameters["options"].default is None and RenderOptions().steps == 256  # defaults: RenderOptions
     assert vizcore.render.__doc__.startswith("Synthesize")
+
+
+# -- before the first step: no forward pass the load already made ---------------------------------------------------
+def _forwards_before_the_first_step(model, **options):
+    """Whether each forward pass of the converted graph (the model's module or a cut of it: an fx GraphModule called
+    from outside one) before the render's first step ran with gradients: the step's own forward does, a size
+    probe does not."""
+    from torch import fx
+    from torch.nn.modules import module as torch_module
+
+    model.batch_ok  # noqa: B018  measured on first use today (two forwards); the load measures it on the other branch
+    seen, at_first_step, depth = [], [], [0]
+
+    def enter(m, args):
+        if isinstance(m, fx.GraphModule):
+            if depth[0] == 0:
+                seen.append(torch.is_grad_enabled())
+            depth[0] += 1
+
+    def leave(m, args, out):
+        if isinstance(m, fx.GraphModule):
+            depth[0] -= 1
+
+    hooks = [torch_module.register_module_forward_pre_hook(enter), torch_module.register_module_forward_hook(leave)]
+    try:
+        vizcore.render(model, "3:0", steps=2, on_step=lambda run, st: at_first_step or at_first_step.extend(seen),
+                       **options)
+    finally:
+        for h in hooks:
+            h.remove()
+    return at_first_step
+
+
+def test_a_render_at_the_loaded_size_runs_no_forward_before_its_first_step(tmp_path):
+    path = export(TinyCNN(), tmp_path / "m.onnx", (1, 3, 32, 32), metadata={**IMAGE_META, "vizcore.size": "32"})
+    model = vizcore.load(path)  # the load runs the graph once at the model's default size (32) for the layer table
+    assert model.input_shape(1) == (1, 3, 32, 32)
+    assert _forwards_before_the_first_step(model) == [True]  # only the first step's own forward
+    assert _forwards_before_the_first_step(model, size=32) == [True]
+    assert _forwards_before_the_first_step(model, size=40) == [False, True]  # another size: probed once
+
+
+@pytest.mark.filterwarnings("ignore:the model's graph only works at batch 1")  # its batch test runs at 64 px
+def test_a_model_that_cannot_take_the_size_is_still_refused_before_the_first_step(tmp_path):
+    from vizcore.errors import InputTooSmallError
+
+    class Flat(nn.Module):  # a linear layer on the flattened image: runs at the loaded size only
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4 * 16 * 16, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+    model = vizcore.load(export(Flat(), tmp_path / "flat.onnx", (1, 3, 16, 16), metadata=IMAGE_META), size=16)
+    assert vizcore.render(model, "class:0", steps=2, size=16, transforms="none").values.shape == (1,)
+    with pytest.raises(InputTooSmallError, match="cannot run on a 24x24 input"):
+        vizcore.render(model, "class:0", steps=2, size=24, transforms="none")
 
 
 # -- chunking ---------------------------------------------------------------------------------------------------------

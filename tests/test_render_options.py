@@ -1,6 +1,8 @@
 """RenderOptions (validated once, device settings as fields, from_env), the caller's state after a render (RNG,
 memory format, device), the seeded generator of params and transforms, and README's defaults table."""
 
+import collections
+import inspect
 import math
 import re
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import TinyCNN, load_tiny
+from tiny import IMAGE_META, TinyCNN, export, load_tiny
 
 import vizcore
 from vizcore.engine import RenderOptions, budget, device, fusion, net
@@ -103,6 +105,89 @@ def test_the_low_level_switches_take_their_setting_as_an_argument(model):
     with device.device_settings(torch.device("cuda")):
         assert torch.backends.cudnn.benchmark is True
     assert torch.backends.cudnn.benchmark is False
+
+
+# -- built once, handed down ----------------------------------------------------------------------------------------
+@pytest.fixture
+def counted(monkeypatch):
+    """Calls, by name, of the option validation, the size parser and the exporter table (the exporter check)."""
+    from vizcore import graph_inputs
+    from vizcore.engine import options as options_mod
+
+    calls = collections.Counter()
+
+    def count(owner, name, key):
+        real = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            calls[key] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(owner, name, wrapper)
+
+    count(RenderOptions, "__post_init__", "validated")
+    count(graph_inputs, "parse_size", "size")
+    monkeypatch.setattr(options_mod, "parse_size", graph_inputs.parse_size)  # its own reference, counted too
+    registry = Manager.registry
+
+    def exporters(self, kind):
+        calls["exporters"] += kind == "exporters"
+        return registry(self, kind)
+    monkeypatch.setattr(Manager, "registry", exporters)
+    return calls
+
+
+def test_one_cli_render_validates_its_options_once_and_checks_exporters_and_size_once(tmp_path, counted):
+    from vizcore.cli import main
+
+    path = export(TinyCNN(), tmp_path / "m.onnx", (1, 3, 32, 32), metadata=IMAGE_META)
+    counted.clear()
+    assert main(["render", str(path), "3:0", "class:1", "--steps", "2", "--size", "32", "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 0
+    assert counted["validated"] == 1  # the CLI's RenderOptions, handed to vizcore.render and the engine
+    assert counted["exporters"] == 1  # checked before the load; the render and the save take the checked value
+    assert counted["size"] == 2  # --size read into the options; model.load checks its own argument once
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0000_3_0.png", "0001_class_1.png", "grid.png",
+                                                                  "manifest.json"]
+
+
+def test_one_python_render_validates_its_options_once(model, counted):
+    counted.clear()
+    r = vizcore.render(model, "3:1", transforms="pad,jitter", tv=0.5, **FAST)
+    assert counted["validated"] == 1 and counted["exporters"] == 1 and counted["size"] == 1
+    assert r.settings["transforms"] == ["pad", "jitter"] and r.settings["regularizers"] == {"tv": 0.5}
+    assert r.settings["param"] == "fft"  # "auto" resolved for the input, without validating again
+    given = RenderOptions(**FAST)
+    counted.clear()
+    same = vizcore.render(model, "3:1", given, transforms="pad,jitter", tv=0.5)
+    assert counted["validated"] == 1  # one options value with the keywords applied
+    assert np.array_equal(same.images, r.images)
+    counted.clear()
+    vizcore.render(model, "3:1", given)
+    assert counted["validated"] == 0  # validated when it was built
+
+
+def test_an_unknown_render_keyword_is_one_line_naming_the_closest(model):
+    with pytest.raises(OptionError, match="no option 'step'") as err:
+        vizcore.render(model, "3:1", step=3)
+    assert "steps" in err.value.hint and "\n" not in str(err.value)
+    with pytest.raises(OptionError, match="no option 'colour'"):
+        vizcore.render(model, "3:1", colour=3)
+
+
+def test_a_signal_model_resolves_auto_to_signal_and_its_penalty_without_revalidating(counted):
+    o = RenderOptions(regularizers={"l1": 0.1})
+    counted.clear()
+    got = for_input(o, 3)
+    assert (got.param, dict(got.regularizers)) == ("signal", {"ends": 1.0, "l1": 0.1}) and counted["validated"] == 0
+    assert o.param == "auto" and dict(o.regularizers) == {"l1": 0.1}  # the given value is untouched
+
+
+def test_render_options_travel_to_a_worker_as_they_are():
+    import pickle
+
+    o = RenderOptions(size="60,160", regularizers={"tv": 1}, transforms=["pad"])
+    back = pickle.loads(pickle.dumps(o))
+    assert back == o and back.size == (60, 160) and back.regularizers == {"tv": 1.0}
 
 
 # -- the caller's state ---------------------------------------------------------------------------------------------
@@ -256,6 +341,21 @@ def test_the_render_path_is_made_of_short_functions():
             for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
     assert long == []
+
+
+#: Public API functions, held to MAX_PARAMETERS: loose keywords belong in an options object.
+PUBLIC = [("vizcore.api", "render"), ("vizcore.api", "load"), ("vizcore.api", "save"), ("vizcore.health", "check"),
+          ("vizcore.atlas", "build_report"), ("vizcore.executors", "render"), ("vizcore.prune", "prune")]
+MAX_PARAMETERS = 12
+
+
+@pytest.mark.parametrize("module, name", PUBLIC)
+def test_public_api_functions_take_at_most_twelve_parameters(module, name):
+    import importlib
+
+    func = getattr(importlib.import_module(module), name)
+    params = inspect.signature(func).parameters
+    assert len(params) <= MAX_PARAMETERS, f"{module}.{name} takes {len(params)}: group them in an options object"
 
 
 def test_engine_run_takes_render_options_and_no_loose_keywords():

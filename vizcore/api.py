@@ -2,7 +2,8 @@
 
 Each function takes `plugins=` (a `vizcore.plugins.Manager`; default: the process's default manager) and hands the
 tables it needs down to the layers below: converters and pre-passes to `loading.load`, objective factories to
-`targets`, factories and lifecycle hooks to `engine.run`, the exporter table to the `Result`.
+`targets`, factories and lifecycle hooks to `engine.run`, the checked exporters to the `Result`. A render's options
+are one `RenderOptions`, built and validated once (by the caller, or here from keywords) and handed down.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from typing import Any
 
 from . import engine, loading
 from . import targets as targets_mod
-from .engine.options import for_input
+from .engine.options import for_input, with_keywords
 from .errors import OptionError, PluginError, VizcoreError
 from .lifecycle import RenderRun, StepState
 from .model import Model
 from .objectives import Objective
 from .plugins import Manager, default_manager
-from .result import Result
+from .result import DEFAULT_EXPORTERS, Exporters, Result
 
 
 def _manager(plugins: Manager | None) -> Manager:
@@ -44,11 +45,6 @@ def load(path: str | os.PathLike[str], *, size: int | None = None, plugins: Mana
     converters = [c for c, _ in pm.registry("converters").values()]
     return loading.load(path, size=size, prepasses=prepasses, converters=converters, layout=layout,
                         input_shapes=input_shapes, input=input, feeds=feeds)
-
-
-def _split_names(transforms: str | Sequence[str]) -> list[str]:
-    items = [transforms] if isinstance(transforms, str) else list(transforms)
-    return [n.strip() for t in items for n in t.split(",") if n.strip()]
 
 
 #: Names that vizcore's own optional plugins provide, for the hint of an "unknown ..." error.
@@ -106,64 +102,62 @@ def factories(pm: Manager, options: engine.RenderOptions) -> engine.Factories:
         providers=providers)
 
 
+def select_exporters(names: Sequence[str] | Exporters = DEFAULT_EXPORTERS,
+                     plugins: Manager | None = None) -> Exporters:
+    """The named exporters of `plugins` (default: the process's manager), checked once: an unknown name is a
+    one-line OptionError (naming the plugin that provides it, or the valid names). png and manifest are always
+    among them. Checked `Exporters` are returned as they are."""
+    if isinstance(names, Exporters):
+        return names
+    pm = _manager(plugins)
+    table = _table(pm, "exporters")
+    chosen = tuple(dict.fromkeys([*DEFAULT_EXPORTERS, *names]))
+    for name in chosen:
+        if name not in table:
+            lookup(pm, "exporters", name)  # raises, with the plugin that would provide it
+    return Exporters(names=chosen, table=table)
+
+
+def bind(model: Model, targets: str | Objective | Sequence[str | Objective],
+         plugins: Manager | None = None) -> tuple[list[Objective], list[str]]:
+    """The objectives of `targets` bound to `model`, with their labels, as `render` makes them (target strings
+    read with the objectives of `plugins`; a plugin's failing objective is reported as that plugin's)."""
+    return targets_mod.labelled(model, targets, _objective_table(_manager(plugins)))
+
+
 def render(
     model: Model | str | os.PathLike[str],
     targets: str | Objective | Sequence[str | Objective],
+    options: engine.RenderOptions | None = None,
     *,
     plugins: Manager | None = None,
-    steps: int = 256,
-    size: int | None = None,
-    param: str = "auto",
-    param_options: dict[str, Any] | None = None,
-    transforms: str | Sequence[str] = "standard",
-    l1: float = 0.0,
-    l2: float = 0.0,
-    tv: float = 0.0,
-    regularizers: dict[str, float] | None = None,
-    lr: float = 0.05,
-    seed: int = 0,
-    device: str = "auto",
-    amp: bool = False,
-    max_memory: str | int | None = None,
-    batch_size: int | None = None,
-    relu_override: float = 0.25,
-    preprocess: str | None = None,
-    value_range: str | None = None,
-    record_every: int = 8,
-    images_per_unit: int = 1,
-    cpu_heap: bool | None = None,
-    cudnn_benchmark: bool | None = None,
-    fuse: bool | None = None,
-    channels_last: bool | None = None,
-    exporters: Sequence[str] = ("png", "manifest"),
+    exporters: Sequence[str] | Exporters = DEFAULT_EXPORTERS,
     on_warning: Callable[[str], None] | None = None,
     on_step: Callable[[RenderRun, StepState], None] | None = None,
+    **overrides: Any,
 ) -> Result:
     """Synthesize, for every target, the input that maximizes it; returns images, values and traces.
 
     `targets` are target strings (see `vizcore.targets`) and/or Objective objects, one image per unit
-    (`images_per_unit` for several, e.g. with a diversity term). `param`, `transforms` and the regularizers are
-    names looked up in `plugins` (default: the process's manager; `param` "auto": `engine.options.for_input`);
-    `exporters` are the names the result will be saved with (plugins that record for one record only if listed).
-    `on_step(run, state)` runs after every step of this render only (progress bars; `state.stop` stops early).
-    Options are validated before any work; device settings left at None come from the environment
-    (`RenderOptions.from_env`; defaults: README "Defaults, and why")."""
-    options = engine.RenderOptions.from_env(
-        steps=steps, size=size, param=param, param_options=param_options or {}, transforms=_split_names(transforms),
-        regularizers={"l1": l1, "l2": l2, "tv": tv, **(regularizers or {})}, lr=lr, seed=seed, device=device,
-        amp=amp, max_memory=max_memory, batch_size=batch_size, relu_override=relu_override, preprocess=preprocess,
-        value_range=value_range, record_every=record_every, images_per_unit=images_per_unit, cpu_heap=cpu_heap,
-        cudnn_benchmark=cudnn_benchmark, fuse=fuse, channels_last=channels_last)
+    (`images_per_unit` for several, e.g. with a diversity term). `options` is a `RenderOptions` (default: README
+    "Defaults, and why", device settings from the environment); `overrides` are its field names (`steps=`,
+    `size=`, `lr=`, `seed=`, `device=`, `param=`, ...) plus `l1=`, `l2=`, `tv=` (penalty weights) and
+    `transforms="standard"` (a preset or comma list), applied once (an unknown keyword: a one-line OptionError
+    naming the closest). `param`, `transforms` and the regularizers are names looked up in `plugins` (default: the
+    process's manager; `param` "auto": `engine.options.for_input`). `exporters` are the names the result will be
+    saved with (checked here, before any work; plugins that record for one record only if listed).
+    `on_step(run, state)` runs after every step of this render only (progress bars; `state.stop` stops early)."""
+    options = with_keywords(options, overrides)
     pm = _manager(plugins)
-    for name in exporters:
-        lookup(pm, "exporters", name)  # an unknown exporter fails before the render, not after it
+    chosen = select_exporters(exporters, pm)  # an unknown exporter fails before the render, not after it
     if not isinstance(model, Model):
         model = load(model, plugins=pm)
-    objectives, names = targets_mod.labelled(model, targets, _objective_table(pm))
+    objectives, names = bind(model, targets, pm)
     options = for_input(options, len(model.input_shape(1, options.size)), embedding=model.embedding is not None)
     result = engine.run(model, objectives, names, factories(pm, options), options=options, hooks=pm,
-                        exporters=tuple(exporters), on_warning=on_warning, on_step=on_step)
-    result.exporter_table = _table(pm, "exporters")
+                        exporters=chosen.names, on_warning=on_warning, on_step=on_step,
+                        ran_at=model.probe_shape)
+    result.exporter_table = dict(chosen.table)
     _annotate(model, result)
     return result
 
@@ -176,7 +170,7 @@ def _annotate(model: Model, result: Result) -> None:
         result.extras["nearest_tokens"] = result_tokens(result, model.embedding)
 
 
-def save(result: Result, out_dir: str | os.PathLike[str], exporters: Sequence[str] = ("png", "manifest"), *,
+def save(result: Result, out_dir: str | os.PathLike[str], exporters: Sequence[str] = DEFAULT_EXPORTERS, *,
          force: bool = False, plugins: Manager | None = None, **options: Any) -> list[Path]:
     """Write a result with the named exporters of `plugins` (default: the manager that rendered it, else the
     process's), always with png and manifest; returns the paths written (see `Result.save`)."""

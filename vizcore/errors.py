@@ -6,7 +6,7 @@ The CLI prints them without a traceback and exits with code 2; the Python API ra
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class VizcoreError(Exception):
@@ -73,6 +73,13 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> OptionError:
     """An OptionError for an unknown plugin-provided name, listing the valid ones."""
     valid = sorted(valid)
     return OptionError(f"unknown {kind} {name!r}", f"valid: {', '.join(valid)}")
+
+
+def unknown_keyword(where: str, key: str, valid: Sequence[str]) -> OptionError:
+    """An OptionError for a keyword argument that `where` does not take, naming the closest valid ones."""
+    near = closest(key, valid)
+    return OptionError(f"{where} has no option {key!r}",
+                       f"did you mean {' or '.join(near)}?" if near else f"its options: {', '.join(valid)}")
 
 
 def oneline(exc: BaseException, limit: int = 200, *, typed: bool = True) -> str:

@@ -92,6 +92,7 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
                  producer=f"{proto.producer_name} {proto.producer_version}".strip() or "unknown",
                  opset=_opset(proto), ir_version=int(proto.ir_version), layers=layers, by_key=by_key,
                  batch_ok=_batch_ok(net), prepasses=c.prepasses, unreachable=c.unreachable,
+                 probe_shape=net.input_shape(net.probe_batch, size) if net.has_float_input else None,
                  reference=c.cut if c.cut is not None else reference)
 
 

@@ -268,6 +268,8 @@ class Model(Network):
     by_key: dict[str, Layer] = field(default_factory=dict, repr=False)
     #: whether the graph runs at batch > 1 with per-sample results equal to batch 1 (measured at load)
     batch_ok: bool = False
+    #: the natural-layout input shape the load ran the whole graph at (a render at that shape needs no size probe)
+    probe_shape: tuple[int, ...] | None = None
     prepasses: tuple[tuple[str, int], ...] = ()
     #: nodes that were not converted: (layer name, op type, why), in graph order (see `vizcore inspect`)
     unreachable: tuple[tuple[str, str, str], ...] = ()

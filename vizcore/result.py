@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,16 @@ from .outdir import relative, write_folder
 
 #: What every save writes, whatever else is asked for: the images and the manifest (which lists every file).
 DEFAULT_EXPORTERS = ("png", "manifest")
+
+
+@dataclass(frozen=True)
+class Exporters:
+    """Exporter names checked once against a plugin manager's exporter table (`vizcore.api.select_exporters`),
+    with that table: a render records for `names`, its Result keeps `table`, and `Result.save` given this value
+    writes them without checking the names again."""
+
+    names: tuple[str, ...]
+    table: Mapping[str, Callable[..., list[Path]]] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -113,7 +123,7 @@ class Result:
     def _repr_png_(self) -> bytes:
         return images.png_bytes(self.grid())
 
-    def save(self, out_dir: str | Path, exporters: tuple[str, ...] | list[str] = DEFAULT_EXPORTERS,
+    def save(self, out_dir: str | Path, exporters: Sequence[str] | Exporters = DEFAULT_EXPORTERS,
              force: bool = False, **options: Any) -> list[Path]:
         """Write the result into `out_dir`: png and manifest always, plus the named `exporters`; returns the paths.
 
@@ -121,20 +131,25 @@ class Result:
         lists every other file (`files`). With `force`, the files of an earlier save there are replaced and other
         files are left alone. The exporters are those of the plugin manager that rendered it
         (`vizcore.render(..., plugins=...)` puts its exporter table on the result); `vizcore.save(result, out,
-        plugins=...)` chooses another manager.
+        plugins=...)` chooses another manager. Checked `Exporters` (what the render was given) are written with
+        their own table, without a second check.
         """
-        names = list(dict.fromkeys([*DEFAULT_EXPORTERS, *exporters]))
-        unknown = [name for name in names if name not in self.exporter_table]
-        if unknown:  # fail on unknown names before writing anything
-            raise unknown_name("exporter", unknown[0], self.exporter_table)
+        if isinstance(exporters, Exporters):
+            names, table = list(exporters.names), exporters.table
+        else:
+            names = list(dict.fromkeys([*DEFAULT_EXPORTERS, *exporters]))
+            table = self.exporter_table
+            unknown = [name for name in names if name not in table]
+            if unknown:  # fail on unknown names before writing anything
+                raise unknown_name("exporter", unknown[0], table)
 
         def write(folder: Path) -> list[Path]:
             written: list[Path] = []
             for name in names:
                 if name != "manifest":
-                    written.extend(self.exporter_table[name](self, folder, **options))
+                    written.extend(table[name](self, folder, **options))
             files = sorted(set(relative(folder, written)))
-            return written + list(self.exporter_table["manifest"](self, folder, files=files, **options))
+            return written + list(table["manifest"](self, folder, files=files, **options))
 
         return write_folder(Path(out_dir), force, write)
 

@@ -8,8 +8,8 @@ collect the units, write the pages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..plugins import Manager
 from . import health as atlas_health
 from .cache import UnitCache, UnitRecord, UnitSpec
 from .labels import load_labels
+from .options import ReportOptions, report_options
 from .output import CACHE_DIR, clean_stale, dest, prepare, previous_run, write_bytes
 from .pages import Atlas, write_pages
 from .render import Renderer, default_renderer, render_missing
@@ -55,21 +56,21 @@ class Plan:
     run_check: bool
 
 
-def _settings(model: Model, out: Path, *, auto: bool, units_per_layer: int | None, steps: int | None,
-              size: int | None, seed: int | None, render_options: dict[str, Any] | None) -> tuple[dict[str, Any], int]:
+def _settings(model: Model, out: Path, o: ReportOptions) -> tuple[dict[str, Any], int]:
     """The render settings and units per layer; growing a report keeps its settings unless told otherwise."""
     prev = previous_run(out, model.sha256)
-    n_units = int(prev.get("units_per_layer", AUTO_UNITS if auto else DEFAULT_UNITS)
-                  if units_per_layer is None else units_per_layer)
+    n_units = int(prev.get("units_per_layer", AUTO_UNITS if o.auto else DEFAULT_UNITS)
+                  if o.units_per_layer is None else o.units_per_layer)
     if n_units < 1:
         raise OptionError(f"--units-per-layer must be at least 1, not {n_units}", "e.g. --units-per-layer 8")
-    steps = prev.get("steps", AUTO_STEPS if auto else DEFAULT_STEPS) if steps is None else steps
+    steps = prev.get("steps", AUTO_STEPS if o.auto else DEFAULT_STEPS) if o.steps is None else o.steps
     if steps < 1:
         raise OptionError(f"--steps must be at least 1, not {steps}", "e.g. --steps 128")
+    size = o.size
     if size is None and model.fixed_size is None:
-        size = prev.get("size") or (AUTO_SIZE if auto else DEFAULT_SIZE)
-    seed = prev.get("seed", 0) if seed is None else seed
-    return {"steps": int(steps), "size": size, "seed": int(seed), **(render_options or {})}, n_units
+        size = prev.get("size") or (AUTO_SIZE if o.auto else DEFAULT_SIZE)
+    seed = prev.get("seed", 0) if o.seed is None else o.seed
+    return {"steps": int(steps), "size": size, "seed": int(seed), **(o.render_options or {})}, n_units
 
 
 def _given_check(model: Model, health: HealthSource) -> CheckReport | None:
@@ -83,23 +84,19 @@ def _given_check(model: Model, health: HealthSource) -> CheckReport | None:
     return report
 
 
-def plan_report(model: Model, out: Path, *, layers: Sequence[str | int] | None, auto: bool,
-                units_per_layer: int | None, classes: str | Iterable[int] | None,
-                labels: str | Path | Mapping[int, str] | None, steps: int | None, size: int | None,
-                seed: int | None, health: HealthSource, render_options: dict[str, Any] | None,
-                all_units: bool = False) -> Plan:
+def plan_report(model: Model, out: Path, options: ReportOptions, health: HealthSource = None) -> Plan:
     """Check every input (layers, classes, labels file, stored check results, settings) before any work."""
-    chosen = choose_layers(model, layers, auto)
-    if all_units:  # vizcore.executors: every channel of every convolution
+    o = options
+    chosen = choose_layers(model, o.layers, o.auto)
+    if o.all_units:  # vizcore.executors: every channel of every convolution
         chosen = auto_layers(model, count=len(model.layers))
-        units_per_layer = max([ly.channels or 0 for ly in chosen] + [1])
-    class_ids = parse_classes(classes)
+        o = replace(o, units_per_layer=max([ly.channels or 0 for ly in chosen] + [1]))
+    class_ids = parse_classes(o.classes)
     if not chosen and not class_ids:
         raise OptionError("nothing to show: no layers and no classes", "pass --layers A,B, --auto, or --classes 1,2")
-    settings, n_units = _settings(model, out, auto=auto, units_per_layer=units_per_layer, steps=steps, size=size,
-                                  seed=seed, render_options=render_options)
+    settings, n_units = _settings(model, out, o)
     specs = unit_specs(model, chosen, n_units, class_ids)
-    names = dict(labels) if isinstance(labels, Mapping) else load_labels(model, labels)
+    names = dict(o.labels) if isinstance(o.labels, Mapping) else load_labels(model, o.labels)
     return Plan(chosen, specs, settings, n_units, names, _given_check(model, health), health is True)
 
 
@@ -173,37 +170,34 @@ def _model_facts(model: Model, fidelity: dict[str, Any]) -> dict[str, Any]:
             "parameters": s["parameters"], "metadata": s["metadata"], "fidelity": fidelity}
 
 
-def build_report(model: Model | str | Path, out_dir: str | Path, *, layers: Sequence[str | int] | None = None,
-                 auto: bool = False, units_per_layer: int | None = None, classes: str | Iterable[int] | None = None,
-                 labels: str | Path | Mapping[int, str] | None = None, steps: int | None = None,
-                 size: int | None = None, seed: int | None = None, health: HealthSource = None, force: bool = False,
-                 render_options: dict[str, Any] | None = None, renderer: Renderer | None = None,
-                 fidelity: bool = True, plugins: Manager | None = None,
-                 log: Callable[[str], None] | None = None, executor: Any = None, all_units: bool = False) -> Path:
+def build_report(model: Model | str | Path, out_dir: str | Path, options: ReportOptions | None = None, *,
+                 health: HealthSource = None, force: bool = False, renderer: Renderer | None = None,
+                 plugins: Manager | None = None, log: Callable[[str], None] | None = None, executor: Any = None,
+                 **overrides: Any) -> Path:
     """Write (or grow) a static HTML atlas of `model` in `out_dir`; returns the path of its index.html.
 
-    Units already rendered with the same model and settings are taken from `out_dir/.cache`, so re-running with
-    more layers (or after Ctrl-C) renders only the missing ones. `health` is a `vizcore.CheckReport`, a
-    `vizcore check --json` dict or file, or True to run `vizcore.check` on the shown layers. `renderer` (default
-    `vizcore.render`) follows the `atlas.render.Renderer` protocol. `executor` (local, ray, ray://HOST:PORT, an
-    Executor) renders chunks there, each stored as it finishes (a killed run resumes); `all_units`: every channel of
-    every convolution (auto_layers with no limit).
+    `options` (a `ReportOptions`; `overrides` are its field names: `layers=`, `auto=`, `units_per_layer=`,
+    `classes=`, `labels=`, `steps=`, `size=`, `seed=`, `render_options=`, `fidelity=`, `all_units=`) say what
+    it shows and how it renders. Units already rendered with the same model and settings are taken from
+    `out_dir/.cache`, so re-running with more layers (or after Ctrl-C) renders only the missing ones. `health` is a
+    `vizcore.CheckReport`, a `vizcore check --json` dict or file, or True to run `vizcore.check` on the shown
+    layers. `renderer` (default `vizcore.render`) follows the `atlas.render.Renderer` protocol. `executor` (local,
+    ray, ray://HOST:PORT, an Executor) renders chunks there, each stored as it finishes (a killed run resumes).
     """
+    o = report_options(options, overrides)
     say = log or (lambda _m: None)
-    model = model if isinstance(model, Model) else api.load(model, size=size, plugins=plugins)
-    plan = plan_report(model, Path(out_dir), layers=layers, auto=auto, units_per_layer=units_per_layer,
-                       classes=classes, labels=labels, steps=steps, size=size, seed=seed, health=health,
-                       render_options=render_options, all_units=all_units)
+    model = model if isinstance(model, Model) else api.load(model, size=o.size, plugins=plugins)
+    plan = plan_report(model, Path(out_dir), o, health)
     out, grown = prepare(Path(out_dir), force)
     cache = UnitCache(dest(out, CACHE_DIR))
     keys = [cache.key(model.sha256, plan.settings, s) for s in plan.specs]
     missing = [(s, k) for s, k in zip(plan.specs, keys) if cache.get(k) is None]
     say(f"{len(plan.specs)} units: {len(plan.specs) - len(missing)} from the cache, {len(missing)} to render")
-    seconds, failed = _render(model, missing, plan, cache, renderer, executor, all_units, plugins, say)
-    check = _judge(model, plan, fidelity, say)
+    seconds, failed = _render(model, missing, plan, cache, renderer, executor, o.all_units, plugins, say)
+    check = _judge(model, plan, o.fidelity, say)
     judged = atlas_health.attach(check, model)
     records, keep = _collect(out, cache, plan, keys, judged, failed)
-    atlas = Atlas(model, _model_facts(model, _fidelity(model, fidelity, check, plan.settings["size"])), plan.chosen,
+    atlas = Atlas(model, _model_facts(model, _fidelity(model, o.fidelity, check, plan.settings["size"])), plan.chosen,
                   records, judged, plan.settings, seconds, plan.units_per_layer)
     pages = write_pages(out, atlas)
     if grown:  # only ever delete what an earlier report wrote, never files of a folder opened with --force

@@ -20,6 +20,7 @@ from ..executors.run import run_chunks
 from ..files import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
+    from ..engine.options import RenderOptions
     from ..model import Model
 
 #: vizcore.atlas.build's types, not imported (build imports this module): its UnitSpec, UnitCache and PNG encoder
@@ -55,9 +56,10 @@ class PlanStore:
         atomic_write_text(path, json.dumps(plan))
 
 
-def _group_chunks(model: Model, group: list[tuple[UnitSpec, str]], settings: dict[str, Any], ex: Executor,
-                  store: PlanStore, gid: tuple[str, int], encode: Encode) -> list[Chunk]:
-    """The chunks of one layer that hold a missing unit, from its stored plan (or a new plan over the missing)."""
+def _group_chunks(model: Model, group: list[tuple[UnitSpec, str]], settings: dict[str, Any], options: RenderOptions,
+                  ex: Executor, store: PlanStore, gid: tuple[str, int], encode: Encode) -> list[Chunk]:
+    """The chunks of one layer that hold a missing unit, from its stored plan (or a new plan over the missing);
+    `settings` key the stored plan, `options` (the same settings, validated once) go with the chunks."""
     from ..engine.budget import chunks as _chunks
     make = type(group[0][0])  # UnitSpec
 
@@ -65,17 +67,17 @@ def _group_chunks(model: Model, group: list[tuple[UnitSpec, str]], settings: dic
     path = store.path(model.sha256, settings, gid)
     plan = store.load(path)
     if plan is None or not want <= {u[0] for c in plan["chunks"] for u in c}:
-        size, budget = ex.plan([s.objective() for s, _ in group], settings)
+        size, budget = ex.plan([s.objective() for s, _ in group], options)
         plan = {"budget": int(budget), "chunks": [[[key, s.kind, s.layer.index, s.channel] for s, key in group[a:b]]
                                                  for a, b in _chunks(len(group), size)]}
         store.save(path, plan)
     out = []
+    budgeted = options.replace(max_memory=plan["budget"])
     for planned in plan["chunks"]:
         if not any(u[0] in want for u in planned):
             continue  # finished in an earlier run
         specs = [make(kind, model.layers[li], ch) for _, kind, li, ch in planned]
-        out.append(Chunk([s.objective() for s in specs], {**settings, "batch_size": len(specs),
-                                                          "max_memory": plan["budget"]},
+        out.append(Chunk([s.objective() for s in specs], budgeted.replace(batch_size=len(specs)),
                          [(s, u[0], u[0] in want) for s, u in zip(specs, planned)], encode=encode))
     return out
 
@@ -92,23 +94,21 @@ def _store(model: Model, cache: UnitCache, chunk: Chunk, res: ChunkResult) -> No
         cache.put(key, res.pngs[i], rec)
 
 
-def estimate(model: Model, chunks: Sequence[Chunk], settings: dict[str, Any], workers: int,
-             plugins: Any = None) -> str:
+def estimate(model: Model, chunks: Sequence[Chunk], workers: int, plugins: Any = None) -> str:
     """Units, steps and the time they take, from a warm-up here: 2 and 6 steps of up to 4 units of the deepest layer
     (the difference leaves out the setup); divided by the workers (assumed as fast as this device)."""
     from ..api import render
 
     units = sum(1 for c in chunks for t in c.tags if t[2])
-    steps = int(settings.get("steps", 1))
     if not units:
         return "nothing to render"
     deepest = max(chunks, key=lambda c: c.tags[0][0].layer.index)
+    steps = deepest.options.steps
     objs = deepest.objectives[:4]
-    args = {k: v for k, v in deepest.settings.items() if k not in ("steps", "on_step", "on_warning", "executor")}
     times = []
     for n in (2, 6):
         t0 = time.perf_counter()
-        render(model, objs, **{**args, "steps": n, "batch_size": len(objs)}, plugins=plugins,
+        render(model, objs, deepest.options, steps=n, batch_size=len(objs), plugins=plugins,
                on_warning=lambda _m: None)
         times.append(time.perf_counter() - t0)
     per = max(times[1] - times[0], 1e-9) / (4 * len(objs))
@@ -141,17 +141,20 @@ def render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings: 
     groups: dict[tuple[str, int], list[tuple[UnitSpec, str]]] = {}
     for spec, key in missing:
         groups.setdefault((spec.kind, spec.layer.index), []).append((spec, key))
+    from ..engine.options import with_keywords
+
+    options = with_keywords(None, settings)  # validated once, for every chunk
     t0 = time.perf_counter()
     ex = resolve_executor(executor)
-    ex.start(model, settings.get("size"), str(settings.get("device", "auto")), plugins=plugins)
+    ex.start(model, options.size, options.device, plugins=plugins)
     try:
         store = PlanStore(cache.root / "plans")
         chunks = [c for gid, group in groups.items()
-                  for c in _group_chunks(model, group, settings, ex, store, gid, encode)]
+                  for c in _group_chunks(model, group, settings, options, ex, store, gid, encode)]
         say(f"{len(missing)} units in {len(chunks)} chunks on {ex.name} ({ex.workers} "
             f"worker{'s' if ex.workers != 1 else ''})")
         if warm_up and chunks:
-            say(estimate(model, chunks, settings, ex.workers, plugins))
+            say(estimate(model, chunks, ex.workers, plugins))
         failed = run_chunks(ex, chunks, lambda c, r: _store(model, cache, c, r))
     finally:
         ex.close()

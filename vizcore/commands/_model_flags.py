@@ -46,11 +46,16 @@ def given(args: argparse.Namespace) -> bool:
     return bool(args.layout or args.input_shape or args.input_node or args.feed)
 
 
-def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The `vizcore.load` keywords of the input flags (files given to --feed are read here, one-line errors)."""
+#: `load_kwargs`'s default: read `--size` there.
+_READ = object()
+
+
+def load_kwargs(args: argparse.Namespace, size: Any = _READ) -> dict[str, Any]:
+    """The `vizcore.load` keywords of the input flags (files given to --feed are read here, one-line errors);
+    `size`: the size already read (`render` reads it into its RenderOptions), else `--size` is read here."""
     from ..graph_inputs import parse_shape, read_feed
 
-    return {"size": size_of(args), "layout": args.layout,
+    return {"size": size_of(args) if size is _READ else size, "layout": args.layout,
             "input_shapes": dict(parse_shape(t) for t in args.input_shape) or None,
             "input": args.input_node, "feeds": dict(read_feed(t) for t in args.feed) or None}
 

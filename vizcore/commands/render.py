@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..files import check_out_dir
 from ..inputs import require_readable
 from ..outdir import check_creatable
-from ._model_flags import add_model_flags, load_kwargs, size_of
+from ._model_flags import add_model_flags, load_kwargs
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -102,11 +102,12 @@ def _param_option(text: str) -> tuple[str, Any]:
 
 
 def options(args: argparse.Namespace) -> Any:
-    """The render options from the command line, validated (OptionError, one line) before any work."""
+    """The render options from the command line, built and validated once (OptionError, one line) before any work;
+    `--size` is read there, and the load and the render take it from them."""
     from ..engine.options import RenderOptions, integer, number
 
     return RenderOptions.from_env(
-        steps=integer("--steps", args.steps), size=size_of(args),
+        steps=integer("--steps", args.steps), size=args.size,
         param=args.param, param_options=dict(_param_option(t) for t in args.param_option),
         transforms=[t.strip() for t in args.transforms.split(",") if t.strip()],
         regularizers={k: number(f"--{k}", getattr(args, k)) for k in ("l1", "l2", "tv")},
@@ -116,16 +117,14 @@ def options(args: argparse.Namespace) -> Any:
         images_per_unit=integer("--images-per-unit", args.images_per_unit))
 
 
-def _preflight(args: argparse.Namespace, opts: Any) -> list[str]:
-    """Everything that can be refused before loading the model: exporters, the output folder, an impossible size."""
-    from ..api import lookup
+def _preflight(args: argparse.Namespace, opts: Any) -> Any:
+    """Everything that can be refused before loading the model: exporters (checked here once; the render and the
+    save take the checked value), the output folder, an impossible size."""
+    from ..api import select_exporters
     from ..engine.budget import default_budget, refuse_size
     from ..engine.device import resolve_device
-    from ..result import DEFAULT_EXPORTERS
 
-    exporters = list(dict.fromkeys([*DEFAULT_EXPORTERS, *(args.export or [])]))
-    for name in exporters:
-        lookup(args.plugins, "exporters", name)
+    exporters = select_exporters(args.export or (), args.plugins)
     check_out_dir(args.out or Path("vizcore-out"), force=args.force)  # refused early; written only at the end
     check_creatable(args.out or Path("vizcore-out"))
     refuse_size(opts.size, opts.budget_bytes or default_budget(resolve_device(opts.device)))
@@ -153,7 +152,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     opts = options(args)
     exporters = _preflight(args, opts)
     out = args.out or Path("vizcore-out")
-    model = load(args.model, plugins=args.plugins, **load_kwargs(args))  # layer shapes (and positions) at the size
+    model = load(args.model, plugins=args.plugins, **load_kwargs(args, size=opts.size))  # layer shapes at the size
     err = Console(stderr=True)
 
     def warn(msg: str) -> None:
@@ -163,15 +162,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
                         TextColumn("steps"), TimeRemainingColumn(elapsed_when_finished=True),
                         TextColumn("{task.fields[value]}"), console=err, disable=args.quiet, transient=False)
     bar = None if args.quiet or args.executor != "local" else _Progress(progress)
-    o = opts
     try:
         render_with = _renderer(args, err, render)  # vizcore.executors when --executor is not local
-        result = render_with(model, args.targets, plugins=args.plugins, exporters=exporters, steps=o.steps, size=o.size,
-                        param=o.param, param_options=dict(o.param_options), transforms=list(o.transforms),
-                        regularizers=dict(o.regularizers), lr=o.lr,
-                        seed=o.seed, device=o.device, amp=o.amp, max_memory=o.max_memory,
-                        relu_override=o.relu_override, preprocess=o.preprocess, value_range=o.value_range,
-                        images_per_unit=o.images_per_unit, on_warning=warn, on_step=bar)
+        result = render_with(model, args.targets, opts, plugins=args.plugins, exporters=exporters, on_warning=warn,
+                             on_step=bar)
     except BaseException:
         if bar is not None:
             bar.stop(done=False)

@@ -83,7 +83,7 @@ def _executor(args: argparse.Namespace, err: Console) -> Any:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
-    from ..atlas import build_report, read_labels
+    from ..atlas import ReportOptions, build_report, read_labels
     from ..atlas.health import load_check
 
     require_readable(args.model)
@@ -93,13 +93,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     stored = load_check(args.check) if args.check else None
     model = load(args.model, size=args.size, plugins=args.plugins)
     err = Console(stderr=True)
-    index = build_report(model, args.out, layers=_layer_keys(model, args.layers), auto=args.auto,
-                         units_per_layer=args.units_per_layer, classes=args.classes, labels=labels,
-                         steps=args.steps, size=args.size, seed=args.seed,
-                         health=stored if stored is not None else not args.no_health, force=args.force,
-                         render_options={"device": args.device} if args.device != "auto" else None,
-                         fidelity=not args.no_fidelity, plugins=args.plugins, all_units=args.all_units,
-                         executor=_executor(args, err),
+    options = ReportOptions(layers=_layer_keys(model, args.layers), auto=args.auto, all_units=args.all_units,
+                            units_per_layer=args.units_per_layer, classes=args.classes, labels=labels,
+                            steps=args.steps, size=args.size, seed=args.seed, fidelity=not args.no_fidelity,
+                            render_options={"device": args.device} if args.device != "auto" else None)
+    index = build_report(model, args.out, options, health=stored if stored is not None else not args.no_health,
+                         force=args.force, plugins=args.plugins, executor=_executor(args, err),
                          log=lambda m: err.print(f"[dim]{escape(m)}[/]", highlight=False))
     console.print(f"report: [bold]{escape(str(index))}[/]", highlight=False)
     return 0

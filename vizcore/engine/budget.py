@@ -129,16 +129,6 @@ def plan(per_image: int, budget: int, n_units: int, images_per_unit: int, batch_
     return math.ceil(n_units / n_chunks)  # equal chunks: no small tail chunk with its own shapes
 
 
-def chunk_plan(model: Model, indices: Sequence[int], shape: Sequence[int], amp: bool, n_units: int,
-               images_per_unit: int, max_memory: str | int | None, batch_size: int | None, dev: torch.device,
-               batch_ok: bool, note: Callable[[str], None]) -> tuple[int, int]:
-    """(units per chunk, memory budget in bytes) as `engine.run` plans them; `vizcore.executors` plans with it, so a
-    chunk sent to another process holds exactly the units it would hold here."""
-    budget = parse_memory(max_memory) or default_budget(dev)
-    per_image = bytes_per_image(model, max(indices), shape, amp)
-    return plan(per_image, budget, n_units, images_per_unit, batch_size, batch_ok, note), budget
-
-
 def run_chunks(n_units: int, chunk: int, run_chunk: Callable[[int, int, int, int], T], dev: torch.device,
                size: int, on_retry: Callable[[int, int], None]) -> list[T]:
     """`run_chunk(ci, a, b, n_chunks)` for every chunk of units; out of memory retries the rest in half-size chunks

@@ -3,19 +3,21 @@
 The device settings (CPU heap, cuDNN autotuning, conv+clamp fusion, channels_last) are ordinary fields with
 today's defaults; `RenderOptions.from_env()` is the one place that reads their environment variables
 (VIZCORE_CPU_HEAP, VIZCORE_CUDNN_BENCHMARK, VIZCORE_FUSE: "0" turns one off; VIZCORE_CHANNELS_LAST: "0"/"1"
-forces it). `to_json()` is the option part of the manifest's `settings`. `for_input(options, rank)` turns the
-default `param="auto"` into the parameterization (and penalty) for the model's input rank.
+forces it). `to_json()` is the option part of the manifest's `settings`. `with_keywords` applies `vizcore.render`'s
+keywords to one options value (built once), and `for_input(options, rank)` turns the default `param="auto"` into the
+parameterization (and penalty) for the model's input rank without validating the rest again.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..errors import OptionError
+from ..errors import OptionError, unknown_keyword
 from ..graph_inputs import parse_size
 from ..inputspace import parse_range
 from .budget import parse_memory
@@ -94,7 +96,7 @@ class RenderOptions:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalize in place once: the value stays frozen afterwards
         set_(self, "steps", _positive("steps", self.steps))
-        set_(self, "size", None if self.size is None else parse_size(self.size, "size"))
+        set_(self, "size", None if self.size is None else parse_size(self.size))  # "224", "60,160", (60, 160)
         set_(self, "lr", _lr(self.lr))
         set_(self, "seed", _seed(self.seed))
         set_(self, "relu_override", _fraction(self.relu_override))
@@ -158,14 +160,58 @@ SIGNAL_PENALTIES = {"ends": 1.0}
 def for_input(options: RenderOptions, rank: int, *, embedding: bool = False) -> RenderOptions:
     """`options` with `param="auto"` resolved for an input of `rank` dims (N, C, ...): fft for images and for an
     optimized embedding (its features are no waveform); for 1-D signals `signal` plus the SIGNAL_PENALTIES not
-    given explicitly (a weight given, even 0, is kept)."""
+    given explicitly (a weight given, even 0, is kept). The other fields were validated when `options` was built
+    and are not validated again (the options of a render are validated once)."""
     if options.param != "auto":
         return options
     param = "fft" if embedding else AUTO_PARAM.get(rank, "fft")
     if param != "signal":
-        return options.replace(param=param)
-    penalties = {**SIGNAL_PENALTIES, **options.regularizers}
-    return options.replace(param=param, regularizers=penalties)
+        return _resolved(options, param=param)
+    return _resolved(options, param=param, regularizers={**SIGNAL_PENALTIES, **options.regularizers})
+
+
+def _resolved(options: RenderOptions, **changes: Any) -> RenderOptions:
+    """A copy of validated `options` with fields set to values valid by construction (no second validation)."""
+    out = copy.copy(options)
+    for name, value in changes.items():
+        object.__setattr__(out, name, value)
+    return out
+
+
+#: Keywords `vizcore.render` takes besides the field names: penalty weights, merged into `regularizers`.
+PENALTIES = ("l1", "l2", "tv")
+
+
+def with_keywords(options: RenderOptions | None, keywords: Mapping[str, Any]) -> RenderOptions:
+    """`options` with `vizcore.render`'s keywords applied, built and validated once: field names, `l1`/`l2`/`tv`
+    (weights merged into `regularizers`, which a `regularizers=` mapping extends) and `transforms` as a preset or
+    comma list. No options: the defaults, with the device settings not given read from the environment
+    (`RenderOptions.from_env`); options and no keywords: `options` itself. An unknown keyword is a one-line
+    OptionError naming the closest ones."""
+    valid = [*RenderOptions.field_names(), *PENALTIES]
+    for key in keywords:
+        if key not in valid:
+            raise unknown_keyword("render", key, valid)
+    if options is not None and not keywords:
+        return options
+    given = {k: v for k, v in keywords.items() if k in RenderOptions.field_names()}
+    if "transforms" in given:
+        given["transforms"] = split_names(given["transforms"])
+    if "param_options" in given:
+        given["param_options"] = given["param_options"] or {}
+    penalties = {k: keywords[k] for k in PENALTIES if k in keywords}
+    if penalties or "regularizers" in given:
+        base = options.regularizers if options is not None else {}
+        given["regularizers"] = {**base, **penalties, **(given.get("regularizers") or {})}
+    if options is None:
+        return RenderOptions.from_env(**given)
+    return options.replace(**{k: v for k, v in given.items() if v is not None or k not in ENV})
+
+
+def split_names(transforms: str | Sequence[str]) -> tuple[str, ...]:
+    """Transform names from a preset or comma list ("standard", "pad,jitter") or a sequence of them."""
+    items = [transforms] if isinstance(transforms, str) else list(transforms)
+    return tuple(n.strip() for t in items for n in t.split(",") if n.strip())
 
 
 def _positive(name: str, value: Any) -> int:

@@ -20,11 +20,11 @@ from ..lifecycle import NO_HOOKS, Hooks, RenderRun, StepState
 from ..model import Model
 from ..objectives import Objective
 from ..result import Result
-from .budget import bytes_per_image, default_budget, plan, refuse_size, refuse_slow, run_chunks
+from .budget import run_chunks
 from .device import device_settings, resolve_device
 from .loop import ChunkResult, nan_units, run_chunk
 from .options import RenderOptions
-from .setup import Factories, Notes, Render, VizcoreWarning, place, prepare, settings
+from .setup import Factories, Notes, Render, VizcoreWarning, chunk_plan, place, prepare, settings
 
 __all__ = ["Factories", "RenderOptions", "VizcoreWarning", "device_settings", "run"]
 
@@ -32,28 +32,27 @@ __all__ = ["Factories", "RenderOptions", "VizcoreWarning", "device_settings", "r
 def run(model: Model, objectives: Sequence[Objective], names: Sequence[str], factories: Factories, *,
         options: RenderOptions | None = None, hooks: Hooks = NO_HOOKS, exporters: Sequence[str] = (),
         on_warning: Callable[[str], None] | None = None,
-        on_step: Callable[[RenderRun, StepState], None] | None = None) -> Result:
+        on_step: Callable[[RenderRun, StepState], None] | None = None,
+        ran_at: Sequence[int] | None = None) -> Result:
     """Synthesize, for every bound objective, the input that maximizes it; returns images, values and traces.
 
     `names` label the objectives (one each), `factories` hold the looked-up parameterization, transforms and
     regularizers (`options.regularizers` gives their weights), `hooks` the lifecycle hooks to call (a plugin
     manager), `exporters` the names the caller will export with. `on_step(run, state)` is called after every step
-    of this render only (progress bars, early stopping by setting `state.stop`).
+    of this render only (progress bars, early stopping by setting `state.stop`). `ran_at`: an input shape the
+    whole graph is known to run at (the load's probe); a render at that shape skips its own size probe.
     """
     t0 = time.perf_counter()
     o = options or RenderOptions()
     dev = resolve_device(o.device)
     r = Render(model=model, objectives=list(objectives), names=list(names), units=[], options=o,
                factories=factories, dev=dev, notes=Notes(on_warning), hooks=hooks, exporters=tuple(exporters),
-               on_step=on_step, generator=torch.Generator().manual_seed(o.seed))
+               on_step=on_step, generator=torch.Generator().manual_seed(o.seed),
+               ran_at=tuple(ran_at) if ran_at is not None else None)
     with device_settings(dev, o.cpu_heap, o.cudnn_benchmark):
         prepare(r)
-        budget = o.budget_bytes or default_budget(dev)
-        refuse_size(r.shape[2:], budget, r.shape[1], len(r.shape) - 2)
-        per_image = bytes_per_image(model, max(r.indices), r.shape, r.amp)
-        refuse_slow(per_image, o.steps, len(r.units), dev)
-        chunk = plan(per_image, budget, len(r.objectives), o.images_per_unit, o.batch_size, model.batch_ok,
-                     r.notes)  # batch_ok is decided where the weights are now (CPU after load), before they move
+        # batch_ok (read by the plan) is decided where the weights are now (CPU after load), before they move
+        chunk, budget = chunk_plan(model, r.indices, r.shape, o, len(r.objectives), dev, r.notes)
         with on_device(r):
             place(r)
             r.settings = settings(r, chunk, budget)

@@ -1,5 +1,6 @@
 """Everything a render needs before its first step, in one `Render`: units, the cut network at the render size,
-transforms, penalties, the seeded generator, the chunk size and the settings the manifest records."""
+transforms, penalties, the seeded generator, the chunk plan (`chunk_plan`, shared with `vizcore.executors`) and the
+settings the manifest records."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..lifecycle import Hooks, RenderRun, StepState
 from ..model import Model
 from ..objectives import Objective
 from ..result import Unit
+from .budget import bytes_per_image, default_budget, plan, refuse_size, refuse_slow
 from .fusion import fuse_conv_clamps
 from .net import Net, memory_format
 from .options import RenderOptions
@@ -71,6 +73,7 @@ class Render:
     hooks: Hooks
     exporters: tuple[str, ...]
     on_step: Callable[[RenderRun, StepState], None] | None
+    ran_at: tuple[int, ...] | None = None  # the input shape the whole graph already ran at (the load's probe)
     size: int = 0
     shape: tuple[int, ...] = ()
     amp: bool = False
@@ -161,9 +164,23 @@ def _check_param_options(factory: Callable[..., Any], given: Mapping[str, Any], 
                               f"its options: {', '.join(valid) or 'none'}")
 
 
+def chunk_plan(model: Model, indices: Sequence[int], shape: Sequence[int], options: RenderOptions, units: int,
+               dev: torch.device, note: Callable[[str], None]) -> tuple[int, int]:
+    """(units per chunk, memory budget in bytes) for `units` objectives reading layers `indices` at input `shape`:
+    the one plan of a render, made by `engine.run` and by `vizcore.executors` (so a chunk sent to another process
+    holds exactly the units it would hold here). A size whose images alone exceed the budget, and a render that
+    would take over a day, are refused here, before any work."""
+    budget = options.budget_bytes or default_budget(dev)
+    refuse_size(shape[2:], budget, shape[1], len(shape) - 2)
+    per_image = bytes_per_image(model, max(indices), shape, options.amp and dev.type == "cuda")
+    refuse_slow(per_image, options.steps, units * options.images_per_unit, dev)
+    chunk = plan(per_image, budget, units, options.images_per_unit, options.batch_size, model.batch_ok, note)
+    return chunk, budget
+
+
 def place(r: Render) -> None:
-    """On the device: memory format, conv+clamp fusion (CPU), the transforms, and one no-grad forward at the size
-    (a model that cannot take it is an InputTooSmallError)."""
+    """On the device: memory format, conv+clamp fusion (CPU), the transforms, and a check that the model runs at
+    the size (a model that cannot take it is an InputTooSmallError)."""
     o = r.options
     r.net.to(r.dev)
     r.net.memory_format = memory_format(r.cut, r.shape, o.channels_last)
@@ -171,6 +188,13 @@ def place(r: Render) -> None:
         r.cut.to(memory_format=torch.channels_last)  # the conv weights, shared with model.module (restored after)
     r.n_fused = fuse_conv_clamps(r.cut, r.switch, o.fuse) if r.dev.type == "cpu" else 0  # after redirect
     r.transforms = [t for f in r.factories.transforms for t in call_factory(f, r.size, generator=r.generator)]
+    if r.ran_at != tuple(r.shape):
+        probe_size(r)
+
+
+def probe_size(r: Render) -> None:
+    """One no-grad forward of the cut network at the render's shape: a model that cannot run at that size is an
+    InputTooSmallError before any step. Not needed when the whole graph already ran at that shape (`ran_at`)."""
     try:
         with torch.no_grad():
             r.net(torch.full(r.shape, 0.5, device=r.dev))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..engine.options import RenderOptions
     from ..model import Model
     from ..objectives import Objective
 
@@ -17,10 +18,10 @@ INSTALL_HINT = 'install it with: pip install "vizcore[ray]"'
 
 @dataclass
 class Chunk:
-    """Units rendered together in one batch: their objectives, the render settings, and the driver's tags."""
+    """Units rendered together in one batch: their objectives, the render's options, and the driver's tags."""
 
     objectives: list[Objective]
-    settings: dict[str, Any]  # keyword arguments of vizcore.render (batch_size and max_memory fixed by the plan)
+    options: RenderOptions  # the render's, with batch_size (the chunk's length) and max_memory fixed by the plan
     tags: list[Any] = field(default_factory=list)  # one per objective: what the driver needs to file the result
     encode: Callable[[Any], bytes] | None = None  # image -> file bytes, run on the worker (the driver only writes)
 
@@ -30,7 +31,7 @@ class Chunk:
     def split(self) -> list[Chunk]:
         """Two halves (the engine's out-of-memory rule): the first `len // 2` units, then the rest."""
         half = max(1, len(self) // 2)
-        return [Chunk(self.objectives[a:b], {**self.settings, "batch_size": b - a}, self.tags[a:b], self.encode)
+        return [Chunk(self.objectives[a:b], self.options.replace(batch_size=b - a), self.tags[a:b], self.encode)
                 for a, b in ((0, half), (half, len(self))) if b > a]
 
 
@@ -63,7 +64,7 @@ class Executor(Protocol):
     def workers(self) -> int:
         """How many chunks run at the same time."""
 
-    def plan(self, objectives: list[Objective], settings: dict[str, Any]) -> tuple[int, int]:
+    def plan(self, objectives: list[Objective], options: RenderOptions) -> tuple[int, int]:
         """(units per chunk, memory budget): the engine's plan on the workers' device."""
 
     def submit(self, chunk: Chunk) -> None:

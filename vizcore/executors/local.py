@@ -10,6 +10,7 @@ from .base import Chunk, ChunkResult
 from .worker import plan_chunks, render_chunk
 
 if TYPE_CHECKING:
+    from ..engine.options import RenderOptions
     from ..model import Model
     from ..objectives import Objective
 
@@ -39,9 +40,9 @@ class LocalExecutor:
     def workers(self) -> int:
         return 1
 
-    def plan(self, objectives: list[Objective], settings: dict[str, Any]) -> tuple[int, int]:
+    def plan(self, objectives: list[Objective], options: RenderOptions) -> tuple[int, int]:
         assert self.model is not None, "start() first"
-        return plan_chunks(self.model, objectives, settings, self.plugins)
+        return plan_chunks(self.model, objectives, options, self.plugins)
 
     def submit(self, chunk: Chunk) -> None:
         self._queue.append(chunk)

@@ -19,6 +19,7 @@ from ..errors import ModelLoadError, OptionError
 from .base import INSTALL_HINT, Chunk, ChunkResult
 
 if TYPE_CHECKING:
+    from ..engine.options import RenderOptions
     from ..model import Model
     from ..objectives import Objective
 
@@ -59,10 +60,10 @@ class ModelWorker:
         if self._heap is not None:
             self._heap.__enter__()  # the actor process is ours: keep the render heap for its whole life
 
-    def plan(self, objectives: list[Objective], settings: dict[str, Any]) -> tuple[int, int]:
+    def plan(self, objectives: list[Objective], options: RenderOptions) -> tuple[int, int]:
         from .worker import plan_chunks
 
-        return plan_chunks(self.model, objectives, settings)
+        return plan_chunks(self.model, objectives, options)
 
     def render(self, chunk: Chunk) -> ChunkResult:
         from .worker import render_chunk
@@ -143,11 +144,11 @@ class RayExecutor:
                                               **self._options)
         return cls.remote(*self._args)
 
-    def plan(self, objectives: list[Objective], settings: dict[str, Any]) -> tuple[int, int]:
+    def plan(self, objectives: list[Objective], options: RenderOptions) -> tuple[int, int]:
         """The engine's plan, computed by a worker (its device and memory decide the chunk size)."""
         ray = import_ray()
         try:
-            return ray.get(self.actors[0].plan.remote(objectives, settings))
+            return ray.get(self.actors[0].plan.remote(objectives, options))
         except ray.exceptions.RayTaskError as exc:
             raise _cause(exc) from None
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import DeviceError, OptionError, VizcoreError, oneline
+from ..result import DEFAULT_EXPORTERS
 from .base import Chunk, ChunkResult, Executor
 from .progress import JobProgress
 from .resolve import resolve_executor
+
+if TYPE_CHECKING:
+    from ..engine.options import RenderOptions
+    from ..plugins import Manager
+    from ..result import Exporters
 
 Progress = Callable[[JobProgress], None]
 #: Units that fail one by one, with not one unit rendered, mean a broken job rather than a bad unit: stop.
@@ -64,41 +70,46 @@ def run_chunks(executor: Executor, chunks: Sequence[Chunk], on_result: Callable[
     return failed
 
 
-def render_result(model: Any, targets: Any, executor: str | Executor | None, settings: dict[str, Any]) -> Any:
-    """`vizcore.render(model, targets, **settings)` with the chunks on `executor`: a `Result` in target order.
+def render_result(model: Any, targets: Any, executor: str | Executor | None, options: RenderOptions | None,
+                  overrides: Mapping[str, Any], *, plugins: Manager | None = None,
+                  exporters: Sequence[str] | Exporters = DEFAULT_EXPORTERS,
+                  on_warning: Callable[[str], None] | None = None, on_step: Any = None) -> Any:
+    """`vizcore.render(model, targets, options, **overrides)` with the chunks on `executor`: a `Result` in target
+    order. The options are built and checked once here; every chunk carries them (with its plan's batch and budget).
 
     A unit that cannot be rendered gets a blank image and NaN values; `result.extras["failed"]` maps its index to
     the error and the message is in `result.warnings`.
     """
-    from ..api import _manager, _table, load
-    from ..engine.budget import chunks as _chunks
-    from ..engine.setup import unit as _unit
+    from ..api import bind, load, select_exporters
+    from ..engine.budget import chunks as cut
+    from ..engine.options import with_keywords
+    from ..engine.setup import unit
     from ..model import Model
-    from .worker import labelled
 
-    if settings.get("on_step") is not None:
+    if on_step is not None:
         raise OptionError("on_step is called in this process only", "use executor='local', or drop on_step")
-    warn = settings.get("on_warning") or (lambda _m: None)
-    plugins = settings.get("plugins")
-    args = {k: v for k, v in settings.items() if k not in ("on_step", "on_warning", "plugins", "exporters")}
+    opts = with_keywords(options, overrides)
+    chosen = select_exporters(exporters, plugins)
+    warn = on_warning or (lambda _m: None)
     t0 = time.perf_counter()
-    model = model if isinstance(model, Model) else load(model, size=args.get("size"), plugins=plugins)
-    objs, names = labelled(model, targets, plugins)
-    k = int(args.get("images_per_unit", 1))
-    units = [_unit(o, n) for o, n in zip(objs, names) for _ in range(k)]
+    model = model if isinstance(model, Model) else load(model, size=opts.size, plugins=plugins)
+    objs, names = bind(model, targets, plugins)
+    k = opts.images_per_unit
+    units = [unit(o, n) for o, n in zip(objs, names) for _ in range(k)]
     ex = resolve_executor(executor)
-    ex.start(model, args.get("size"), str(args.get("device", "auto")), plugins=plugins)
+    ex.start(model, opts.size, opts.device, plugins=plugins)
     done: dict[int, tuple[Chunk, ChunkResult]] = {}
     try:
-        chunk, budget = ex.plan(objs, args)
-        chunks = [Chunk(objs[a:b], {**args, "batch_size": b - a, "max_memory": budget}, list(range(a, b)))
-                  for a, b in _chunks(len(objs), chunk)]
+        chunk, budget = ex.plan(objs, opts)
+        planned = opts.replace(max_memory=budget)
+        chunks = [Chunk(objs[a:b], planned.replace(batch_size=b - a), list(range(a, b)))
+                  for a, b in cut(len(objs), chunk)]
         failed = dict(run_chunks(ex, chunks, lambda c, r: done.__setitem__(c.tags[0], (c, r))))
     finally:
         ex.close()
     result = _assemble(model, units, names, k, done, failed, warn, time.perf_counter() - t0,
                        {"chunk_units": chunk, "max_memory": budget, "executor": ex.name})
-    result.exporter_table = _table(_manager(plugins), "exporters")
+    result.exporter_table = dict(chosen.table)
     return result
 
 

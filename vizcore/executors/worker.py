@@ -15,19 +15,16 @@ import numpy as np
 from .base import Chunk, ChunkResult
 
 if TYPE_CHECKING:
+    from ..engine.options import RenderOptions
     from ..model import Model
     from ..objectives import Objective
-
-#: Settings that describe the job, not how `vizcore.render` is called.
-NOT_RENDER_ARGS = ("on_step", "on_warning", "executor", "plugins")
 
 
 def labelled(model: Model, targets: Any, plugins: Any = None) -> tuple[list[Objective], list[str]]:
     """Objectives bound to `model` and their labels, as `vizcore.render` makes them (`plugins`: whose objectives)."""
-    from ..api import _manager, _table
-    from ..targets import labelled as bind
+    from ..api import bind
 
-    return bind(model, targets, _table(_manager(plugins), "objectives"))
+    return bind(model, targets, plugins)
 
 
 def resolve(model: Model, targets: Any, plugins: Any = None) -> list[Objective]:
@@ -35,20 +32,18 @@ def resolve(model: Model, targets: Any, plugins: Any = None) -> list[Objective]:
     return labelled(model, targets, plugins)[0]
 
 
-def plan_chunks(model: Model, objectives: list[Objective], settings: dict[str, Any],
+def plan_chunks(model: Model, objectives: list[Objective], options: RenderOptions,
                 plugins: Any = None) -> tuple[int, int]:
-    """(units per chunk, memory budget in bytes) exactly as `vizcore.render` would cut these objectives here."""
-    from ..engine.budget import chunk_plan
+    """(units per chunk, memory budget in bytes) exactly as `vizcore.render` would cut these objectives here (the
+    engine's own `chunk_plan`)."""
     from ..engine.device import resolve_device
-    from ..engine.setup import render_shape
+    from ..engine.setup import chunk_plan, render_shape
 
     objs = resolve(model, objectives, plugins)
     indices = sorted({i for o in objs for i in o.targets})
-    dev = resolve_device(settings.get("device", "auto"))
-    amp = bool(settings.get("amp", False)) and dev.type == "cuda"
-    _, shape = render_shape(model, settings.get("size"))
-    return chunk_plan(model, indices or [0], shape, amp, max(1, len(objs)), int(settings.get("images_per_unit", 1)),
-                      settings.get("max_memory"), settings.get("batch_size"), dev, model.batch_ok, lambda _m: None)
+    _, shape = render_shape(model, options.size)
+    return chunk_plan(model, indices or [0], shape, options, max(1, len(objs)), resolve_device(options.device),
+                      lambda _m: None)
 
 
 def render_chunk(model: Model, chunk: Chunk, worker: str = "", plugins: Any = None) -> ChunkResult:
@@ -57,10 +52,10 @@ def render_chunk(model: Model, chunk: Chunk, worker: str = "", plugins: Any = No
     from ..api import render
 
     messages: list[str] = []
-    kwargs = {k: v for k, v in chunk.settings.items() if k not in NOT_RENDER_ARGS}
-    kwargs["batch_size"] = len(chunk)
+    options = chunk.options if chunk.options.batch_size == len(chunk) else chunk.options.replace(
+        batch_size=len(chunk))
     t0 = time.perf_counter()
-    res = render(model, list(chunk.objectives), plugins=plugins, on_warning=messages.append, **kwargs)
+    res = render(model, list(chunk.objectives), options, plugins=plugins, on_warning=messages.append)
     best = res.best_values if res.best_values is not None else res.values
     return ChunkResult(images=np.ascontiguousarray(res.images), values=np.asarray(res.values),
                        best_values=np.asarray(best), traces=[list(map(float, t)) for t in res.traces],

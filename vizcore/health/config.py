@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionError, closest
-from ..inputspace import parse_norm, parse_range
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -165,10 +164,13 @@ def _validated(cfg: CheckConfig) -> CheckConfig:
             raise OptionError(f"{name.replace('_', '-')} = {v} is too large", f"use at most {high}")
     if not (cfg.ascent_lr > 0 and math.isfinite(cfg.ascent_lr)):
         raise OptionError(f"ascent-lr = {cfg.ascent_lr} must be a finite number > 0", "e.g. 0.05")
-    if cfg.value_range is not None:
-        parse_range(cfg.value_range)
-    if cfg.preprocess is not None:
-        parse_norm(cfg.preprocess)
+    if cfg.value_range is not None or cfg.preprocess is not None:
+        from ..inputspace import parse_norm, parse_range  # numpy: not for `vizcore --help`
+
+        if cfg.value_range is not None:
+            parse_range(cfg.value_range)
+        if cfg.preprocess is not None:
+            parse_norm(cfg.preprocess)
     if cfg.ascent not in ("candidates", "all", "none"):
         raise OptionError(f"ascent = {cfg.ascent!r} is not known", "use candidates, all or none")
     return cfg
