@@ -23,7 +23,7 @@ from .inputspace import resolve
 from .model import Layer, Model
 from .plugins import Manager
 from .result import Result
-from .samples import is_image, open_data, read_image
+from .samples import DataSet, is_image, open_data, read_image
 
 Exemplars = ex_mod.Exemplars
 
@@ -32,14 +32,15 @@ def _model(model: Model | str | os.PathLike[str], size: Any, plugins: Manager | 
     return model if isinstance(model, Model) else load(model, size=size, plugins=plugins)
 
 
-def exemplars(model: Model | str | os.PathLike[str], data: str | os.PathLike[str],
+def exemplars(model: Model | str | os.PathLike[str], data: DataSet | str | os.PathLike[str],
               layers: Sequence[str | int | Layer] | None = None, *, k: int = ex_mod.K, size: Any = None,
               preprocess: str | None = None, value_range: str | None = None, batch: int = 16,
               cache_dir: str | os.PathLike[str] | bool | None = None,
               progress: Callable[[int, int], None] | None = None, plugins: Manager | None = None) -> Exemplars:
-    """Each unit's top-`k` inputs from `data` (a folder or file of images / `.npy` arrays) for `layers` (default:
-    every layer `vizcore check` measures), in one pass; see `vizcore.analysis.exemplars.exemplars`. Images are
-    read and mapped as `check --data` does (`size`, `preprocess`, `value_range`: the model's input space).
+    """Each unit's top-`k` inputs from `data` (a folder or file of images / `.npy` arrays, or an open `DataSet`)
+    for `layers` (default: every layer `vizcore check` measures), in one pass; see
+    `vizcore.analysis.exemplars.exemplars`. Images are read and mapped as `check --data` does (`size`,
+    `preprocess`, `value_range`: the model's input space).
     `cache_dir`: where passes are kept and resumed (default `~/.cache/vizcore/exemplars`; False: nowhere)."""
     m = _model(model, size, plugins)
     space = resolve(m, preprocess, value_range)
@@ -47,7 +48,7 @@ def exemplars(model: Model | str | os.PathLike[str], data: str | os.PathLike[str
                             progress=progress)
 
 
-def attach_exemplars(result: Result, model: Model, data: str | os.PathLike[str], *, k: int = ex_mod.K,
+def attach_exemplars(result: Result, model: Model, data: DataSet | str | os.PathLike[str], *, k: int = ex_mod.K,
                      size: Any = None, preprocess: str | None = None, value_range: str | None = None,
                      cache_dir: str | os.PathLike[str] | bool | None = None, crop: int = 64,
                      progress: Callable[[int, int], None] | None = None) -> Exemplars | None:
