@@ -158,3 +158,32 @@ def test_layers_by_name_dense_layers_and_unknown_names(cross):
     assert ex.unit(1, 0).top[0].index == 40  # the brightest cross, rest.npy[40]
     with pytest.raises(LayerNotFoundError, match="closest: /Relu"):
         exemplars(model, data, ["/Relux"], size=32, cache_dir=False)
+
+
+def test_render_data_lists_exemplars_in_the_manifest_and_writes_strips(cross, tmp_path, monkeypatch, capsys):
+    import json
+
+    from PIL import Image
+
+    from vizcore.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model, data = cross
+    out = tmp_path / "out"
+    argv = ["render", str(model.path), "/Relu:0", "class:1", "--size", "32", "--steps", "4", "--quiet",
+            "--data", str(data), "--out", str(out)]
+    assert main(argv) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    found = m["units"][0]["exemplars"]
+    assert {(e["file"], e["index"]) for e in found["top"][:5]} == {
+        (f"{n:03d}.png", None) if n < 150 else ("rest.npy", n - 150) for n in CROSSES}
+    assert found["top"][0]["box"] and found["stats"]["count"] == 200
+    assert found["file"] in m["files"] and m["units"][1]["exemplars"]["top"][0]["box"] is None  # a logit: no box
+    strip = Image.open(out / found["file"])
+    assert strip.size == (9 * 64 + 8 * 2, 64)
+    assert any((tmp_path / "cache" / "vizcore" / "exemplars").rglob("state.json"))  # the pass is cached
+    capsys.readouterr()
+    assert main(["render", str(model.path), "1:0", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o2"),
+                 "--size", "32", "--steps", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "nope: no such file" in err and not (tmp_path / "o2").exists()
