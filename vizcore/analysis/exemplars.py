@@ -11,6 +11,7 @@ positions). Its distribution (`stats`): mean, max and fraction > 0 exactly; p99 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,7 @@ class Exemplars:
     tops: dict[int, _Top] = field(default_factory=dict, repr=False)
     resumed: int = 0  # inputs a cached state already held when this call began
     notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: "fields" (receptive-field probe), "pass"
 
     def layer(self, key: str | int | Layer) -> Layer:
         """One of the pass's layers by Layer, index, name or output tensor name."""
@@ -274,13 +276,16 @@ class _Pass:
         self.model, self.layers, self.ds, self.space, self.k, self.store = model, layers, ds, space, k, store
         self.next = self.count = 0
         self.tops: dict[int, _Top] = {}
+        self.timings: dict[str, float] = {}
         saved = store.load() if store is not None else None
         if saved is not None:
             meta, arrays = saved
             self.next, self.count, self.fields = int(meta["next"]), int(meta["count"]), _fields_from(meta)
             ds.skipped[:0] = [s for s in meta.get("skipped", []) if s not in ds.skipped]
         else:
+            t0 = time.perf_counter()
             self.fields = self._measure_fields()
+            self.timings["fields"] = time.perf_counter() - t0
         self.resumed = self.count
         for lay in layers:
             dims = len(lay.shape or ()) - 2
@@ -306,7 +311,7 @@ class _Pass:
         self.store.save(meta, arrays)
 
     def run(self, batch: int, progress: Progress | None, every: int) -> Exemplars:
-        total = self.ds.count
+        total, t0 = self.ds.count, time.perf_counter()
         if self.next < total:
             cut = self.model.cut_at(self.layers)
             norm = self.space.module(int(self.ds.shape[1]))
@@ -326,11 +331,12 @@ class _Pass:
                         progress(self.next, total)
             self.next = total
             self._save()
+        self.timings["pass"] = time.perf_counter() - t0
         if self.count == 0:
             raise OptionError(f"--data {self.ds.path}: no input could be read",
                               "; ".join(self.ds.skipped[:3]) or "pass images or .npy arrays")
         return Exemplars(tuple(self.layers), self.k, self.count, tuple(self.ds.skipped), self.fields, self.ds,
-                         self.tops, self.resumed, [f"input space: {w}" for w in self.space.warnings])
+                         self.tops, self.resumed, [f"input space: {w}" for w in self.space.warnings], self.timings)
 
 
 def _scores(a: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
