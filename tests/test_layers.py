@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vizcore.exporters", "vizcore.analysis"),
     ("vizcore.plugins",),
     ("vizcore.api",),
-    ("vizcore.executors", "vizcore.health", "vizcore.atlas", "vizcore.prune"),
+    ("vizcore.executors", "vizcore.health", "vizcore.atlas", "vizcore.prune", "vizcore.evidence"),
     ("vizcore.cli", "vizcore.commands", "vizcore.__init__"),
 ]
 #: The only modules that may look up the process's default plugin manager.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -124,3 +125,71 @@ def load_tiny(model: nn.Module, folder: Path, size: int = 32) -> vizcore.Model:
     path = export(model, Path(folder) / f"{type(model).__name__.lower()}.onnx", (1, 3, size, size),
                   metadata=IMAGE_META)
     return vizcore.load(path, size=size)
+
+
+class CrossDetector(nn.Module):
+    """conv(3->4, 3x3) relu maxpool conv(4->6, 3x3) relu gap linear(6->3) on 0..1 images (metadata range 0,1, no
+    normalization). Channel 0 of the first conv detects a small bright cross (+1 on the cross, -1 on the corners,
+    bias -6): it is positive only where a cross (or, weaker, a bright bar) is centred; channel 0 of the second conv
+    passes it on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 3)
+        with torch.no_grad():
+            w = torch.zeros(3, 3)
+            w[1, :] = w[:, 1] = 1.0
+            w[0, 0] = w[0, 2] = w[2, 0] = w[2, 2] = -1.0
+            self.conv1.weight[0] = w
+            self.conv1.bias[0] = -6.0
+            self.conv2.weight[0] = 0.0
+            self.conv2.weight[0, 0, 1, 1] = 1.0
+            self.conv2.bias[0] = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.mean((2, 3)))
+
+
+#: where `cross_images` plants the cross: example number -> (row, column) of its centre
+CROSSES = {7: (5, 9), 41: (20, 14), 88: (12, 25), 163: (26, 6), 190: (9, 17)}
+#: examples with a bright 3-pixel bar (a weaker match)
+BARS = (3, 50, 120, 170)
+
+
+def cross_image(size: int = 32, centre: tuple[int, int] | None = None, bar: tuple[int, int] | None = None,
+                seed: int = 0) -> np.ndarray:
+    """A (3, size, size) 0..1 image of dim noise (0..0.3) with a bright cross or horizontal bar centred at a point."""
+    x = np.random.default_rng(seed).uniform(0, 0.3, (3, size, size)).astype(np.float32)
+    if centre is not None:
+        r, c = centre
+        x[:, r, c - 1:c + 2] = 1.0
+        x[:, r - 1:r + 2, c] = 1.0
+    if bar is not None:
+        r, c = bar
+        x[:, r, c - 1:c + 2] = 1.0
+    return x
+
+
+def cross_data(folder: Path, count: int = 200, pngs: int = 150) -> Path:
+    """`count` images: the first `pngs` as PNG files (000.png ...), the rest as one `rest.npy` batch; crosses at
+    `CROSSES`, bars at `BARS`, the rest noise. Example number n is file n (n < pngs) or rest.npy[n - pngs]."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    imgs = [cross_image(centre=CROSSES.get(n), bar=(16, 16) if n in BARS else None, seed=n) for n in range(count)]
+    for n in range(pngs):
+        a = (imgs[n].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+        Image.fromarray(a).save(folder / f"{n:03d}.png")
+    np.save(folder / "rest.npy", np.stack(imgs[pngs:]))
+    return folder
+
+
+def load_cross(folder: Path) -> vizcore.Model:
+    """CrossDetector exported to `folder` (0..1 input, no normalization) and loaded at 32 pixels."""
+    path = export(CrossDetector(), Path(folder) / "cross.onnx", (1, 3, 32, 32), metadata={"vizcore.range": "0,1"})
+    return vizcore.load(path, size=32)

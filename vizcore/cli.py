@@ -16,7 +16,7 @@ from typing import Any
 
 from ._version import __version__
 
-COMMANDS = ("inspect", "render", "check", "diff", "report", "plugins", "prune")
+COMMANDS = ("inspect", "render", "check", "diff", "report", "plugins", "prune", "explain")
 
 
 def _common() -> argparse.ArgumentParser:

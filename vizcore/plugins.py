@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "vizcore.regularizers",
     "vizcore.exporters.png",
     "vizcore.exporters.manifest",
+    "vizcore.exporters.exemplars",
     "vizcore.onnx_compat.prepasses",
     "vizcore.onnx_compat.qdq",
     "vizcore.onnx_compat.loops",

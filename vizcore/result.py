@@ -154,9 +154,16 @@ class Result:
         return write_folder(Path(out_dir), force, write)
 
     def _unit_extras(self, i: int) -> dict[str, Any]:
-        """Per-unit findings the manifest records with the unit (the nearest tokens of an optimized embedding)."""
+        """Per-unit findings the manifest records with the unit: the nearest tokens of an optimized embedding, the
+        unit's exemplars from the user's data (`vizcore.evidence.attach_exemplars`)."""
+        out: dict[str, Any] = {}
         tokens = self.extras.get("nearest_tokens")
-        return {"nearest_tokens": [[list(c) for c in pos] for pos in tokens[i]]} if tokens else {}
+        if tokens:
+            out["nearest_tokens"] = [[list(c) for c in pos] for pos in tokens[i]]
+        found = (self.extras.get("exemplars") or {}).get(i)
+        if found is not None:
+            out["exemplars"] = found
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """Units with values and traces, as the manifest stores them."""

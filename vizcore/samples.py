@@ -8,7 +8,9 @@ the model's input), `.npy` arrays as they are, in the model's own units. Nothing
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ MAX_USER_IMAGES = 256
 MAX_PIXELS = 64_000_000  # a larger image file is refused before decoding (decompression bombs)
 MAX_ARRAY_EXAMPLES = 1024  # examples read from a --data folder's .npy files
 MAX_ARRAY_VALUES = 1 << 27  # values in all of them together (512 MiB of float32)
+#: the caps of a streamed pass (`open_data(..., stream=True)`: exemplars), which never holds more than one batch
+STREAM_LIMITS = (1_000_000, 100_000_000, 1 << 62)  # images, .npy examples, .npy values
 
 
 def is_image(shape: Sequence[int]) -> bool:
@@ -157,16 +161,30 @@ def user_images(folder: str | os.PathLike[str], shape: Sequence[int]) -> np.ndar
     return np.stack([read_image(p, shape, "--images") for p in files[:MAX_USER_IMAGES]])
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Examples read together: `x` (N, C, ...) float32, 0..1 images when `images` (map them with an `InputSpace`)
+    else arrays in the model's units, and each example's number in its `DataSet` (`DataSet.source` names it)."""
+
+    x: np.ndarray
+    images: bool
+    numbers: np.ndarray  # int64 (N,)
+    stop: int  # the number after the last example this batch covered (skipped files included): where to go on
+
+
 @dataclass
 class DataSet:
     """A `--data` folder (or one file): its image files (read in 0..1 at the model's shape) and `.npy` arrays (in
-    the model's own units), opened and checked up front, read batch by batch."""
+    the model's own units), opened and checked up front, read batch by batch. Examples are numbered in order:
+    the images (sorted by name), then each array's examples. An image that cannot be read is skipped, named in
+    `skipped` and in a warning; the pass goes on."""
 
     path: Path
     shape: tuple[int, ...]
     image_files: list[Path] = field(default_factory=list)
     arrays: list[np.ndarray] = field(default_factory=list)  # memory-mapped, already cut to the example cap
     array_files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # why each file a batch skipped was (names it)
 
     @property
     def files(self) -> dict[str, int]:
@@ -178,24 +196,95 @@ class DataSet:
         """Examples in all."""
         return len(self.image_files) + sum(int(a.shape[0]) for a in self.arrays)
 
+    def batches(self, batch: int, start: int = 0) -> Iterator[Batch]:
+        """Every example from number `start` on, `batch` at a time: the images, then the arrays (a batch never
+        mixes the two, nor two arrays)."""
+        yield from self._image_batches(batch, start)
+        offset = len(self.image_files)
+        for a in self.arrays:
+            n = int(a.shape[0])
+            for s in range(max(0, start - offset), n, batch):
+                m = min(batch, n - s)
+                yield Batch(np.asarray(a[s:s + m], dtype=np.float32), False, np.arange(offset + s, offset + s + m),
+                            offset + s + m)
+            offset += n
+
+    def _image_batches(self, batch: int, start: int) -> Iterator[Batch]:
+        for s in range(start, len(self.image_files), batch):
+            got, nums = [], []
+            for i, p in enumerate(self.image_files[s:s + batch], start=s):
+                try:
+                    got.append(read_image(p, self.shape, "--data"))
+                    nums.append(i)
+                except OptionError as exc:  # named and skipped: one bad file does not stop a pass over many
+                    why = exc.message.removeprefix("--data: ")
+                    self.skipped.append(why)
+                    warnings.warn(f"--data: skipped, {why}", stacklevel=3)
+            if got:
+                stop = min(s + batch, len(self.image_files))
+                yield Batch(np.stack(got), True, np.asarray(nums, dtype=np.int64), stop)
+
     def image_batches(self, batch: int) -> Iterator[np.ndarray]:
-        """The images, `batch` at a time, in 0..1 (N, C, H, W)."""
-        for s in range(0, len(self.image_files), batch):
-            yield np.stack([read_image(p, self.shape, "--data") for p in self.image_files[s:s + batch]])
+        """The images, `batch` at a time, in 0..1 (N, C, H, W); unreadable files are skipped (see `skipped`), and
+        when none can be read it is a one-line OptionError naming the first."""
+        read = 0
+        for b in self._image_batches(batch, 0):
+            read += len(b.numbers)
+            yield b.x
+        if self.image_files and not read:
+            raise OptionError(f"--data {self.path}: no image could be read: {self.skipped[0]}"
+                              + (f" (and {len(self.skipped) - 1} more)" if len(self.skipped) > 1 else ""),
+                              "remove or convert the files")
 
     def array_batches(self, batch: int) -> Iterator[np.ndarray]:
         """The arrays' examples, `batch` at a time, as float32 in the model's units."""
+        for b in self.batches(batch, len(self.image_files)):
+            yield b.x
+
+    def source(self, number: int) -> tuple[str, int | None]:
+        """Example `number`'s file (its name inside the folder) and its index inside an `.npy` (None: an image)."""
+        if number < len(self.image_files):
+            return self.image_files[number].name, None
+        n = number - len(self.image_files)
+        for f, a in zip(self.array_files, self.arrays):
+            if n < a.shape[0]:
+                return f.name, n
+            n -= int(a.shape[0])
+        raise IndexError(f"example {number} of {self.count}")
+
+    def example(self, number: int) -> tuple[np.ndarray, bool]:
+        """Example `number` read again, (C, ...), and whether it is a 0..1 image."""
+        if number < len(self.image_files):
+            return read_image(self.image_files[number], self.shape, "--data"), True
+        n = number - len(self.image_files)
         for a in self.arrays:
-            for s in range(0, a.shape[0], batch):
-                yield np.asarray(a[s:s + batch], dtype=np.float32)
+            if n < a.shape[0]:
+                return np.asarray(a[n], dtype=np.float32), False
+            n -= int(a.shape[0])
+        raise IndexError(f"example {number} of {self.count}")
+
+    def fingerprint(self) -> str:
+        """A hash of what the data is: every file's name, size and modification time, the examples used of each
+        and the shape images are read at (a changed or added file changes it; contents are not read)."""
+        h = hashlib.sha256(repr(self.shape).encode())
+        used = [(p, 1) for p in self.image_files] + [(p, int(a.shape[0])) for p, a in zip(self.array_files,
+                                                                                         self.arrays)]
+        for p, n in used:
+            st = p.stat()
+            h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\0{n}\n".encode())
+        return h.hexdigest()
 
 
-def open_data(path: str | os.PathLike[str], shape: Sequence[int], flag: str = "--data") -> DataSet:
+def open_data(path: str | os.PathLike[str], shape: Sequence[int], flag: str = "--data", *,
+              stream: bool = False) -> DataSet:
     """A `DataSet` for a folder of images and/or `.npy` arrays (or one such file), checked against the model's
-    input shape (N, C, ...): one-line errors for a missing folder, nothing usable, a wrong shape or dtype."""
+    input shape (N, C, ...): one-line errors for a missing folder, nothing usable, a wrong shape or dtype.
+    `stream`: the caller reads it batch by batch and keeps nothing (exemplars): `STREAM_LIMITS` instead of the
+    caps of a pass that holds what it reads (`MAX_USER_IMAGES`, `MAX_ARRAY_EXAMPLES`, `MAX_ARRAY_VALUES`)."""
     p = Path(path)
+    caps = STREAM_LIMITS if stream else (MAX_USER_IMAGES, MAX_ARRAY_EXAMPLES, MAX_ARRAY_VALUES)
     files = _regular_files(p, flag, (*IMAGE_SUFFIXES, ".npy"))
-    imgs = [f for f in files if f.suffix.lower() != ".npy"][:MAX_USER_IMAGES]
+    imgs = [f for f in files if f.suffix.lower() != ".npy"][:caps[0]]
     arrs = [f for f in files if f.suffix.lower() == ".npy"]
     if not imgs and not arrs:
         raise OptionError(f"{flag} {p}: no images or .npy arrays in it",
@@ -204,30 +293,31 @@ def open_data(path: str | os.PathLike[str], shape: Sequence[int], flag: str = "-
         raise OptionError(f"{flag} {p}: images need a 1- or 3-channel image input; the model's is {list(shape)}",
                           "save your examples as .npy arrays instead")
     ds = DataSet(p, tuple(int(d) for d in shape), imgs)
-    _open_arrays(ds, arrs, flag)
+    _open_arrays(ds, arrs, flag, caps[1], caps[2])
     return ds
 
 
-def _open_arrays(ds: DataSet, files: Sequence[Path], flag: str) -> None:
+def _open_arrays(ds: DataSet, files: Sequence[Path], flag: str, max_examples: int = MAX_ARRAY_EXAMPLES,
+                 max_values: int = MAX_ARRAY_VALUES) -> None:
     """Memory-map each `.npy` (one example (C, ...) or a batch (N, C, ...)); caps on examples and values."""
     want = ds.shape[1:]
     n = values = 0
     for p in files:
-        a = open_npy(p, f"{flag}:", mmap=True)
+        a = open_npy(p, f"{flag}:", max_values, mmap=True)
         if a.ndim == len(want):
             a = a[None]
         if a.ndim != len(want) + 1 or a.shape[1] != want[0] or (ds.arrays and a.shape[1:] != ds.arrays[0].shape[1:]):
             raise OptionError(f"{flag}: {p.name} has shape {list(a.shape)}; the model's input is "
                               f"(N, {', '.join(map(str, want))})", "save one example (C, ...) or a batch (N, C, ...)")
-        a = a[:MAX_ARRAY_EXAMPLES - n]
+        a = a[:max_examples - n]
         values += int(a.size)
-        if values > MAX_ARRAY_VALUES:
-            raise OptionError(f"{flag}: more than {MAX_ARRAY_VALUES:,} values in the .npy files",
+        if values > max_values:
+            raise OptionError(f"{flag}: more than {max_values:,} values in the .npy files",
                               "pass a smaller sample of your data")
         ds.arrays.append(a)
         ds.array_files.append(p)
         n += a.shape[0]
-        if n >= MAX_ARRAY_EXAMPLES:
+        if n >= max_examples:
             break
 
 

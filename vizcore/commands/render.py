@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..files import check_out_dir
 from ..inputs import require_readable
 from ..outdir import check_creatable
+from ._exemplars import EXEMPLARS_HELP, add_exemplars, open_data
 from ._model_flags import add_model_flags, load_kwargs
 
 
@@ -27,7 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--steps", default="256", help="optimization steps (default 256)")
     add_model_flags(p, "image side in pixels, or H,W (default: the model's own input, else 224; a fixed "
-                       "non-square input keeps its aspect)")
+                       "non-square input keeps its aspect)", EXEMPLARS_HELP)
     p.add_argument("--param", default="auto",
                    help="parameterization: auto (default: fft for images; signal, with the ends penalty, for 1-D), "
                         "fft, pixel, signal, or a plugin's")
@@ -124,7 +125,7 @@ def _preflight(args: argparse.Namespace, opts: Any) -> Any:
     from ..engine.budget import default_budget, refuse_size
     from ..engine.device import resolve_device
 
-    exporters = select_exporters(args.export or (), args.plugins)
+    exporters = select_exporters([*(args.export or ()), *(["exemplars"] if args.data else [])], args.plugins)
     check_out_dir(args.out or Path("vizcore-out"), force=args.force)  # refused early; written only at the end
     check_creatable(args.out or Path("vizcore-out"))
     refuse_size(opts.size, opts.budget_bytes or default_budget(resolve_device(opts.device)))
@@ -162,6 +163,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                         TextColumn("steps"), TimeRemainingColumn(elapsed_when_finished=True),
                         TextColumn("{task.fields[value]}"), console=err, disable=args.quiet, transient=False)
     bar = None if args.quiet or args.executor != "local" else _Progress(progress)
+    data = open_data(args.data, model.input_shape(1, opts.size)) if args.data else None  # checked before the render
     try:
         render_with = _renderer(args, err, render)  # vizcore.executors when --executor is not local
         result = render_with(model, args.targets, opts, plugins=args.plugins, exporters=exporters, on_warning=warn,
@@ -172,6 +174,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise
     if bar is not None:
         bar.stop(done=True)
+    if data is not None:
+        add_exemplars(result, model, data, opts, err, args.quiet)
     written = result.save(out, exporters=exporters, force=args.force)
     _report(console, result, written, out)
     return 0

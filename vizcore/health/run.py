@@ -69,8 +69,9 @@ def _user_data_stats(model: Model, keys: list[CheckedLayer], extra: list[Any], c
         parts.append(layer_stats(model, keys, ud.array_batches(cfg.batch), space=None, batch=cfg.batch, extra=extra))
         if len(model.inputs) > 1:
             notes.append(f"--data arrays feed input {model.input.name!r}; the other inputs are zero")
-    notes.append(f"your data: {ud.count} inputs from {cfg.data} ({ud.files['images']} images, "
+    notes.append(f"your data: {ud.count - len(ud.skipped)} inputs from {cfg.data} ({ud.files['images']} images, "
                  f"{ud.files['npy']} .npy files)")
+    notes.extend(f"--data: skipped, {why}" for why in ud.skipped)
     out = parts[0]
     if len(parts) > 1:
         out = {i: dead_mod.merge(st, parts[1][i]) for i, st in out.items()}
