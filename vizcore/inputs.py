@@ -223,3 +223,27 @@ def contained(base: Path, location: str, owner: str, model: str) -> Path:
     if not stat.S_ISREG(st.st_mode):
         raise ModelLoadError(f"{who}: external data {shown} is {_kind(st.st_mode)}", "pass a regular file")
     return target
+
+
+#: Largest uncompressed content of a `.npz` state file (the exemplar cache): 8 GiB.
+MAX_NPZ_BYTES = 8 * 2**30
+
+
+def read_npz(path: str | os.PathLike[str], what: str, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, np.ndarray]:
+    """Every array of a `.npz` file: a regular file whose members' uncompressed sizes add up to at most
+    `max_bytes` (checked before anything is decompressed), no pickled objects."""
+    import zipfile
+
+    import numpy as np
+
+    p = require_readable(path, what, OptionError)
+    try:
+        with zipfile.ZipFile(p) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+        if total > max_bytes:
+            raise OptionError(f"{what} {printable(p.name)} unpacks to {total:,} bytes, more than {max_bytes:,}")
+        with np.load(p, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise OptionError(f"cannot read {what} {printable(p.name)}: {oneline(exc, 160, typed=False)}") from None
+

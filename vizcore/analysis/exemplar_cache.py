@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import VizcoreError
 from ..files import atomic_write_bytes, atomic_write_text
+from ..inputs import read_json, read_npz
 
 VERSION = 1
 
@@ -45,12 +47,11 @@ class Store:
     def load(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """(meta, arrays) of the last chunk saved, or None (nothing saved, another key, or unreadable: start over)."""
         try:
-            meta = json.loads((self.folder / "state.json").read_text(encoding="utf-8"))
+            meta = read_json(self.folder / "state.json", "exemplar cache state")
             if not isinstance(meta, dict) or meta.get("key") != self.key:
                 return None
-            with np.load(self.folder / f"state-{int(meta['generation'])}.npz", allow_pickle=False) as z:
-                return meta, {name: z[name] for name in z.files}
-        except (OSError, ValueError, KeyError, TypeError):
+            return meta, read_npz(self.folder / f"state-{int(meta['generation'])}.npz", "exemplar cache arrays")
+        except (VizcoreError, ValueError, KeyError, TypeError):
             return None
 
     def save(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
