@@ -142,3 +142,79 @@ def test_commands_answer_hostile_files_in_one_line(case, planted, tmp_path, caps
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and "Traceback" not in out + err, err
     assert lines and lines[0].startswith("error:") and len(lines) <= 2 and text in lines[0], err
+
+
+def _conv_relu_with(extra_nodes: list, extra_inits: list, joined: str):  # noqa: ANN202 - onnx.ModelProto
+    """x (1,3,8,8) -> Conv -> Relu, plus `extra_nodes` whose scalar output `joined` is added to the result."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"), *extra_nodes,
+             helper.make_node("Add", ["r", joined], ["y"], name="join")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w, *extra_inits])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    return m
+
+
+def _scalar(name: str, value: object, dtype: object = np.int64):  # noqa: ANN202
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+
+def _range_model():  # noqa: ANN202
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Range", ["s", "l", "d"], ["rg"], name="range"),
+             helper.make_node("Cast", ["rg"], ["rgf"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["rgf"], ["sm"], keepdims=0)]
+    return _conv_relu_with(nodes, [_scalar("s", 0), _scalar("l", 10**13), _scalar("d", 1)], "sm")
+
+
+def _loop_model():  # noqa: ANN202
+    from onnx import TensorProto, helper
+
+    scalar = lambda n, t: helper.make_tensor_value_info(n, t, [])  # noqa: E731
+    body = helper.make_graph([helper.make_node("Identity", ["c_in"], ["c_out"]),
+                              helper.make_node("Add", ["v_in", "one"], ["v_out"])], "body",
+                             [scalar("i", TensorProto.INT64), scalar("c_in", TensorProto.BOOL),
+                              scalar("v_in", TensorProto.FLOAT)],
+                             [scalar("c_out", TensorProto.BOOL), scalar("v_out", TensorProto.FLOAT)],
+                             [_scalar("one", 1, np.float32)])
+    loop = helper.make_node("Loop", ["M", "cond", "v0"], ["vf"], body=body, name="loop")
+    return _conv_relu_with([loop], [_scalar("M", 10**12), _scalar("cond", True, np.bool_),
+                                    _scalar("v0", 0, np.float32)], "vf")
+
+
+def test_a_huge_constant_range_is_refused_before_anything_tries_to_make_it(tmp_path, capsys):
+    path = tmp_path / "range.onnx"
+    path.write_bytes(_range_model().SerializeToString())
+    for argv in (["inspect", str(path)], ["prune", str(path), "--dry-run"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "node 'range' (Range) would make 10,000,000,000,000 values" in err and "Traceback" not in err
+
+
+def test_a_loop_of_1e12_steps_is_stopped_not_waited_for(tmp_path, capsys, monkeypatch):
+    import time
+
+    from vizcore import onnxfile
+    from vizcore.errors import ModelLoadError
+    from vizcore.onnx_compat import prepasses
+
+    model = _loop_model()
+    sess = onnxfile.session(model, limit=0.5)
+    t0 = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="did not finish one run"):
+        sess.run(None, {"x": np.zeros((1, 3, 8, 8), np.float32)})
+    assert time.perf_counter() - t0 < 5
+    monkeypatch.setattr(prepasses, "PREPASS_RUN_LIMIT_S", 0.5)
+    path = tmp_path / "loop.onnx"
+    path.write_bytes(model.SerializeToString())
+    t0 = time.perf_counter()
+    assert main(["inspect", str(path)]) == 0  # the Loop is left out (not converted); fidelity on the rest
+    assert time.perf_counter() - t0 < 30 and "more than 64 iterations" in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,11 @@ def _read(path: Path) -> ModelFile:
     except Exception as exc:
         raise ModelLoadError(f"{path.name} is not a valid ONNX model: {oneline(exc, 300, typed=False)}",
                              "re-export it, or check it with onnx.checker") from exc
+    huge = proto_check.huge_constant_node(proto.graph)
+    if huge is not None:
+        name, op, count = huge
+        raise ModelLoadError(f"{path.name}: node {printable(name)!r} ({op}) would make {count:,} values from constants "
+                             f"(at most {proto_check.MAX_CONSTANT_VALUES:,})", "re-export the model without it")
     metadata = {p.key: p.value for p in proto.metadata_props}
     bad_size = proto_check.metadata_size(metadata.get("vizcore.size"))[1]
     if bad_size:  # a hint, not the model: the model stays usable at the default or --size
@@ -113,12 +119,46 @@ def _load_external(proto: onnx.ModelProto, path: Path) -> bool:
     return found
 
 
+#: Longest one onnxruntime run may take before vizcore stops it (seconds): a Loop whose trip count is a huge
+#: constant would otherwise run for days. `session(limit=None)` for timing runs, which must not pay the watchdog.
+RUN_LIMIT_S = 120.0
+
+
+class Session:
+    """An onnxruntime session whose every `run` is stopped after `limit` seconds (through its RunOptions'
+    terminate flag) with a one-line ModelLoadError; anything else is the session's own."""
+
+    def __init__(self, sess: Any, limit: float) -> None:
+        self._sess, self.limit = sess, limit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sess, name)
+
+    def run(self, outputs: Sequence[str] | None, feed: dict[str, Any], run_options: Any = None) -> Any:
+        import onnxruntime as ort
+
+        ro = run_options if run_options is not None else ort.RunOptions()
+        timer = threading.Timer(self.limit, setattr, (ro, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._sess.run(outputs, feed, ro)
+        except Exception as exc:
+            if ro.terminate:
+                raise ModelLoadError(f"onnxruntime did not finish one run of the model in {self.limit:g} s: stopped",
+                                     "a Loop with a huge constant trip count? re-export the model") from exc
+            raise
+        finally:
+            timer.cancel()
+
+
 def session(model: onnx.ModelProto | bytes, extra_outputs: Sequence[str] = (), threads: int = 0, *,
-            log_level: int = 3, profile: str | None = None) -> Any:
+            log_level: int = 3, profile: str | None = None, limit: float | None = RUN_LIMIT_S) -> Any:
     """A CPU onnxruntime session of `model`, with the tensors `extra_outputs` added as graph outputs.
 
     `threads` caps onnxruntime's intra-op threads (0: its default); `log_level` 3 prints errors only, 4 nothing;
     `profile` (a file prefix) turns on onnxruntime's profiler at basic graph optimization, so nodes keep their names.
+    `limit`: each run is stopped after that many seconds (`Session`); None for timing runs.
     Raises ImportError when onnxruntime is not installed.
     """
     import onnxruntime as ort
@@ -143,7 +183,8 @@ def session(model: onnx.ModelProto | bytes, extra_outputs: Sequence[str] = (), t
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         opts.profile_file_prefix = profile
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    return Session(sess, limit) if limit is not None else sess
 
 
 def runtime_version() -> str | None:

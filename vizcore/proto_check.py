@@ -106,3 +106,47 @@ def metadata_size(value: str | None) -> tuple[int | None, str | None]:
     shown = value if len(value) <= 40 else value[:40] + "…"
     return None, (f"metadata vizcore.size = {shown!r} is not a size in pixels (1..{MAX_META_SIZE}); ignored, "
                   "the default is used (pass --size to choose)")
+
+
+#: Largest tensor a node may make from constants alone (values): 256 Mi, 1 GiB of float32.
+MAX_CONSTANT_VALUES = 1 << 28
+
+
+def _constants(graph: Any) -> dict[str, Any]:
+    """Small constant values by name: initializers and Constant nodes of the graph (scalars and short vectors)."""
+    from onnx import numpy_helper
+
+    out = {}
+    for t in graph.initializer:
+        if len(t.dims) <= 1 and (not t.dims or t.dims[0] <= 8):
+            out[t.name] = numpy_helper.to_array(t)
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output and n.attribute and n.attribute[0].name == "value":
+            t = n.attribute[0].t
+            if len(t.dims) <= 1 and (not t.dims or t.dims[0] <= 8):
+                out[n.output[0]] = numpy_helper.to_array(t)
+    return out
+
+
+def huge_constant_node(graph: Any) -> tuple[str, str, int] | None:
+    """(node name, op, values) of the first Range, ConstantOfShape, Expand or Tile whose size-giving inputs are
+    constants and whose output would hold more than MAX_CONSTANT_VALUES: shape inference, constant folding or
+    onnxruntime would try to make it (`Range(0, 1e13, 1)` hangs them), so the reader refuses it first."""
+    import math
+
+    consts = _constants(graph)
+    for n in graph.node:
+        ins = list(n.input)
+        count = None
+        if n.op_type == "Range" and len(ins) == 3 and all(i in consts for i in ins):
+            start, limit, delta = (float(consts[i].reshape(-1)[0]) for i in ins)
+            count = math.ceil((limit - start) / delta) if delta and math.isfinite(limit - start) else 0
+        elif n.op_type in ("ConstantOfShape", "Expand") and len(ins) >= (1 if n.op_type == "ConstantOfShape" else 2):
+            shape = consts.get(ins[0] if n.op_type == "ConstantOfShape" else ins[1])
+            count = math.prod(int(v) for v in shape.reshape(-1)) if shape is not None else None
+        elif n.op_type == "Tile" and len(ins) == 2 and ins[1] in consts:
+            count = math.prod(int(v) for v in consts[ins[1]].reshape(-1))
+        if count is not None and count > MAX_CONSTANT_VALUES:
+            return n.name or "(unnamed)", n.op_type, int(count)
+    return None
+

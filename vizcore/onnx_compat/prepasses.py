@@ -277,7 +277,13 @@ def _feeds(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.nd
 
 
 def _session(model: onnx.ModelProto):  # noqa: ANN202 - onnxruntime is optional
-    return onnxfile.session(model, log_level=4)  # a rewrite that fails is expected here, not an error worth printing
+    # a rewrite that fails is expected here, not an error worth printing; a graph that runs longer than the
+    # limit is not checked (the rewrite is undone), never waited for
+    return onnxfile.session(model, log_level=4, limit=PREPASS_RUN_LIMIT_S)
+
+
+#: Longest the batch pre-pass waits for one onnxruntime run of the graph it checks (seconds).
+PREPASS_RUN_LIMIT_S = 20.0
 
 
 def _reference_session(model: onnx.ModelProto):  # noqa: ANN202 - onnxruntime is optional

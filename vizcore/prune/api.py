@@ -211,7 +211,8 @@ def _measure(report: PruneReport, model, pruned, feed, reps: int) -> None:
             report.layers.append({"layer": b["name"], "op": b["op"], "channels": [b["channels"], a["channels"]],
                                   "params": [b["params"], a["params"]], "macs": [b["macs"], a["macs"]],
                                   "latency_s": [ta.get(b["name"]), tb.get(a.get("name", b["name"]))]})
-    lat = cost.latency(runtime.session(model), runtime.session(pruned), feed, reps=reps) if reps else {}
+    lat = (cost.latency(runtime.session(model, timed=True), runtime.session(pruned, timed=True), feed, reps=reps)
+           if reps else {})
     report.cost = {"params": [cost.params(model), cost.params(pruned)], "macs": [cost.macs(model, sa),
                    cost.macs(pruned, sb)], "file_bytes": [cost.weight_bytes(model), cost.weight_bytes(pruned)],
                    "latency": lat}

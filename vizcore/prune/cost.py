@@ -106,7 +106,8 @@ def layer_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, feed: dict
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        sessions = [onnxfile.session(m, profile=str(Path(tmp) / f"p{i}")) for i, m in enumerate((model_a, model_b))]
+        sessions = [onnxfile.session(m, profile=str(Path(tmp) / f"p{i}"), limit=None)
+                    for i, m in enumerate((model_a, model_b))]
         for _ in range(reps):
             for s in sessions:
                 s.run(None, feed)

@@ -11,9 +11,10 @@ import onnx
 from .. import onnxfile
 
 
-def session(model: onnx.ModelProto, extra: Sequence[str] = (), threads: int = 0) -> Any:
-    """A CPU onnxruntime session of `model` with the tensors `extra` added as outputs."""
-    return onnxfile.session(model, extra, threads)
+def session(model: onnx.ModelProto, extra: Sequence[str] = (), threads: int = 0, timed: bool = False) -> Any:
+    """A CPU onnxruntime session of `model` with the tensors `extra` added as outputs; `timed`: for latency runs,
+    without the run watchdog (`onnxfile.Session`)."""
+    return onnxfile.session(model, extra, threads, limit=None if timed else onnxfile.RUN_LIMIT_S)
 
 
 def intermediates(model: onnx.ModelProto) -> list[str]:
