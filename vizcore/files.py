@@ -100,12 +100,20 @@ def prepare_out_dir(out: Path, force: bool = False) -> Path:
 PathArg = str | os.PathLike[str] | None
 
 
+def _exists(path: str | os.PathLike[str]) -> bool:
+    """Whether a path exists; a path the system cannot even look up (too long, a NUL) does not."""
+    try:
+        return os.path.exists(path)
+    except (OSError, ValueError):
+        return False
+
+
 def refuse_inputs(outputs: dict[str, PathArg], inputs: list[PathArg]) -> None:
     """Refuse, before any work, an output file (`{flag: path}`) that is one of the command's input files (the
     model, a stored report, a config): writing the report would replace it."""
-    have = [Path(p) for p in inputs if p is not None and Path(p).exists()]
+    have = [Path(p) for p in inputs if p is not None and _exists(p)]
     for flag, out in outputs.items():
-        if out is None or str(out) == "-" or not Path(out).exists():
+        if out is None or str(out) == "-" or not _exists(out):
             continue
         for src in have:
             if os.path.samefile(out, src):
