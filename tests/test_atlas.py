@@ -215,6 +215,14 @@ def test_damaged_cache_entry_is_rendered_again(model: vizcore.Model, tmp_path: P
     victim.write_text("{not json")
     build_report(model, out, layers=[HOSTILE], units_per_layer=2, steps=8, renderer=fake, fidelity=False)
     assert fake.units == 3
+    # a record whose value is a dict (hand-edited), and an image cut short: both rendered again, never copied
+    rec = json.loads(victim.read_text())
+    victim.write_text(json.dumps({**rec, "value": {"a": 1}}))
+    png = sorted((out / ".cache").glob("*.png"))[1]
+    png.write_bytes(png.read_bytes()[:-20])
+    build_report(model, out, layers=[HOSTILE], units_per_layer=2, steps=8, renderer=fake, fidelity=False)
+    assert fake.units == 5
+    assert all(p.read_bytes().endswith(b"IEND\xaeB`\x82") for p in (out / ".cache").glob("*.png"))
 
 
 def test_refuses_foreign_nonempty_folder(model: vizcore.Model, tmp_path: Path) -> None:
