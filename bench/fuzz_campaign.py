@@ -2,6 +2,7 @@
 (every K-th) `vizcore inspect` in-process; prints crash classes (exception type + where it was raised) and counts.
 
     python bench/fuzz_campaign.py [--n 2000] [--start 0] [--inspect-every 4] [--timeout 20]
+    python bench/fuzz_campaign.py --structural [--n 1000] [--timeout 60]   # inspect, check and prune on each
 
 A crash is anything but a VizcoreError from load, or an exit code outside {0, 2} / a traceback on stderr from the
 CLI. Run it from the repository root (PYTHONPATH decides which vizcore is tested; the mutants come from
@@ -25,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fuzz_mutants import base_model, mutant  # noqa: E402
+from fuzz_mutants import COMMANDS, base_model, crashed, mutant, residual_model, run_command, structural_mutant  # noqa: E402
 
 
 class Hang(Exception):
@@ -53,6 +54,8 @@ def main() -> int:
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--inspect-every", type=int, default=4)
     ap.add_argument("--timeout", type=int, default=20)
+    ap.add_argument("--structural", action="store_true", help="field-level mutants of two real small models through "
+                    "inspect, check and prune (tests/fuzz_mutants.structural_mutant), instead of load + inspect")
     ap.add_argument("--max-gib", type=float, default=10.0, help="address-space limit: a huge allocation becomes a "
                     "MemoryError (recorded) instead of the kernel's OOM kill of the whole campaign")
     args = ap.parse_args()
@@ -65,6 +68,8 @@ def main() -> int:
 
     VizcoreError = vizcore.VizcoreError
     print(f"vizcore from {vizcore.__file__}", flush=True)
+    if args.structural:
+        return structural(args, cli)
     base = base_model()
     crashes: dict[str, list[str]] = defaultdict(list)
     outcomes: Counter[str] = Counter()
@@ -116,6 +121,42 @@ def main() -> int:
                     crashes[f"inspect: exit {code}: {last.split(':')[0]}"].append(f"{seed} {what} ({last})")
     took = time.perf_counter() - t0
     print(f"{args.n} mutants (seeds {args.start}..{args.start + args.n - 1}) in {took:.0f} s")
+    for k, v in sorted(outcomes.items()):
+        print(f"  {k}: {v}")
+    print(f"{len(crashes)} crash classes:")
+    for k, seeds in sorted(crashes.items(), key=lambda kv: -len(kv[1])):
+        print(f"  [{len(seeds)}] {k}\n       e.g. {'; '.join(seeds[:2])}")
+    return 1 if crashes else 0
+
+
+def structural(args: argparse.Namespace, cli: object) -> int:
+    """Every structural mutant through inspect, check and prune; a command that runs past --timeout is a hang."""
+    bases = [base_model(), residual_model()]
+    outcomes: Counter[str] = Counter()
+    crashes: dict[str, list[str]] = defaultdict(list)
+    signal.signal(signal.SIGALRM, _alarm)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        for seed in range(args.start, args.start + args.n):
+            data, what = structural_mutant(seed, bases)
+            path.write_bytes(data)
+            for name, argv in COMMANDS.items():
+                signal.alarm(args.timeout)
+                try:
+                    code, err = run_command(cli, [a.replace("MODEL", str(path)) for a in argv])
+                except Hang:
+                    code, err = "hang", ""
+                finally:
+                    signal.alarm(0)
+                outcomes[f"{name} exit {code}" if code in (0, 1, 2) else f"{name} crash"] += 1
+                if crashed(code, err):
+                    last = ([ln for ln in err.splitlines() if ln.strip()] or [str(code)])[-1][:120]
+                    crashes[f"{name}: {str(code)[:60]}"].append(f"{seed} {what} ({last})")
+            if (seed - args.start + 1) % 50 == 0:
+                print(f"  {seed - args.start + 1}/{args.n} mutants, {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"{args.n} structural mutants (seeds {args.start}..{args.start + args.n - 1}) x {len(COMMANDS)} commands "
+          f"in {time.perf_counter() - t0:.0f} s")
     for k, v in sorted(outcomes.items()):
         print(f"  {k}: {v}")
     print(f"{len(crashes)} crash classes:")

@@ -1,9 +1,11 @@
 """Seeded mutants of a small valid ONNX model, for tests/test_fuzz.py and bench/fuzz_campaign.py.
 
 `base_model()` is a conv net with everything load touches: dynamic dims, attributes, initializers, metadata,
-torch name scopes. `mutant(seed)` is one deterministic mutant: byte-level (flips, truncation, insertion, chunk
-duplication) or protobuf-level (elem_type, dims, attribute values, op_type, opset, names, metadata, removed
-inputs / initializers / nodes). Not collected by pytest (no test_ prefix).
+torch name scopes; `residual_model()` a second one (BatchNorm, a residual Add, Concat, Reshape, MatMul).
+`structural_mutant(seed, bases)` changes fields only (and splices hard nodes: a huge Range, an Expand, duplicated
+names), so most mutants reach conversion, the check and prune. `mutant(seed)` is one deterministic mutant:
+byte-level (flips, truncation, insertion, chunk duplication) or protobuf-level (elem_type, dims, attribute
+values, op_type, opset, names, metadata, removed inputs / initializers / nodes). Not collected by pytest.
 """
 
 from __future__ import annotations
@@ -185,6 +187,78 @@ def _mutate_bytes(data: bytes, r: random.Random) -> tuple[bytes, str]:
     return bytes(b[:at] + b[at:at + n] * 2 + b[at + n:]), "duplicate"
 
 
+def residual_model() -> onnx.ModelProto:
+    """A second real small model for structural mutants: conv-bn-relu, a residual Add, a Concat and Reshape; checked."""
+    rng = np.random.default_rng(1)
+
+    def init(name: str, *shape: int, dtype: type = np.float32) -> TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(dtype), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="/c1/Conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("BatchNormalization", ["c1", "g", "b", "m", "v"], ["n1"], name="/bn/BN"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="/r1/Relu"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="/c2/Conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Add", ["c2", "r1"], ["s"], name="/add/Add"),
+        helper.make_node("Relu", ["s"], ["r2"], name="/r2/Relu"),
+        helper.make_node("Concat", ["r2", "r1"], ["cat"], name="/cat/Concat", axis=1),
+        helper.make_node("GlobalAveragePool", ["cat"], ["gp"], name="/gap/GAP"),
+        helper.make_node("Reshape", ["gp", "shape"], ["flat"], name="/flat/Reshape"),
+        helper.make_node("MatMul", ["flat", "wf"], ["logits"], name="/fc/MatMul"),
+    ]
+    inits = [init("w1", 4, 3, 3, 3), init("w2", 4, 4, 3, 3), init("g", 4), init("b", 4), init("m", 4),
+             numpy_helper.from_array(np.ones(4, np.float32), "v"),
+             numpy_helper.from_array(np.array([-1, 8], np.int64), "shape"), init("wf", 8, 3)]
+    graph = helper.make_graph(nodes, "res", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="fuzz")
+    model.ir_version = 8
+    p = model.metadata_props.add()
+    p.key, p.value = "vizcore.range", "0,1"
+    onnx.checker.check_model(model)
+    return model
+
+
+def _insert_op(m: onnx.ModelProto, r: random.Random) -> str:
+    """Structural: splice a node that is valid for onnx's checker but hard on everything after it (a huge Range,
+    a Loop with a large trip count, an Expand to a big shape, a duplicated node name, swapped inputs)."""
+    g = m.graph
+    kind = r.randrange(5)
+    if kind == 0:
+        big = _pick(r, [10**3, 10**9, 10**13])
+        g.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+                              (("fz_s", 0), ("fz_l", big), ("fz_d", 1))])
+        g.node.append(helper.make_node("Range", ["fz_s", "fz_l", "fz_d"], ["fz_r"], name="fz_range"))
+        return "insert_range"
+    if kind == 1:
+        shape = _pick(r, [[2, 2], [10**5, 10**5], [1, 3, 10**4, 10**4]])
+        g.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), "fz_shape"))
+        g.node.append(helper.make_node("Expand", [g.node[0].output[0], "fz_shape"], ["fz_e"], name="fz_expand"))
+        return "insert_expand"
+    if kind == 2 and len(g.node) > 1:
+        g.node[r.randrange(1, len(g.node))].name = g.node[0].name
+        return "duplicate_name"
+    if kind == 3:
+        node = _pick(r, [n for n in g.node if len(n.input) >= 2] or list(g.node))
+        if len(node.input) >= 2:
+            node.input[0], node.input[1] = node.input[1], node.input[0]
+        return "swap_inputs"
+    i = r.randrange(len(g.node))
+    g.node.insert(i, onnx.NodeProto())
+    g.node[i].CopyFrom(g.node[i + 1])
+    return "duplicate_node"
+
+
+def structural_mutant(seed: int, bases: list[onnx.ModelProto]) -> tuple[bytes, str]:
+    """Mutant `seed` of one of `bases`: field-level changes only (no byte flips), so most mutants still parse and
+    reach the later stages (conversion, the check's probes, prune's surgery)."""
+    r = random.Random(seed)
+    m = onnx.ModelProto()
+    m.CopyFrom(bases[seed % len(bases)])
+    kinds = [(_insert_op if r.random() < 0.3 else _mutate_proto)(m, r) for _ in range(r.choice((1, 1, 2)))]
+    return m.SerializeToString(), f"struct{seed % len(bases)}:" + "+".join(kinds)
+
+
 def mutant(seed: int, base: onnx.ModelProto | None = None) -> tuple[bytes, str]:
     """The bytes of mutant `seed` and what was done to it (e.g. "proto:dims+names", "bytes:flip")."""
     r = random.Random(seed)
@@ -195,3 +269,30 @@ def mutant(seed: int, base: onnx.ModelProto | None = None) -> tuple[bytes, str]:
         return data, f"bytes:{what}"
     kinds = [_mutate_proto(m, r) for _ in range(r.choice((1, 1, 2, 3)))]
     return m.SerializeToString(), "proto:" + "+".join(kinds)
+
+
+#: The commands a structural mutant goes through (MODEL is the mutant's path); small settings, no writes.
+COMMANDS = {"inspect": ["inspect", "MODEL"],
+            "check": ["check", "MODEL", "--size", "16", "--noise-probes", "4", "--ascent-steps", "4", "-q"],
+            "prune": ["prune", "MODEL", "--dry-run", "--probes", "4", "--latency-reps", "0", "--size", "16"]}
+
+
+def run_command(cli: object, argv: list[str]) -> tuple[object, str]:
+    """`cli(argv)` with stdout and stderr captured: (exit code, or "raised TYPE" if it raised; stderr)."""
+    import contextlib
+    import io
+    import warnings
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            code: object = cli(argv)  # type: ignore[operator]
+    except Exception as exc:  # noqa: BLE001 - the point of a fuzz run
+        code = f"raised {type(exc).__name__}: {str(exc)[:80]}"
+    return code, err.getvalue()
+
+
+def crashed(code: object, err: str) -> bool:
+    """A crash for a user: an exit code other than 0, 1 (a failed check) or 2 (one-line error), or a traceback."""
+    return code not in (0, 1, 2) or "Traceback" in err or (code == 2 and not err.lstrip().startswith("error:"))

@@ -97,3 +97,28 @@ def _loads(tmp_path: Path, seed: int, base) -> bool:
         return True
     except vizcore.VizcoreError:
         return False
+
+
+STRUCT_SEEDS = range(0, 16)
+
+
+def test_structural_mutants_through_inspect_check_and_prune(tmp_path):
+    """Field-level mutants of two real small models (most still parse and convert) through inspect, check and
+    prune in-process: exit 0, 1 or 2 with a one-line error, never a traceback. The campaign: bench/fuzz_campaign.py
+    --structural (>= 1,000 mutants, bench/RESULTS.md)."""
+    from fuzz_mutants import COMMANDS, crashed, residual_model, run_command, structural_mutant
+
+    bases = [base_model(), residual_model()]
+    seen: Counter[str] = Counter()
+    bad = []
+    for seed in STRUCT_SEEDS:
+        data, what = structural_mutant(seed, bases)
+        path = tmp_path / f"s{seed}.onnx"
+        path.write_bytes(data)
+        for name, argv in COMMANDS.items():
+            code, err = run_command(main, [a.replace("MODEL", str(path)) for a in argv])
+            seen[f"{name} {code}"] += 1
+            if crashed(code, err):
+                bad.append(f"seed {seed} ({what}) {name}: {code}: {err.strip()[-300:]}")
+    assert not bad, "\n".join(bad)
+    assert seen["check 0"] + seen["check 1"] >= 3 and seen["prune 2"] >= 3, seen  # both paths were exercised

@@ -67,6 +67,8 @@ def _read(path: Path) -> ModelFile:
     except Exception as exc:
         raise ModelLoadError(f"{path.name} is not a valid ONNX model: {oneline(exc, 300, typed=False)}",
                              "re-export it, or check it with onnx.checker") from exc
+    if not proto.graph.output:
+        raise ModelLoadError(f"{path.name} has no outputs", "re-export the model with its outputs")
     huge = proto_check.huge_constant_node(proto.graph)
     if huge is not None:
         name, op, count = huge
@@ -153,10 +155,11 @@ class Session:
 
 
 def session(model: onnx.ModelProto | bytes, extra_outputs: Sequence[str] = (), threads: int = 0, *,
-            log_level: int = 3, profile: str | None = None, limit: float | None = RUN_LIMIT_S) -> Any:
+            log_level: int = 4, profile: str | None = None, limit: float | None = RUN_LIMIT_S) -> Any:
     """A CPU onnxruntime session of `model`, with the tensors `extra_outputs` added as graph outputs.
 
-    `threads` caps onnxruntime's intra-op threads (0: its default); `log_level` 3 prints errors only, 4 nothing;
+    `threads` caps onnxruntime's intra-op threads (0: its default); `log_level` 3 prints errors, 4 (default)
+    nothing: vizcore turns onnxruntime's errors into its own one-line messages;
     `profile` (a file prefix) turns on onnxruntime's profiler at basic graph optimization, so nodes keep their names.
     `limit`: each run is stopped after that many seconds (`Session`); None for timing runs.
     Raises ImportError when onnxruntime is not installed.

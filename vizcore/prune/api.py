@@ -124,7 +124,7 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
     report.notes.extend(f"input space: {w}" for w in feed.space.warnings)
     say("pruning and verifying")
     pruned = surgery.apply(model, ch, plan, ev)
-    _checker(pruned)
+    _checker(pruned, _full_check(model))
     report.verification = _verify(model, pruned, {**ev_sets, **ver_sets}, batches)
     if not report.verified:
         say("bisecting")
@@ -176,9 +176,19 @@ def _check_out(model_path, out, force: bool, dry_run: bool) -> Path | None:
     return p
 
 
-def _checker(pruned: onnx.ModelProto) -> None:
+def _full_check(model: onnx.ModelProto) -> bool:
+    """Whether a graph passes onnx's checker with shape inference (the input may not: then nor can its pruning)."""
     try:
-        onnx.checker.check_model(pruned, full_check=True)
+        onnx.checker.check_model(model, full_check=True)
+        return True
+    except Exception:  # noqa: BLE001 - onnx raises several kinds
+        return False
+
+
+def _checker(pruned: onnx.ModelProto, full: bool) -> None:
+    """The pruned graph passes the checker at least as strictly as the original did."""
+    try:
+        onnx.checker.check_model(pruned, full_check=full)
     except Exception as exc:  # a bug in the surgery, not the user's fault: say so plainly
         raise RuntimeError(f"the pruned graph fails onnx.checker: {exc}") from exc
 
