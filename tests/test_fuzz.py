@@ -99,7 +99,7 @@ def _loads(tmp_path: Path, seed: int, base) -> bool:
         return False
 
 
-STRUCT_SEEDS = range(0, 16)
+STRUCT_SEEDS = [*range(16), 750]  # 750: runs at batch 1 only (was a traceback in prune)
 
 
 def test_structural_mutants_through_inspect_check_and_prune(tmp_path):

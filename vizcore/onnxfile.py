@@ -128,7 +128,7 @@ RUN_LIMIT_S = 120.0
 
 class Session:
     """An onnxruntime session whose every `run` is stopped after `limit` seconds (through its RunOptions'
-    terminate flag) with a one-line ModelLoadError; anything else is the session's own."""
+    terminate flag); a run that onnxruntime stops or refuses is a one-line ModelLoadError."""
 
     def __init__(self, sess: Any, limit: float) -> None:
         self._sess, self.limit = sess, limit
@@ -145,11 +145,12 @@ class Session:
         timer.start()
         try:
             return self._sess.run(outputs, feed, ro)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types: one line for the user
             if ro.terminate:
                 raise ModelLoadError(f"onnxruntime did not finish one run of the model in {self.limit:g} s: stopped",
                                      "a Loop with a huge constant trip count? re-export the model") from exc
-            raise
+            raise ModelLoadError(f"onnxruntime could not run the model: {oneline(exc, 240, typed=False)}",
+                                 "does it run at this input shape and batch size?") from exc
         finally:
             timer.cancel()
 
