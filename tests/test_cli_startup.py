@@ -75,3 +75,13 @@ def test_ctrl_c_during_the_imports_is_one_line_and_exit_130(tmp_path):
     assert p.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert err.strip().splitlines() == ["vizcore: interrupted"]
+
+
+@pytest.mark.parametrize("argv", [["inspect", "missing.onnx"], ["render", "nope/m.onnx", "0:0", "--out", "o"],
+                                  ["diff", "old.onnx", "new.onnx"]])
+def test_a_mistyped_path_is_answered_before_the_heavy_imports(argv):
+    p = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                       timeout=60)
+    info = json.loads(p.stderr.strip().splitlines()[-1])
+    assert info["code"] == 2 and info["loaded"] == [], info
+    assert "not found" in p.stderr

@@ -90,6 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _inputs_exist(args: argparse.Namespace) -> None:
+    """The model (or diff's two sides) must be readable files: checked first, in a fraction of a second."""
+    from .inputs import require_readable
+
+    for name in ("model", "old", "new"):
+        path = getattr(args, name, None)
+        if isinstance(path, str):
+            require_readable(path, "report file" if path.lower().endswith(".json") else "model file")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     import warnings
 
@@ -109,6 +119,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(err)
+            _inputs_exist(args)  # a mistyped path is answered before torch and the plugins are imported
             from . import plugins
 
             env = plugins.Settings.from_env()
