@@ -193,3 +193,30 @@ def load_cross(folder: Path) -> vizcore.Model:
     """CrossDetector exported to `folder` (0..1 input, no normalization) and loaded at 32 pixels."""
     path = export(CrossDetector(), Path(folder) / "cross.onnx", (1, 3, 32, 32), metadata={"vizcore.range": "0,1"})
     return vizcore.load(path, size=32)
+
+
+class PlantedVGG(nn.Module):
+    """A VGG-like stack, conv(3->8) relu conv(8->8) relu maxpool conv(8->12) relu gap linear(12->4), with
+    PLANTED_DEAD filters of the last conv made undrivable: negative weights on its non-negative (ReLU) inputs
+    and a negative bias, so no input lifts them above 0 (the article's units whose loss stays at zero)."""
+
+    PLANTED_DEAD = (2, 5, 9)
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c3 = nn.Conv2d(8, 12, 3, padding=1)
+        self.fc = nn.Linear(12, 4)
+        with torch.no_grad():
+            for c in range(12):
+                if c in self.PLANTED_DEAD:
+                    self.c3.weight[c] = -self.c3.weight[c].abs()
+                    self.c3.bias[c] = -0.1
+                else:  # a drivable filter: something to push up
+                    self.c3.weight[c, :, 1, 1] = self.c3.weight[c, :, 1, 1].abs() + 0.1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.c2(torch.relu(self.c1(x))))
+        x = torch.relu(self.c3(torch.max_pool2d(x, 2)))
+        return self.fc(x.mean((2, 3)))

@@ -16,6 +16,13 @@ from .errors import unknown_name
 from .files import safe_name
 from .outdir import relative, write_folder
 
+
+def rose_line(entry: dict[str, Any]) -> str:
+    """One `rose_above` entry as the line render and check end with: "N of M units rose above 0 (...)"."""
+    return (f"{entry['layer']}: {entry['rose']} of {entry['units']} units rose above {entry['threshold']:g} "
+            f"(best value > {entry['threshold']:g} within {entry['steps']} steps)")
+
+
 #: What every save writes, whatever else is asked for: the images and the manifest (which lists every file).
 DEFAULT_EXPORTERS = ("png", "manifest")
 
@@ -165,9 +172,24 @@ class Result:
             out["exemplars"] = found
         return out
 
+    def rose_above(self, threshold: float = 0.0) -> list[dict[str, Any]]:
+        """Per layer whose channels were rendered: how many of its units' best value rose above `threshold`
+        (the feature-visualization article's "65 of 512 filters have a loss above zero"); see `rose_line`."""
+        if self.best_values is None:
+            return []
+        groups: dict[int, list[int]] = {}
+        for i, u in enumerate(self.units):
+            if u.kind in ("channel", "neuron") and u.layer_index is not None and u.channel is not None:
+                groups.setdefault(int(u.layer_index), []).append(i)
+        steps = int(self.settings.get("steps") or 0)
+        return [{"layer": self.units[ix[0]].layer, "layer_index": li, "units": len(ix), "threshold": threshold,
+                 "steps": steps, "rose": int(np.sum(np.asarray(self.best_values)[ix] > threshold))}
+                for li, ix in groups.items()]
+
     def to_json(self) -> dict[str, Any]:
         """Units with values and traces, as the manifest stores them."""
         return {
+            **({"rose_above": self.rose_above()} if self.best_values is not None else {}),
             "units": [dict(u.to_json(), file=self.filename(i), value=float(self.values[i]),
                            **({} if self.best_values is None else {"best_value": float(self.best_values[i])}),
                            trace=[float(v) for v in self.traces[i]], **self._unit_extras(i))

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from ..files import atomic_write_text
 from ..health.config import CheckConfig, load_config
+from ._progress import PlainLines
 
 #: Command-line options that override config-file settings: dest -> CheckConfig field.
 OVERRIDES = ("max_dead_fraction", "max_constant_fraction", "fail_on_duplicates", "duplicate_threshold", "max_shift",
@@ -83,10 +84,14 @@ def config_from_args(args: argparse.Namespace, model_path: str | None) -> CheckC
 
 
 @contextlib.contextmanager
-def progress_status(console: Console, quiet: bool) -> Iterator[Any]:
-    """A spinner with the current stage on a terminal; a no-op callback otherwise."""
-    if quiet or not console.is_terminal:
+def progress_status(console: Console, quiet: bool, command: str = "check") -> Iterator[Any]:
+    """A spinner with the current stage on a terminal; plain `COMMAND: stage, 12 s, ETA 30 s` lines on stderr
+    every few seconds without one (`_progress.PlainLines`); None when `quiet`."""
+    if quiet:
         yield None
+        return
+    if not console.is_terminal:
+        yield PlainLines(command)
         return
     with console.status("checking…") as status:
         yield lambda msg: status.update(escape(msg))

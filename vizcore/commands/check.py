@@ -162,6 +162,11 @@ def print_report(report: Any, console: Console, verbose: bool = False) -> None:
         for n in report.notes:
             if any(w in n for w in ("unavailable", "not installed", "skipped", "failed", "no layers to check")):
                 console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
+    from ..result import rose_line
+
+    for lay in report.layers:  # --ascent all: the article's number, last
+        if lay.rose_above:
+            console.print(escape(rose_line(lay.rose_above)), highlight=False)
     if report.timings:
         console.print("[dim]time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()) + "[/]")
 

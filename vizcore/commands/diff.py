@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                            fail_on_new_duplicates=args.fail_on_new_duplicates,
                            max_fidelity_increase=args.max_fidelity_increase)
     t0 = time.perf_counter()
-    with progress_status(console, args.quiet or args.json == "-") as progress:
+    with progress_status(console, args.quiet or args.json == "-", "diff") as progress:
         old = _side(args, args.old, cfg, progress, "old")
         new = _side(args, args.new, cfg, progress, "new")
     diff = compare(old, new, cfg)

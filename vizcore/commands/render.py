@@ -15,6 +15,7 @@ from ..inputs import require_readable
 from ..outdir import check_creatable
 from ._exemplars import EXEMPLARS_HELP, add_exemplars, open_data
 from ._model_flags import add_model_flags, load_kwargs
+from ._progress import PlainLines, RenderLines
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -84,6 +85,13 @@ class _Progress:
         if done:
             self.progress.update(self.task, completed=self.progress.tasks[0].total)
         self.progress.stop()
+
+
+def _bar(args: argparse.Namespace, err: Console, progress: Progress) -> Any:
+    """The render's progress: a rich bar on a terminal, plain lines every few seconds without one, or none."""
+    if args.quiet or args.executor != "local":
+        return None
+    return _Progress(progress) if err.is_terminal else RenderLines(PlainLines("render"))
 
 
 def _param_option(text: str) -> tuple[str, Any]:
@@ -162,17 +170,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     progress = Progress(TextColumn("[bold]{task.fields[units]}[/] units"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("steps"), TimeRemainingColumn(elapsed_when_finished=True),
                         TextColumn("{task.fields[value]}"), console=err, disable=args.quiet, transient=False)
-    bar = None if args.quiet or args.executor != "local" else _Progress(progress)
+    bar = _bar(args, err, progress)
     data = open_data(args.data, model.input_shape(1, opts.size)) if args.data else None  # checked before the render
     try:
         render_with = _renderer(args, err, render)  # vizcore.executors when --executor is not local
         result = render_with(model, args.targets, opts, plugins=args.plugins, exporters=exporters, on_warning=warn,
                              on_step=bar)
     except BaseException:
-        if bar is not None:
+        if isinstance(bar, _Progress):
             bar.stop(done=False)
         raise
-    if bar is not None:
+    if isinstance(bar, _Progress):
         bar.stop(done=True)
     if data is not None:
         add_exemplars(result, model, data, opts, err, args.quiet)
@@ -182,7 +190,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report(console: Console, result: Any, written: list[Path], out: Path) -> None:
-    """One line per unit (with its file only if it was written), then what was written where."""
+    """One line per unit (with its file only if it was written), what was written where, then per layer how many
+    units rose above 0."""
+    from ..result import rose_line
+
     names = {p.name for p in written}
     shown = min(len(result), 12)
     for i in range(shown):
@@ -198,3 +209,5 @@ def _report(console: Console, result: Any, written: list[Path], out: Path) -> No
         console.print(f"  ... and {len(result) - shown} more")
     console.print(f"[green]wrote[/] {len(written)} files to {escape(str(out))} "
                   f"({result.timings['seconds']:.1f} s on {result.settings['device']})", highlight=False)
+    for entry in result.rose_above():  # the article's number: how many units a gradient ascent could drive
+        console.print(escape(rose_line(entry)), highlight=False)

@@ -80,6 +80,7 @@ class LayerReport:
     skipped: str | None = None
     tensor: str | None = None  # the output tensor whose values were measured
     chosen: str | None = None  # the --layers key that named another layer (e.g. a Conv's row), if any
+    rose_above: dict[str, Any] | None = None  # --ascent all: units the ascent drove above 0 (`result.rose_line`)
 
     @property
     def gated(self) -> bool:
@@ -107,7 +108,8 @@ class LayerReport:
                 "duplicates": [{"filter": int(i), "copy": int(j), "transform": t, "similarity": float(sim)}
                                for i, j, t, sim in self.duplicates],
                 "duplicate_groups": duplicate_groups(self.duplicates), "units": list(self.units),
-                "notes": list(self.notes), "tensor": self.tensor, "chosen": self.chosen}
+                "notes": list(self.notes), "tensor": self.tensor, "chosen": self.chosen,
+                "rose_above": self.rose_above}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LayerReport:
@@ -123,7 +125,8 @@ class LayerReport:
                    op=str(d.get("op_chain") or ""), conv=d.get("conv"), notes=list(d.get("notes") or []),
                    nodes=list(d.get("nodes") or []), weight=d.get("weight"), gate=d.get("gate"),
                    probes=list(d.get("probes") or []), units=list(d.get("units") or []), skipped=d.get("skipped"),
-                   tensor=d.get("tensor"), chosen=d.get("chosen"), **ints)
+                   tensor=d.get("tensor"), chosen=d.get("chosen"),
+                   rose_above=d.get("rose_above") if isinstance(d.get("rose_above"), dict) else None, **ints)
 
 
 def _channels(values: Any, channels: int, what: str) -> list[int]:

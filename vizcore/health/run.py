@@ -93,6 +93,20 @@ def _refuse_memory(shape: tuple[int, ...], cfg: CheckConfig) -> None:
                               f"(at most {cap / 2**30:g} GiB)", f"pass a smaller --size or {hint}")
 
 
+def _counter(progress: Progress | None, total: int) -> Callable[[int], None] | None:
+    """`layer_stats`'s per-batch callback as `progress("probes 16/40 images")` messages."""
+    if progress is None:
+        return None
+    done = [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        progress(f"probes {done[0]}/{total} images")
+
+    step(0)
+    return step
+
+
 def _probe(model: Model, chosen: list[CheckedLayer], facts: dict[int, LayerFacts], cfg: CheckConfig,
            space: InputSpace, notes: list[str], progress: Progress | None) -> _Probed:
     _refuse_memory(model.input_shape(1, cfg.size), cfg)
@@ -101,12 +115,11 @@ def _probe(model: Model, chosen: list[CheckedLayer], facts: dict[int, LayerFacts
     notes.extend(probes.notes)
     notes.append("probes: " + ", ".join(f"{n} {k}" for k, n in probes.sources.items()) +
                  f" at {'x'.join(str(d) for d in probes.images.shape[2:])}")
-    if progress:
-        progress(f"probing {len(chosen)} layers with {probes.images.shape[0]} inputs")
+    count = _counter(progress, probes.images.shape[0] + (0 if probes.raw is None else probes.raw.shape[0]))
     extra = [f.pre for f in facts.values()]
-    stats = layer_stats(model, chosen, probes.images, space=space, batch=cfg.batch, extra=extra)
+    stats = layer_stats(model, chosen, probes.images, space=space, batch=cfg.batch, extra=extra, progress=count)
     if probes.raw is not None:
-        signed = layer_stats(model, chosen, probes.raw, space=None, batch=cfg.batch, extra=extra)
+        signed = layer_stats(model, chosen, probes.raw, space=None, batch=cfg.batch, extra=extra, progress=count)
         stats = {i: dead_mod.merge(st, signed[i]) for i, st in stats.items()}
     data = _user_data_stats(model, chosen, extra, cfg, space, notes)
     sources = list(probes.sources)
@@ -305,6 +318,8 @@ def _layer_reports(model: Model, chosen: list[CheckedLayer], facts: dict[int, La
         try:
             if i in verdicts:
                 _apply_verdict(rep, verdicts[i], sources, failures)
+                if cfg.ascent == "all" and verdicts[i].ascent == "ran":
+                    rep.rose_above = _rose(rep, cfg)
             if cfg.duplicates:
                 if progress:
                     progress(f"duplicate filters in {c.name}")
@@ -318,6 +333,13 @@ def _layer_reports(model: Model, chosen: list[CheckedLayer], facts: dict[int, La
         _judge_layer(rep, lim, cfg, failures)
         reports.append(rep)
     return reports
+
+
+def _rose(rep: LayerReport, cfg: CheckConfig) -> dict[str, Any]:
+    """How many of the layer's units the ascent drove above 0 (the article's number), as `result.rose_line` reads."""
+    best = [u.get("ascent_best") for u in rep.units]
+    return {"layer": rep.name, "units": rep.channels, "threshold": 0.0, "steps": cfg.ascent_steps,
+            "rose": sum(1 for b in best if isinstance(b, (int, float)) and b > 0)}
 
 
 def _safe_facts(model: Model, chosen: list[CheckedLayer]) -> tuple[dict[int, LayerFacts], dict[int, list[int] | None]]:
@@ -371,6 +393,8 @@ def check(model: Model | str | os.PathLike[str], config: CheckConfig | None = No
     cfg = _apply(config, options)
     if not isinstance(model, Model):
         t0 = time.perf_counter()
+        if progress:
+            progress("loading the model")
         model = load(model, size=cfg.size, plugins=plugins)
         timings["load"] = time.perf_counter() - t0
     notes: list[str] = [f"thresholds from {cfg.source}"] if cfg.source else []
