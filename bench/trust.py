@@ -56,6 +56,8 @@ def mobilenet(a: argparse.Namespace, folder: Path) -> dict:
     groups = {"classes": [f"class:{c}" for c in CLASSES], "middle": [f"{middle.index}:0-11"]}
     ex = vizcore.exemplars(model, folder, [model.logits_layer(), middle], size=a.size, cache_dir=False)
     out: dict = {"middle_layer": middle.name, "exemplar_s": ex.timings}
+    if a.overhead_only:
+        groups = {"middle": groups["middle"]}
     for name, targets in groups.items():
         plain, trusted, own = [], [], []
         for _ in range(a.rounds):
@@ -70,6 +72,13 @@ def mobilenet(a: argparse.Namespace, folder: Path) -> dict:
         out[name] = {"plain_s": plain, "trusted_s": trusted, "overhead": statistics.median(trusted) /
                      statistics.median(plain) - 1, "trust_over_render": statistics.median(own),
                      **summary(found, r.units)}
+    if a.overhead_only:
+        return out
+    twice = vizcore.render(model, groups["middle"], steps=a.steps, size=a.size, images_per_unit=2)
+    out["middle"]["seed_stability"] = [t.scores["seed_stability"] for t in vizcore.trust(twice, model)][::2]
+    r = vizcore.render(model, groups["classes"], steps=a.steps, size=a.size)
+    other = ROOT / "models" / "efficientnet_lite0.onnx"
+    out["classes"]["transfer"] = [t.scores["transfer"] for t in vizcore.trust(r, model, transfer=other)]
     return out
 
 
@@ -84,6 +93,8 @@ def planted(tmp: Path) -> dict:
     fool = vizcore.load(export(FoolingNet(), tmp / "fool.onnx", (1, 3, 32, 32), metadata=meta), size=32)
     r = vizcore.render(fool, ["3:0-5"], steps=64, size=32)
     out = {"fooling": summary(vizcore.trust(r, fool, folder, size=32, cache_dir=False), r.units)}
+    twice = vizcore.render(fool, ["3:0-5"], steps=64, size=32, images_per_unit=2)
+    out["fooling"]["seed_stability"] = [t.scores["seed_stability"] for t in vizcore.trust(twice, fool)][::2]
     net = vizcore.load(export(trained_cnn(images), tmp / "trained.onnx", (1, 3, 32, 32), metadata=meta), size=32)
     r = vizcore.render(net, ["3:0-15", "class:0", "class:1", "class:2"], steps=64, size=32)
     out["trained"] = summary(vizcore.trust(r, net, folder, size=32, cache_dir=False), r.units)
@@ -96,8 +107,15 @@ def main() -> int:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: its default; 1 on a loaded machine)")
+    p.add_argument("--overhead-only", action="store_true",
+                   help="only the interleaved renders of the middle layer (e.g. with --steps 256)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)  # the benchmark's own process
     from evidence import build_images, uptime
 
     out: dict = {"args": vars(a), "uptime_before": uptime()}
@@ -105,13 +123,22 @@ def main() -> int:
         folder = Path(tmp) / "photos"
         folder.mkdir()
         build_images(folder, a.images, side=a.size)
-        out["planted"] = planted(Path(tmp))
+        out["planted"] = {} if a.overhead_only else planted(Path(tmp))
         out["mobilenet_v2"] = mobilenet(a, folder)
     out["uptime_after"] = uptime()
     for name in ("classes", "middle"):
+        if name not in out["mobilenet_v2"]:
+            continue
         g = out["mobilenet_v2"][name]
         print(f"{name}: verdicts {g['verdicts']}; overhead {g['overhead']:+.1%} (trust {g['trust_over_render']:.1%} "
               f"of its render); ratio_max {g['ratio_max']}, path {g['path']}, robustness {g['robustness']}")
+    g = out["mobilenet_v2"]
+    if a.overhead_only:
+        print(f"load before: {out['uptime_before']}\nload after:  {out['uptime_after']}")
+        return 0
+    print(f"middle seed stability {[round(v, 2) for v in g['middle']['seed_stability']]}")
+    print(f"classes transfer to EfficientNet-Lite0 {[round(t['probability'], 3) for t in g['classes']['transfer']]}")
+    print(f"fooling model seed stability {[round(v, 2) for v in out['planted']['fooling']['seed_stability']]}")
     for name, g in out["planted"].items():
         print(f"planted {name}: {g['verdicts']}; ratio_max {g['ratio_max']}, path {g['path']}")
         for u in g["units"][:1]:

@@ -195,9 +195,10 @@ class Exemplars:
         from .explain import blend
 
         top = self.unit(lay, channel).top
-        xs = [self.data.example(e.number)[0] for e in top]
-        if not xs:
-            return []
+        read = [self.data.example(e.number) for e in top]
+        if not read or not all(img for _, img in read):  # an .npy example is in model units: no heat over it
+            return self.crops(lay, channel, size, context)
+        xs = [x for x, _ in read]
         x = torch.from_numpy(np.stack(xs).astype(np.float32))
         with torch.no_grad():
             (a,) = model.cut_at([lay])(*model.feeds(space.module(int(x.shape[1]))(x) if space is not None else x))
@@ -208,7 +209,7 @@ class Exemplars:
         peak = float(max(e.activation for e in top))
         out = []
         for xi, m, e in zip(xs, maps, top):
-            hot = blend(xi, np.maximum(m, 0), True, peak).transpose(2, 0, 1).astype(np.float32) / 255.0
+            hot = blend(xi, np.maximum(m, 0), True, peak, opacity=0.6).transpose(2, 0, 1).astype(np.float32) / 255.0
             out.append(_crop(hot, True, _grown(e.box, xi.shape[1:], context), size))
         return out
 

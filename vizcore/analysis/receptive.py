@@ -158,7 +158,7 @@ def _union(fields: list[Any]) -> Any:
             fields[0][2])
 
 
-def _step(model: Model, node: Any, lay: Layer | None, ins: list[Any], mods: dict[str, Any]) -> Any:
+def _step(node: Any, lay: Layer | None, ins: list[Any], mods: dict[str, Any]) -> Any:
     """The field of one graph node from its input-derived inputs' fields (None: unknown)."""
     if lay is None or any(f is None for f in ins):
         return None
@@ -184,7 +184,7 @@ def analytic(model: Model, layers: Sequence[Layer], spatial: tuple[int, ...]) ->
     for n in model.module.graph.nodes:
         ins = [state[a] for a in n.all_input_nodes if a in state]
         if ins and n not in state:
-            state[n] = _step(model, n, by_fx.get(n.name), ins, mods)
+            state[n] = _step(n, by_fx.get(n.name), ins, mods)
     nodes = {n.name: n for n in model.module.graph.nodes}
     out: dict[int, Field | None] = {}
     for lay in layers:

@@ -48,13 +48,21 @@ def add_evidence(out: Path, model: Model, records: Sequence[UnitRecord], setting
     written: set[str] = set()
     for r, t in zip(records, found):
         r.trust = t.to_json() if t is not None else None
-        crops = ex.heat_crops(model, r.spec.layer, r.spec.channel, space)
+        crops = ex.heat_crops(model, r.spec.layer, r.spec.channel, space, size=96)
         if crops:
             name = r.spec.file[:-4] + "-exemplars.png"
-            write_bytes(out, name, png_bytes(strip(crops)), if_changed=True)
+            write_bytes(out, name, png_bytes(sheet(crops)), if_changed=True)
             r.exemplars = name
             written.add(name)
     return written
+
+
+def sheet(crops: Sequence[np.ndarray], cols: int = 3) -> np.ndarray:
+    """Crops as rows of `cols` strips (best first, left to right, top to bottom), 2 white pixels apart."""
+    rows = [strip(list(crops[i:i + cols])) for i in range(0, len(crops), cols)]
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(padded)[:-2]
 
 
 def no_data(records: Sequence[UnitRecord]) -> None:
