@@ -155,7 +155,8 @@ class Result:
 
     def _unit_extras(self, i: int) -> dict[str, Any]:
         """Per-unit findings the manifest records with the unit: the nearest tokens of an optimized embedding, the
-        unit's exemplars from the user's data (`vizcore.evidence.attach_exemplars`)."""
+        unit's exemplars from the user's data (`vizcore.evidence.attach_exemplars`), its trust verdict
+        (`vizcore.evidence.trust`)."""
         out: dict[str, Any] = {}
         tokens = self.extras.get("nearest_tokens")
         if tokens:
@@ -163,7 +164,16 @@ class Result:
         found = (self.extras.get("exemplars") or {}).get(i)
         if found is not None:
             out["exemplars"] = found
+        judged = (self.extras.get("trust") or {}).get(i)
+        if judged is not None:
+            out["trust"] = judged
         return out
+
+    @property
+    def trust(self) -> list[dict[str, Any] | None]:
+        """Each unit's trust verdict, reasons and numbers (`vizcore.trust`; None where it was not assessed)."""
+        judged = self.extras.get("trust") or {}
+        return [judged.get(i) for i in range(len(self))]
 
     def to_json(self) -> dict[str, Any]:
         """Units with values and traces, as the manifest stores them."""
@@ -173,4 +183,5 @@ class Result:
                            trace=[float(v) for v in self.traces[i]], **self._unit_extras(i))
                       for i, u in enumerate(self.units)],
             "trace_steps": list(self.trace_steps),
+            **({"trust": self.extras["trust_settings"]} if "trust_settings" in self.extras else {}),
         }
