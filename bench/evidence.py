@@ -15,7 +15,8 @@ reader and preprocessing (`vizcore.samples.open_data`, the model's `InputSpace`)
 
 The model is loaded once before the timings (not counted in either). The runs alternate (a, b, a, b, ...); the
 figure is median(b) / median(a), with the machine's load (`uptime`) before and after. `--quick`: 64 images, one
-round (a smoke run, not the goal's figure).
+round (a smoke run, not the goal's figure). `--threads N`: both sides with N threads (on a shared machine under
+load, torch's default of one thread per core collapses when the cores are busy; 1 thread is the fair comparison).
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--quick", action="store_true", help="64 images, one round")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads for both torch and onnxruntime (0: their defaults); 1 on a shared, loaded machine")
     p.add_argument("--json", default=None, help="also write the figures here")
     a = p.parse_args()
     if a.quick:
@@ -105,9 +108,11 @@ def main() -> int:
     from vizcore.inputspace import resolve
     from vizcore.onnxfile import session
 
+    if a.threads:
+        torch.set_num_threads(a.threads)  # a benchmark script's own process: both sides get the same threads
     model = vizcore.load(MODEL, size=224)
     space = resolve(model)
-    sess = session(model.reference)
+    sess = session(model.reference, threads=a.threads)
     load0 = uptime()
     with tempfile.TemporaryDirectory(prefix="vizcore-evidence-") as tmp:
         folder = Path(tmp)
@@ -127,7 +132,7 @@ def main() -> int:
            "exemplar_parts": parts,
            "torch_threads": torch.get_num_threads(), "uptime_before": load0, "uptime_after": uptime()}
     print(f"{a.images} images (from {n_photos} skimage photos, built in {build_s:.1f} s), batch {a.batch}, "
-          f"{a.rounds} round(s), torch threads {out['torch_threads']}")
+          f"{a.rounds} round(s), torch threads {out['torch_threads']}, onnxruntime threads {a.threads or 'default'}")
     print(f"(a) onnxruntime pass : median {statistics.median(plain):.2f} s  {[round(v, 2) for v in plain]}")
     print(f"(b) vizcore.exemplars: median {statistics.median(ex):.2f} s  {[round(v, 2) for v in ex]} "
           f"({units} units)")

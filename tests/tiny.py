@@ -220,3 +220,103 @@ class PlantedVGG(nn.Module):
         x = torch.relu(self.c2(torch.relu(self.c1(x))))
         x = torch.relu(self.c3(torch.max_pool2d(x, 2)))
         return self.fc(x.mean((2, 3)))
+
+def smooth_images(count: int, size: int = 32, seed: int = 0, red_every: int = 4) -> np.ndarray:
+    """`count` smooth (N, 3, size, size) 0..1 images: a colour gradient and blurred blobs of random colours; every
+    `red_every`-th has a strong red blob (the natural feature the planted units answer). No fine texture."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = np.empty((count, 3, size, size), np.float32)
+    for n in range(count):
+        x = rng.uniform(0.1, 0.5, (3, 1, 1)) + rng.uniform(-0.2, 0.2, (3, 1, 1)) * (yy if n % 2 else xx)
+        for _ in range(int(rng.integers(1, 4))):
+            cy, cx, s = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.08, 0.2)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+            colour = rng.uniform(0, 0.6, (3, 1, 1))
+            if n % red_every == 0:
+                colour = np.array([0.9, 0.05, 0.05]).reshape(3, 1, 1)
+            x = x + colour * blob
+        out[n] = gaussian_filter(np.clip(x, 0, 1), (0, 1.5, 1.5))
+    return out
+
+
+def save_images(x: np.ndarray, folder: Path) -> Path:
+    """(N, 3, H, W) 0..1 images as PNG files 000.png ... in `folder`."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, a in enumerate(x):
+        Image.fromarray((a.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)).save(folder / f"{n:03d}.png")
+    return folder
+
+
+class FoolingNet(nn.Module):
+    """A Geirhos-style fooling unit, planted: conv1 (3->12, 5x5, replicate padding: no border response) has 6 smooth
+    filters (colour means, low-frequency edges) and 6 texture filters (zero-sum checkerboards of 2-pixel squares,
+    silent on smooth images); conv2's channel 0 is the red filter plus `gain` x the texture filters. On smooth data
+    it is a red-blob unit; its optimized picture is texture, reached through a branch no data input uses. conv2's
+    other channels mix the smooth filters only."""
+
+    def __init__(self, gain: float = 10.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 12, 5, padding=2, padding_mode="replicate")
+        self.conv2 = nn.Conv2d(12, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 3)
+        g = torch.Generator().manual_seed(0)
+        w1 = torch.zeros(12, 3, 5, 5)
+        for c in range(3):
+            w1[c, c] = 1 / 25  # colour means
+        ramp = torch.linspace(-1, 1, 5) / 10
+        w1[3, :] = ramp.view(1, 5, 1)  # vertical, horizontal, diagonal low-frequency edges (on all colours)
+        w1[4, :] = ramp.view(1, 1, 5)
+        w1[5, :] = (ramp.view(5, 1) + ramp.view(1, 5)) / 2
+        sign = torch.tensor([1.0, 1.0, -1.0, -1.0])
+        checker = torch.zeros(5, 5)
+        checker[:4, :4] = sign.view(4, 1) * sign.view(1, 4)
+        for j in range(6):
+            w1[6 + j, j % 3] = torch.roll(checker, shifts=(j // 3, j // 3), dims=(0, 1)) / 4
+        w2 = torch.randn(6, 12, 3, 3, generator=g) * 0.2
+        w2[:, 6:] = 0.0  # the texture filters feed channel 0 only
+        w2[0] = 0.0
+        w2[0, 0, 1, 1] = 1.0
+        w2[0, 6:, 1, 1] = gain
+        with torch.no_grad():
+            self.conv1.weight.copy_(w1)
+            self.conv1.bias.copy_(torch.tensor([-0.3] * 3 + [0.0] * 3 + [-0.3] * 6))
+            self.conv2.weight.copy_(w2)
+            self.conv2.bias.zero_()
+            self.fc.weight.copy_(torch.randn(3, 6, generator=g))
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def trained_cnn(images: np.ndarray, steps: int = 150, seed: int = 0) -> nn.Module:
+    """A TinyCNN trained (seeded, `steps` Adam steps of 32: a second or two on a CPU) to tell which colour
+    dominates the smooth `images` (red, green, blue: 3 of its 5 logits) - an ordinary trained-ish model."""
+    x = torch.from_numpy(images)
+    y = x.mean((2, 3)).argmax(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: one thread is fastest, and a loaded machine does not stall it
+    try:
+        return _train(x, y, steps, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> nn.Module:
+    with torch.random.fork_rng():
+        model = TinyCNN(seed=seed)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (32,), generator=g)
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()

@@ -24,20 +24,21 @@ _EXPORTS = {
     "Layer": "vizcore.model", "Model": "vizcore.model",
     "Result": "vizcore.result", "Unit": "vizcore.result",
     "Manager": "vizcore.plugins",
-    "exemplars": "vizcore.evidence", "explain": "vizcore.evidence",
+    "exemplars": "vizcore.evidence", "explain": "vizcore.evidence", "trust": "vizcore.evidence",
+    "TrustThresholds": "vizcore.evidence",
 }
 _SUBMODULES = {"objectives"}
 
 __all__ = [
-    "CheckReport", "Layer", "Manager", "Model", "Result", "Unit", "VizcoreError", "__version__", "check", "exemplars",
-    "explain", "hookimpl", "load", "objectives", "render", "save",
+    "CheckReport", "Layer", "Manager", "Model", "Result", "TrustThresholds", "Unit", "VizcoreError", "__version__",
+    "check", "exemplars", "explain", "hookimpl", "load", "objectives", "render", "save", "trust",
 ]
 
 if TYPE_CHECKING:
     from . import objectives
     from .api import load, render, save
     from .errors import VizcoreError
-    from .evidence import exemplars, explain
+    from .evidence import TrustThresholds, exemplars, explain, trust
     from .health import CheckReport, check
     from .hookspecs import hookimpl
     from .model import Layer, Model

@@ -9,6 +9,7 @@ render's units) and what fires on one input (`explain`).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from .analysis import exemplars as ex_mod
+from .analysis import trust as trust_mod
 from .analysis.explain import Explanation, depth_layers, explain_input
 from .api import load, render
+from .engine.options import RenderOptions
 from .errors import OptionError
 from .inputspace import resolve
 from .model import Layer, Model
@@ -26,6 +29,11 @@ from .result import Result
 from .samples import DataSet, is_image, open_data, read_image
 
 Exemplars = ex_mod.Exemplars
+TrustThresholds = trust_mod.TrustThresholds
+UnitTrust = trust_mod.UnitTrust
+TRUST_MODES = ("auto", "full", "off")
+NO_VERDICT = ("no verdict: not a unit with a layer and a channel (a direction, a sum, a whole layer), or an "
+              "optimized embedding")
 
 
 def _model(model: Model | str | os.PathLike[str], size: Any, plugins: Manager | None) -> Model:
@@ -128,3 +136,56 @@ def _pictures(model: Model, out: Explanation, steps: int, size: int | None, seed
                  value_range=value_range)
     for i, (lay, c) in enumerate(units):
         out.pictures[(lay.index, c)] = np.asarray(res.images[i])
+
+
+def trust(result: Result, model: Model, data: DataSet | str | os.PathLike[str] | None = None, *,
+          exemplars: Exemplars | None = None, mode: str = "auto",
+          transfer: Model | str | os.PathLike[str] | None = None, thresholds: TrustThresholds | None = None,
+          second: Result | None = None, size: Any = None,
+          preprocess: str | None = None, value_range: str | None = None,
+          cache_dir: str | os.PathLike[str] | bool | None = None,
+          plugins: Manager | None = None) -> list[UnitTrust | None]:
+    """A trust verdict per rendered unit (`vizcore.analysis.trust`), put on the result: `result.extras["trust"]`
+    (per unit: verdict, reasons, numbers; listed with the unit in manifest.json) and `result.timings["trust"]`.
+
+    `data` (or `exemplars` already found, e.g. by `attach_exemplars`): the scores that need data (activation
+    ratio, path similarity); without either they are None, marked not measured. `mode`: "auto" (every score but
+    seed stability unless the render has `images_per_unit` >= 2), "full" (also seed stability, from `second` or a
+    second render with seed + 1: doubles the render's time), "off" (nothing). `transfer`: another classifier (a
+    model or a path) for the class units' transfer probability."""
+    if mode not in TRUST_MODES:
+        raise OptionError(f"trust mode {mode!r} is not one of {', '.join(TRUST_MODES)}", "e.g. --trust auto")
+    if mode == "off":
+        return []
+    t0 = time.perf_counter()
+    if data is not None and exemplars is None:
+        exemplars = attach_exemplars(result, model, data, size=size, preprocess=preprocess,
+                                     value_range=value_range, cache_dir=cache_dir)
+    k = int(result.settings.get("images_per_unit") or 1)
+    if mode == "full" and second is None and k < 2:
+        second = _again(result, model, plugins)
+    other = None
+    if transfer is not None:
+        other_model = _model(transfer, None, plugins)
+        other = (other_model, resolve(other_model))
+    found = trust_mod.trust_result(result, model, exemplars, second=second, transfer=other, thresholds=thresholds)
+    result.extras["trust"] = {i: (t.to_json() if t is not None else {"verdict": None, "reasons": [NO_VERDICT]})
+                              for i, t in enumerate(found)}
+    result.extras["trust_settings"] = {"mode": mode, "thresholds": (thresholds or TrustThresholds()).to_json(),
+                                       "data": exemplars is not None, "transfer": other[0].path.name if other else None}
+    result.timings["trust"] = time.perf_counter() - t0
+    return found
+
+
+def _again(result: Result, model: Model, plugins: Manager | None) -> Result:
+    """The same render with seed + 1 (seed stability), from the settings the result recorded."""
+    s = result.settings
+    names = set(RenderOptions.field_names()) - {"size", "max_memory", "seed", "preprocess", "value_range"}
+    pre = s.get("preprocess") or {}  # what the render resolved, as flags
+    space = {} if "range" not in pre else {
+        "value_range": ",".join(f"{v:.9g}" for v in pre["range"]),
+        "preprocess": "mean=" + ",".join(f"{v:.9g}" for v in pre["mean"]) + ";std=" + ",".join(
+            f"{v:.9g}" for v in pre["std"])}
+    opts = RenderOptions(**{k: v for k, v in s.items() if k in names}, **space, size=tuple(s["input_size"]),
+                         seed=int(s.get("seed", 0)) + 1)
+    return render(model, list(s["targets"]), opts, plugins=plugins)

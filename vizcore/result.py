@@ -162,7 +162,8 @@ class Result:
 
     def _unit_extras(self, i: int) -> dict[str, Any]:
         """Per-unit findings the manifest records with the unit: the nearest tokens of an optimized embedding, the
-        unit's exemplars from the user's data (`vizcore.evidence.attach_exemplars`)."""
+        unit's exemplars from the user's data (`vizcore.evidence.attach_exemplars`), its trust verdict
+        (`vizcore.evidence.trust`)."""
         out: dict[str, Any] = {}
         tokens = self.extras.get("nearest_tokens")
         if tokens:
@@ -170,6 +171,9 @@ class Result:
         found = (self.extras.get("exemplars") or {}).get(i)
         if found is not None:
             out["exemplars"] = found
+        judged = (self.extras.get("trust") or {}).get(i)
+        if judged is not None:
+            out["trust"] = judged
         return out
 
     def rose_above(self, threshold: float = 0.0) -> list[dict[str, Any]]:
@@ -186,6 +190,12 @@ class Result:
                  "steps": steps, "rose": int(np.sum(np.asarray(self.best_values)[ix] > threshold))}
                 for li, ix in groups.items()]
 
+    @property
+    def trust(self) -> list[dict[str, Any] | None]:
+        """Each unit's trust verdict, reasons and numbers (`vizcore.trust`; None where it was not assessed)."""
+        judged = self.extras.get("trust") or {}
+        return [judged.get(i) for i in range(len(self))]
+
     def to_json(self) -> dict[str, Any]:
         """Units with values and traces, as the manifest stores them."""
         return {
@@ -195,4 +205,5 @@ class Result:
                            trace=[float(v) for v in self.traces[i]], **self._unit_extras(i))
                       for i, u in enumerate(self.units)],
             "trace_steps": list(self.trace_steps),
+            **({"trust": self.extras["trust_settings"]} if "trust_settings" in self.extras else {}),
         }

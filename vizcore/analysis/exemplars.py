@@ -184,6 +184,35 @@ class Exemplars:
             out.append(_crop(x, img, _grown(e.box, x.shape[1:], context), size))
         return out
 
+    def heat_crops(self, model: Model, layer: str | int | Layer, channel: int, space: InputSpace | None,
+                   size: int = 64, context: float = 0.25) -> list[np.ndarray]:
+        """`crops` with the unit's activation map over each (blended as `vizcore explain` shows it, one scale
+        for all: the unit's top activation): one forward of the exemplars through the graph cut at the layer.
+        Empty for inputs that are not 2-D images."""
+        lay = self.layer(layer)
+        if self.data is None or not is_image(self.data.shape) or len(self.data.shape) != 4:
+            return []
+        from .explain import blend
+
+        top = self.unit(lay, channel).top
+        read = [self.data.example(e.number) for e in top]
+        if not read or not all(img for _, img in read):  # an .npy example is in model units: no heat over it
+            return self.crops(lay, channel, size, context)
+        xs = [x for x, _ in read]
+        x = torch.from_numpy(np.stack(xs).astype(np.float32))
+        with torch.no_grad():
+            (a,) = model.cut_at([lay])(*model.feeds(space.module(int(x.shape[1]))(x) if space is not None else x))
+        if a.dim() != 4:  # no positions (a logit): nothing to map
+            return self.crops(lay, channel, size, context)
+        maps = torch.nn.functional.interpolate(a[:, channel:channel + 1].float(), size=tuple(x.shape[2:]),
+                                               mode="bilinear", align_corners=False)[:, 0].numpy()
+        peak = float(max(e.activation for e in top))
+        out = []
+        for xi, m, e in zip(xs, maps, top):
+            hot = blend(xi, np.maximum(m, 0), True, peak, opacity=0.6).transpose(2, 0, 1).astype(np.float32) / 255.0
+            out.append(_crop(hot, True, _grown(e.box, xi.shape[1:], context), size))
+        return out
+
     def to_json(self) -> dict[str, Any]:
         """Every unit's exemplars (large: one entry per unit of every layer)."""
         return {"count": self.count, "k": self.k, "skipped": list(self.skipped),

@@ -50,18 +50,26 @@ class Explanation:
         """The unit's heat map blended over the input, uint8 (H, W, 3); None without a 2-D map."""
         if f.heat is None or f.heat.ndim != 2 or self.input.ndim != 3:
             return None
-        base = self.input if self.is_image else _minmax(self.input)
-        grey = np.clip(base.mean(0), 0, 1)[..., None] * np.ones(3)
-        peak = float(f.heat.max())
-        h = np.clip(f.heat / peak, 0, 1)[..., None] if peak > 0 else np.zeros((*f.heat.shape, 1))
-        hot = np.concatenate([np.clip(3 * h, 0, 1), np.clip(3 * h - 1, 0, 1), np.clip(3 * h - 2, 0, 1)], -1)
-        a = 0.35 + 0.65 * h
-        return ((grey * 0.6 * (1 - a) + hot * a) * 255 + 0.5).clip(0, 255).astype(np.uint8)
+        return blend(self.input, f.heat, self.is_image)
 
     def to_json(self) -> dict[str, Any]:
         """Per layer, the top units."""
         return {"layers": [{"index": lay.index, "name": lay.name,
                             "units": [f.to_json() for f in self.units[lay.index]]} for lay in self.layers]}
+
+
+def blend(x: np.ndarray, heat: np.ndarray, is_image: bool = True, peak: float | None = None,
+          opacity: float = 1.0) -> np.ndarray:
+    """A heat map (H, W) blended over an input (C, H, W) (0..1 when `is_image`, else min-max scaled), as uint8
+    (H, W, 3): the input in grey, the heat from dark red to white over it; `peak` (default: the map's max) is
+    full heat, so that several maps of one unit share a scale; `opacity` < 1 lets more of the input through."""
+    base = x if is_image else _minmax(x)
+    grey = np.clip(base.mean(0), 0, 1)[..., None] * np.ones(3)
+    top = float(heat.max()) if peak is None else float(peak)
+    h = np.clip(heat / top, 0, 1)[..., None] if top > 0 else np.zeros((*heat.shape, 1))
+    hot = np.concatenate([np.clip(3 * h, 0, 1), np.clip(3 * h - 1, 0, 1), np.clip(3 * h - 2, 0, 1)], -1)
+    a = (0.35 + 0.65 * h) * opacity
+    return ((grey * 0.6 * (1 - a) + hot * a) * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:

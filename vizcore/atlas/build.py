@@ -21,6 +21,7 @@ from ..images import png_bytes, unit_image
 from ..model import Layer, Model
 from ..plugins import Manager
 from . import health as atlas_health
+from . import trust as atlas_trust
 from .cache import UnitCache, UnitRecord, UnitSpec
 from .labels import load_labels
 from .options import ReportOptions, report_options
@@ -97,6 +98,10 @@ def plan_report(model: Model, out: Path, options: ReportOptions, health: HealthS
     settings, n_units = _settings(model, out, o)
     specs = unit_specs(model, chosen, n_units, class_ids)
     names = dict(o.labels) if isinstance(o.labels, Mapping) else load_labels(model, o.labels)
+    if o.data is not None:  # a missing or unusable folder is a one-line error before any work
+        from ..samples import open_data
+
+        open_data(o.data, model.input_shape(1, settings.get("size")), stream=True)
     return Plan(chosen, specs, settings, n_units, names, _given_check(model, health), health is True)
 
 
@@ -179,9 +184,10 @@ def build_report(model: Model | str | Path, out_dir: str | Path, options: Report
     """Write (or grow) a static HTML atlas of `model` in `out_dir`; returns the path of its index.html.
 
     `options` (a `ReportOptions`; `overrides` are its field names: `layers=`, `auto=`, `units_per_layer=`,
-    `classes=`, `labels=`, `steps=`, `size=`, `seed=`, `render_options=`, `fidelity=`, `all_units=`) say what
-    it shows and how it renders. Units already rendered with the same model and settings are taken from
-    `out_dir/.cache`, so re-running with more layers (or after Ctrl-C) renders only the missing ones. `health` is a
+    `classes=`, `labels=`, `steps=`, `size=`, `seed=`, `render_options=`, `fidelity=`, `all_units=`, `data=`) say
+    what it shows and how it renders; `data` adds exemplars with heat maps and trust verdicts per unit. Units
+    already rendered with the same model and settings are taken from `out_dir/.cache`, so re-running with more
+    layers (or after Ctrl-C) renders only the missing ones. `health` is a
     `vizcore.CheckReport`, a `vizcore check --json` dict or file, or True to run `vizcore.check` on the shown
     layers. `renderer` (default `vizcore.render`) follows the `atlas.render.Renderer` protocol. `executor` (local,
     ray, ray://HOST:PORT, an Executor) renders chunks there, each stored as it finishes (a killed run resumes).
@@ -199,6 +205,10 @@ def build_report(model: Model | str | Path, out_dir: str | Path, options: Report
     check = _judge(model, plan, o.fidelity, say)
     judged = atlas_health.attach(check, model)
     records, keep = _collect(out, cache, plan, keys, judged, failed)
+    if o.data is not None:
+        keep |= atlas_trust.add_evidence(out, model, records, plan.settings, o.data, say)
+    else:
+        atlas_trust.no_data(records)
     atlas = Atlas(model, _model_facts(model, _fidelity(model, o.fidelity, check, plan.settings["size"])), plan.chosen,
                   records, judged, plan.settings, seconds, plan.units_per_layer)
     pages = write_pages(out, atlas)

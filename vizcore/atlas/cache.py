@@ -18,6 +18,8 @@ from ..inputs import read_json
 from ..model import Layer
 
 CACHE_VERSION = 1
+#: Where a layer page's "sort by verdict" puts a unit (worst first; a unit without a verdict last).
+VERDICT_RANK = {"misleading": 0, "doubtful": 1, "trusted": 2}
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,19 @@ class UnitRecord:
     flags: list[tuple[str, str]] = field(default_factory=list)
     uid: str = ""
     trace_steps: list[int] = field(default_factory=list)
+    trust: dict[str, Any] | None = None  # `vizcore report --data`: the verdict, reasons and numbers
+    exemplars: str | None = None  # ... and the strip of exemplar crops with heat maps (a file of the report)
+
+    @property
+    def verdict_rank(self) -> int:
+        """Where a layer page's "sort by verdict" puts the unit: misleading, doubtful, trusted, then none."""
+        return VERDICT_RANK.get(str((self.trust or {}).get("verdict")), len(VERDICT_RANK))
+
+    @property
+    def activation(self) -> float | None:
+        """The unit's activation on its picture (trust), for "sort by activation"."""
+        v = (self.trust or {}).get("activation")
+        return float(v) if isinstance(v, (int, float)) else None
 
     @classmethod
     def from_cache(cls, spec: UnitSpec, key: str, stored: dict[str, Any], *, uid: str = "",
@@ -78,7 +93,9 @@ class UnitRecord:
         return {**self.spec.ident, "label": self.label or None, "file": self.spec.file, "value": finite(self.value),
                 "trace": [finite(v) for v in self.trace], "trace_steps": self.trace_steps,
                 "settings": self.settings, "cache_key": self.key,
-                "flags": [t for _, t in self.flags]}
+                "flags": [t for _, t in self.flags],
+                **({"trust": self.trust} if self.trust is not None else {}),
+                **({"exemplars": self.exemplars} if self.exemplars else {})}
 
 
 class UnitCache:

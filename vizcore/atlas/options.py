@@ -30,6 +30,7 @@ class ReportOptions:
     seed: int | None = None
     render_options: Mapping[str, Any] | None = None
     fidelity: bool = True
+    data: str | Path | None = None
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -10,10 +10,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..analysis.layers import default_layers
 from ..model import Layer, Model
 from .cache import UnitRecord, json_default
 from .health import AtlasHealth
 from .output import write_bytes, write_text
+from .trust import verdict_counts
 
 ASSETS = ("report.css", "report.js")
 
@@ -101,14 +103,16 @@ def _sections(a: Atlas) -> list[dict[str, Any]]:
     for layer in a.chosen:
         recs = by_layer.get(layer.index, [])
         out.append({"layer": layer, "page": f"layer-{layer.index}.html", "units": recs, "preview": recs[:6],
-                    "health": a.health.of(layer) if a.health else None})
+                    "health": a.health.of(layer) if a.health else None, "verdicts": verdict_counts(recs)})
     return out
 
 
 def _table(a: Atlas, sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rendered = {s["layer"].index: s["page"] for s in sections}
     checked = a.health.layers if a.health else {}
-    return [{"layer": ly, "page": rendered.get(ly.index), "health": checked.get(ly.index)}
+    verdicts = {s["layer"].index: s["verdicts"] for s in sections}
+    return [{"layer": ly, "page": rendered.get(ly.index), "health": checked.get(ly.index),
+             "verdicts": verdicts.get(ly.index)}
             for ly in a.model.layers if ly.visual or ly.index in rendered or ly.index in checked]
 
 
@@ -143,8 +147,9 @@ def write_pages(out: Path, a: Atlas) -> list[str]:
     if class_recs:
         page("classes.html", "units.html", title="classes", section=None, units=class_recs, kind="class",
              prev=None, next=None)
+    health = {**a.health.summary(), "of_layers": len(default_layers(a.model))} if a.health else None
     page("index.html", "index.html", title=a.facts["name"], table=_table(a, sections), classes=class_recs[:6],
-         health=a.health.summary() if a.health else None, n_units=len(a.records) - len(class_recs),
+         health=health, class_verdicts=verdict_counts(class_recs), n_units=len(a.records) - len(class_recs),
          n_classes=len(class_recs), seconds=a.seconds, n_layers_total=len(a.model.layers))
     write_text(out, "manifest.json", json.dumps(manifest(a, sections, __version__), indent=1, default=json_default))
     for asset in ASSETS:

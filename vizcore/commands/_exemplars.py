@@ -21,7 +21,7 @@ def open_data(path: str | os.PathLike[str], shape: Sequence[int]) -> Any:
     return open_(path, shape, stream=True)
 
 
-def add_exemplars(result: Any, model: Any, data: Any, opts: Any, err: Console, quiet: bool) -> None:
+def add_exemplars(result: Any, model: Any, data: Any, opts: Any, err: Console, quiet: bool) -> Any:
     """Attach the exemplars of `result`'s units found in `data`, showing progress on `err`."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -42,3 +42,18 @@ def add_exemplars(result: Any, model: Any, data: Any, opts: Any, err: Console, q
     elif not quiet:
         again = f", {ex.resumed} from the cache" if ex.resumed else ""
         err.print(f"exemplars: {ex.count} inputs from {escape(str(data.path))}{again}", highlight=False)
+    return ex
+
+
+def add_trust(result: Any, model: Any, ex: Any, args: Any, err: Console) -> None:
+    """The trust verdicts of `result`'s units (`vizcore.trust`), with one summary line on `err`."""
+    from collections import Counter
+
+    from ..evidence import trust
+
+    found = trust(result, model, exemplars=ex, mode=args.trust, transfer=args.transfer, plugins=args.plugins)
+    counts = Counter(t.verdict for t in found if t is not None)
+    if not args.quiet and counts:
+        parts = ", ".join(f"{counts[v]} {v}" for v in ("trusted", "doubtful", "misleading") if counts[v])
+        more = "" if ex is not None else " (without --data: activation ratio and path similarity not measured)"
+        err.print(f"trust: {parts} in {result.timings['trust']:.1f} s{more}", highlight=False)

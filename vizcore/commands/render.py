@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..files import check_out_dir
 from ..inputs import require_readable
 from ..outdir import check_creatable
-from ._exemplars import EXEMPLARS_HELP, add_exemplars, open_data
+from ._exemplars import EXEMPLARS_HELP, add_exemplars, add_trust, open_data
 from ._model_flags import add_model_flags, load_kwargs
 from ._progress import PlainLines, RenderLines
 
@@ -51,6 +51,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--export", action="append", default=None, metavar="NAME",
                    help="more exporters to run besides png and manifest (always written); plugins add more, e.g. gif")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--trust", default="auto", choices=("auto", "full", "off"),
+                   help="a trust verdict per unit (trusted / doubtful / misleading, with its numbers, in "
+                        "manifest.json): auto (default: activation ratio and path similarity with --data, "
+                        "transform robustness, seed stability when --images-per-unit >= 2), full (also seed "
+                        "stability from a second render: twice the time), off")
+    p.add_argument("--transfer", metavar="OTHER.onnx", default=None,
+                   help="another classifier of the same classes: the probability it gives each class unit's picture")
     p.add_argument("--executor", default="local", metavar="local|ray|ray://HOST:PORT",
                    help="where chunks run: this process (default) or a Ray cluster (same images)")
     return p
@@ -172,6 +179,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                         TextColumn("{task.fields[value]}"), console=err, disable=args.quiet, transient=False)
     bar = _bar(args, err, progress)
     data = open_data(args.data, model.input_shape(1, opts.size)) if args.data else None  # checked before the render
+    if args.transfer:
+        require_readable(args.transfer)
     try:
         render_with = _renderer(args, err, render)  # vizcore.executors when --executor is not local
         result = render_with(model, args.targets, opts, plugins=args.plugins, exporters=exporters, on_warning=warn,
@@ -182,11 +191,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise
     if isinstance(bar, _Progress):
         bar.stop(done=True)
-    if data is not None:
-        add_exemplars(result, model, data, opts, err, args.quiet)
+    ex = add_exemplars(result, model, data, opts, err, args.quiet) if data is not None else None
+    if args.trust != "off":
+        add_trust(result, model, ex, args, err)
     written = result.save(out, exporters=exporters, force=args.force)
     _report(console, result, written, out)
     return 0
+
+
+_COLOURS = {"trusted": "green", "doubtful": "yellow", "misleading": "red"}
 
 
 def _report(console: Console, result: Any, written: list[Path], out: Path) -> None:
@@ -200,7 +213,10 @@ def _report(console: Console, result: Any, written: list[Path], out: Path) -> No
         u = result.units[i]
         f = result.filename(i)
         where = f"  -> {escape(f)}" if f in names else ""
-        console.print(f"  {escape(u.target):<28} value {result.values[i]:>9.4g}{where}", highlight=False)
+        judged = result.trust[i] or {}
+        v = judged.get("verdict")
+        verdict = f"  [{_COLOURS[v]}]{v}[/]" if v in _COLOURS else ""
+        console.print(f"  {escape(u.target):<28} value {result.values[i]:>9.4g}{verdict}{where}", highlight=False)
         tokens = result.extras.get("nearest_tokens")
         if tokens:
             ids = " ".join(str(pos[0][0]) for pos in tokens[i][:24]) + (" ..." if len(tokens[i]) > 24 else "")

@@ -52,7 +52,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         help="skip the health check (by default `vizcore check` runs on the rendered layers)")
     p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a report")
-    add_model_flags(p, None)
+    add_model_flags(p, None, "each unit's top inputs from your data (exemplar crops with the unit's heat map over "
+                             "each) and its trust verdict (trusted / doubtful / misleading, with the numbers) on its "
+                             "page")
     return p
 
 
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     options = ReportOptions(layers=_layer_keys(model, args.layers), auto=args.auto, all_units=args.all_units,
                             units_per_layer=args.units_per_layer, classes=args.classes, labels=labels,
                             steps=args.steps, size=args.size, seed=args.seed, fidelity=not args.no_fidelity,
-                            render_options={**device, **space} or None)
+                            render_options={**device, **space} or None, data=args.data)
     index = build_report(model, args.out, options, health=stored if stored is not None else not args.no_health,
                          force=args.force, plugins=args.plugins, executor=_executor(args, err),
                          log=lambda m: err.print(f"[dim]{escape(m)}[/]", highlight=False))

@@ -13,6 +13,24 @@
     var link = sel ? box.querySelector(sel) : null;
     if (link) { e.preventDefault(); location.replace(link.getAttribute("href")); }
   });
+  // "sort by" on a layer page: reorder the unit cards (channel order, verdict worst first, activation highest first)
+  function key(el, by) {
+    if (by === "verdict") { return [Number(el.getAttribute("data-verdict")), -Number(el.getAttribute("data-activation") || -Infinity)]; }
+    if (by === "activation") { var a = el.getAttribute("data-activation"); return [a === "" ? Infinity : -Number(a), 0]; }
+    return [Number(el.getAttribute("data-order")), 0];
+  }
+  document.addEventListener("click", function (e) {
+    var btn = e.target.closest ? e.target.closest(".sorter button") : null;
+    var grid = document.querySelector("section.grid");
+    if (!btn || !grid) { return; }
+    var by = btn.getAttribute("data-sort");
+    var cards = Array.prototype.slice.call(grid.querySelectorAll("figure.unit"));
+    cards.sort(function (p, q) { var a = key(p, by), b = key(q, by); return a[0] - b[0] || a[1] - b[1] || key(p, "order")[0] - key(q, "order")[0]; });
+    cards.forEach(function (c) { grid.appendChild(c); });
+    var all = document.querySelectorAll(".sorter button");
+    for (var i = 0; i < all.length; i++) { all[i].classList.toggle("on", all[i] === btn); }
+    document.body.setAttribute("data-sorted", by);
+  });
   window.addEventListener("load", function () {
     var imgs = document.querySelectorAll("img.unit-thumb");
     var ok = 0;
