@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "vizcore"
 #: Layers, lowest first. A module belongs to the first prefix it matches (a package prefix covers its submodules).
 LAYERS: list[tuple[str, ...]] = [
     ("vizcore._version", "vizcore.errors", "vizcore.files", "vizcore.text", "vizcore.images", "vizcore.inputs",
-     "vizcore.outdir"),
+     "vizcore.outdir", "vizcore.chunkcache"),
     ("vizcore.lifecycle", "vizcore.result", "vizcore.onnx_compat.__init__", "vizcore.hookspecs"),
     ("vizcore.onnx_compat", "vizcore.model", "vizcore.inputspace", "vizcore.objectives", "vizcore.params",
      "vizcore.transforms", "vizcore.regularizers", "vizcore.layouts", "vizcore.proto_check",

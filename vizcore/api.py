@@ -134,6 +134,7 @@ def render(
     exporters: Sequence[str] | Exporters = DEFAULT_EXPORTERS,
     on_warning: Callable[[str], None] | None = None,
     on_step: Callable[[RenderRun, StepState], None] | None = None,
+    chunks: engine.ChunkStore | None = None,
     **overrides: Any,
 ) -> Result:
     """Synthesize, for every target, the input that maximizes it; returns images, values and traces.
@@ -146,7 +147,9 @@ def render(
     naming the closest). `param`, `transforms` and the regularizers are names looked up in `plugins` (default: the
     process's manager; `param` "auto": `engine.options.for_input`). `exporters` are the names the result will be
     saved with (checked here, before any work; plugins that record for one record only if listed).
-    `on_step(run, state)` runs after every step of this render only (progress bars; `state.stop` stops early)."""
+    `on_step(run, state)` runs after every step of this render only (progress bars; `state.stop` stops early).
+    `chunks` (e.g. `vizcore.chunkcache.ChunkCache(folder)`) stores each finished chunk and gives back those this
+    very render stored before: a stopped render resumes with the same images."""
     options = with_keywords(options, overrides)
     pm = _manager(plugins)
     chosen = select_exporters(exporters, pm)  # an unknown exporter fails before the render, not after it
@@ -156,7 +159,7 @@ def render(
     options = for_input(options, len(model.input_shape(1, options.size)), embedding=model.embedding is not None)
     result = engine.run(model, objectives, names, factories(pm, options), options=options, hooks=pm,
                         exporters=chosen.names, on_warning=on_warning, on_step=on_step,
-                        ran_at=model.probe_shape)
+                        ran_at=model.probe_shape, chunks=chunks)
     result.exporter_table = dict(chosen.table)
     _annotate(model, result)
     return result

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -120,8 +120,9 @@ def relative(folder: Path, paths: list[Path]) -> list[str]:
 @contextlib.contextmanager
 def _staging(parent: Path, prefix: str) -> Iterator[Path]:
     """A fresh temporary folder in `parent`, removed afterwards whatever happens (it holds only our files)."""
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:  # os.mkdir, not mkdtemp: the folder gets the user's umask (0755 for 022), as any folder they make
+        tmp = Path(parent) / f"{prefix}{secrets.token_hex(6)}"
+        os.mkdir(tmp)
     except OSError as exc:
         raise OutputError(f"cannot write to {parent}: {exc.strerror or exc}", "choose a writable --out folder") \
             from exc

@@ -25,6 +25,8 @@ from .inputs import open_npy, require_readable
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "ihc.png",
                   "hubble_deep_field.jpg", "retina.jpg", "camera.png", "coins.png", "brick.png", "grass.png",
                   "page.png", "color.png")
+#: Natural probe photos shipped in the package, used when scikit-image is not installed.
+SHIPPED_PHOTOS = Path(__file__).resolve().parent / "data" / "probes"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_USER_IMAGES = 256
 MAX_PIXELS = 64_000_000  # a larger image file is refused before decoding (decompression bombs)
@@ -105,19 +107,21 @@ def _photos(shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
         return None, "sample photos skipped: the input is not a 1- or 3-channel image"
     try:
         import skimage.data
-    except ImportError:
-        return None, "scikit-image is not installed: probes use noise (and --images) only"
+
+        folder, names = Path(os.path.dirname(skimage.data.__file__)), SKIMAGE_PHOTOS
+    except ImportError:  # the few photos shipped with vizcore (data/probes/LICENSE.txt)
+        folder = SHIPPED_PHOTOS
+        names = tuple(sorted(p.name for p in folder.glob("*.jpg")))
     from PIL import Image
 
-    folder = Path(os.path.dirname(skimage.data.__file__))
     imgs = []
-    for name in SKIMAGE_PHOTOS:
+    for name in names:
         p = folder / name
         if p.is_file():
             with Image.open(p) as im:
                 imgs.append(fit(im, shape[1], (shape[2], shape[3])))
     if not imgs:
-        return None, "scikit-image ships no sample photos in this install: probes use noise only"
+        return None, f"no sample photos in {folder}: probes use noise only"
     return np.stack(imgs), None
 
 

@@ -44,6 +44,28 @@ def run(args: argparse.Namespace, console: Console) -> int:
         text = json_text(data, indent=2)
         console.print_json(text) if console.is_terminal else print(text)
         return 2 if clashes else 0
+    if not console.is_terminal:  # a pipe or a log: one line per plugin and per kind, whole (grep-able), no table
+        _print_plain(infos, console)
+    else:
+        _print_table(infos, manager, console)
+    for clash in clashes:
+        console.print(f"[bold red]error:[/] {escape(clash.message)}\n  [dim]{escape(clash.hint or '')}[/]",
+                      highlight=False)
+    return 2 if clashes else 0
+
+
+def _print_plain(infos: list[Any], console: Console) -> None:
+    for info in infos:
+        source = info.source if info.source == "builtin" else f"{info.source} ({info.package})"
+        state = "" if info.status == "ok" else " disabled" if info.status == "disabled" else f" failed: {info.error}"
+        console.print(escape(f"{info.name} {info.version} {source}{state}"), highlight=False, soft_wrap=True)
+        for kind in KINDS if info.status == "ok" else ():
+            if kind in info.adds:
+                console.print(escape(f"  {kind}: {_compact(kind, info.adds[kind])}"), highlight=False,
+                              soft_wrap=True)
+
+
+def _print_table(infos: list[Any], manager: Any, console: Console) -> None:
     table = Table(title=f"{sum(i.status == 'ok' for i in infos)} plugins loaded"
                   + ("" if manager.settings.autoload else " (entry points off: VIZCORE_DISABLE_PLUGIN_AUTOLOAD)"),
                   title_justify="left")
@@ -59,7 +81,3 @@ def run(args: argparse.Namespace, console: Console) -> int:
             table.add_row(f"[dim]{escape(info.name)}[/]", escape(info.version), escape(source),
                           f"[{'dim' if info.status == 'disabled' else 'red'}]{escape(what)}[/]")
     console.print(table)
-    for clash in clashes:
-        console.print(f"[bold red]error:[/] {escape(clash.message)}\n  [dim]{escape(clash.hint or '')}[/]",
-                      highlight=False)
-    return 2 if clashes else 0

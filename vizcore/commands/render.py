@@ -51,6 +51,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--export", action="append", default=None, metavar="NAME",
                    help="more exporters to run besides png and manifest (always written); plugins add more, e.g. gif")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="reuse the chunks a stopped render of the same model, "
+                   "targets and settings into the same --out finished (kept in .OUT.vizcore-partial beside it)")
     p.add_argument("--trust", default="auto", choices=("auto", "full", "off"),
                    help="a trust verdict per unit (trusted / doubtful / misleading, with its numbers, in "
                         "manifest.json): auto (default: activation ratio and path similarity with --data, "
@@ -99,6 +101,19 @@ def _bar(args: argparse.Namespace, err: Console, progress: Progress) -> Any:
     if args.quiet or args.executor != "local":
         return None
     return _Progress(progress) if err.is_terminal else RenderLines(PlainLines("render"))
+
+
+def _chunk_cache(args: argparse.Namespace, out: Path) -> Any:
+    """Where finished chunks go as they finish (local renders): kept by a stopped render, reused with --resume,
+    started afresh without it."""
+    from ..chunkcache import ChunkCache, partial_folder
+
+    if args.executor != "local":
+        return None
+    cache = ChunkCache(partial_folder(out))
+    if not args.resume:
+        cache.clear()
+    return cache
 
 
 def _param_option(text: str) -> tuple[str, Any]:
@@ -178,13 +193,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
                         TextColumn("steps"), TimeRemainingColumn(elapsed_when_finished=True),
                         TextColumn("{task.fields[value]}"), console=err, disable=args.quiet, transient=False)
     bar = _bar(args, err, progress)
+    cache = _chunk_cache(args, out)
     data = open_data(args.data, model.input_shape(1, opts.size)) if args.data else None  # checked before the render
     if args.transfer:
         require_readable(args.transfer)
     try:
         render_with = _renderer(args, err, render)  # vizcore.executors when --executor is not local
         result = render_with(model, args.targets, opts, plugins=args.plugins, exporters=exporters, on_warning=warn,
-                             on_step=bar)
+                             on_step=bar, **({"chunks": cache} if cache is not None else {}))
     except BaseException:
         if isinstance(bar, _Progress):
             bar.stop(done=False)
@@ -195,6 +211,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.trust != "off":
         add_trust(result, model, ex, args, err)
     written = result.save(out, exporters=exporters, force=args.force)
+    if cache is not None:
+        if cache.hits:
+            console.print(f"resumed {cache.hits} finished chunks", highlight=False)
+        cache.clear()  # the folder is written whole: the chunks are not needed any more
     _report(console, result, written, out)
     return 0
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from .budget import parse_memory
 from .device import device_settings, resolve_device
 from .options import RenderOptions
-from .run import run
+from .run import ChunkStore, run
 from .setup import Factories, VizcoreWarning
 
-__all__ = ["Factories", "RenderOptions", "VizcoreWarning", "device_settings", "parse_memory", "resolve_device",
-           "run"]
+__all__ = ["ChunkStore", "Factories", "RenderOptions", "VizcoreWarning", "device_settings", "parse_memory",
+           "resolve_device", "run"]

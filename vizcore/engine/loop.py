@@ -51,12 +51,18 @@ class _Ascent:
             self.steps.append(step)
 
 
+def chunk_run(r: Render, ci: int, a: int, b: int, n_chunks: int) -> RenderRun:
+    """The `RenderRun` of units a..b-1 (chunk `ci` of `n_chunks`) as plugins see it."""
+    k = r.options.images_per_unit
+    return RenderRun(model=r.model, units=r.units[a * k:b * k], settings=r.settings, device=r.dev,
+                     steps=r.options.steps, chunk=ci, n_chunks=n_chunks, unit_offset=a * k,
+                     total_units=len(r.objectives) * k, exporters=r.exporters, state=r.shared)
+
+
 def run_chunk(r: Render, ci: int, a: int, b: int, n_chunks: int) -> ChunkResult:
     """Units a..b-1 of the render `r` in one batch (chunk `ci` of `n_chunks`)."""
     k = r.options.images_per_unit
-    run = RenderRun(model=r.model, units=r.units[a * k:b * k], settings=r.settings, device=r.dev,
-                    steps=r.options.steps, chunk=ci, n_chunks=n_chunks, unit_offset=a * k,
-                    total_units=len(r.objectives) * k, exporters=r.exporters, state=r.shared)
+    run = chunk_run(r, ci, a, b, n_chunks)
     objs = r.objectives[a:b]
     r.generator.manual_seed(r.options.seed)
     with global_rng(r.options.seed, r.dev, r.legacy_rng):

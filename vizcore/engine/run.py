@@ -10,8 +10,11 @@ model's device and its tensors' memory format, and the device settings (`device_
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,18 +25,18 @@ from ..objectives import Objective
 from ..result import Result
 from .budget import run_chunks
 from .device import device_settings, resolve_device
-from .loop import ChunkResult, nan_units, run_chunk
+from .loop import ChunkResult, chunk_run, nan_units, run_chunk
 from .options import RenderOptions
 from .setup import Factories, Notes, Render, VizcoreWarning, chunk_plan, place, prepare, settings
 
-__all__ = ["Factories", "RenderOptions", "VizcoreWarning", "device_settings", "run"]
+__all__ = ["ChunkStore", "Factories", "RenderOptions", "VizcoreWarning", "device_settings", "run"]
 
 
 def run(model: Model, objectives: Sequence[Objective], names: Sequence[str], factories: Factories, *,
         options: RenderOptions | None = None, hooks: Hooks = NO_HOOKS, exporters: Sequence[str] = (),
         on_warning: Callable[[str], None] | None = None,
         on_step: Callable[[RenderRun, StepState], None] | None = None,
-        ran_at: Sequence[int] | None = None) -> Result:
+        ran_at: Sequence[int] | None = None, chunks: ChunkStore | None = None) -> Result:
     """Synthesize, for every bound objective, the input that maximizes it; returns images, values and traces.
 
     `names` label the objectives (one each), `factories` hold the looked-up parameterization, transforms and
@@ -41,6 +44,7 @@ def run(model: Model, objectives: Sequence[Objective], names: Sequence[str], fac
     manager), `exporters` the names the caller will export with. `on_step(run, state)` is called after every step
     of this render only (progress bars, early stopping by setting `state.stop`). `ran_at`: an input shape the
     whole graph is known to run at (the load's probe); a render at that shape skips its own size probe.
+    `chunks`: where each finished chunk is stored and looked up first (a stopped render resumes from it).
     """
     t0 = time.perf_counter()
     o = options or RenderOptions()
@@ -56,7 +60,7 @@ def run(model: Model, objectives: Sequence[Objective], names: Sequence[str], fac
         with on_device(r):
             place(r)
             r.settings = settings(r, chunk, budget)
-            parts = run_chunks(len(r.objectives), chunk, lambda *c: run_chunk(r, *c), dev, r.size,
+            parts = run_chunks(len(r.objectives), chunk, lambda *c: _stored(r, chunks, *c), dev, r.size,
                                lambda old, new: _retried(r, old, new))
     result = _result(r, parts, time.perf_counter() - t0)
     hooks.call("vizcore_render_end", run=parts[-1].run, result=result)
@@ -90,6 +94,29 @@ def _contiguous(module: torch.nn.Module, names: Sequence[str]) -> None:
                 p.data = p.data.contiguous()
         elif owner._buffers.get(leaf) is not None and not owner._buffers[leaf].is_contiguous():
             owner._buffers[leaf] = owner._buffers[leaf].contiguous()
+
+
+class ChunkStore(Protocol):
+    """Finished chunks by key (`vizcore.chunkcache.ChunkCache` keeps them on disk)."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+    def put(self, key: str, chunk: dict[str, Any]) -> None: ...
+
+
+def _stored(r: Render, store: ChunkStore | None, ci: int, a: int, b: int, n: int) -> ChunkResult:
+    """Chunk `ci` (units a..b-1) from `store` when this very render stored it before, else rendered and stored."""
+    if store is None:
+        return run_chunk(r, ci, a, b, n)
+    blob = json.dumps({"model": r.model.summary().get("sha256"), "settings": r.settings, "targets": r.names,
+                       "units": [a, b]}, sort_keys=True, default=str)
+    key = hashlib.sha256(blob.encode()).hexdigest()
+    got = store.get(key)
+    if got is not None:
+        return ChunkResult(run=chunk_run(r, ci, a, b, n), **got)
+    part = run_chunk(r, ci, a, b, n)
+    store.put(key, {"images": part.images, "values": part.values, "best": part.best, "traces": part.traces,
+                    "steps": part.steps})
+    return part
 
 
 def _retried(r: Render, old: int, new: int) -> None:
