@@ -1,9 +1,16 @@
 """How long does `vizcore check` (default layers and settings) take per model on this CPU box?
 
-Goal (issue 14): every model up to 25 M parameters in <= 60 s, MobileNetV2 in <= 30 s, on a 2-core machine.
+Goal (issue 14): every model up to 25 M parameters in <= 60 s, MobileNetV2 in <= 30 s, on a 2-core machine;
+issue 24: VGG16 (224 px) and ResNet-50 in <= 60 s each, MobileNetV2 <= 20 s, peak RSS stated.
 
-    python bench/check_speed.py [--models a.onnx b.onnx ...] [--zoo] [--baseline /work/main] [--rounds 1]
-                                [--json FILE]
+    python bench/check_speed.py [--models a.onnx b.onnx ...] [--zoo] [--arch vgg16 resnet50] [--baseline /work/main]
+                                [--rounds 1] [--json FILE]
+
+`--arch` exports torchvision architectures with random weights (nothing is downloaded): `vgg16` is VGG16's 13
+convolutions (14.7 M parameters, the article's model without its 124 M-parameter classifier) with a global pool
+and a 10-class head, with PLANTED_DEAD filters of block5_conv3 made undrivable (negative weights on ReLU inputs,
+negative bias); `resnet50` is torchvision's ResNet-50 (25.6 M). Each line gives the per-stage times (load,
+fidelity, probes, ascent, duplicates) and the child's peak RSS.
 
 Each check runs in a fresh process (imports count: a CI job pays them too) and is timed by wall clock and by the
 child's CPU time (user + sys: less sensitive to a shared machine). With `--baseline DIR` (another vizcore checkout)
@@ -25,7 +32,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GOAL_S, GOAL_MOBILENET_S = 60.0, 30.0
+GOAL_S, GOAL_MOBILENET_S = 60.0, 20.0
+#: Filters of VGG16's block5_conv3 (features.28) the bench makes undrivable: the "dead" units a check must find.
+PLANTED_DEAD = tuple(range(0, 512, 8))
 _CHILD = """
 import json, os, sys, time
 t0 = time.perf_counter()
@@ -33,7 +42,9 @@ from vizcore.health import check
 r = check(sys.argv[1])
 if os.environ.get("CHECK_SPEED_REPORT"):
     open(os.environ["CHECK_SPEED_REPORT"], "w").write(r.dumps())
-print(json.dumps({"wall": time.perf_counter() - t0, "timings": r.timings, "passed": r.passed,
+import resource
+print(json.dumps({"wall": time.perf_counter() - t0, "timings": r.timings,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "passed": r.passed,
                   "layers": len(r.layers), "units": sum(l.channels for l in r.layers),
                   "dead": sum(len(l.dead) for l in r.layers), "inconclusive": sum(len(getattr(l, "inconclusive", []))
                   for l in r.layers), "params": r.model.get("parameters")}))
@@ -71,6 +82,28 @@ def _zoo(folder: Path) -> list[Path]:
     return [export_kind(k, folder) for k in KINDS]
 
 
+def _arch(name: str, folder: Path) -> Path:
+    """A torchvision architecture with random (seeded) weights, exported to ONNX at 224 px."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    if name == "vgg16":
+        feats = torchvision.models.vgg16(weights=None).features
+        with torch.no_grad():
+            conv = feats[28]  # block5_conv3
+            for c in PLANTED_DEAD:
+                conv.weight[c] = -conv.weight[c].abs()
+                conv.bias[c] = -0.1
+        net = torch.nn.Sequential(feats, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(512, 10))
+    else:
+        net = torchvision.models.resnet50(weights=None)
+    path = folder / f"{name}.onnx"
+    torch.onnx.export(net.eval(), (torch.rand(1, 3, 224, 224),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return path
+
+
 def _line(name: str, r: dict, goal: float) -> str:
     if "error" in r:
         return f"{name:<28} {'-':>8} {r['cpu']:7.1f}s  goal <= {goal:.0f} s  FAILED ({r['error']})"
@@ -78,7 +111,9 @@ def _line(name: str, r: dict, goal: float) -> str:
     return (f"{name:<28} {r['wall']:7.1f}s {r['cpu']:7.1f}s  goal <= {goal:.0f} s  {met:<6}  "
             f"{r.get('params', 0) / 1e6:5.2f} M params, {r['layers']} layers, {r['dead']} dead, "
             f"{r['inconclusive']} inconclusive; ascent {r['timings'].get('ascent', 0):.1f} s, "
-            f"probes {r['timings'].get('probes', 0):.1f} s")
+            f"probes {r['timings'].get('probes', 0):.1f} s, load {r['timings'].get('load', 0):.1f} s, fidelity "
+            f"{r['timings'].get('fidelity', 0):.1f} s, duplicates {r['timings'].get('duplicates', 0):.1f} s; "
+            f"peak RSS {r.get('rss_mb', 0):.0f} MB")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,13 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="*", type=Path, default=[ROOT / "models" / "mobilenet_v2.onnx"])
     ap.add_argument("--zoo", action="store_true", help="add the small 1-D / recurrent / detector models")
     ap.add_argument("--baseline", type=Path, help="another vizcore checkout to run interleaved (ratio)")
+    ap.add_argument("--arch", nargs="*", default=[], choices=("vgg16", "resnet50"),
+                    help="add torchvision architectures (random weights, exported here)")
+    ap.add_argument("--keep", type=Path, help="export the --arch models into this folder (kept), not a temporary one")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--report-dir", type=Path, help="keep each model's check --json report here (this code's)")
     args = ap.parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="check_speed_"))
-    models = list(args.models) + (_zoo(tmp) if args.zoo else [])
+    tmp = Path(tempfile.mkdtemp(prefix="check_speed_")) if args.keep is None else args.keep
+    tmp.mkdir(parents=True, exist_ok=True)
+    models = list(args.models) + (_zoo(tmp) if args.zoo else []) + [_arch(a, tmp) for a in args.arch]
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
           "columns: wall, child CPU time")
     rows, ok = [], True
