@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..channelstats import ChannelStats
+from . import runtime
 
 if TYPE_CHECKING:
     from ..health.results import CheckReport
+    from .graph import Channels
 
 @dataclass
 class Evidence:
@@ -44,3 +46,20 @@ def verdicts(report: CheckReport, path: str) -> CheckVerdicts:
     dead = {lay.name: {int(c) for c in lay.dead} for lay in report.layers}
     const = {lay.name: {int(c) for c in lay.constant} for lay in report.layers}
     return CheckVerdicts(path, dead, const)
+
+
+def gather_evidence(model, ch: Channels, sets: dict, check: CheckVerdicts | None, batch: int) -> Evidence:
+    """Sink-tensor statistics over every evidence input."""
+    ev = Evidence(check=check)
+    tensors = sorted({s.tensor for s in ch.sinks} | {t for gate in ch.gates for t in gate[:2]})
+    if not tensors:
+        return ev
+    sess = runtime.session(model, tensors)
+    start = 0
+    for name, feed in sets.items():
+        n = len(next(iter(feed.values())))
+        ev.sources[name] = n
+        for out in runtime.run_all(sess, runtime.chunks(feed, batch)):
+            ev.collect({t: out[t] for t in tensors}, start)
+            start += len(out[tensors[0]])
+    return ev

@@ -54,3 +54,17 @@ def run_all(sess, batches: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str
     names = [o.name for o in sess.get_outputs()]
     for b in batches:
         yield dict(zip(names, sess.run(None, b)))
+
+
+def outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray], batch: int, names: Sequence[str] = (),
+            as_dict: bool = False) -> Any:
+    """The model's outputs (or the tensors `names`) on every input of `feed`, run in batches and concatenated: a
+    list in the graph's output order, or with `as_dict` a dict by name."""
+    sess = session(model, names)
+    want = list(names) or [o.name for o in sess.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in want}
+    for b in chunks(feed, batch):
+        for n, v in zip(want, sess.run(want, b)):
+            parts[n].append(v)
+    got = {n: np.concatenate(v) for n, v in parts.items()}
+    return got if as_dict else [got[n] for n in want]
