@@ -106,8 +106,8 @@ def block_candidates(g: Graph, shapes: dict) -> list[Candidate]:
             branch, keep = n.input[k], n.input[1 - k]
             macs, dead = _dead_macs(g, shapes, y, keep)
             if macs > 0:
-                first = dead[-1] if dead else branch
-                out.append(Candidate("block", f"{n.name or y}: drop the branch from {first} ({len(dead) - 1} "
+                first = g.producer[branch].name if branch in g.producer else branch
+                out.append(Candidate("block", f"{n.name or y}: drop the branch ending in {first} ({len(dead) - 1} "
                                      "nodes)", macs, target=y, source=keep))
     return out
 
@@ -127,10 +127,10 @@ def run_candidates(g: Graph, shapes: dict) -> list[Candidate]:
             convs += t.op_type == "Conv"
             a = data[0]
             if convs and shapes.get(a, (None,))[0] == shapes[end][0]:
-                macs, dead = _dead_macs(g, shapes, end, a)
+                macs, _ = _dead_macs(g, shapes, end, a)
                 if macs > 0:
-                    out.append(Candidate("identity", f"{dead[-1] if dead else a} .. {n.name or end} -> identity",
-                                         macs, target=end, source=a))
+                    span = t.name or t.output[0] if t is n else f"{t.name or t.output[0]} .. {n.name or end}"
+                    out.append(Candidate("identity", f"{span} -> identity", macs, target=end, source=a))
             if a not in g.producer or len(g.consumers.get(a, [])) != 1 or a in g.outputs:
                 break
             t = g.producer[a]

@@ -43,20 +43,25 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
     measure = Measure(calib, ref, batch, one)
     s = Search(budget, measure, size=feed.natural[2:], max_steps=o.max_steps, max_time=o.max_time,
                duplicates=o.duplicates == "merge", seed=o.seed, say=say)
-    best = s.run(model)
+    best, rounds = model, []
+    for r in range(ROUNDS if o.recover else 1):
+        best = s.run(best)
+        if not o.recover or not s.steps or s.steps[-1].units[0]["kind"] == "recovery":
+            break  # nothing (more) removed: nothing (more) to recover
+        say(f"recovery round {r + 1}/{ROUNDS}")
+        rounds.append(_recover(s, best, feed.natural[2:], o, say))
+        best = s.model
+        if not rounds[-1]["kept"]:
+            break
     calib_got = measure.agreement(best) if s.steps else agreement(ref, ref)
     rep = PruneReport(model=str(model_path), out=str(out_path) if out_path else None, tolerance=o.tolerance,
                       evidence={"sources": {"data": len(ref[0])}, "input_space": feed.space.to_json(),
                                 "importance": s.importance}, dry_run=o.dry_run)
     rep.notes.extend(f"input space: {w}" for w in feed.space.warnings)
-    if o.recover and s.steps:
-        tuned, info = recover(best, feed.natural[2:], calib, ref, steps=o.recover, metric=budget.metric, seed=o.seed,
-                              lr=o.recover_lr, device=o.device, say=say)
-        got = measure.agreement(tuned)
-        info.update(calibration_before=calib_got, calibration_after=got, kept=_better(budget, got, calib_got))
-        if info["kept"]:
-            best, calib_got = tuned, got
-        rep.recovery = info
+    if rounds:
+        rep.recovery = {"rounds": rounds, "steps": sum(r["steps"] for r in rounds),
+                        "kept": any(r["kept"] for r in rounds), "device": rounds[0]["device"],
+                        "seconds": sum(r["seconds"] for r in rounds)}
     checker(best)
     rep.checker = "passed (onnx.checker, full_check=True)"
     rep.interface = interface(model, best)
@@ -67,6 +72,24 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
         write(best, out_path, file.external, o.force)
         rep.written = True
     return rep
+
+
+#: search / recovery rounds with --recover: the steps are split among them, each round searches on from the
+#: recovered model (the classic prune, fine-tune, prune again)
+ROUNDS = 3
+
+
+def _recover(s: Search, model: onnx.ModelProto, size, o: PruneOptions, say: Callable[[str], None]) -> dict:
+    """One recovery round (o.recover / ROUNDS steps); kept (recorded as a step) only if it helped on the
+    calibration data."""
+    before = s.steps[-1].calibration
+    tuned, info = recover(model, size, s.measure.feed, s.measure.ref, steps=max(1, o.recover // ROUNDS),
+                          metric=s.budget.metric, seed=o.seed, lr=o.recover_lr, device=o.device, say=say)
+    got = s.measure.agreement(tuned)
+    info.update(calibration_before=before, calibration_after=got, kept=_better(s.budget, got, before))
+    if info["kept"]:
+        s.recovered(tuned, got, info)
+    return info
 
 
 def _better(budget: Budget, new: dict, old: dict) -> bool:
@@ -129,6 +152,8 @@ def _finish(rep: PruneReport, s: Search, budget: Budget, calib: dict, held: dict
     rep.steps = [st.to_json() for st in s.steps]
     for st in s.steps:
         for u in st.units:
+            if u["kind"] == "recovery":
+                continue
             rep.removed.append({"unit": u["unit"], "action": "remove" if u["kind"] == "channel" else u["kind"],
                                 "step": st.index})
     if o.verify_data is None:

@@ -23,11 +23,12 @@ class Evidence:
     stats: dict[str, ChannelStats] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)
     check: CheckVerdicts | None = None
+    sketch: bool = True  # the random-projection sketch that finds exact copies (the lossy mode needs only moments)
 
     def collect(self, outputs: dict[str, np.ndarray], start: int) -> None:
         for i, (name, x) in enumerate(sorted(outputs.items())):
             if name not in self.stats:
-                self.stats[name] = ChannelStats(moments=True, sketch_seed=1000 + i)
+                self.stats[name] = ChannelStats(moments=True, sketch_seed=1000 + i if self.sketch else None)
             self.stats[name].add(x, start)
 
 
@@ -48,9 +49,10 @@ def verdicts(report: CheckReport, path: str) -> CheckVerdicts:
     return CheckVerdicts(path, dead, const)
 
 
-def gather_evidence(model, ch: Channels, sets: dict, check: CheckVerdicts | None, batch: int) -> Evidence:
+def gather_evidence(model, ch: Channels, sets: dict, check: CheckVerdicts | None, batch: int,
+                    sketch: bool = True) -> Evidence:
     """Sink-tensor statistics over every evidence input."""
-    ev = Evidence(check=check)
+    ev = Evidence(check=check, sketch=sketch)
     tensors = sorted({s.tensor for s in ch.sinks} | {t for gate in ch.gates for t in gate[:2]})
     if not tensors:
         return ev

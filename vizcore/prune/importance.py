@@ -32,9 +32,10 @@ from .torchgraph import graph_inputs, load_proto
 
 def _needed(cands: Sequence[Candidate], ch: Channels) -> list[str]:
     need: set[str] = set()
+    reads = sink_reads(ch)
     for c in cands:
         if c.kind in ("channel", "merge"):
-            need.update(s.tensor for s, _ in sink_reads(ch).get(c.roots[0], []))
+            need.update(s.tensor for s, _ in reads.get(c.roots[0], []))
         else:
             need.update((c.target, c.source))
     return sorted(need)
@@ -56,16 +57,17 @@ class _Sums:
             g = grads.get(t)
             if g is None or a.dim() < 2:
                 continue
-            a2, g2 = a.detach().flatten(2) if a.dim() > 2 else a.detach()[..., None], g.flatten(2) if g.dim() > 2 \
-                else g[..., None]
-            self.ag[t].append((a2 * g2).sum(2).double().numpy())
+            a2, g2 = a.detach().reshape(*a.shape[:2], -1), g.reshape(*g.shape[:2], -1)
+            self.ag[t].append(torch.einsum("ncs,ncs->nc", a2, g2).double().numpy())
             self.g[t].append(g2.sum(2).double().numpy())
             for j, k, s in self.merges.get(t, []):
-                self.merge[(t, k)].append(((s * a2[:, j] - a2[:, k]) * g2[:, k]).sum(1).double().numpy())
+                self.merge[(t, k)].append(torch.einsum("ns,ns->n", s * a2[:, j] - a2[:, k], g2[:, k]).double().numpy())
         for tgt, src in pairs:
             a, b, g = acts.get(src), acts.get(tgt), grads.get(tgt)
             if a is not None and b is not None and g is not None and a.shape == b.shape:
-                self.pair[(tgt, src)].append(((a.detach() - b.detach()) * g).flatten(1).sum(1).double().numpy())
+                ga = torch.einsum("nk,nk->n", a.detach().reshape(len(a), -1), g.reshape(len(g), -1))
+                gb = torch.einsum("nk,nk->n", b.detach().reshape(len(b), -1), g.reshape(len(g), -1))
+                self.pair[(tgt, src)].append((ga - gb).double().numpy())
 
 
 def _objective(ys: Sequence[torch.Tensor], ref_top: np.ndarray | None, gen: torch.Generator) -> torch.Tensor:
@@ -77,8 +79,9 @@ def _objective(ys: Sequence[torch.Tensor], ref_top: np.ndarray | None, gen: torc
 
 def taylor(model, size: Sequence[int] | None, feed: dict[str, np.ndarray], ref: Sequence[np.ndarray],
            cands: Sequence[Candidate], ch: Channels, ev: Evidence, *, batch: int = 8, seed: int = 0,
-           say: Callable[[str], None] = lambda m: None) -> tuple[list[float | None], str]:
-    """The estimate for each candidate (None where it cannot be computed) and a line saying how it was made."""
+           samples: int = 96, say: Callable[[str], None] = lambda m: None) -> tuple[list[float | None], str]:
+    """The estimate for each candidate (None where it cannot be computed) over the first `samples` calibration
+    inputs, and a line saying how it was made."""
     try:
         m = load_proto(model, size)
     except VizcoreError as exc:
@@ -99,15 +102,15 @@ def taylor(model, size: Sequence[int] | None, feed: dict[str, np.ndarray], ref: 
     pairs = {(c.target, c.source) for c in cands if c.structural}
     ref_top = np.asarray(ref[0]).argmax(1) if is_classifier(np.asarray(ref[0])) else None
     gen = torch.Generator().manual_seed(seed)
-    n = len(next(iter(feed.values())))
+    n = min(len(next(iter(feed.values()))), samples)
     say(f"importance of {len(cands)} candidates on {n} calibration inputs (torch graph)")
     with torch.enable_grad():
         for lo in range(0, n, batch):
-            xs = [x.requires_grad_(True) if x.is_floating_point() else x for x in graph_inputs(m, feed,
-                                                                                               slice(lo, lo + batch))]
+            part = slice(lo, min(lo + batch, n))
+            xs = [x.requires_grad_(True) if x.is_floating_point() else x for x in graph_inputs(m, feed, part)]
             got = sub(*xs)
             acts = dict(zip(need, got[:len(need)]))
-            obj = _objective(got[len(need):], None if ref_top is None else ref_top[lo:lo + batch], gen)
+            obj = _objective(got[len(need):], None if ref_top is None else ref_top[part], gen)
             live = [t for t in need if acts[t].requires_grad]
             gs = torch.autograd.grad(obj, [acts[t] for t in live], allow_unused=True)
             sums.add(acts, dict(zip(live, gs)), pairs)

@@ -23,9 +23,6 @@ def _points(rep: dict[str, Any], key: str, where: str) -> list[tuple[float, floa
         v = (st.get(where) or {}).get(key)
         if v is not None and macs0:
             pts.append((st["macs"] / macs0, float(v)))
-    final = b.get(where) or {}
-    if rep.get("recovery") and rep["recovery"].get("kept") and key in final and macs0:
-        pts.append((rep["cost"]["macs"][1] / macs0, float(final[key])))
     return pts
 
 

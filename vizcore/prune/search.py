@@ -28,6 +28,8 @@ from .plan import Plan, keep_one, labels
 
 #: consecutive single candidates that may fail before the search stops
 PATIENCE = 6
+#: calibration inputs the per-channel means (folded into the consumers' biases) are taken over
+STATS_SAMPLES = 64
 #: an estimated damage below this fraction of the mean estimate counts as none (ties go to the most MACs saved)
 NEGLIGIBLE = 1e-3
 
@@ -117,11 +119,13 @@ class Search:
     stopped: str = ""
 
     def base(self, model: onnx.ModelProto) -> Base:
-        """Analyse `model`: shapes, channel classes, calibration statistics of every channel-mixing read."""
+        """Analyse `model`: shapes, channel classes, statistics of every channel-mixing read on (up to
+        STATS_SAMPLES) calibration inputs."""
         shapes_values: dict = {}
         shapes = runtime.shapes(model, self.measure.one, shapes_values)
         ch = analyze(Graph(model), shapes, shapes_values)
-        ev = gather_evidence(model, ch, {"data": self.measure.feed}, None, self.measure.batch)
+        sample = {k: v[:STATS_SAMPLES] for k, v in self.measure.feed.items()}
+        ev = gather_evidence(model, ch, {"data": sample}, None, self.measure.batch, sketch=False)
         b = Base(model, ch, ev, shapes)
         self.bases.append(b)
         return b
@@ -163,13 +167,15 @@ class Search:
                           into=a, scale=s) for r, a, s in near_duplicates(b.ch, acts) if r in by_root]
 
     def run(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        """Search from `model`; the best model found (the input itself when nothing fits the budget)."""
-        t0 = time.monotonic()
-        self.macs0 = self.measure.cost(model)[0]
+        """Search from `model` (up to `max_steps` trials and `max_time` seconds more); the best model found (the
+        input itself when nothing more fits the budget). Called again, it goes on from the model it is given."""
+        t0, limit = time.monotonic(), self.trials + self.max_steps
+        self.macs0 = self.macs0 or self.measure.cost(model)[0]
         self.model = model
         b, edit, ranked, pos, skip = self.base(model), Edit(), None, 0, set()
         k, fails, since = 1, 0, 0
-        while self.trials < self.max_steps:
+        self.stopped = f"step limit ({self.max_steps} trials)"
+        while self.trials < limit:
             if self.max_time is not None and time.monotonic() - t0 > self.max_time:
                 self.stopped = f"time limit ({self.max_time:g} s)"
                 break
@@ -187,7 +193,7 @@ class Search:
             got = self.measure.agreement(m)
             self.trials += 1
             ok = self.budget.met(got[self.budget.metric])
-            self._progress(t0, got, ok, len(chunk))
+            self._progress(t0, limit, got, ok, chunk)
             if ok:
                 edit, pos, fails, since = edit.plus(chunk), pos + len(chunk), 0, since + 1
                 self._accept(chunk, went, m, got, edit)
@@ -205,9 +211,15 @@ class Search:
                 if fails >= PATIENCE:
                     self.stopped = f"{PATIENCE} candidates in a row broke the budget"
                     break
-        else:
-            self.stopped = f"step limit ({self.max_steps} trials)"
         return self.model
+
+    def recovered(self, model: onnx.ModelProto, got: dict, info: dict) -> None:
+        """Record a recovery (distillation) of the current model as a step: its model is a new base."""
+        self.bases.append(Base(model, self.bases[-1].ch, self.bases[-1].ev, self.bases[-1].shapes))
+        unit = {"kind": "recovery", "unit": f"{info['steps']} distillation steps", "macs": 0}
+        macs, params = self.measure.cost(model)
+        self.steps.append(Step(len(self.steps) + 1, [unit], macs, params, got, len(self.bases) - 1, Edit()))
+        self.model = model
 
     def _accept(self, chunk, went: set[int], m: onnx.ModelProto, got: dict, edit: Edit) -> None:
         units = [c.to_json() for c in chunk if c.structural or c.roots[0] in went]
@@ -215,15 +227,17 @@ class Search:
         self.steps.append(Step(len(self.steps) + 1, units, macs, params, got, len(self.bases) - 1, edit))
         self.model = m
 
-    def _progress(self, t0: float, got: dict, ok: bool, n: int) -> None:
+    def _progress(self, t0: float, limit: int, got: dict, ok: bool, chunk: list[Candidate]) -> None:
         spent = time.monotonic() - t0
-        left = (self.max_steps - self.trials) * spent / max(self.trials, 1)
+        done_here = self.trials - (limit - self.max_steps)
+        left = (limit - self.trials) * spent / max(done_here, 1)
         if self.max_time is not None:
             left = min(left, max(self.max_time - spent, 0.0))
-        done = 1 - (self.steps[-1].macs / self.macs0 if self.steps and self.macs0 else 1.0)
+        frac = 1 - (self.steps[-1].macs / self.macs0 if self.steps and self.macs0 else 1.0)
+        what = chunk[0].label if len(chunk) == 1 else f"{len(chunk)} candidates"
         m = self.budget.metric
-        self.say(f"search trial {self.trials}/{self.max_steps}: {n} candidate(s) {'accepted' if ok else 'rejected'} "
-                 f"({m} {got[m]:.4g}); {done:.1%} fewer MACs so far; ETA {eta(left)}")
+        self.say(f"search trial {done_here}/{self.max_steps}: {what} {'accepted' if ok else 'rejected'} "
+                 f"({m} {got[m]:.4g}); {frac:.1%} fewer MACs before it; ETA {eta(left)}")
 
     def rebuild(self, step: Step) -> onnx.ModelProto:
         """The model of an accepted step."""
