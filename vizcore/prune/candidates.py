@@ -25,7 +25,9 @@ RUN_LENGTH = 8  # nodes a run may span
 class Candidate:
     """One removable unit. `kind`: "channel" (class `roots[0]` goes, its mean folded into the consumers' biases),
     "merge" (class `roots[0]` ~ `scale` x class `into`: folded into it), "block" (readers of `target` read `source`:
-    a residual branch dropped) or "identity" (the same, for a shape-preserving run). `macs`: saved, per sample."""
+    a residual branch dropped) or "identity" (the same, for a shape-preserving run); with `offset`, they read
+    `source` + the per-channel mean of what was removed (mean(target) - mean(source) on the calibration data, as a
+    channel's mean is folded into its readers). `macs`: saved, per sample."""
 
     kind: str
     label: str
@@ -35,6 +37,7 @@ class Candidate:
     scale: float = 1.0
     target: str = ""
     source: str = ""
+    offset: bool = False  # readers get `source` + the removed part's per-channel mean (`Base.offsets`)
 
     @property
     def structural(self) -> bool:

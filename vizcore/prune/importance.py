@@ -44,7 +44,9 @@ def _needed(cands: Sequence[Candidate], ch: Channels) -> list[str]:
 class _Sums:
     """Per-sample sums of activation x gradient, reduced as the batches come."""
 
-    def __init__(self, merges: dict[str, list[tuple[int, int, float]]]) -> None:
+    def __init__(self, merges: dict[str, list[tuple[int, int, float]]],
+                 offsets: dict[tuple[str, str], np.ndarray]) -> None:
+        self.offsets = offsets
         self.ag: dict[str, list[np.ndarray]] = defaultdict(list)  # tensor -> (n, C) sum_pos a*g
         self.g: dict[str, list[np.ndarray]] = defaultdict(list)  # tensor -> (n, C) sum_pos g
         self.pair: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)  # (target, source) -> (n,)
@@ -67,6 +69,10 @@ class _Sums:
             if a is not None and b is not None and g is not None and a.shape == b.shape:
                 ga = torch.einsum("nk,nk->n", a.detach().reshape(len(a), -1), g.reshape(len(g), -1))
                 gb = torch.einsum("nk,nk->n", b.detach().reshape(len(b), -1), g.reshape(len(g), -1))
+                off = self.offsets.get((tgt, src))
+                if off is not None:  # the mean folded back: + sum_c offset_c * sum_pos g_c
+                    gs = g.reshape(*g.shape[:2], -1).sum(2)
+                    ga = ga + gs @ torch.from_numpy(off.reshape(-1)).to(gs.dtype)
                 self.pair[(tgt, src)].append((ga - gb).double().numpy())
 
 
@@ -79,7 +85,8 @@ def _objective(ys: Sequence[torch.Tensor], ref_top: np.ndarray | None, gen: torc
 
 def taylor(model, size: Sequence[int] | None, feed: dict[str, np.ndarray], ref: Sequence[np.ndarray],
            cands: Sequence[Candidate], ch: Channels, ev: Evidence, *, batch: int = 8, seed: int = 0,
-           samples: int = 96, say: Callable[[str], None] = lambda m: None) -> tuple[list[float | None], str]:
+           samples: int = 96, offsets: dict | None = None, say: Callable[[str], None] = lambda m: None
+           ) -> tuple[list[float | None], str]:
     """The estimate for each candidate (None where it cannot be computed) over the first `samples` calibration
     inputs, and a line saying how it was made."""
     try:
@@ -98,7 +105,8 @@ def taylor(model, size: Sequence[int] | None, feed: dict[str, np.ndarray], ref: 
             for s, k in rs.get(c.roots[0], []):
                 j = int(np.flatnonzero(ch.uf.roots(ch.atoms[s.tensor]) == c.into)[0])
                 merges[s.tensor].append((j, k, c.scale))
-    sums = _Sums(merges)
+    sums = _Sums(merges, {k: v for k, v in (offsets or {}).items()
+                          if any(c.offset and (c.target, c.source) == k for c in cands)})
     pairs = {(c.target, c.source) for c in cands if c.structural}
     ref_top = np.asarray(ref[0]).argmax(1) if is_classifier(np.asarray(ref[0])) else None
     gen = torch.Generator().manual_seed(seed)

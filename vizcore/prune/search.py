@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -42,6 +42,7 @@ class Base:
     ch: Channels
     ev: Evidence
     shapes: dict
+    offsets: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # bypass -> mean(target) - mean(source)
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,12 @@ class Edit:
 
     channels: frozenset[int] = frozenset()
     merges: tuple[tuple[int, int, float], ...] = ()
-    bypasses: tuple[tuple[str, str], ...] = ()
+    bypasses: tuple[tuple[str, str, bool], ...] = ()
 
     def plus(self, chunk: Sequence[Candidate]) -> Edit:
         return Edit(self.channels | {c.roots[0] for c in chunk if c.kind == "channel"},
                     self.merges + tuple((c.roots[0], c.into, c.scale) for c in chunk if c.kind == "merge"),
-                    self.bypasses + tuple((c.target, c.source) for c in chunk if c.structural))
+                    self.bypasses + tuple((c.target, c.source, c.offset) for c in chunk if c.structural))
 
 
 @dataclass
@@ -138,8 +139,15 @@ class Search:
                     merge={c: a for c, a, _ in merges}, scale={c: s for c, _, s in merges})
         keep_one(b.ch, plan)
         m = surgery.apply(b.model, b.ch, plan, b.ev) if plan.drop else b.model
-        for target, source in edit.bypasses:
-            m = surgery.bypass(m, target, source)
+        for target, source, offset in edit.bypasses:
+            kt, ks = (np.array([int(r) not in plan.drop for r in b.ch.uf.roots(b.ch.atoms[t])])
+                      if t in b.ch.atoms else None for t in (target, source))
+            if kt is not None and ks is not None and (len(kt) != len(ks) or (kt != ks).any()):
+                return None, set()  # the edit removed other channels from the two ends: they no longer match
+            off = b.offsets.get((target, source)) if offset else None
+            if off is not None and kt is not None:  # the channels the edit removed go from the offset too
+                off = off[:, np.flatnonzero(kt)] if len(kt) == off.shape[1] else None
+            m = surgery.bypass(m, target, source, off)
             if m is None:
                 return None, set()
         return m, plan.drop
@@ -151,12 +159,25 @@ class Search:
                  if c.macs > 0 and c.label not in skip]
         if self.duplicates:
             cands += self._merges(b)
+        cands = self._offsets(b, cands)
         scores, self.importance = taylor(b.model, self.size, self.measure.feed, self.measure.ref, cands, b.ch,
-                                         b.ev, seed=self.seed, say=self.say)
+                                         b.ev, seed=self.seed, say=self.say, offsets=b.offsets)
         known = [v for v in scores if v is not None]
         floor = NEGLIGIBLE * (float(np.mean(known)) if known else 0.0)  # below it: no damage, the most MACs first
         keyed = [(math.inf if v is None else max(v, floor) / c.macs, i) for i, (c, v) in enumerate(zip(cands, scores))]
         return [cands[i] for _, i in sorted(keyed)]
+
+    def _offsets(self, b: Base, cands: list[Candidate]) -> list[Candidate]:
+        """The mean of what each structural candidate removes (folded in as an offset, like a channel's mean)."""
+        pairs = {(c.target, c.source) for c in cands if c.structural}
+        names = sorted({t for p in pairs for t in p if len(b.shapes.get(t, ((),))[0]) >= 2})
+        if not names:
+            return cands
+        sample = {k: v[:STATS_SAMPLES] for k, v in self.measure.feed.items()}
+        mu = runtime.means(b.model, sample, self.measure.batch, names)
+        b.offsets.update({(t, s): mu[t] - mu[s] for t, s in pairs if t in mu and s in mu and
+                          mu[t].shape == mu[s].shape})
+        return [replace(c, offset=True) if (c.target, c.source) in b.offsets else c for c in cands]
 
     def _merges(self, b: Base) -> list[Candidate]:
         acts = runtime.outputs(b.model, {k: v[:16] for k, v in self.measure.feed.items()}, self.measure.batch,

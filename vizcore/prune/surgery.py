@@ -7,7 +7,7 @@ import onnx
 from onnx import helper
 
 from .evidence import Evidence
-from .graph import Channels, Graph, Sink, attr, set_attr
+from .graph import Channels, Graph, Sink, attr, set_attr, unique
 from .plan import Plan
 
 
@@ -242,15 +242,21 @@ def drop_dead_nodes(m: onnx.ModelProto) -> int:
     return gone
 
 
-def bypass(model: onnx.ModelProto, target: str, source: str) -> onnx.ModelProto | None:
+def bypass(model: onnx.ModelProto, target: str, source: str, offset: np.ndarray | None = None
+           ) -> onnx.ModelProto | None:
     """A copy where every reader of tensor `target` reads `source` instead (a residual branch dropped: the Add's output
-    becomes its other operand; a shape-preserving run becomes identity), without the nodes that nothing reads any
-    more. None when `target` or `source` is no longer computed (an earlier bypass removed it)."""
+    becomes its other operand; a shape-preserving run becomes identity), or `source + offset` (per channel, axis 1),
+    without the nodes that nothing reads any more. None when `target` or `source` is no longer computed (an earlier
+    bypass removed it) or the offset no longer fits its channels."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     made = {o for n in m.graph.node for o in n.output} | {i.name for i in m.graph.input}
     if target not in made or source not in made or target == source:
         return None
+    if offset is not None:
+        source = _offset(m, target, source, offset)
+        if source is None:
+            return None
     if target in {o.name for o in m.graph.output}:  # the graph's interface stays: target = Identity(source)
         for i, n in enumerate(m.graph.node):
             if target in n.output:
@@ -265,6 +271,16 @@ def bypass(model: onnx.ModelProto, target: str, source: str) -> onnx.ModelProto 
     del m.graph.value_info[:]
     drop_dead_nodes(m)
     return m
+
+
+def _offset(m: onnx.ModelProto, target: str, source: str, offset: np.ndarray) -> str | None:
+    """Insert `source + offset` (shaped (1, C, 1, ...) like the tensor) after the producer of `source`; its name."""
+    g = Graph(m)
+    name, out = unique(f"{target}_bypass_mean", g), unique(f"{target}_bypass", g)
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(offset, np.float32), name))
+    at = next((i + 1 for i, n in enumerate(m.graph.node) if source in n.output), 0)
+    m.graph.node.insert(at, helper.make_node("Add", [source, name], [out], name=out))
+    return out
 
 
 def apply(model: onnx.ModelProto, ch: Channels, plan: Plan, ev: Evidence) -> onnx.ModelProto:
