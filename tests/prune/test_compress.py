@@ -135,3 +135,17 @@ def test_a_classifier_budget_needs_a_classifier_and_data(planted, tmp_path):
         prune(src, tmp_path / "a.onnx", budget="top1=0.99")
     with pytest.raises(OptionError, match="--recover needs --budget"):
         prune(src, tmp_path / "a.onnx", recover=5)
+
+
+def test_the_cli_writes_model_report_and_curve_and_prints_progress(planted, tmp_path, capsys):
+    d, src = planted
+    out, report, plot = tmp_path / "small.onnx", tmp_path / "r.json", tmp_path / "curve.png"
+    code = main(["prune", str(src), "--out", str(out), "--data", str(d / "calib"), "--verify-data", str(d / "held"),
+                 "--budget", "rel=0.01", "--latency-reps", "4", "--json", str(report), "--plot", str(plot)])
+    got = capsys.readouterr()
+    assert code == 0 and out.exists() and "BUDGET MET" in got.out
+    assert "search trial 1/60" in got.err and "ETA" in got.err  # plain progress lines off a terminal
+    j = json.loads(report.read_text())
+    assert j["steps"][0]["latency"]["reps"] == 3 and j["budget"]["met"] and j["written"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["prune", str(src), "--out", str(tmp_path / "x.onnx"), "--plot", str(plot)]) == 2

@@ -219,6 +219,9 @@ def show_budget(rep: Any, console: Console, verbose: bool = False) -> None:
                       f"{r['loss_first']:.4g} → {r['loss_last']:.4g}; calibration {key} "
                       f"{_metric(r['calibration_before'], key)} → "
                       f"{_metric(r['calibration_after'], key)} ({'kept' if r['kept'] else 'not better: dropped'})")
+    for op, n in list(rep.frozen_ops.items())[: None if verbose else 5]:
+        console.print(f"  [yellow]not understood[/] {escape(op)} ({n}): channels reaching it are kept",
+                      highlight=False)
     for note in rep.notes:
         console.print(f"  [dim]note: {escape(note)}[/]", highlight=False)
     if rep.cost:

@@ -150,6 +150,7 @@ def _finish(rep: PruneReport, s: Search, budget: Budget, calib: dict, held: dict
     rep.budget = {**budget.to_json(), "calibration": calib, "held_out": held, "met": met, "missed_by": misses,
                   "macs_fraction": macs / s.macs0 if s.macs0 else 1.0, "trials": s.trials, "stopped": s.stopped}
     rep.steps = [st.to_json() for st in s.steps]
+    rep.frozen_ops = dict(s.bases[0].ch.unknown_ops) if s.bases else {}
     for st in s.steps:
         for u in st.units:
             if u["kind"] == "recovery":
