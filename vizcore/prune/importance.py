@@ -85,10 +85,12 @@ def _objective(ys: Sequence[torch.Tensor], ref_top: np.ndarray | None, gen: torc
 
 def taylor(model, size: Sequence[int] | None, feed: dict[str, np.ndarray], ref: Sequence[np.ndarray],
            cands: Sequence[Candidate], ch: Channels, ev: Evidence, *, batch: int = 8, seed: int = 0,
-           samples: int = 96, offsets: dict | None = None, say: Callable[[str], None] = lambda m: None
-           ) -> tuple[list[float | None], str]:
+           samples: int = 96, offsets: dict | None = None, margin: bool = False,
+           say: Callable[[str], None] = lambda m: None) -> tuple[list[float | None], str]:
     """The estimate for each candidate (None where it cannot be computed) over the first `samples` calibration
-    inputs, and a line saying how it was made."""
+    inputs, and a line saying how it was made. `margin` (top-1 budgets): each sample's change is divided by its
+    margin, the original's top-1 minus second logit (the change that flips it), so that what moves the inputs
+    closest to flipping counts most."""
     try:
         m = load_proto(model, size)
     except VizcoreError as exc:
@@ -122,14 +124,25 @@ def taylor(model, size: Sequence[int] | None, feed: dict[str, np.ndarray], ref: 
             live = [t for t in need if acts[t].requires_grad]
             gs = torch.autograd.grad(obj, [acts[t] for t in live], allow_unused=True)
             sums.add(acts, dict(zip(live, gs)), pairs)
-    return _scores(cands, ch, ev, sums), "first-order Taylor |activation x gradient| (torch graph)"
+    weight = _margins(np.asarray(ref[0])[:n]) if margin and ref_top is not None else None
+    how = "first-order Taylor |activation x gradient| (torch graph)" + (", per sample over its top-1 margin"
+                                                                       if weight is not None else "")
+    return _scores(cands, ch, ev, sums, weight), how
+
+
+def _margins(y: np.ndarray) -> np.ndarray:
+    """1 / (top-1 logit - second logit) per sample (at least 0.05 apart), scaled to mean 1."""
+    top2 = np.sort(y.astype(np.float64), axis=1)[:, -2:]
+    w = 1.0 / np.maximum(top2[:, 1] - top2[:, 0], 0.05)
+    return w / w.mean()
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray | None:
     return np.concatenate(parts) if parts else None
 
 
-def _scores(cands: Sequence[Candidate], ch: Channels, ev: Evidence, sums: _Sums) -> list[float | None]:
+def _scores(cands: Sequence[Candidate], ch: Channels, ev: Evidence, sums: _Sums, weight: np.ndarray | None = None
+            ) -> list[float | None]:
     ag = {t: _cat(v) for t, v in sums.ag.items()}
     gs = {t: _cat(v) for t, v in sums.g.items()}
     rs = sink_reads(ch)
@@ -142,7 +155,7 @@ def _scores(cands: Sequence[Candidate], ch: Channels, ev: Evidence, sums: _Sums)
             v = None if any(p is None for p in parts) else np.sum(parts, axis=0)
         else:
             v = _channel(rs.get(c.roots[0], []), ag, gs, ev)
-        out.append(None if v is None else float(np.mean(np.abs(v))))
+        out.append(None if v is None else float(np.mean(np.abs(v) * (1.0 if weight is None else weight))))
     return out
 
 

@@ -27,9 +27,11 @@ from .importance import taylor
 from .plan import Plan, keep_one, labels
 
 #: consecutive single candidates that may fail before the search stops
-PATIENCE = 6
+PATIENCE = 10
 #: calibration inputs the per-channel means (folded into the consumers' biases) are taken over
 STATS_SAMPLES = 64
+#: calibration inputs a structural candidate is screened on (top-1 budgets)
+SCREEN = 32
 #: an estimated damage below this fraction of the mean estimate counts as none (ties go to the most MACs saved)
 NEGLIGIBLE = 1e-3
 
@@ -90,8 +92,12 @@ class Measure:
     batch: int
     one: dict[str, np.ndarray]
 
-    def agreement(self, model: onnx.ModelProto) -> dict[str, float]:
-        return agreement(self.ref, runtime.outputs(model, self.feed, self.batch))
+    def agreement(self, model: onnx.ModelProto, first: int | None = None) -> dict[str, float]:
+        """Every metric on the calibration inputs (the `first` ones only, if given)."""
+        if first is None:
+            return agreement(self.ref, runtime.outputs(model, self.feed, self.batch))
+        feed = {k: v[:first] for k, v in self.feed.items()}
+        return agreement([r[:first] for r in self.ref], runtime.outputs(model, feed, self.batch))
 
     def cost(self, model: onnx.ModelProto) -> tuple[int, int]:
         """Measured MACs (per sample, from the graph's shapes on one input) and parameters."""
@@ -159,9 +165,10 @@ class Search:
                  if c.macs > 0 and c.label not in skip]
         if self.duplicates:
             cands += self._merges(b)
-        cands = self._offsets(b, cands)
+        cands = self._screen(b, self._offsets(b, cands), skip)
         scores, self.importance = taylor(b.model, self.size, self.measure.feed, self.measure.ref, cands, b.ch,
-                                         b.ev, seed=self.seed, say=self.say, offsets=b.offsets)
+                                         b.ev, seed=self.seed, say=self.say, offsets=b.offsets,
+                                         margin=self.budget.metric == "top1")
         known = [v for v in scores if v is not None]
         floor = NEGLIGIBLE * (float(np.mean(known)) if known else 0.0)  # below it: no damage, the most MACs first
         keyed = [(math.inf if v is None else max(v, floor) / c.macs, i) for i, (c, v) in enumerate(zip(cands, scores))]
@@ -178,6 +185,24 @@ class Search:
         b.offsets.update({(t, s): mu[t] - mu[s] for t, s in pairs if t in mu and s in mu and
                           mu[t].shape == mu[s].shape})
         return [replace(c, offset=True) if (c.target, c.source) in b.offsets else c for c in cands]
+
+    def _screen(self, b: Base, cands: list[Candidate], skip: set[str]) -> list[Candidate]:
+        """Top-1 budgets: each structural candidate alone on the first SCREEN calibration inputs; one that flips
+        more of them than the budget allows on the whole set cannot pass (flips only add up): it is skipped."""
+        n = len(self.measure.ref[0])
+        allowed = math.floor((1 - self.budget.bound) * n + 1e-9)
+        if self.budget.metric != "top1" or n <= SCREEN:
+            return cands
+        keep = []
+        for c in cands:
+            if c.structural:
+                m, _ = self.build(b, Edit().plus([c]))
+                got = None if m is None else self.measure.agreement(m, SCREEN)
+                if got is None or round((1 - got["top1"]) * SCREEN) > allowed:
+                    skip.add(c.label)
+                    continue
+            keep.append(c)
+        return keep
 
     def _merges(self, b: Base) -> list[Candidate]:
         acts = runtime.outputs(b.model, {k: v[:16] for k, v in self.measure.feed.items()}, self.measure.batch,
