@@ -130,5 +130,4 @@ def test_a_nan_objective_is_null_in_a_strict_manifest(planted, tmp_path):
     r = vizcore.render(model, [Nan(), "1:0"], steps=2, size=16, on_warning=lambda m: None)
     r.save(tmp_path / "o")
     text = (tmp_path / "o" / "manifest.json").read_text()
-    assert "NaN" not in text
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))

@@ -94,6 +94,12 @@ class ChannelStats:
         return np.maximum(np.abs(self.hi), np.abs(self.lo))
 
     @property
+    def mean(self) -> np.ndarray:
+        """Per-channel mean over every sample and position (needs `moments`)."""
+        assert self.total is not None, "made without moments"
+        return self.total / max(self.count, 1)
+
+    @property
     def std(self) -> np.ndarray:
         """Per-channel standard deviation over every sample and position (needs `moments`)."""
         assert self.total is not None and self.sumsq is not None, "made without moments"

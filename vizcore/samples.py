@@ -141,6 +141,20 @@ def read_image(p: Path, shape: Sequence[int], flag: str) -> np.ndarray:
                           "remove it or convert it") from exc
 
 
+def read_picture(path: Path, flag: str = "picture") -> np.ndarray:
+    """An image file at its own size as (C, H, W) float32 in 0..1 (grey stays one channel, anything else RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise OptionError(f"{flag}: {path.name} has more than {MAX_PIXELS:,} pixels (refused unread)")
+            a = np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise OptionError(f"{flag}: cannot read {path.name}: {oneline(exc, 200, typed=False)}") from exc
+    return (a[..., None] if a.ndim == 2 else a).transpose(2, 0, 1)
+
+
 def _regular_files(path: Path, flag: str, suffixes: Sequence[str]) -> list[Path]:
     """The files with one of `suffixes` in a folder (not recursive, sorted by name), or the one file given; each
     must be a readable regular file (a FIFO, a device or a folder so named is a one-line OptionError)."""

@@ -188,3 +188,25 @@ class Copies(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c2(torch.relu(self.c1(x))).mean((2, 3))
+
+
+class TwoBlocks(nn.Module):
+    """stem; a redundant residual block (branch output x 1e-4: removable); an essential one (branch x 4); linear
+    head without bias: for the lossy prune."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(11)
+        self.stem, self.sb = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.a1, self.ab1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.a2, self.ab2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.b1, self.bb1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.b2, self.bb2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 5, bias=False)
+        randomize_bn(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.relu(self.sb(self.stem(x)))
+        s = torch.relu(s + 1e-4 * self.ab2(self.a2(torch.relu(self.ab1(self.a1(s))))))
+        s = torch.relu(s + 4.0 * self.bb2(self.b2(torch.relu(self.bb1(self.b1(s))))))
+        return self.fc(s.mean((2, 3)))

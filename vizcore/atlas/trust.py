@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..analysis.exemplars import exemplars
 from ..analysis.trust import NEEDS_DATA, Target, assess
@@ -18,16 +17,14 @@ from ..exporters.exemplars import strip
 from ..images import png_bytes
 from ..inputspace import resolve
 from ..model import Model
-from ..samples import is_image
+from ..samples import is_image, read_picture
 from .cache import VERDICT_RANK, UnitRecord
 from .output import write_bytes
 
 
 def _picture(path: Path) -> np.ndarray:
     """A unit's stored picture as (C, H, W) float32 in 0..1."""
-    with Image.open(path) as im:
-        a = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im, dtype=np.float32) / 255.0
-    return (a[..., None] if a.ndim == 2 else a).transpose(2, 0, 1)
+    return read_picture(path, "atlas picture")
 
 
 def add_evidence(out: Path, model: Model, records: Sequence[UnitRecord], settings: dict[str, Any],

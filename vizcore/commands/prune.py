@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the probes and random inputs (default 0)")
     p.add_argument("--latency-reps", type=int, default=20, help="interleaved latency repetitions (0: skip)")
     p.add_argument("--verbose", "-v", action="store_true", help="list every removed and kept unit")
+    g = p.add_argument_group("lossy pruning under a budget (without --budget: lossless only)")
+    g.add_argument("--budget", metavar="METRIC=BOUND", help="agreement with the original on --data (the calibration "
+                   "set) the result must keep: top1=0.99, rel=0.02, cos=0.995 or kl=0.01; add ,macs=0.75 to require "
+                   "at most 75%% of the MACs. --verify-data (held-out) must meet it too, else nothing is written")
+    g.add_argument("--recover", type=int, default=0, metavar="STEPS", help="distil the result towards the "
+                   "original's outputs on --data for STEPS minibatches (no labels), then verify again")
+    g.add_argument("--max-steps", type=int, default=60, help="candidate sets the search may measure (default 60)")
+    g.add_argument("--max-time", type=float, default=None, metavar="SECONDS", help="time the search may take")
+    g.add_argument("--recover-lr", type=float, default=1e-4, help="recovery learning rate (Adam, default 1e-4)")
+    g.add_argument("--device", default="auto", help="recovery device: auto (CUDA if there is a GPU), cpu, cuda")
+    g.add_argument("--plot", metavar="FILE.png", help="write the agreement vs MACs curve here")
     add_model_flags(p, "input size for free spatial dims: PX or H,W (default: the model's, else 224)",
                     "evidence and verification")
     return p
@@ -61,23 +73,34 @@ def options(args: argparse.Namespace) -> Any:
     return PruneOptions(
         from_check=args.from_check, data=args.data, verify_data=args.verify_data, duplicates=args.duplicates,
         tolerance=args.tolerance, margin=args.margin, dry_run=args.dry_run, force=args.force, probes=args.probes,
-        seed=args.seed, latency_reps=args.latency_reps, size=size_of(args), preprocess=args.preprocess,
+        seed=args.seed, latency_reps=args.latency_reps, budget=args.budget, recover=args.recover,
+        max_steps=args.max_steps, max_time=args.max_time, recover_lr=args.recover_lr, device=args.device,
+        size=size_of(args), preprocess=args.preprocess,
         value_range=args.value_range, layout=args.layout, feeds=dict(read_feed(t) for t in args.feed))
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    from ..files import atomic_write_text
+    from ..errors import OptionError
+    from ..files import atomic_write_bytes, atomic_write_text
     from ..prune import prune
 
     refuse_inputs({"--json": args.json, "--out": args.out}, [args.model, args.from_check, args.data,
                                                             args.verify_data])
     opts = options(args)
+    if args.plot and opts.budget is None:
+        raise OptionError("--plot draws the curve of a lossy prune", "add --budget, or leave --plot out")
 
     with console.status("pruning…") if console.is_terminal and args.json != "-" else _null() as status:
         def progress(msg: str) -> None:
             if status is not None:
                 status.update(escape(msg) + "…")
+            elif opts.budget is not None:  # not a terminal: plain lines (a lossy prune takes minutes)
+                print(msg, file=sys.stderr, flush=True)
         rep = prune(args.model, args.out, opts, progress=progress)
+    if args.plot and rep.budget is not None:
+        from ..prune.plot import curve_png
+
+        atomic_write_bytes(Path(args.plot), curve_png(rep.to_json()))
     if args.json == "-":
         print(rep.dumps(), end="")
     else:
@@ -97,6 +120,8 @@ class _null:
 
 def show(rep: Any, console: Console, verbose: bool = False) -> None:
     """The rich tables: what was removed, the verification, what it bought."""
+    if rep.budget is not None:
+        return show_budget(rep, console, verbose)
     c = rep.counts()
     console.print(f"[bold]{escape(rep.model)}[/]: {c['removed']} dead removed, {c['folded']} constant folded, "
                   f"{c['merged']} duplicates merged; {c['kept']} candidates kept ({c['inconclusive']} inconclusive)")
@@ -165,3 +190,54 @@ def _costs(rep: Any, console: Console) -> None:
 def _ratio(pair: list[int]) -> str:
     a, b = pair
     return f"{a:,} → {b:,} ({b / a:.1%})" if a else "0"
+
+
+def _metric(values: dict | None, key: str) -> str:
+    return "-" if not values or key not in values else f"{values[key]:.4g}"
+
+
+def show_budget(rep: Any, console: Console, verbose: bool = False) -> None:
+    """A lossy prune: the accepted steps, what it bought, the budget's verdict."""
+    b = rep.budget
+    key = b["metric"]
+    macs0 = rep.cost["macs"][0] if rep.cost else None
+    t = Table(title=f"accepted steps (budget {key}={b['bound']:g}; importance: {rep.evidence.get('importance')})",
+              title_justify="left")
+    for col in ("step", "removed", "MACs left", f"{key} calibration", f"{key} held-out", "latency"):
+        t.add_column(col, justify="right" if col != "removed" else "left")
+    for st in rep.steps:
+        what = ", ".join(sorted({u["kind"] for u in st["units"]}))
+        if verbose or len(st["units"]) == 1:
+            what += ": " + "; ".join(u["unit"] for u in st["units"][: None if verbose else 1])
+        else:
+            what = f"{len(st['units'])} {what}"
+        lat = st.get("latency") or {}
+        t.add_row(str(st["step"]), escape(what), f"{st['macs'] / macs0:.1%}" if macs0 else "-",
+                  _metric(st["calibration"], key), _metric(st.get("held_out"), key),
+                  f"×{lat['ratio']:.2f}" if lat else "-")
+    console.print(t)
+    if rep.recovery:
+        r = rep.recovery
+        console.print(f"recovery: {r['steps']} steps on {r['device']} in {r['seconds']:.0f} s, loss "
+                      f"{r['loss_first']:.4g} → {r['loss_last']:.4g}; calibration {key} "
+                      f"{_metric(r['calibration_before'], key)} → "
+                      f"{_metric(r['calibration_after'], key)} ({'kept' if r['kept'] else 'not better: dropped'})")
+    for op, n in list(rep.frozen_ops.items())[: None if verbose else 5]:
+        console.print(f"  [yellow]not understood[/] {escape(op)} ({n}): channels reaching it are kept",
+                      highlight=False)
+    for note in rep.notes:
+        console.print(f"  [dim]note: {escape(note)}[/]", highlight=False)
+    if rep.cost:
+        _costs(rep, console)
+    held = _metric(b.get("held_out"), key)
+    line = (f"{key} calibration {_metric(b['calibration'], key)}, held-out {held}; MACs {b['macs_fraction']:.1%} of "
+            f"the original; search stopped: {escape(b['stopped'] or '-')}")
+    if rep.verified:
+        done = f"wrote {escape(str(rep.out))}" if rep.written else "nothing written (dry run)"
+        console.print(f"[bold green]BUDGET MET[/] {line}; {done}")
+    else:
+        missed = ", ".join(f"{k} by {v:.4g}" for k, v in b["missed_by"].items() if v)
+        if rep.interface and not rep.interface["identical"]:
+            missed = (missed + ", " if missed else "") + "the interface changed"
+        console.print(f"[bold red]BUDGET MISSED[/] ({missed}) {line}; nothing written")
+

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,16 +10,16 @@ import numpy as np
 import onnx
 
 from .. import onnxfile
-from ..errors import ModelLoadError, OptionError, OutputError, oneline
-from ..outdir import check_creatable
+from ..errors import ModelLoadError, OptionError, oneline
 from . import cost, runtime, surgery, verify
 from .channels import analyze
-from .evidence import CheckVerdicts, Evidence, verdicts
+from .evidence import CheckVerdicts, Evidence, gather_evidence, verdicts
 from .graph import Graph
 from .inputs import Feeder, feeder
 from .options import PruneOptions
 from .plan import Plan, decide
 from .report import PruneReport
+from .writer import check_out, checker, full_check, write
 
 #: Values the probes and data of one prune may hold at once (float32): 1 GiB.
 MAX_INPUT_VALUES = 1 << 28
@@ -43,23 +41,6 @@ def _input_sets(feed: Feeder, o: PruneOptions) -> tuple[dict, dict, dict[str, in
         ver["verify-data"] = feed.feed(feed.data(o.verify_data, "--verify-data"), o.seed + 2)
     ver["random"] = feed.feed(feed.probes(3, o.seed + 3, photos=False)[0][:3], o.seed + 3)
     return ev, ver, sources
-
-
-def gather_evidence(model, ch, sets: dict, check, batch: int) -> Evidence:
-    """Sink-tensor statistics over every evidence input."""
-    ev = Evidence(check=check)
-    tensors = sorted({s.tensor for s in ch.sinks} | {t for gate in ch.gates for t in gate[:2]})
-    if not tensors:
-        return ev
-    sess = runtime.session(model, tensors)
-    start = 0
-    for name, feed in sets.items():
-        n = len(next(iter(feed.values())))
-        ev.sources[name] = n
-        for out in runtime.run_all(sess, runtime.chunks(feed, batch)):
-            ev.collect({t: out[t] for t in tensors}, start)
-            start += len(out[tensors[0]])
-    return ev
 
 
 def _verify(model, pruned, sets: dict, batches: tuple[int, ...]) -> list[verify.Comparison]:
@@ -98,12 +79,21 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
 
     When the pruned outputs differ by more than `tolerance` (relative to each output's scale) the report has
     `verified == False` and a `culprit`, and nothing is written. The input file is only read.
+
+    With `budget` (e.g. "top1=0.99", see `vizcore.prune.budget`) the prune is lossy: channel classes, near copies,
+    residual branches and shape-preserving runs go while the agreement with the original on `data` (the
+    calibration set) stays within the budget; `recover=STEPS` distils the result; `verify_data` (held-out, read
+    only after the search) must meet the budget too, else nothing is written (see `vizcore.prune.compress`).
     """
     o = (options or PruneOptions()).replace(**overrides)
     say = progress or (lambda msg: None)
-    out_path = _check_out(model_path, out, o.force, o.dry_run)
+    out_path = check_out(model_path, out, o.force, o.dry_run)
     say("loading")
     file = onnxfile.read(model_path)
+    if o.budget is not None:
+        from .compress import compress
+
+        return compress(model_path, out_path, file, o, say)
     model, external = file.proto, file.external
     check = _read_check(o.from_check, file.sha256) if o.from_check else None
     feed = feeder(model, size=o.size, preprocess=o.preprocess, value_range=o.value_range, layout=o.layout,
@@ -124,14 +114,14 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
     report.notes.extend(f"input space: {w}" for w in feed.space.warnings)
     say("pruning and verifying")
     pruned = surgery.apply(model, ch, plan, ev)
-    _checker(pruned, _full_check(model))
+    checker(pruned, full_check(model))
     report.verification = _verify(model, pruned, {**ev_sets, **ver_sets}, batches)
     if not report.verified:
         say("bisecting")
         report.culprit = _culprit(model, ch, plan, ev, {**ev_sets, **ver_sets}, batches, o.tolerance)
         return report
     say("measuring")
-    _measure(report, model, pruned, one, o.latency_reps)
+    report.layers, report.cost = cost.compare(model, pruned, one, o.latency_reps)
     if out_path is not None and not o.dry_run:
         write(pruned, out_path, external, o.force)
         report.written = True
@@ -161,38 +151,6 @@ def _read_check(path: str | Path, sha256: str) -> CheckVerdicts:
     return verdicts(report, str(path))
 
 
-def _check_out(model_path, out, force: bool, dry_run: bool) -> Path | None:
-    if out is None:
-        if not dry_run:
-            raise OptionError("no output file", "pass --out SMALLER.onnx, or --dry-run to only report")
-        return None
-    p = Path(out)
-    if p.resolve() == Path(model_path).resolve():
-        raise OutputError(f"--out {p} is the input model", "the input is never overwritten; choose another --out")
-    if p.exists() and not force and not dry_run:
-        raise OutputError(f"{p} exists", "choose another --out, or pass --force to replace it")
-    if not dry_run:
-        check_creatable(p)  # a folder under a regular file: refused before any work
-    return p
-
-
-def _full_check(model: onnx.ModelProto) -> bool:
-    """Whether a graph passes onnx's checker with shape inference (the input may not: then nor can its pruning)."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-        return True
-    except Exception:  # noqa: BLE001 - onnx raises several kinds
-        return False
-
-
-def _checker(pruned: onnx.ModelProto, full: bool) -> None:
-    """The pruned graph passes the checker at least as strictly as the original did."""
-    try:
-        onnx.checker.check_model(pruned, full_check=full)
-    except Exception as exc:  # a bug in the surgery, not the user's fault: say so plainly
-        raise RuntimeError(f"the pruned graph fails onnx.checker: {exc}") from exc
-
-
 def _report(model_path, out_path, ch, plan: Plan, ev: Evidence, tol: float, dry_run: bool) -> PruneReport:
     src = {"sources": dict(ev.sources), "check": ev.check.path if ev.check else None}
     notes = list(plan.notes)
@@ -208,46 +166,3 @@ def _report(model_path, out_path, ch, plan: Plan, ev: Evidence, tol: float, dry_
         r.removed.append(entry)
     r.kept = [{"unit": plan.labels.get(root, f"class {root}"), "reason": why} for root, why in plan.kept]
     return r
-
-
-def _measure(report: PruneReport, model, pruned, feed, reps: int) -> None:
-    sa = runtime.shapes(model, feed)
-    sb = runtime.shapes(pruned, feed)
-    before, after = cost.layer_costs(model, sa), cost.layer_costs(pruned, sb)
-    ta, tb = cost.layer_latency(model, pruned, feed, reps=max(3, reps // 2)) if reps else ({}, {})
-    for key, b in before.items():
-        a = after.get(key, {"channels": 0, "params": 0, "macs": 0})
-        if a != b:
-            report.layers.append({"layer": b["name"], "op": b["op"], "channels": [b["channels"], a["channels"]],
-                                  "params": [b["params"], a["params"]], "macs": [b["macs"], a["macs"]],
-                                  "latency_s": [ta.get(b["name"]), tb.get(a.get("name", b["name"]))]})
-    lat = (cost.latency(runtime.session(model, timed=True), runtime.session(pruned, timed=True), feed, reps=reps)
-           if reps else {})
-    report.cost = {"params": [cost.params(model), cost.params(pruned)], "macs": [cost.macs(model, sa),
-                   cost.macs(pruned, sb)], "file_bytes": [cost.weight_bytes(model), cost.weight_bytes(pruned)],
-                   "latency": lat}
-
-
-def write(model: onnx.ModelProto, path: Path, external: bool, force: bool) -> None:
-    """Write atomically (a temporary file and a rename); weights go to `NAME.data` when the input had external data.
-    Neither file replaces an existing one without `force`."""
-    path = Path(path)
-    data_path = path.parent / (path.name + ".data")
-    for target in (path, data_path) if external else (path,):
-        if target.exists() and not force:
-            raise OutputError(f"{target} exists", "choose another --out, or pass --force to replace it")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
-            tmp_model = Path(tmp) / path.name
-            if external:
-                onnx.save_model(model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
-                                location=data_path.name, size_threshold=1024)
-                data = Path(tmp) / data_path.name
-                if data.exists():
-                    os.replace(data, data_path)
-            else:
-                onnx.save_model(model, str(tmp_model))
-            os.replace(tmp_model, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}", "choose a writable --out") from exc

@@ -10,6 +10,7 @@ import onnx
 
 from .. import onnxfile
 from ..inputs import read_json
+from . import runtime
 from .graph import attr
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -120,3 +121,24 @@ def layer_latency(model_a: onnx.ModelProto, model_b: onnx.ModelProto, feed: dict
                     times.setdefault(name[: -len("_kernel_time")], []).append(float(e.get("dur", 0)) * 1e-6)
             out.append({k: statistics.median(v) for k, v in times.items()})
     return out[0], out[1]
+
+
+def compare(model: onnx.ModelProto, pruned: onnx.ModelProto, feed: dict, reps: int) -> tuple[list[dict], dict]:
+    """Per changed Conv/Gemm/MatMul layer and in total: channels, parameters, MACs, latency (profiled per node,
+    interleaved in total), before and after."""
+    layers: list[dict] = []
+    sa = runtime.shapes(model, feed)
+    sb = runtime.shapes(pruned, feed)
+    before, after = layer_costs(model, sa), layer_costs(pruned, sb)
+    ta, tb = layer_latency(model, pruned, feed, reps=max(3, reps // 2)) if reps else ({}, {})
+    for key, b in before.items():
+        a = after.get(key, {"channels": 0, "params": 0, "macs": 0})
+        if a != b:
+            layers.append({"layer": b["name"], "op": b["op"], "channels": [b["channels"], a["channels"]],
+                           "params": [b["params"], a["params"]], "macs": [b["macs"], a["macs"]],
+                           "latency_s": [ta.get(b["name"]), tb.get(a.get("name", b["name"]))]})
+    lat = (latency(runtime.session(model, timed=True), runtime.session(pruned, timed=True), feed, reps=reps)
+           if reps else {})
+    total = {"params": [params(model), params(pruned)], "macs": [macs(model, sa), macs(pruned, sb)],
+             "file_bytes": [weight_bytes(model), weight_bytes(pruned)], "latency": lat}
+    return layers, total

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..channelstats import ChannelStats
+from . import runtime
 
 if TYPE_CHECKING:
     from ..health.results import CheckReport
+    from .graph import Channels
 
 @dataclass
 class Evidence:
@@ -21,11 +23,12 @@ class Evidence:
     stats: dict[str, ChannelStats] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)
     check: CheckVerdicts | None = None
+    sketch: bool = True  # the random-projection sketch that finds exact copies (the lossy mode needs only moments)
 
     def collect(self, outputs: dict[str, np.ndarray], start: int) -> None:
         for i, (name, x) in enumerate(sorted(outputs.items())):
             if name not in self.stats:
-                self.stats[name] = ChannelStats(moments=True, sketch_seed=1000 + i)
+                self.stats[name] = ChannelStats(moments=True, sketch_seed=1000 + i if self.sketch else None)
             self.stats[name].add(x, start)
 
 
@@ -44,3 +47,21 @@ def verdicts(report: CheckReport, path: str) -> CheckVerdicts:
     dead = {lay.name: {int(c) for c in lay.dead} for lay in report.layers}
     const = {lay.name: {int(c) for c in lay.constant} for lay in report.layers}
     return CheckVerdicts(path, dead, const)
+
+
+def gather_evidence(model, ch: Channels, sets: dict, check: CheckVerdicts | None, batch: int,
+                    sketch: bool = True) -> Evidence:
+    """Sink-tensor statistics over every evidence input."""
+    ev = Evidence(check=check, sketch=sketch)
+    tensors = sorted({s.tensor for s in ch.sinks} | {t for gate in ch.gates for t in gate[:2]})
+    if not tensors:
+        return ev
+    sess = runtime.session(model, tensors)
+    start = 0
+    for name, feed in sets.items():
+        n = len(next(iter(feed.values())))
+        ev.sources[name] = n
+        for out in runtime.run_all(sess, runtime.chunks(feed, batch)):
+            ev.collect({t: out[t] for t in tensors}, start)
+            start += len(out[tensors[0]])
+    return ev

@@ -95,7 +95,7 @@ class Graph:
             self.inits[name].CopyFrom(numpy_helper.from_array(arr, name))
             return
         base = name or f"{node.name or node.op_type}_in{idx}"
-        new = _unique(f"{base}_pruned", self)
+        new = unique(f"{base}_pruned", self)
         self.model.graph.initializer.append(numpy_helper.from_array(arr, new))
         while len(node.input) <= idx:
             node.input.append("")
@@ -103,7 +103,8 @@ class Graph:
         self.refresh()
 
 
-def _unique(base: str, g: Graph) -> str:
+def unique(base: str, g: Graph) -> str:
+    """`base`, or `base1`, `base2`, ...: a name no initializer, node output or input of `g` has."""
     name, i = base, 0
     taken = set(g.inits) | set(g.producer) | set(g.inputs)
     while name in taken:

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import OptionError, closest
 from ..graph_inputs import parse_size
 from ..inputspace import parse_norm, parse_range
+from .budget import Budget, parse_budget
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class PruneOptions:
     seed: int = 0
     batch: int = 4
     latency_reps: int = 20
+    # lossy pruning under a budget (None: the lossless mode)
+    budget: Budget | str | None = None  # "top1=0.99", "rel=0.02", "cos=0.995", "kl=0.01" (",macs=0.75")
+    recover: int = 0  # distillation steps after the search (0: none)
+    max_steps: int = 60  # trials (measured candidate sets) the search may make
+    max_time: float | None = None  # seconds the search may take
+    recover_lr: float = 1e-4
+    device: str = "auto"  # recovery: "auto" (CUDA when there is a GPU), "cpu", "cuda"
     # the input flags every command shares (see vizcore.commands._model_flags)
     size: int | tuple[int, ...] | None = None
     preprocess: str | None = None
@@ -42,18 +50,33 @@ class PruneOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
                 raise OptionError(f"--{name} {v!r} must be a finite number >= 0")
-        for name, low in (("probes", 1), ("seed", 0), ("batch", 1), ("latency_reps", 0)):
+        for name, low in (("probes", 1), ("seed", 0), ("batch", 1), ("latency_reps", 0), ("recover", 0),
+                          ("max_steps", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise OptionError(f"--{name.replace('_', '-')} {v!r} must be a whole number >= {low}")
         if self.probes > 4096 or self.batch > 1024:
             raise OptionError("--probes is at most 4096 and the batch at most 1024")
+        self._lossy()
         if self.size is not None:
             object.__setattr__(self, "size", parse_size(self.size, least=1))
         if self.value_range is not None:
             parse_range(self.value_range)
         if self.preprocess is not None:
             parse_norm(self.preprocess)
+
+    def _lossy(self) -> None:
+        if self.budget is not None:
+            object.__setattr__(self, "budget", parse_budget(self.budget))
+        elif self.recover:
+            raise OptionError("--recover needs --budget", "recovery tunes a lossy prune; give --budget top1=0.99 …")
+        for name in ("max_time", "recover_lr"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not
+                                  (math.isfinite(v) and v > 0)):
+                raise OptionError(f"--{name.replace('_', '-')} {v!r} must be a number > 0")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise OptionError(f"--device {self.device!r}: unknown", "use auto, cpu or cuda")
 
     def replace(self, **changes: Any) -> PruneOptions:
         """A copy with `changes` (validated); unknown names get a one-line error with the closest ones."""

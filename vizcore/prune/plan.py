@@ -20,6 +20,8 @@ class Plan:
     remove: set[int] = field(default_factory=set)
     fold: set[int] = field(default_factory=set)
     merge: dict[int, int] = field(default_factory=dict)  # removed copy -> kept original
+    scale: dict[int, float] = field(default_factory=dict)  # merged copy -> its factor (a near copy ~ scale * original)
+    approx: set[int] = field(default_factory=set)  # lossy: removed, its mean folded into the consumers' biases
     kept: list[tuple[int, str]] = field(default_factory=list)
     inconclusive: int = 0
     labels: dict[int, str] = field(default_factory=dict)
@@ -27,16 +29,16 @@ class Plan:
 
     @property
     def drop(self) -> set[int]:
-        return self.remove | self.fold | set(self.merge)
+        return self.remove | self.fold | set(self.merge) | self.approx
 
     def only(self, roots: set[int]) -> Plan:
         """The same plan restricted to `roots` (for the bisection)."""
         return Plan(self.remove & roots, self.fold & roots, {b: a for b, a in self.merge.items() if b in roots},
-                    labels=self.labels)
+                    {b: s for b, s in self.scale.items() if b in roots}, self.approx & roots, labels=self.labels)
 
     def actions(self) -> list[tuple[str, int]]:
         return sorted([("remove", r) for r in self.remove] + [("fold", r) for r in self.fold] +
-                      [("merge", r) for r in self.merge], key=lambda x: x[1])
+                      [("merge", r) for r in self.merge] + [("approx", r) for r in self.approx], key=lambda x: x[1])
 
 
 def labels(ch: Channels) -> dict[int, str]:
@@ -151,7 +153,7 @@ def decide(ch: Channels, g: Graph, ev: Evidence, duplicates: bool = False, margi
             plan.kept.append((root, f"the check called it dead, but it reaches {peak:.3g} on the probes"))
     if duplicates:
         _duplicates(ch, ev, reads, frozen, plan)
-    _keep_one(ch, plan)
+    keep_one(ch, plan)
     return plan
 
 
@@ -190,7 +192,7 @@ def _matches(ch: Channels, ev: Evidence, s: Sink, k: int, root: int, cand: int) 
     return _same(t, int(where[occ]), t, k)
 
 
-def _keep_one(ch: Channels, plan: Plan) -> None:
+def keep_one(ch: Channels, plan: Plan) -> None:
     """Never empty a tensor: where every channel would go, the first one stays."""
     changed = True
     while changed:
@@ -202,6 +204,7 @@ def _keep_one(ch: Channels, plan: Plan) -> None:
                 r = int(roots[0])
                 plan.remove.discard(r)
                 plan.fold.discard(r)
+                plan.approx.discard(r)
                 plan.merge.pop(r, None)
                 for b, a in list(plan.merge.items()):
                     if a == r:

@@ -41,10 +41,19 @@ class PruneReport:
     written: bool = False
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
+    # the lossy mode (`budget=`): the verdict, the accepted steps, the recovery, the graph's check and interface
+    budget: dict[str, Any] | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    recovery: dict[str, Any] | None = None
+    checker: str | None = None
+    interface: dict[str, Any] | None = None
 
     @property
     def verified(self) -> bool:
-        """True when every output of every input set stayed within the tolerance."""
+        """Lossless: every output of every input set stayed within the tolerance. With a budget: the budget holds
+        on the calibration and held-out data (and the MACs target, if any), the interface is the original's."""
+        if self.budget is not None:
+            return bool(self.budget["met"])
         return bool(self.verification) and all(c.worst <= self.tolerance for c in self.verification)
 
     @property
@@ -54,7 +63,8 @@ class PruneReport:
     def counts(self) -> dict[str, int]:
         acts = [r["action"] for r in self.removed]
         return {"removed": acts.count("remove"), "folded": acts.count("fold"), "merged": acts.count("merge"),
-                "kept": len(self.kept), "inconclusive": self.inconclusive}
+                "blocks": acts.count("block") + acts.count("identity"), "kept": len(self.kept),
+                "inconclusive": self.inconclusive}
 
     def to_json(self) -> dict[str, Any]:
         return _safe({"model": self.model, "out": self.out, "written": self.written, "dry_run": self.dry_run,
@@ -62,7 +72,9 @@ class PruneReport:
                       "max_relative_diff": self.max_relative_diff, "counts": self.counts(),
                       "evidence": self.evidence, "removed": self.removed, "kept": self.kept,
                       "frozen_ops": self.frozen_ops, "verification": [c.to_json() for c in self.verification],
-                      "culprit": self.culprit, "cost": self.cost, "layers": self.layers, "notes": self.notes})
+                      "culprit": self.culprit, "cost": self.cost, "layers": self.layers, "notes": self.notes,
+                      "budget": self.budget, "steps": self.steps, "recovery": self.recovery, "checker": self.checker,
+                      "interface": self.interface})
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2) + "\n"

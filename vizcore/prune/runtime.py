@@ -55,3 +55,32 @@ def run_all(sess, batches: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str
     names = [o.name for o in sess.get_outputs()]
     for b in batches:
         yield dict(zip(names, sess.run(None, b)))
+
+
+def outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray], batch: int, names: Sequence[str] = (),
+            as_dict: bool = False) -> Any:
+    """The model's outputs (or the tensors `names`) on every input of `feed`, run in batches and concatenated: a
+    list in the graph's output order, or with `as_dict` a dict by name."""
+    sess = session(model, names)
+    want = list(names) or [o.name for o in sess.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in want}
+    for b in chunks(feed, batch):
+        for n, v in zip(want, sess.run(want, b)):
+            parts[n].append(v)
+    got = {n: np.concatenate(v) for n, v in parts.items()}
+    return got if as_dict else [got[n] for n in want]
+
+
+def means(model: onnx.ModelProto, feed: dict[str, np.ndarray], batch: int, names: Sequence[str]
+          ) -> dict[str, np.ndarray]:
+    """Per-channel means (over samples and positions, float64) of the tensors `names`, shaped (1, C, 1, ...) to
+    broadcast against them; run in batches, nothing but the sums kept."""
+    sess = session(model, names)
+    sums: dict[str, np.ndarray] = {}
+    count: dict[str, int] = {}
+    for b in chunks(feed, batch):
+        for n, v in zip(names, sess.run(list(names), b)):
+            axes = tuple(i for i in range(v.ndim) if i != 1)
+            sums[n] = sums.get(n, 0.0) + v.sum(axis=axes, dtype=np.float64, keepdims=True)
+            count[n] = count.get(n, 0) + v.size // max(v.shape[1], 1)
+    return {n: sums[n] / max(count[n], 1) for n in sums}

@@ -7,7 +7,7 @@ import onnx
 from onnx import helper
 
 from .evidence import Evidence
-from .graph import Channels, Graph, Sink, attr, set_attr
+from .graph import Channels, Graph, Sink, attr, set_attr, unique
 from .plan import Plan
 
 
@@ -55,18 +55,22 @@ class Surgeon:
         w = self.g.const(n.input[1]).copy()
         roots = self._roots[s.tensor]
         for b, a in self.plan.merge.items():
+            f = self.plan.scale.get(b, 1.0)
             for kb, ka in zip(np.flatnonzero(roots == b), np.flatnonzero(roots == a)):
-                _axis(w, s.w_axis, ka)[...] += _axis(w, s.w_axis, kb)
-        folds = [k for k in np.flatnonzero(~keep) if int(roots[k]) in self.plan.fold]
-        if folds:
+                _axis(w, s.w_axis, ka)[...] += f * _axis(w, s.w_axis, kb)
+        folds = [k for k in np.flatnonzero(~keep) if int(roots[k]) in self.plan.fold | self.plan.approx]
+        if folds and n.op_type in ("Conv", "Gemm"):
             self.fold(n, s, w, folds)
         self.g.set_input_const(n, 1, np.take(w, np.flatnonzero(keep), axis=s.w_axis))
 
     def fold(self, n: onnx.NodeProto, s: Sink, w: np.ndarray, ks: list[int]) -> None:
-        """bias += W[:, k] * value for each constant input channel k (exact: no padding, checked by the plan)."""
+        """bias += W[:, k] * value for each constant input channel k (exact: no padding, checked by the plan); a
+        channel removed with loss (`plan.approx`) folds its mean the same way (approximate at a zero-padded border)."""
         st = self.ev.stats[s.tensor]
+        roots = self._roots[s.tensor]
         vals = np.zeros(w.shape[s.w_axis], dtype=np.float64)
-        vals[ks] = st.lo[ks]
+        for k in ks:
+            vals[k] = st.mean[k] if int(roots[k]) in self.plan.approx else st.lo[k]
         if n.op_type == "Conv":
             extra = w.astype(np.float64).reshape(w.shape[0], w.shape[1], -1).sum(-1) @ vals
             bidx, scale = 2, 1.0
@@ -209,6 +213,74 @@ def _drop_unused(m: onnx.ModelProto) -> None:
     if len(inputs) != len(m.graph.input):
         del m.graph.input[:]
         m.graph.input.extend(inputs)
+
+
+def _used(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node reads, in this graph and in its subgraphs (If/Loop bodies read outer names)."""
+    used = set()
+    for n in graph.node:
+        used.update(i for i in n.input if i)
+        for a in n.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                used |= _used(sub)
+    return used
+
+
+def drop_dead_nodes(m: onnx.ModelProto) -> int:
+    """Remove nodes whose outputs nothing reads (not a graph output, not read by any node); how many went."""
+    outs = {o.name for o in m.graph.output}
+    gone = 0
+    while True:
+        used = _used(m.graph) | outs
+        dead = [n for n in m.graph.node if not any(o in used for o in n.output if o)]
+        if not dead:
+            break
+        for n in dead:
+            m.graph.node.remove(n)
+        gone += len(dead)
+    _drop_unused(m)
+    return gone
+
+
+def bypass(model: onnx.ModelProto, target: str, source: str, offset: np.ndarray | None = None
+           ) -> onnx.ModelProto | None:
+    """A copy where every reader of tensor `target` reads `source` instead (a residual branch dropped: the Add's output
+    becomes its other operand; a shape-preserving run becomes identity), or `source + offset` (per channel, axis 1),
+    without the nodes that nothing reads any more. None when `target` or `source` is no longer computed (an earlier
+    bypass removed it) or the offset no longer fits its channels."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    made = {o for n in m.graph.node for o in n.output} | {i.name for i in m.graph.input}
+    if target not in made or source not in made or target == source:
+        return None
+    if offset is not None:
+        source = _offset(m, target, source, offset)
+        if source is None:
+            return None
+    if target in {o.name for o in m.graph.output}:  # the graph's interface stays: target = Identity(source)
+        for i, n in enumerate(m.graph.node):
+            if target in n.output:
+                m.graph.node.insert(i, helper.make_node("Identity", [source], [target], name=f"{target}_bypass"))
+                n.output[list(n.output).index(target)] = f"{target}_bypassed"
+                break
+    else:
+        for n in m.graph.node:
+            for k, i in enumerate(n.input):
+                if i == target:
+                    n.input[k] = source
+    del m.graph.value_info[:]
+    drop_dead_nodes(m)
+    return m
+
+
+def _offset(m: onnx.ModelProto, target: str, source: str, offset: np.ndarray) -> str | None:
+    """Insert `source + offset` (shaped (1, C, 1, ...) like the tensor) after the producer of `source`; its name."""
+    g = Graph(m)
+    name, out = unique(f"{target}_bypass_mean", g), unique(f"{target}_bypass", g)
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(offset, np.float32), name))
+    at = next((i + 1 for i, n in enumerate(m.graph.node) if source in n.output), 0)
+    m.graph.node.insert(at, helper.make_node("Add", [source, name], [out], name=out))
+    return out
 
 
 def apply(model: onnx.ModelProto, ch: Channels, plan: Plan, ev: Evidence) -> onnx.ModelProto:
