@@ -131,3 +131,12 @@ def test_a_nan_objective_is_null_in_a_strict_manifest(planted, tmp_path):
     r.save(tmp_path / "o")
     text = (tmp_path / "o" / "manifest.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+def test_prune_refuses_the_check_report_of_another_model(planted, tmp_path, capsys):
+    other = export(Planted(seed=1), tmp_path / "other.onnx")
+    report = tmp_path / "other.json"
+    assert main(["check", str(other), "--size", "16", "--no-fidelity", "--no-duplicates", "--ascent", "none",
+                 "--json", str(report), "-q"]) == 0
+    assert main(["prune", str(planted), "--dry-run", "--probes", "4", "--from-check", str(report)]) == 2
+    _one_line(capsys, "the report is about another model")
