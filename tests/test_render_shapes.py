@@ -111,7 +111,7 @@ def test_render_cli_size_and_input_flags(wide, tmp_path, capsys):
     capsys.readouterr()
     for bad, says in ((["--size", "24,40,9"], "3 values"), (["--size", "5"], "too small"),
                       (["--layout", "NLC"], "rank 4"), (["--input-shape", "x=1,3"], "4 dims"),
-                      (["--feed", f"m={tmp_path / 'no.npy'}"], "cannot read")):
+                      (["--feed", f"m={tmp_path / 'no.npy'}"], "not found")):
         assert main(["render", str(wide), "class:1", "--steps", "2", "--device", "cpu", "-q",
                      "--out", str(tmp_path / "bad"), *bad]) == 2, bad
         err = capsys.readouterr().err
@@ -262,7 +262,7 @@ def test_auto_atlas_layers_for_signal_models_and_mlps(tmp_path):
 def test_bad_feeds_are_refused_in_one_line(tmp_path, capsys):
     path = export_text(tmp_path / "text.onnx")
     cases = {"shape.npy": (np.ones((2, 5, 5), np.int64), "has shape (2, 5, 5)"),
-             "text.npy": (np.array(["a", "b"]), "not a number")}
+             "text.npy": (np.array(["a", "b"]), "not real numbers")}
     for name, (arr, says) in cases.items():
         np.save(tmp_path / name, arr)
         assert main(["inspect", str(path), "--feed", f"attention_mask={tmp_path / name}", "--no-fidelity"]) == 2
@@ -270,4 +270,4 @@ def test_bad_feeds_are_refused_in_one_line(tmp_path, capsys):
         assert says in err and "Traceback" not in err
     (tmp_path / "model.npy").write_bytes(path.read_bytes())  # not a .npy at all
     assert main(["inspect", str(path), "--feed", f"attention_mask={tmp_path / 'model.npy'}"]) == 2
-    assert "is not a .npy file" in capsys.readouterr().err
+    assert "is not a .npy array" in capsys.readouterr().err
