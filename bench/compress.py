@@ -220,7 +220,10 @@ def mobilenet(tmp: Path, args: argparse.Namespace) -> dict:
     if args.plot:
         from vizcore.prune.plot import curve_png
 
-        Path(args.plot).write_bytes(curve_png(j2 if j2["steps"] else j))
+        shown = j2 if j2["steps"] else j
+        Path(args.plot).write_bytes(curve_png(shown))
+        keep = {k: shown[k] for k in ("budget", "steps", "recovery")} | {"cost": {"macs": shown["cost"]["macs"]}}
+        Path(args.plot).with_suffix(".json").write_text(json.dumps(keep, indent=1) + "\n")  # to redraw it
     return out
 
 
@@ -244,7 +247,7 @@ def main() -> int:
     ap.add_argument("--recover", type=int, default=300)
     ap.add_argument("--latency-reps", type=int, default=20)
     ap.add_argument("--plot", default=None, help="write the MobileNetV2 curve here (e.g. docs/compress_curve.png)")
-    ap.add_argument("--json", default=str(ROOT / "bench" / "compress_results.json"))
+    ap.add_argument("--json", default="bench/compress_results.json")
     ap.add_argument("--only", choices=("mobilenet", "resnet"), default=None)
     args = ap.parse_args()
     if args.quick:
@@ -260,7 +263,9 @@ def main() -> int:
     text = json.dumps(res, indent=1)
     print(text)
     if args.json and not args.quick:
-        Path(args.json).write_text(text + "\n")
+        path = Path(args.json)
+        old = json.loads(path.read_text()) if args.only and path.exists() else {}
+        path.write_text(json.dumps(old | res, indent=1) + "\n")  # --only: the other model's figures stay
     return 0
 
 

@@ -52,7 +52,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "original's outputs on --data for STEPS minibatches (no labels), then verify again")
     g.add_argument("--max-steps", type=int, default=60, help="candidate sets the search may measure (default 60)")
     g.add_argument("--max-time", type=float, default=None, metavar="SECONDS", help="time the search may take")
-    g.add_argument("--recover-lr", type=float, default=1e-4, help="recovery learning rate (Adam, default 1e-4)")
+    g.add_argument("--recover-lr", type=float, default=1e-5, help="recovery learning rate (Adam, default 1e-5)")
     g.add_argument("--device", default="auto", help="recovery device: auto (CUDA if there is a GPU), cpu, cuda")
     g.add_argument("--plot", metavar="FILE.png", help="write the agreement vs MACs curve here")
     add_model_flags(p, "input size for free spatial dims: PX or H,W (default: the model's, else 224)",

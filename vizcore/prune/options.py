@@ -34,7 +34,7 @@ class PruneOptions:
     recover: int = 0  # distillation steps after the search (0: none)
     max_steps: int = 60  # trials (measured candidate sets) the search may make
     max_time: float | None = None  # seconds the search may take
-    recover_lr: float = 1e-4
+    recover_lr: float = 1e-5
     device: str = "auto"  # recovery: "auto" (CUDA when there is a GPU), "cpu", "cuda"
     # the input flags every command shares (see vizcore.commands._model_flags)
     size: int | tuple[int, ...] | None = None

@@ -36,32 +36,35 @@ def curve_png(rep: dict[str, Any]) -> bytes:
     lo, hi = min(ys), max(ys)
     pad = (hi - lo) * 0.1 or abs(hi) * 0.01 or 0.01
     lo, hi = lo - pad, hi + pad
+    xs = [x for pts, _, _ in series for x, _ in pts]
+    x0 = max(0.0, min(xs) - max(0.02, 0.1 * (1 - min(xs))))  # the MACs axis spans what was reached
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default()
 
-    def xy(x: float, y: float) -> tuple[float, float]:  # x: MACs left (1 -> 0 from left to right)
-        return LEFT + (1 - x) * (W - LEFT - RIGHT), TOP + (hi - y) / (hi - lo) * (H - TOP - BOTTOM)
+    def xy(x: float, y: float) -> tuple[float, float]:  # x: MACs left (1 -> x0 from left to right)
+        return LEFT + (1 - x) / (1 - x0) * (W - LEFT - RIGHT), TOP + (hi - y) / (hi - lo) * (H - TOP - BOTTOM)
 
     d.rectangle([LEFT, TOP, W - RIGHT, H - BOTTOM], outline=AXIS)
-    for t in np.linspace(0, 1, 6):
-        x, _ = xy(1 - t, lo)
+    for t in np.linspace(x0, 1, 6):
+        x, _ = xy(t, lo)
         d.line([x, H - BOTTOM, x, H - BOTTOM + 4], fill=AXIS)
-        d.text((x - 12, H - BOTTOM + 6), f"{1 - t:.0%}", fill=AXIS, font=font)
+        d.text((x - 14, H - BOTTOM + 6), f"{t:.1%}", fill=AXIS, font=font)
     for v in np.linspace(lo, hi, 5):
         _, y = xy(1, v)
         d.text((4, y - 6), f"{v:.4g}", fill=AXIS, font=font)
     _, yb = xy(1, b["bound"])
-    for x0 in range(LEFT, W - RIGHT, 12):
-        d.line([x0, yb, min(x0 + 6, W - RIGHT), yb], fill=BOUND)
-    for pts, colour, _ in series:
+    for dash in range(LEFT, W - RIGHT, 12):
+        d.line([dash, yb, min(dash + 6, W - RIGHT), yb], fill=BOUND)
+    for k, (pts, colour, _) in enumerate(series):
         if len(pts) > 1:
-            d.line([xy(*p) for p in pts], fill=colour, width=2)
+            d.line([xy(*p) for p in pts], fill=colour, width=2 + 2 * (k == 0))
         for p in pts:
             cx, cy = xy(*p)
-            d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
+            r = 5 if k == 0 else 3  # calibration under held-out: both stay visible where they coincide
+            d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
     d.text((LEFT, 8), f"{key} vs MACs left (budget {key}={b['bound']:g}, dashed)", fill=AXIS, font=font)
     for i, (_, colour, name) in enumerate(series):
-        d.text((LEFT + 8, H - BOTTOM - 34 + 14 * i), f"- {name}", fill=colour, font=font)
+        d.text((W - RIGHT - 100, TOP + 8 + 14 * i), f"- {name}", fill=colour, font=font)
     d.text((LEFT + (W - LEFT - RIGHT) // 2 - 40, H - 18), "MACs left", fill=AXIS, font=font)
     return png_bytes(img)

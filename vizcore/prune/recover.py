@@ -41,7 +41,7 @@ def _loss(ys: Sequence[torch.Tensor], refs: Sequence[torch.Tensor], kl: bool) ->
 
 def recover(model: onnx.ModelProto, size: Sequence[int] | None, feed: dict[str, np.ndarray],
             ref: Sequence[np.ndarray], *, steps: int, metric: str = "top1", seed: int = 0, batch: int = 16,
-            lr: float = 1e-4, device: str = "auto", say: Callable[[str], None] = lambda m: None
+            lr: float = 1e-5, device: str = "auto", say: Callable[[str], None] = lambda m: None
             ) -> tuple[onnx.ModelProto, dict]:
     """The model with its weights distilled for `steps` minibatches of `batch` calibration inputs; and what was done
     (the loss at the start and the end, seconds, device, tuned tensors)."""
