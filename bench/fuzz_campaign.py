@@ -121,6 +121,11 @@ def main() -> int:
                     crashes[f"inspect: exit {code}: {last.split(':')[0]}"].append(f"{seed} {what} ({last})")
     took = time.perf_counter() - t0
     print(f"{args.n} mutants (seeds {args.start}..{args.start + args.n - 1}) in {took:.0f} s")
+    return _summary(outcomes, crashes)
+
+
+def _summary(outcomes: Counter[str], crashes: dict[str, list[str]]) -> int:
+    """Print the outcome counts and the crash classes (most frequent first); 1 if there was any crash."""
     for k, v in sorted(outcomes.items()):
         print(f"  {k}: {v}")
     print(f"{len(crashes)} crash classes:")
@@ -157,12 +162,7 @@ def structural(args: argparse.Namespace, cli: object) -> int:
                 print(f"  {seed - args.start + 1}/{args.n} mutants, {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"{args.n} structural mutants (seeds {args.start}..{args.start + args.n - 1}) x {len(COMMANDS)} commands "
           f"in {time.perf_counter() - t0:.0f} s")
-    for k, v in sorted(outcomes.items()):
-        print(f"  {k}: {v}")
-    print(f"{len(crashes)} crash classes:")
-    for k, seeds in sorted(crashes.items(), key=lambda kv: -len(kv[1])):
-        print(f"  [{len(seeds)}] {k}\n       e.g. {'; '.join(seeds[:2])}")
-    return 1 if crashes else 0
+    return _summary(outcomes, crashes)
 
 
 if __name__ == "__main__":

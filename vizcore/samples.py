@@ -11,7 +11,7 @@ import functools
 import hashlib
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,34 +125,35 @@ def _photos(shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
     return np.stack(imgs), None
 
 
-def read_image(p: Path, shape: Sequence[int], flag: str) -> np.ndarray:
-    """One image file at the probe shape; a huge or unreadable file is a one-line OptionError."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(p) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise OptionError(f"{flag}: {p.name} is {w}x{h} pixels, more than {MAX_PIXELS:,} (refused unread)",
-                                  "resize it, or remove it from the folder")
-            return fit(im, shape[1], (shape[2], shape[3]))
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
-        raise OptionError(f"{flag}: cannot read {p.name}: {oneline(exc, 200, typed=False)}",
-                          "remove it or convert it") from exc
-
-
-def read_picture(path: Path, flag: str = "picture") -> np.ndarray:
-    """An image file at its own size as (C, H, W) float32 in 0..1 (grey stays one channel, anything else RGB)."""
+def _decoded(path: Path, flag: str, convert: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """`convert(image)` of one image file; a huge (refused unread: decompression bombs) or unreadable file is a
+    one-line OptionError. The one place vizcore opens an image a user or a report handed it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            if im.size[0] * im.size[1] > MAX_PIXELS:
-                raise OptionError(f"{flag}: {path.name} has more than {MAX_PIXELS:,} pixels (refused unread)")
-            a = np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"), dtype=np.float32) / 255.0
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise OptionError(f"{flag}: {path.name} is {w}x{h} pixels, more than {MAX_PIXELS:,} (refused unread)",
+                                  "resize it, or remove it from the folder")
+            return convert(im)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
-        raise OptionError(f"{flag}: cannot read {path.name}: {oneline(exc, 200, typed=False)}") from exc
-    return (a[..., None] if a.ndim == 2 else a).transpose(2, 0, 1)
+        raise OptionError(f"{flag}: cannot read {path.name}: {oneline(exc, 200, typed=False)}",
+                          "remove it or convert it") from exc
+
+
+def read_image(p: Path, shape: Sequence[int], flag: str) -> np.ndarray:
+    """One image file at the probe shape (C, H, W), in 0..1."""
+    return _decoded(p, flag, lambda im: fit(im, shape[1], (shape[2], shape[3])))
+
+
+def read_picture(path: Path, flag: str = "picture") -> np.ndarray:
+    """An image file at its own size as (C, H, W) float32 in 0..1 (grey stays one channel, anything else RGB)."""
+    def array(im: Any) -> np.ndarray:
+        a = np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"), dtype=np.float32) / 255.0
+        return (a[..., None] if a.ndim == 2 else a).transpose(2, 0, 1)
+
+    return _decoded(path, flag, array)
 
 
 def _regular_files(path: Path, flag: str, suffixes: Sequence[str]) -> list[Path]:
