@@ -64,7 +64,7 @@ def test_prune_says_in_one_line_that_onnxruntime_refuses_the_model(planted, tmp_
     bad = tmp_path / "dup.onnx"
     onnx.save(m, str(bad))
     assert main(["prune", str(bad), "--dry-run", "--probes", "4"]) == 2
-    _one_line(capsys, "onnxruntime cannot run dup.onnx")
+    _one_line(capsys, "onnxruntime cannot run the model")
 
 
 def test_prune_verification_sees_nan():

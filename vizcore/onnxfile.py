@@ -163,7 +163,7 @@ def session(model: onnx.ModelProto | bytes, extra_outputs: Sequence[str] = (), t
     nothing: vizcore turns onnxruntime's errors into its own one-line messages;
     `profile` (a file prefix) turns on onnxruntime's profiler at basic graph optimization, so nodes keep their names.
     `limit`: each run is stopped after that many seconds (`Session`); None for timing runs.
-    Raises ImportError when onnxruntime is not installed.
+    Raises ImportError when onnxruntime is not installed, ModelLoadError (one line) when it refuses the graph.
     """
     import onnxruntime as ort
 
@@ -187,7 +187,11 @@ def session(model: onnx.ModelProto | bytes, extra_outputs: Sequence[str] = (), t
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         opts.profile_file_prefix = profile
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own types: a graph onnx's checker passes, ort refuses
+        raise ModelLoadError(f"onnxruntime cannot run the model: {oneline(exc, 240, typed=False)}",
+                             "re-export it; `vizcore inspect` says what vizcore itself makes of it") from exc
     return Session(sess, limit) if limit is not None else sess
 
 

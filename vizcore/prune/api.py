@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from .. import onnxfile
-from ..errors import ModelLoadError, OptionError, oneline
+from ..errors import OptionError
 from . import cost, runtime, surgery, verify
 from .channels import analyze
 from .evidence import CheckVerdicts, Evidence, gather_evidence, verdicts
@@ -104,7 +103,7 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
     say("tracing channels")
     one = {k: v[:fixed or 1] for k, v in ev_sets["probes"].items()}
     values: dict = {}
-    shapes = _first_run(model, one, values, model_path)
+    shapes = runtime.shapes(model, one, values)  # onnxruntime's refusal is a one-line error (onnxfile)
     ch = analyze(Graph(model), shapes, values)
     say("gathering evidence")
     ev = gather_evidence(model, ch, ev_sets, check, fixed or o.batch)
@@ -126,16 +125,6 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
         write(pruned, out_path, external, o.force)
         report.written = True
     return report
-
-
-def _first_run(model: onnx.ModelProto, feed: dict, values: dict, path: str | Path) -> dict:
-    """Every tensor's shape on one input; a graph that onnx's checker passes and onnxruntime refuses (duplicate node
-    names, a bad If condition, mismatched Q/DQ zero points, ...) is a one-line ModelLoadError."""
-    try:
-        return runtime.shapes(model, feed, values)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
-        raise ModelLoadError(f"onnxruntime cannot run {Path(path).name}: {oneline(exc, 200, typed=False)}",
-                             "prune needs a model onnxruntime runs; re-export it") from exc
 
 
 def _read_check(path: str | Path, sha256: str) -> CheckVerdicts:
