@@ -91,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _inputs_exist(args: argparse.Namespace) -> None:
-    """The model (or diff's two sides) must be readable files: checked first, in a fraction of a second."""
+    """The model (or diff's two sides) must be readable files: checked here, first, for every command (the commands
+    do not check again), in a fraction of a second, before torch and the plugins are imported."""
     from .inputs import require_readable
 
     for name in ("model", "old", "new"):

@@ -66,7 +66,5 @@ def model_or_path(args: argparse.Namespace, path: str, size: Any) -> Any:
     if not given(args):
         return path
     from ..api import load
-    from ..inputs import require_readable
 
-    require_readable(path)
     return load(path, plugins=args.plugins, **{**load_kwargs(args), "size": size})

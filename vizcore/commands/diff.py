@@ -87,10 +87,7 @@ def print_diff(diff: Any, console: Console, verbose: bool = False) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..health.diff import compare
-    from ..inputs import require_readable
 
-    for path in (args.old, args.new):  # both sides exist and are readable before the long check of OLD starts
-        require_readable(path, "report file" if Path(path).suffix.lower() == ".json" else "model file")
     refuse_inputs({"--json": args.json, "--junit": args.junit}, [args.old, args.new, args.config])
     new_model = args.new if Path(args.new).suffix.lower() != ".json" else None
     cfg = config_from_args(args, new_model)

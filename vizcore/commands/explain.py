@@ -13,7 +13,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..files import check_out_dir
-from ..inputs import require_readable
 from ..outdir import check_creatable
 from ._model_flags import add_model_flags, load_kwargs, size_of
 
@@ -91,7 +90,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ..evidence import explain, read_input
     from ..outdir import write_folder
 
-    require_readable(args.model)
     if args.top < 1 or args.steps < 0:
         raise OptionError("--top must be at least 1 and --steps at least 0")
     check_out_dir(args.out, force=args.force)

@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..inputs import require_readable
 from ..text import json_text, printable
 from ._model_flags import add_model_flags, load_kwargs
 
@@ -38,7 +37,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ..analysis.fidelity import fidelity
     from ..api import load
 
-    require_readable(args.model)
     kwargs = load_kwargs(args)
     model = load(args.model, plugins=args.plugins, **kwargs)
     layers = model.layers if args.all else [l for l in model.layers if l.visual]

@@ -179,7 +179,6 @@ def _renderer(args: argparse.Namespace, err: Console, render: Any) -> Any:
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load, render
 
-    require_readable(args.model)  # before anything else: a missing model is reported first
     opts = options(args)
     exporters = _preflight(args, opts)
     out = args.out or Path("vizcore-out")

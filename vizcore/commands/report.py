@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import LayerNotFoundError, OptionError
-from ..inputs import require_readable
 from ._model_flags import add_model_flags, load_kwargs
 
 if TYPE_CHECKING:
@@ -90,7 +89,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from ..atlas import ReportOptions, build_report, read_labels
     from ..atlas.health import load_check
 
-    require_readable(args.model)
     if not args.layers and not args.auto and not args.classes and not args.all_units:
         raise OptionError("nothing to render", "pass --layers A B, --auto, or --classes 1,9,130")
     labels = read_labels(args.labels) if args.labels else None  # bad input fails before any work
