@@ -42,11 +42,13 @@ class ChannelStats:
         self.sumsq: np.ndarray | None = None
         self.sketch: np.ndarray | None = None  # (C, SKETCHES) float64
         self.count = 0  # values per channel seen (samples x positions)
+        self._cached: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.samples = 0
 
     def add(self, x: np.ndarray, start: int = 0) -> None:
         """Fold in a batch `x` (N, C, ...) whose first sample is input number `start` (for the sketch)."""
         x = np.asarray(x)
+        self._cached = None
         if x.ndim < 2:
             x = x.reshape(x.shape[0], 1)
         n, c = x.shape[:2]
@@ -81,17 +83,25 @@ class ChannelStats:
     @property
     def hi(self) -> np.ndarray:
         """Largest value per channel (float64)."""
-        return self._per_channel(self.hi_at).max(1).astype(np.float64)
+        return self._extremes()[0]
 
     @property
     def lo(self) -> np.ndarray:
         """Smallest value per channel (float64)."""
-        return self._per_channel(self.lo_at).min(1).astype(np.float64)
+        return self._extremes()[1]
 
     @property
     def maxabs(self) -> np.ndarray:
         """Largest |value| per channel."""
-        return np.maximum(np.abs(self.hi), np.abs(self.lo))
+        return self._extremes()[2]
+
+    def _extremes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hi, lo, maxabs) per channel, reduced once after the last `add` (prune reads them channel by channel)."""
+        if self._cached is None:
+            hi = self._per_channel(self.hi_at).max(1).astype(np.float64)
+            lo = self._per_channel(self.lo_at).min(1).astype(np.float64)
+            self._cached = hi, lo, np.maximum(np.abs(hi), np.abs(lo))
+        return self._cached
 
     @property
     def mean(self) -> np.ndarray:

@@ -33,8 +33,6 @@ ACTIVATION_OPS = frozenset({
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.DOUBLE: "float64",
                TensorProto.BFLOAT16: "bfloat16"}
 DEFAULT_SPATIAL = 224
-#: Integer/bool input dtypes probed with default ids and masks when a model has no float input
-MAX_PROBE_ELEMENTS = 64 * 2**20
 
 
 @dataclass(frozen=True)

@@ -67,4 +67,4 @@ def model_or_path(args: argparse.Namespace, path: str, size: Any) -> Any:
         return path
     from ..api import load
 
-    return load(path, plugins=args.plugins, **{**load_kwargs(args), "size": size})
+    return load(path, plugins=args.plugins, **load_kwargs(args, size))

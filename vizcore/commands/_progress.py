@@ -59,7 +59,9 @@ class RenderLines:
     def __init__(self, lines: PlainLines) -> None:
         self.lines = lines
 
-    def __call__(self, run: Any, state: Any) -> None:
+    def __call__(self, run: Any, state: Any) -> None:  # every optimisation step: nothing is formatted until due
         total = run.steps * run.n_chunks
         done = run.chunk * run.steps + state.step
+        if done < total and self.lines.clock() - self.lines.last < self.lines.every:
+            return
         self.lines(f"units {run.unit_offset + len(run.units)}/{run.total_units}, steps {done}/{total}", done, total)

@@ -4,7 +4,6 @@ image and its picture (a short fresh render); a table, PNGs and `explain.json` i
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from rich.table import Table
 
 from ..files import check_out_dir
 from ..outdir import check_creatable
+from ..text import json_text
 from ._model_flags import add_model_flags, load_kwargs, size_of
 
 
@@ -66,7 +66,7 @@ def _write(out: Any, folder: Path, meta: dict[str, Any]) -> list[Path]:
                 entry["picture"] = pic
             units.append(entry)
         layers.append({"index": lay.index, "name": lay.name, "units": units})
-    text = json.dumps({**meta, "layers": layers}, indent=1, default=str)
+    text = json_text({**meta, "layers": layers}, indent=1)  # strict JSON: a NaN activation is null
     written.append(atomic_write_text(inside(folder, "explain.json"), text + "\n"))
     return written
 
@@ -87,20 +87,20 @@ def _table(out: Any, console: Console) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     from ..api import load
     from ..errors import OptionError
-    from ..evidence import explain, read_input
+    from ..evidence import explain
     from ..outdir import write_folder
 
     if args.top < 1 or args.steps < 0:
         raise OptionError("--top must be at least 1 and --steps at least 0")
     check_out_dir(args.out, force=args.force)
     check_creatable(args.out)
-    model = load(args.model, plugins=args.plugins, **load_kwargs(args))
+    size = size_of(args)
+    model = load(args.model, plugins=args.plugins, **load_kwargs(args, size))
     layers = [model.layer(k) for k in args.layer] if args.layer else None  # unknown names: closest, exit 2
-    read_input(model, args.image, size_of(args))  # an unreadable image is refused before any render
     if args.steps:
         Console(stderr=True).print(f"rendering each unit's picture ({args.steps} steps; --steps 0 skips it)",
                                    highlight=False)
-    out = explain(model, args.image, layers, args.top, size=size_of(args), preprocess=args.preprocess,
+    out = explain(model, args.image, layers, args.top, size=size, preprocess=args.preprocess,
                   value_range=args.value_range, steps=args.steps, render_size=args.render_size, seed=args.seed,
                   plugins=args.plugins)
     meta = {"model": {"path": str(model.path), "sha256": model.sha256}, "image": str(args.image),

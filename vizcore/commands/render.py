@@ -135,12 +135,12 @@ def _param_option(text: str) -> tuple[str, Any]:
 def options(args: argparse.Namespace) -> Any:
     """The render options from the command line, built and validated once (OptionError, one line) before any work;
     `--size` is read there, and the load and the render take it from them."""
-    from ..engine.options import RenderOptions, integer, number
+    from ..engine.options import RenderOptions, integer, number, split_names
 
     return RenderOptions.from_env(
         steps=integer("--steps", args.steps), size=args.size,
         param=args.param, param_options=dict(_param_option(t) for t in args.param_option),
-        transforms=[t.strip() for t in args.transforms.split(",") if t.strip()],
+        transforms=split_names(args.transforms),
         regularizers={k: number(f"--{k}", getattr(args, k)) for k in ("l1", "l2", "tv")},
         lr=number("--lr", args.lr), seed=integer("--seed", args.seed), device=args.device, amp=args.amp,
         max_memory=args.max_memory, relu_override=number("--relu-override", args.relu_override),

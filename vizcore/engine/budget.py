@@ -104,9 +104,9 @@ MAX_RESULT_BYTES = 8 * 2**30
 
 
 def refuse_result(shape: Sequence[int], n_images: int) -> None:
-    """An OptionError, before any work, when the rendered images alone (float32, one per unit and image) would
-    not fit in memory, whatever the chunking: e.g. `--images-per-unit 100000000`."""
-    need = 4 * n_images * math.prod(int(d) for d in shape[1:])
+    """An OptionError, before any work, when the rendered images alone (uint8, one per unit and image) would not
+    fit in memory, whatever the chunking: e.g. `--images-per-unit 100000000` (part of `engine.setup.chunk_plan`)."""
+    need = n_images * math.prod(int(d) for d in shape[1:])
     if need > MAX_RESULT_BYTES:
         raise OptionError(f"{n_images:,} images of {'x'.join(map(str, shape[1:]))} would hold {_human(need)} "
                           f"(at most {_human(MAX_RESULT_BYTES)})", "render fewer units or --images-per-unit")

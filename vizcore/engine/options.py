@@ -63,10 +63,6 @@ def _env_flag(name: str, value: str) -> bool | None:
     raise OptionError(f"{name}={value!r} is not 0 or 1", f"unset {name}, or set it to 0 or 1")
 
 
-#: Most images one unit may get (a diversity render uses a handful).
-MAX_IMAGES_PER_UNIT = 1024
-
-
 @dataclass(frozen=True)
 class RenderOptions:
     """How to render: every field has the default README's "Defaults, and why" documents.
@@ -107,9 +103,6 @@ class RenderOptions:
         set_(self, "record_every", _positive("record_every", self.record_every))
         set_(self, "images_per_unit", _at_least("images_per_unit", self.images_per_unit, 1,
                                                 "e.g. 4 with a diversity term"))
-        if self.images_per_unit > MAX_IMAGES_PER_UNIT:  # refused before anything is built per image
-            raise OptionError(f"images_per_unit = {self.images_per_unit:,} would hold more images than memory can "
-                              f"(at most {MAX_IMAGES_PER_UNIT})", "e.g. 4 with a diversity term")
         set_(self, "batch_size", None if self.batch_size is None else _positive("batch_size", self.batch_size))
         set_(self, "regularizers", {str(k): number(f"the {k} weight", w) for k, w in dict(self.regularizers).items()})
         set_(self, "transforms", tuple(self.transforms))

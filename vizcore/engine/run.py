@@ -27,7 +27,7 @@ from .budget import run_chunks
 from .device import device_settings, resolve_device
 from .loop import ChunkResult, chunk_run, nan_units, run_chunk
 from .options import RenderOptions
-from .setup import Factories, Notes, Render, VizcoreWarning, chunk_plan, place, prepare, settings
+from .setup import Factories, Notes, Render, VizcoreWarning, chunk_plan, place, prepare, settings, units
 
 __all__ = ["ChunkStore", "Factories", "RenderOptions", "VizcoreWarning", "device_settings", "run"]
 
@@ -57,6 +57,7 @@ def run(model: Model, objectives: Sequence[Objective], names: Sequence[str], fac
         prepare(r)
         # batch_ok (read by the plan) is decided where the weights are now (CPU after load), before they move
         chunk, budget = chunk_plan(model, r.indices, r.shape, o, len(r.objectives), dev, r.notes)
+        r.units = units(r)
         with on_device(r):
             place(r)
             r.settings = settings(r, chunk, budget)
@@ -107,8 +108,10 @@ def _stored(r: Render, store: ChunkStore | None, ci: int, a: int, b: int, n: int
     """Chunk `ci` (units a..b-1) from `store` when this very render stored it before, else rendered and stored."""
     if store is None:
         return run_chunk(r, ci, a, b, n)
-    blob = json.dumps({"model": r.model.summary().get("sha256"), "settings": r.settings, "targets": r.names,
-                       "units": [a, b]}, sort_keys=True, default=str)
+    # what the chunk's pixels depend on: the model, the user's options, the shape, the device, the targets; not
+    # what the run resolved at run time (the memory budget, the chunk size after an out-of-memory retry)
+    blob = json.dumps({"model": r.model.sha256, "options": r.options.to_json(), "shape": list(r.shape),
+                       "device": str(r.dev), "targets": r.names, "units": [a, b]}, sort_keys=True, default=str)
     key = hashlib.sha256(blob.encode()).hexdigest()
     got = store.get(key)
     if got is not None:

@@ -101,6 +101,12 @@ class Render:
         return sorted({i for o in self.objectives for i in o.targets})
 
 
+def units(r: Render) -> list[Unit]:
+    """One `Unit` record per image (`images_per_unit` per objective): made after `chunk_plan`, which refuses a
+    result that would not fit in memory before a million records are built."""
+    return [unit(obj, n) for obj, n in zip(r.objectives, r.names) for _ in range(r.options.images_per_unit)]
+
+
 def unit(obj: Objective, target: str) -> Unit:
     """The `Unit` record of one objective labelled `target`."""
     layer = obj.layer
@@ -141,10 +147,9 @@ def prepare(r: Render) -> None:
     r.pre = resolve_preprocess(r.model, o.preprocess, o.value_range)
     for w in r.pre.warnings:
         r.notes(w)
-    r.units = [unit(obj, n) for obj, n in zip(r.objectives, r.names) for _ in range(o.images_per_unit)]
+    r.size, r.shape = render_shape(r.model, o.size)
     if not r.indices:
         raise OptionError("the objectives read no layer", "give a target such as LAYER:CH or class:IDX")
-    r.size, r.shape = render_shape(r.model, o.size)
     r.cut = r.model.cut_at(r.indices)
     r.n_redirected = redirect_relus(r.cut, r.switch) if o.relu_override > 0 else 0
     r.net = Net(r.model, r.cut, r.indices, r.pre.module(r.shape[1]), r.model.fixed_dims)
