@@ -12,8 +12,6 @@ tests/fuzz_mutants.py). Results are recorded in bench/RESULTS.md ("fuzz").
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import signal
 import sys
@@ -29,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fuzz_mutants import COMMANDS, base_model, crashed, mutant, residual_model, run_command, structural_mutant  # noqa: E402
 
 
-class Hang(Exception):
-    pass
+class Hang(BaseException):
+    """The alarm: a BaseException, so that neither vizcore's broad handlers nor `run_command` swallow it."""
 
 
 def _alarm(signum: int, frame: object) -> None:
@@ -102,26 +100,26 @@ def main() -> int:
             finally:
                 signal.alarm(0)
             if args.inspect_every and seed % args.inspect_every == 0:
-                err = io.StringIO()
-                signal.alarm(args.timeout)
-                try:
-                    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-                        code = cli(["inspect", str(path)])
-                except BaseException as exc:  # noqa: BLE001
-                    if isinstance(exc, KeyboardInterrupt):
-                        raise
-                    code = f"raised {_where(exc)}"
-                finally:
-                    signal.alarm(0)
-                bad = code not in (0, 2) or "Traceback" in err.getvalue()
+                code, err = _timed(cli, ["inspect", str(path)], args.timeout)
+                bad = crashed(code, err)
                 outcomes["inspect crash" if bad else f"inspect exit {code}"] += 1
                 if bad:
-                    lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
-                    last = lines[-1][:120] if lines else ""
+                    last = ([ln for ln in err.splitlines() if ln.strip()] or [str(code)])[-1][:120]
                     crashes[f"inspect: exit {code}: {last.split(':')[0]}"].append(f"{seed} {what} ({last})")
     took = time.perf_counter() - t0
     print(f"{args.n} mutants (seeds {args.start}..{args.start + args.n - 1}) in {took:.0f} s")
     return _summary(outcomes, crashes)
+
+
+def _timed(cli: object, argv: list[str], timeout: int) -> tuple[object, str]:
+    """`run_command` under an alarm: past `timeout` seconds the outcome is "hang"."""
+    signal.alarm(timeout)
+    try:
+        return run_command(cli, argv)
+    except Hang:
+        return "hang", ""
+    finally:
+        signal.alarm(0)
 
 
 def _summary(outcomes: Counter[str], crashes: dict[str, list[str]]) -> int:
@@ -147,13 +145,7 @@ def structural(args: argparse.Namespace, cli: object) -> int:
             data, what = structural_mutant(seed, bases)
             path.write_bytes(data)
             for name, argv in COMMANDS.items():
-                signal.alarm(args.timeout)
-                try:
-                    code, err = run_command(cli, [a.replace("MODEL", str(path)) for a in argv])
-                except Hang:
-                    code, err = "hang", ""
-                finally:
-                    signal.alarm(0)
+                code, err = _timed(cli, [a.replace("MODEL", str(path)) for a in argv], args.timeout)
                 outcomes[f"{name} exit {code}" if code in (0, 1, 2) else f"{name} crash"] += 1
                 if crashed(code, err):
                     last = ([ln for ln in err.splitlines() if ln.strip()] or [str(code)])[-1][:120]

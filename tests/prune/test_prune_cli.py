@@ -159,3 +159,34 @@ def test_op_not_understood_keeps_its_channels_and_is_named(tmp_path):
     assert rep.verified and rep.counts()["removed"] == 0
     assert any(op.startswith("Softmax") for op in rep.frozen_ops)
     assert rep.kept and "Softmax" in rep.kept[0]["reason"]
+
+
+def test_an_initializer_only_an_if_branch_reads_survives_the_pruning(tmp_path):
+    """The sweep of unused weights sees the names an If body reads from the outer graph."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b1 = np.full(4, 0.1, np.float32)
+    w1[2], b1[2] = 0.0, -1.0  # a dead channel: prune has something to remove
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
+             numpy_helper.from_array(rng.standard_normal((2, 4, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array(True), "cond"), numpy_helper.from_array(np.float32(3.0), "k_outer")]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])
+    then = helper.make_graph([helper.make_node("Mul", ["c2", "k_outer"], ["y_then"])], "then", [],
+                             [helper.make_tensor_value_info("y_then", TensorProto.FLOAT, [1, 2, 8, 8])])
+    other = helper.make_graph([helper.make_node("Identity", ["c2"], ["y_else"])], "else", [],
+                              [helper.make_tensor_value_info("y_else", TensorProto.FLOAT, [1, 2, 8, 8])])
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="r1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="c2"),
+             helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other, name="if")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])], [out],
+                          inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.metadata_props.add(key="vizcore.range", value="0,1")
+    src = tmp_path / "if.onnx"
+    onnx.save(m, str(src))
+    rep = prune(src, tmp_path / "p.onnx", probes=8, latency_reps=0)
+    assert rep.verified and rep.counts()["removed"] == 1
+    assert "k_outer" in {t.name for t in onnx.load(str(tmp_path / "p.onnx")).graph.initializer}

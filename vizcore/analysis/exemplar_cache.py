@@ -43,6 +43,7 @@ class Store:
     def __init__(self, root: str | os.PathLike[str], key: str) -> None:
         self.folder = Path(root) / key[:40]
         self.key = key
+        self.generation: int | None = None  # of the state last loaded or saved (saving needs no reload)
 
     def load(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """(meta, arrays) of the last chunk saved, or None (nothing saved, another key, or unreadable: start over)."""
@@ -50,18 +51,28 @@ class Store:
             meta = read_json(self.folder / "state.json", "exemplar cache state")
             if not isinstance(meta, dict) or meta.get("key") != self.key:
                 return None
-            return meta, read_npz(self.folder / f"state-{int(meta['generation'])}.npz", "exemplar cache arrays")
+            arrays = read_npz(self.folder / f"state-{int(meta['generation'])}.npz", "exemplar cache arrays")
+            self.generation = int(meta["generation"])
+            return meta, arrays
         except (VizcoreError, ValueError, KeyError, TypeError):
             return None
 
+    def _saved_generation(self) -> int:
+        """The generation named by `state.json` (-1 when there is none): read without its arrays."""
+        try:
+            meta = read_json(self.folder / "state.json", "exemplar cache state")
+            return int(meta["generation"]) if isinstance(meta, dict) and meta.get("key") == self.key else -1
+        except (VizcoreError, ValueError, KeyError, TypeError):
+            return -1
+
     def save(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Save a chunk's state: the arrays, then the JSON naming them; older arrays are removed afterwards."""
-        old = self.load()
-        gen = int(old[0]["generation"]) + 1 if old else 0
+        gen = self.generation + 1 if self.generation is not None else self._saved_generation() + 1
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(self.folder / f"state-{gen}.npz", buf.getvalue())
         atomic_write_text(self.folder / "state.json", json.dumps({**meta, "key": self.key, "generation": gen}) + "\n")
+        self.generation = gen
         for p in self.folder.glob("state-*.npz"):
             if p.name != f"state-{gen}.npz":
                 with contextlib.suppress(OSError):

@@ -22,10 +22,6 @@ def intermediates(model: onnx.ModelProto) -> list[str]:
     return [o for n in model.graph.node for o in n.output if o]
 
 
-def feeds(names: Sequence[str], batch: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
-    return {k: batch[k][lo:hi] for k in names}
-
-
 def chunks(inputs: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
     """The inputs in batches of `size` along axis 0."""
     n = len(next(iter(inputs.values())))

@@ -193,16 +193,17 @@ def _opset(m: onnx.ModelProto) -> int:
 
 
 def _drop_unused(m: onnx.ModelProto) -> None:
-    """Initializers, Constant and Identity nodes that nothing reads any more (weights replaced by pruned copies)."""
+    """Initializers, Constant and Identity nodes that nothing reads any more (weights replaced by pruned copies);
+    a name an If/Loop body reads from the outer graph counts as read (`_used`)."""
     outs = {o.name for o in m.graph.output}
     while True:
-        used = {i for n in m.graph.node for i in n.input} | outs
+        used = _used(m.graph) | outs
         dead = [n for n in m.graph.node if n.op_type in ("Constant", "Identity") and not set(n.output) & used]
         if not dead:
             break
         for n in dead:
             m.graph.node.remove(n)
-    used = {i for n in m.graph.node for i in n.input} | outs
+    used = _used(m.graph) | outs
     dropped = {t.name for t in m.graph.initializer if t.name not in used}
     if not dropped:
         return
