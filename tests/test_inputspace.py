@@ -151,3 +151,16 @@ def test_report_renders_and_checks_in_the_given_space(tmp_path: Path) -> None:
     text = json.dumps(man)
     assert '"source": "option"' in text and "ImageNet" not in text
     assert "input space: range 0..1, normalization none (from option)" in man["health"]["notes"]
+
+
+def test_prune_probes_a_signal_at_the_length_the_check_uses(tmp_path: Path) -> None:
+    """A 1-D model of free length: prune's probe shape is `Model.input_shape()`, the receptive-field length."""
+    import onnx
+    from tiny import TinySignal
+    from tiny import export as export_tiny
+
+    from vizcore.prune.inputs import feeder
+
+    src = export_tiny(TinySignal(), tmp_path / "sig.onnx", (1, 2, 64), metadata={"vizcore.range": "-1,1"})
+    model = vizcore.load(src)
+    assert feeder(onnx.load(str(src))).natural == model.input_shape() and model.input_shape()[-1] != 224

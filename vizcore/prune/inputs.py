@@ -12,9 +12,10 @@ import onnx
 
 from .. import samples
 from ..errors import OptionError
-from ..graph_inputs import check_feeds
+from ..graph_inputs import check_feeds, receptive_length
 from ..inputspace import InputSpace, resolve_from
 from ..layouts import Layout, detect
+from ..proto_check import metadata_size
 
 _TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16:
           np.float16, onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32}
@@ -133,19 +134,20 @@ def feeder(model: onnx.ModelProto, *, size: int | Sequence[int] | None = None, p
     first = sp[0]
     lay = detect(model.graph, first.name, first.dims, meta, layout) if first.is_float else None
     dims = lay.natural(first.dims) if lay is not None else first.dims
-    natural = _natural_shape(dims, size, meta)
+    natural = _natural_shape(dims, size, meta, model)
     channels = natural[1] if len(natural) > 1 else 1
     space = resolve_from(meta, channels, preprocess, value_range)
     return Feeder(sp, space, lay, natural, check_feeds(model, feeds or {}))
 
 
-def _natural_shape(dims: Sequence[int | None], size: int | Sequence[int] | None,
-                   meta: Mapping[str, str]) -> tuple[int, ...]:
-    """Batch 1, the fixed dims kept, free spatial dims from `size`, else metadata `vizcore.size`, else 224."""
+def _natural_shape(dims: Sequence[int | None], size: int | Sequence[int] | None, meta: Mapping[str, str],
+                   model: onnx.ModelProto) -> tuple[int, ...]:
+    """Batch 1, the fixed dims kept, free spatial dims from `size`, else metadata `vizcore.size`, else (1-D) the
+    length the receptive field asks for, else 224: the rule of `Model.input_shape`, read by the same helpers."""
     spatial = max(len(dims) - 2, 0)
     if size is None:
-        hint = meta.get("vizcore.size", "")
-        size = int(hint) if hint.isdigit() and 0 < int(hint) <= 4096 else DEFAULT_SPATIAL
+        size = (metadata_size(meta.get("vizcore.size"))[0]
+                or (receptive_length(model) if spatial == 1 else None) or DEFAULT_SPATIAL)
     hw = [size] * spatial if isinstance(size, int) else [int(v) for v in size]
     if len(hw) != spatial:
         raise OptionError(f"--size has {len(hw)} values but the input has {spatial} spatial dimensions",
