@@ -164,3 +164,14 @@ def test_prune_probes_a_signal_at_the_length_the_check_uses(tmp_path: Path) -> N
     src = export_tiny(TinySignal(), tmp_path / "sig.onnx", (1, 2, 64), metadata={"vizcore.range": "-1,1"})
     model = vizcore.load(src)
     assert feeder(onnx.load(str(src))).natural == model.input_shape() and model.input_shape()[-1] != 224
+
+
+def test_a_recorded_space_reads_back_and_gives_its_flags() -> None:
+    from vizcore.inputspace import InputSpace
+
+    s = resolve_from({"vizcore.range": "-1,3", "vizcore.mean": "0.2,0.5,0.9", "vizcore.std": "0.3,2,0.7"}, 3)
+    back = InputSpace.from_json(s.to_json())
+    assert (back.lo, back.hi, back.mean, back.std) == (s.lo, s.hi, s.mean, s.std)
+    again = resolve_from({}, 3, **s.flags())
+    assert (again.lo, again.hi, again.mean, again.std) == (s.lo, s.hi, s.mean, s.std)
+    assert InputSpace.from_json(None) is None and InputSpace.from_json({"mean": [0]}) is None

@@ -22,7 +22,7 @@ from .analysis.explain import Explanation, depth_layers, explain_input
 from .api import load, render
 from .engine.options import RenderOptions
 from .errors import OptionError
-from .inputspace import resolve
+from .inputspace import InputSpace, resolve
 from .model import Layer, Model
 from .plugins import Manager
 from .result import Result
@@ -181,11 +181,8 @@ def _again(result: Result, model: Model, plugins: Manager | None) -> Result:
     """The same render with seed + 1 (seed stability), from the settings the result recorded."""
     s = result.settings
     names = set(RenderOptions.field_names()) - {"size", "max_memory", "seed", "preprocess", "value_range"}
-    pre = s.get("preprocess") or {}  # what the render resolved, as flags
-    space = {} if "range" not in pre else {
-        "value_range": ",".join(f"{v:.9g}" for v in pre["range"]),
-        "preprocess": "mean=" + ",".join(f"{v:.9g}" for v in pre["mean"]) + ";std=" + ",".join(
-            f"{v:.9g}" for v in pre["std"])}
+    recorded = InputSpace.from_json(s.get("preprocess"))  # what the render resolved, as flags
+    space = recorded.flags() if recorded is not None else {}
     opts = RenderOptions(**{k: v for k, v in s.items() if k in names}, **space, size=tuple(s["input_size"]),
                          seed=int(s.get("seed", 0)) + 1)
     return render(model, list(s["targets"]), opts, plugins=plugins)

@@ -66,6 +66,20 @@ class InputSpace:
         """The settings as they go into a manifest or report."""
         return {"range": [self.lo, self.hi], "mean": list(self.mean), "std": list(self.std), "source": self.source}
 
+    @classmethod
+    def from_json(cls, data: object) -> InputSpace | None:
+        """The space `to_json` wrote (a render's `settings["preprocess"]`), None for anything else."""
+        if not isinstance(data, dict) or "range" not in data:
+            return None
+        lo, hi = (float(v) for v in data["range"])
+        return cls(lo, hi, tuple(float(v) for v in data.get("mean", [0.0])),
+                   tuple(float(v) for v in data.get("std", [1.0])), str(data.get("source", "render")))
+
+    def flags(self) -> dict[str, str]:
+        """The space as the `preprocess` and `value_range` options that give it back exactly."""
+        nums = lambda v: ",".join(f"{x:.9g}" for x in v)  # noqa: E731
+        return {"value_range": nums((self.lo, self.hi)), "preprocess": f"mean={nums(self.mean)};std={nums(self.std)}"}
+
     def describe(self) -> str:
         """One line for reports: the range, mean/std and where they came from."""
         norm = "none" if self.mean == (0.0,) and self.std == (1.0,) else (

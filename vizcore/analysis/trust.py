@@ -311,12 +311,7 @@ def _unit(i: int, u: Target, f: _Forwards, ex: Exemplars | None, path: list[Laye
 
 def space_of(settings: dict[str, Any]) -> InputSpace | None:
     """The input space a render recorded (`settings["preprocess"]`), None when it recorded none."""
-    pre = settings.get("preprocess")
-    if not isinstance(pre, dict) or "range" not in pre:
-        return None
-    lo, hi = (float(v) for v in pre["range"])
-    return InputSpace(lo, hi, tuple(float(v) for v in pre.get("mean", [0.0])),
-                      tuple(float(v) for v in pre.get("std", [1.0])), str(pre.get("source", "render")))
+    return InputSpace.from_json(settings.get("preprocess"))
 
 
 def pictures_of(result: Result) -> np.ndarray:
