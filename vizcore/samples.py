@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -338,6 +339,23 @@ def _open_arrays(ds: DataSet, files: Sequence[Path], flag: str, max_examples: in
         n += a.shape[0]
         if n >= max_examples:
             break
+
+
+#: What the probes may hold at once (float32): all probe images, and one batch of them.
+MAX_PROBE_BYTES, MAX_BATCH_BYTES = 4 * 2**30, 2**30
+
+
+def refuse_probe_memory(shape: Sequence[int], noise_count: int, batch: int, *, use_photos: bool = True,
+                        images: object = None, flag: str = "--noise-probes") -> None:
+    """An OptionError, before any probe is made, when the probes `probe_set` would make for an input of `shape`
+    (at most: noise, the sample photos, a full `--images` folder) or one batch of them would not fit in memory."""
+    per = 4 * math.prod(int(d) for d in shape[1:])
+    count = noise_count + (len(SKIMAGE_PHOTOS) if use_photos else 0) + (MAX_USER_IMAGES if images else 0)
+    for what, need, cap, hint in (("the probes", count * per, MAX_PROBE_BYTES, f"fewer {flag}"),
+                                  ("one probe batch", batch * per, MAX_BATCH_BYTES, "a smaller --batch")):
+        if need > cap:
+            raise OptionError(f"{what} at {'x'.join(map(str, shape[2:]))} would hold {need / 2**30:,.1f} GiB "
+                              f"(at most {cap / 2**30:g} GiB)", f"pass a smaller --size or {hint}")
 
 
 @dataclass

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from ..errors import OptionError, VizcoreError, oneline
 from ..inputspace import InputSpace, resolve
 from ..model import Model
 from ..plugins import Manager
-from ..samples import MAX_USER_IMAGES, SKIMAGE_PHOTOS, open_data, probe_set
+from ..samples import open_data, probe_set, refuse_probe_memory
 from . import ascent
 from .config import CheckConfig, LayerLimits, load_config
 from .results import CheckReport, Failure, LayerReport
@@ -78,21 +77,6 @@ def _user_data_stats(model: Model, keys: list[CheckedLayer], extra: list[Any], c
     return out
 
 
-#: What the probes may hold at once (float32): all probe images, and one batch of them.
-MAX_PROBE_BYTES, MAX_BATCH_BYTES = 4 * 2**30, 2**30
-
-
-def _refuse_memory(shape: tuple[int, ...], cfg: CheckConfig) -> None:
-    """An OptionError, before any probe is made, when --noise-probes x --size or --batch x --size would not fit."""
-    per = 4 * math.prod(shape[1:])
-    count = cfg.noise_probes + (len(SKIMAGE_PHOTOS) if cfg.photos else 0) + (MAX_USER_IMAGES if cfg.images else 0)
-    for what, need, cap, hint in (("the probes", count * per, MAX_PROBE_BYTES, "fewer --noise-probes"),
-                                  ("one probe batch", cfg.batch * per, MAX_BATCH_BYTES, "a smaller --batch")):
-        if need > cap:
-            raise OptionError(f"{what} at {'x'.join(map(str, shape[2:]))} would hold {need / 2**30:,.1f} GiB "
-                              f"(at most {cap / 2**30:g} GiB)", f"pass a smaller --size or {hint}")
-
-
 def _counter(progress: Progress | None, total: int) -> Callable[[int], None] | None:
     """`layer_stats`'s per-batch callback as `progress("probes 16/40 images")` messages."""
     if progress is None:
@@ -109,7 +93,8 @@ def _counter(progress: Progress | None, total: int) -> Callable[[int], None] | N
 
 def _probe(model: Model, chosen: list[CheckedLayer], facts: dict[int, LayerFacts], cfg: CheckConfig,
            space: InputSpace, notes: list[str], progress: Progress | None) -> _Probed:
-    _refuse_memory(model.input_shape(1, cfg.size), cfg)
+    refuse_probe_memory(model.input_shape(1, cfg.size), cfg.noise_probes, cfg.batch, use_photos=cfg.photos,
+                        images=cfg.images)
     probes = probe_set(model.input_shape(1, cfg.size), noise_count=cfg.noise_probes, use_photos=cfg.photos,
                        images=cfg.images, seed=cfg.seed)
     notes.extend(probes.notes)

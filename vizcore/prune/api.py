@@ -6,10 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import onnxfile
 from ..errors import OptionError
+from ..samples import refuse_probe_memory
 from . import cost, runtime, surgery, verify
 from .channels import analyze
 from .evidence import CheckVerdicts, Evidence, gather_evidence, verdicts
@@ -20,17 +19,11 @@ from .plan import Plan, decide
 from .report import PruneReport
 from .writer import check_out, checker, full_check, write
 
-#: Values the probes and data of one prune may hold at once (float32): 1 GiB.
-MAX_INPUT_VALUES = 1 << 28
-
 
 def _input_sets(feed: Feeder, o: PruneOptions) -> tuple[dict, dict, dict[str, int]]:
     """Evidence sets (probes, --data) and verification-only sets (--verify-data, fresh random at batch 1 and 3),
     every one made by the same `Feeder` (one input space, one layout); and the probes' count per source."""
-    per = int(np.prod(feed.natural))
-    if (o.probes + 16) * per > MAX_INPUT_VALUES:
-        raise OptionError(f"{o.probes} probes of shape {list(feed.natural)} would hold "
-                          f"{(o.probes + 16) * per * 4 / 2**30:,.1f} GiB", "pass fewer --probes or a smaller --size")
+    refuse_probe_memory(feed.natural, o.probes, o.batch, flag="--probes")
     probes, sources = feed.probes(o.probes, o.seed)
     ev = {"probes": feed.feed(probes, o.seed)}
     if o.data is not None:
