@@ -93,7 +93,7 @@ def progress_status(console: Console, quiet: bool, command: str = "check") -> It
     if not console.is_terminal:
         yield PlainLines(command)
         return
-    with console.status("checking…") as status:
+    with console.status(f"{command}…") as status:
         yield lambda msg: status.update(escape(msg))
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from rich.table import Table
 
 from ..files import refuse_inputs
 from ._model_flags import add_model_flags, size_of
+from ._options import progress_status
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -90,12 +90,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.plot and opts.budget is None:
         raise OptionError("--plot draws the curve of a lossy prune", "add --budget, or leave --plot out")
 
-    with console.status("pruning…") if console.is_terminal and args.json != "-" else _null() as status:
-        def progress(msg: str) -> None:
-            if status is not None:
-                status.update(escape(msg) + "…")
-            elif opts.budget is not None:  # not a terminal: plain lines (a lossy prune takes minutes)
-                print(msg, file=sys.stderr, flush=True)
+    lossless_log = opts.budget is None and not console.is_terminal  # seconds of work: no lines in a log
+    with progress_status(console, args.json == "-" or lossless_log, "prune") as progress:
         rep = prune(args.model, args.out, opts, progress=progress)
     if args.plot and rep.budget is not None:
         from ..prune.plot import curve_png
@@ -108,14 +104,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
             atomic_write_text(Path(args.json), rep.dumps())
         show(rep, console, args.verbose)
     return 0 if rep.verified else 1
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def show(rep: Any, console: Console, verbose: bool = False) -> None:
