@@ -25,26 +25,18 @@ def accepts_generator(factory: Callable[..., Any]) -> bool:
     return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
 
 
-def options_of(factory: Callable[..., Any]) -> list[str] | None:
-    """The keyword options a factory takes besides its first argument, `units` and `generator`, in order (None:
-    it takes any (**kwargs), or its signature cannot be read)."""
+def options_of(factory: Callable[..., Any]) -> dict[str, Any] | None:
+    """The keyword options a factory takes besides its first argument, `units` and `generator`, in order, each
+    with its default (`inspect.Parameter.empty` where it has none); None: it takes any (**kwargs), or its signature
+    cannot be read."""
     try:
         params = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
         return None
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
-    return [p.name for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.name not in ("units", "generator")]
-
-
-def defaults_of(factory: Callable[..., Any]) -> dict[str, Any]:
-    """The default value of each keyword option a factory takes (options without a default are left out)."""
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return {p.name: p.default for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in ("units", "generator")}
 
 
 def call_factory(factory: Callable[..., Any], *args: Any, generator: torch.Generator, **kwargs: Any) -> Any:

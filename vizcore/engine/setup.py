@@ -25,7 +25,7 @@ from .fusion import fuse_conv_clamps
 from .net import Net, memory_format
 from .options import RenderOptions
 from .relu import Switch, redirect_relus
-from .seeding import accepts_generator, call_factory, defaults_of, options_of
+from .seeding import accepts_generator, call_factory, options_of
 
 
 class VizcoreWarning(UserWarning):
@@ -164,12 +164,11 @@ def _check_param_options(factory: Callable[..., Any], given: Mapping[str, Any], 
     """An OptionError, before any work, for an option the parameterization does not take (its valid ones named)
     or a value of the wrong kind for its default (a yes/no option takes true or false, a number a number)."""
     valid = options_of(factory)
-    defaults = defaults_of(factory)
     for key, value in given.items():
         if valid is not None and key not in valid:
             raise OptionError(f"the {name} parameterization has no option {key!r}",
                               f"its options: {', '.join(valid) or 'none'}")
-        default = defaults.get(key)
+        default = valid.get(key) if valid is not None else None
         if isinstance(default, bool) and not isinstance(value, bool):
             raise OptionError(f"the {name} option {key}={value!r} is not true or false", f"write {key}=false")
         if isinstance(default, (int, float)) and not isinstance(default, bool) and (
