@@ -242,6 +242,9 @@ def _report(console: Console, result: Any, written: list[Path], out: Path) -> No
             console.print(f"  {'':<28} nearest tokens: {ids}", highlight=False)
     if len(result) > shown:
         console.print(f"  ... and {len(result) - shown} more")
+    if any((result.trust[i] or {}).get("not_measured") for i in range(len(result))):
+        console.print("  [dim]trust: without --data DIR a verdict is at best doubtful (the activation ratio and the "
+                      "path similarity need your data); see manifest.json's trust[/]", highlight=False)
     console.print(f"[green]wrote[/] {len(written)} files to {escape(str(out))} "
                   f"({result.timings['seconds']:.1f} s on {result.settings['device']})", highlight=False)
     for entry in result.rose_above():  # the article's number: how many units a gradient ascent could drive
