@@ -234,3 +234,20 @@ def test_other_graph_inputs_are_made_once_per_chunk_not_every_step(tmp_path, mon
                        preprocess="none", value_range="0,1")
     assert r.traces[0][-1] > r.traces[0][0]  # the ascent still works through the cached feeds
     assert 1 <= len(calls) <= 4, calls  # one per batch shape met (probes, the chunk, the read-out): not one a step
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_render_adam_is_torch_adam_step_for_step(dtype):
+    """vizcore's Adam (no torch.optim, so no torch._dynamo import) gives torch's updates exactly, complex included."""
+    from vizcore.engine.adam import Adam
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 5, dtype=dtype, generator=g).requires_grad_(True)
+    b = a.detach().clone().requires_grad_(True)
+    theirs, ours = torch.optim.Adam([a], lr=0.05), Adam([b], lr=0.05)
+    for _ in range(12):
+        grad = torch.randn(3, 5, dtype=dtype, generator=g)
+        a.grad, b.grad = grad.clone(), grad.clone()
+        theirs.step()
+        ours.step()
+    assert torch.equal(a, b) and not torch.equal(a, b.new_zeros(b.shape))

@@ -15,7 +15,8 @@ PKG = Path(__file__).resolve().parents[1] / "vizcore"
 LAYERS: list[tuple[str, ...]] = [
     ("vizcore._version", "vizcore.errors", "vizcore.files", "vizcore.text", "vizcore.images", "vizcore.inputs",
      "vizcore.outdir", "vizcore.chunkcache"),
-    ("vizcore.lifecycle", "vizcore.result", "vizcore.onnx_compat.__init__", "vizcore.hookspecs"),
+    ("vizcore.lifecycle", "vizcore.result", "vizcore.onnx_compat.__init__", "vizcore.onnx_compat.o2t_import",
+     "vizcore.hookspecs"),
     ("vizcore.onnx_compat", "vizcore.model", "vizcore.inputspace", "vizcore.objectives", "vizcore.params",
      "vizcore.transforms", "vizcore.regularizers", "vizcore.layouts", "vizcore.proto_check",
      "vizcore.graph_inputs", "vizcore.samples", "vizcore.channelstats", "vizcore.onnxfile", "vizcore.convert",

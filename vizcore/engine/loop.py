@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import PluginError, VizcoreError, oneline
 from ..lifecycle import RenderRun, StepState
 from ..objectives import Objective, batch_values
+from .adam import Adam
 from .budget import is_oom
 from .seeding import call_factory, global_rng
 
@@ -67,7 +68,7 @@ def run_chunk(r: Render, ci: int, a: int, b: int, n_chunks: int) -> ChunkResult:
     r.generator.manual_seed(r.options.seed)
     with global_rng(r.options.seed, r.dev, r.legacy_rng):
         p = _param(r, (b - a) * k, b - a)
-        opt = torch.optim.Adam(p.parameters(), lr=r.options.lr)
+        opt = Adam(p.parameters(), lr=r.options.lr)
         r.hooks.call("vizcore_render_start", run=run)
         state = _ascend(r, run, p, opt, objs, a)
     r.switch.on = False
@@ -96,7 +97,7 @@ def _param(r: Render, n_img: int, units: int) -> nn.Module:
     return p.to(r.dev)
 
 
-def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: torch.optim.Optimizer, objs: Sequence[Objective],
+def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[Objective],
             offset: int) -> _Ascent:
     """The step loop: transforms, forward, objective minus penalties, backward, Adam; hooks after each step."""
     steps, every = r.options.steps, r.options.record_every

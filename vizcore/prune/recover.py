@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import torch
 
+from ..engine.adam import Adam
 from .budget import is_classifier
 from .search import eta
 from .torchgraph import graph_inputs, load_proto, weight_map, write_back
@@ -54,7 +55,7 @@ def recover(model: onnx.ModelProto, size: Sequence[int] | None, feed: dict[str, 
         p.requires_grad_(False)
     for p in tuned:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(tuned, lr=lr)
+    opt = Adam(tuned, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     n = len(next(iter(feed.values())))
     refs = [torch.from_numpy(np.asarray(r, np.float32)) for r in ref]
