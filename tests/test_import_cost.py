@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
-
 from conftest import ort_run
+from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
