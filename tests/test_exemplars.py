@@ -187,3 +187,23 @@ def test_render_data_lists_exemplars_in_the_manifest_and_writes_strips(cross, tm
                  "--size", "32", "--steps", "4", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "nope: no such file" in err and not (tmp_path / "o2").exists()
+
+
+def test_onnxruntime_and_torch_passes_agree(cross, found, monkeypatch):
+    """The pass runs in onnxruntime on the CPU (the layers' maxima and arg-max inside the graph); the torch graph,
+    its fallback, finds the same exemplars, positions and statistics."""
+    from vizcore.analysis import exemplar_ort
+
+    model, data = cross
+    assert found.engine == "onnxruntime"
+    dense = exemplars(model, data / "rest.npy", ["/fc/Gemm"], size=32, cache_dir=False)
+    assert dense.engine == "onnxruntime" and dense.unit("/fc/Gemm", 2).top[0].position is None
+    monkeypatch.setattr(exemplar_ort, "reducer", lambda *a: None)
+    slow = exemplars(model, data, None, size=32, cache_dir=False)
+    assert slow.engine == "torch"
+    for lay in found.layers:
+        for ch in range(lay.channels):
+            a, b = found.unit(lay, ch), slow.unit(lay, ch)
+            assert [(e.number, e.position) for e in a.top] == [(e.number, e.position) for e in b.top]
+            assert np.allclose([e.activation for e in a.top], [e.activation for e in b.top], rtol=1e-5, atol=1e-6)
+            assert a.stats["max"] == pytest.approx(b.stats["max"], rel=1e-5)
