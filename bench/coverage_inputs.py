@@ -7,8 +7,10 @@ optimized input, and render (objective rises over 8 steps)? Appends a table to b
 Models: resnet18 (random weights) exported NHWC (a permute in front of the first conv, as tf2onnx writes it), the
 tiny builders of tests/test_inputs.py (NHWC by onnx.helper, 1-D [N, L, 1], rank-2 MLP, LSTM, constant and
 data-dependent If, a custom op after two convs, a text encoder with token ids optimized at its embedding output),
-and tests/test_loop.py's Loops (constant trip count with per-iteration weights and an If on the iteration number:
-unrolled; a data-dependent condition: cut in front).
+tests/test_loop.py's Loops (constant trip count with per-iteration weights and an If on the iteration number:
+unrolled; a data-dependent condition: cut in front), a `quantize_dynamic` bidirectional LSTM
+(tests/test_quantized_lstm.py) and a voice-activity model switching on its `sr` input, specialised on
+`--feed sr=16000` (tests/test_specialise.py).
 
     python bench/coverage_inputs.py --only Loop --write   # measures only the rows whose name contains "Loop"
                                                           # and replaces (or adds) just those rows
@@ -33,6 +35,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import test_inputs as T  # noqa: E402
 import test_loop as L  # noqa: E402
+import test_quantized_lstm as Q  # noqa: E402
+import test_specialise as S  # noqa: E402
 from conftest import ort_run  # noqa: E402
 from tiny import export_text, gather_output  # noqa: E402
 
@@ -94,6 +98,8 @@ def _check(path: Path, size: int | None, load: dict[str, object]) -> int:
 
     args = ["check", str(path), "-q"] + (["--size", str(size)] if size else [])
     args += ["--input-node", str(load["input"])] if load.get("input") else []
+    for k, v in (load.get("feeds") or {}).items():  # scalar feeds only (a sample rate): --feed NAME=NUMBER
+        args += ["--feed", f"{k}={v}"]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             return int(main(args))
@@ -157,6 +163,10 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
         ("custom op after two convs (cut in front)", lambda: save(T.custom_after_convs(), "custom.onnx"), {"size": 16}),
         ("text encoder, int64 ids, input = embedding output", text, {"size": 10, "input": "embedding output"}),
         ("OCR line, fixed height 16, free width", lambda: _line(tmp / "line.onnx"), {"size": 40}),
+        ("quantize_dynamic bidirectional LSTM (com.microsoft DynamicQuantizeLSTM)",
+         lambda: Q.quantized_bilstm(tmp, per_channel=True), {"size": 16}),
+        ("VAD switching on its sr input (--feed sr=16000: Ifs folded)", lambda: save(S.vad_model(), "vad.onnx"),
+         {"feeds": {"sr": 16000}}),
     ]
 
     def measure(name: str, build: Callable[[], Path], load: dict[str, object]) -> dict[str, object]:
