@@ -102,8 +102,8 @@ def check(path: Path, size: int | None = None) -> dict:
         except Exception as exc:  # noqa: BLE001 - a forward that raises is a result to record
             rec[f"b{batch}"] = f"forward fails: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
             continue
-        if not fid.get("available"):
-            rec[f"b{batch}"] = f"not compared: {fid.get('reason')}"
+        if not fid.get("available") or fid.get("error"):
+            rec[f"b{batch}"] = f"not compared: {fid.get('reason') or fid.get('error')}"
             continue
         x = model.probe_input(batch, size, 0)
         import onnxruntime as ort
@@ -200,13 +200,13 @@ def reference_check(folder: Path) -> dict:
         rec["b3"] = f"n/a (fixed batch {model.input.shape[0]})"
     else:
         fid = fidelity(model, batch=3)
-        if fid.get("available"):
+        if fid.get("available") and not fid.get("error"):
             with torch.no_grad():
                 out = model.run(model.probe_input(3, None, 0))
             outs = out if isinstance(out, (tuple, list)) else [out]
             rec["b3"] = fid["max_abs_diff"] / max(max(float(o.abs().max()) for o in outs), 1e-12)
         else:
-            rec["b3"] = f"not compared: {fid.get('reason')}"
+            rec["b3"] = f"not compared: {fid.get('reason') or fid.get('error')}"
     feeds = [f.clone().requires_grad_(f.is_floating_point()) for f in feeds]
     try:
         out = model.module(*feeds)

@@ -7,8 +7,10 @@ optimized input, and render (objective rises over 8 steps)? Appends a table to b
 Models: resnet18 (random weights) exported NHWC (a permute in front of the first conv, as tf2onnx writes it), the
 tiny builders of tests/test_inputs.py (NHWC by onnx.helper, 1-D [N, L, 1], rank-2 MLP, LSTM, constant and
 data-dependent If, a custom op after two convs, a text encoder with token ids optimized at its embedding output),
-and tests/test_loop.py's Loops (constant trip count with per-iteration weights and an If on the iteration number:
-unrolled; a data-dependent condition: cut in front).
+tests/test_loop.py's Loops (constant trip count with per-iteration weights and an If on the iteration number:
+unrolled; a data-dependent condition: cut in front), a `quantize_dynamic` bidirectional LSTM
+(tests/test_quantized_lstm.py) and a voice-activity model switching on its `sr` input, specialised on
+`--feed sr=16000` (tests/test_specialise.py).
 
     python bench/coverage_inputs.py --only Loop --write   # measures only the rows whose name contains "Loop"
                                                           # and replaces (or adds) just those rows
@@ -33,6 +35,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import test_inputs as T  # noqa: E402
 import test_loop as L  # noqa: E402
+import test_quantized_lstm as Q  # noqa: E402
+import test_specialise as S  # noqa: E402
 from conftest import ort_run  # noqa: E402
 from tiny import export_text, gather_output  # noqa: E402
 
@@ -69,10 +73,11 @@ def _line(path: Path) -> Path:
     return T._export(Line(), path, (1, 3, 16, 48), {0: "N", 3: "W"})
 
 
-def _rel(model: vizcore.Model, batch: int, size: int | None) -> float:
+def _rel(model: vizcore.Model, batch: int, size: int | None) -> float | None:
+    """max |torch - ort| / max |ort|, or None when it cannot be measured (shown "not measured", never inf)."""
     fid = fidelity(model, batch=batch, size=size, seed=batch)
     if not fid.get("available") or fid.get("error"):
-        return float("inf")
+        return None
     x = model.probe_input(1, size) if model.source is None else None
     scale = 1.0
     if x is not None:
@@ -93,6 +98,8 @@ def _check(path: Path, size: int | None, load: dict[str, object]) -> int:
 
     args = ["check", str(path), "-q"] + (["--size", str(size)] if size else [])
     args += ["--input-node", str(load["input"])] if load.get("input") else []
+    for k, v in (load.get("feeds") or {}).items():  # scalar feeds only (a sample rate): --feed NAME=NUMBER
+        args += ["--feed", f"{k}={v}"]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             return int(main(args))
@@ -121,7 +128,7 @@ def case(name: str, path: Path, **load: object) -> dict[str, object]:
             rise = r.traces[0][-1] - r.traces[0][0]
             best = rise if best is None else max(best, rise)
     check = _check(path, size, load)
-    ok = rel1 <= TOLERANCE and rel3 <= TOLERANCE and grad and best > 0 and check in (0, 1)
+    ok = all(r is not None and r <= TOLERANCE for r in (rel1, rel3)) and grad and best > 0 and check in (0, 1)
     return {"name": name, "check": check, "rendered": "x".join(map(str, r.images.shape[1:-1])),
             "layout": m.layout.name if m.layout else "-", "shape": list(m.input_shape(1, size)),
             "rel1": rel1, "rel3": rel3, "grad": grad, "rise": best, "layers": len(m.layers),
@@ -156,6 +163,10 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
         ("custom op after two convs (cut in front)", lambda: save(T.custom_after_convs(), "custom.onnx"), {"size": 16}),
         ("text encoder, int64 ids, input = embedding output", text, {"size": 10, "input": "embedding output"}),
         ("OCR line, fixed height 16, free width", lambda: _line(tmp / "line.onnx"), {"size": 40}),
+        ("quantize_dynamic bidirectional LSTM (com.microsoft DynamicQuantizeLSTM)",
+         lambda: Q.quantized_bilstm(tmp, per_channel=True), {"size": 16}),
+        ("VAD switching on its sr input (--feed sr=16000: Ifs folded)", lambda: save(S.vad_model(), "vad.onnx"),
+         {"feeds": {"sr": 16000}}),
     ]
 
     def measure(name: str, build: Callable[[], Path], load: dict[str, object]) -> dict[str, object]:
@@ -165,6 +176,10 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
         return case(name, path, **load)
 
     return [(name, lambda n=name, b=build, kw=kw: measure(n, b, kw)) for name, build, kw in rows]
+
+
+def _shown(rel: float | None) -> str:
+    return "not measured" if rel is None else f"{rel:.0e}"
 
 
 def table(rows: list[dict[str, object]], seconds: float) -> str:
@@ -180,8 +195,8 @@ def table(rows: list[dict[str, object]], seconds: float) -> str:
         if "rel1" not in r:
             lines.append(f"| {r['name']} | - | - | - | - | - | - | - | - | {r['result']} |")
             continue
-        lines.append(f"| {r['name']} | {r['layout']} | {'x'.join(map(str, r['shape']))} | {r['rel1']:.0e} / "
-                     f"{r['rel3']:.0e} | {'yes' if r['grad'] else 'no'} | {r['rise']:+.3f} | {r['rendered']} "
+        lines.append(f"| {r['name']} | {r['layout']} | {'x'.join(map(str, r['shape']))} | {_shown(r['rel1'])} / "
+                     f"{_shown(r['rel3'])} | {'yes' if r['grad'] else 'no'} | {r['rise']:+.3f} | {r['rendered']} "
                      f"| {r['check']} | {r['layers']} "
                      f"({r['unreachable']}) | {r['result']} |")
     ok = sum(r["result"] == "ok" for r in rows)

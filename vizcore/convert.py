@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import onnx
 from torch import fx
 
-from . import proto_check
+from . import graph_inputs, proto_check
 from .errors import ModelLoadError, UnsupportedOpError, oneline
 from .model import VISUAL_OPS
 from .onnx_compat import Converter, loops, partial, registry
@@ -25,11 +25,17 @@ CONVERTER_HINT = ("add a converter in a plugin (hook vizcore_add_onnx_converters
                   "or re-export the model without this op")
 
 
-def _why(node: onnx.NodeProto) -> str:
-    """' (what kind of op it is)' for ops known to lack a converter; for a Loop, why it was not unrolled."""
+def _why(node: onnx.NodeProto, proto: onnx.ModelProto | None = None) -> str:
+    """' (what kind of op it is)' for ops known to lack a converter; for a Loop, why it was not unrolled; for an If
+    whose condition comes from a non-float graph input (a sample rate), which input to give."""
     refused = loops.refusal(node) if node.op_type == "Loop" else None
     if refused:
         return f" (control flow not unrolled: {printable(refused)})"
+    control = graph_inputs.control_inputs(proto, node) if proto is not None and node.op_type == "If" else []
+    if control:
+        given = ", ".join(f"--feed {printable(c)}=VALUE" for c in control)
+        return f" (control flow decided by input {printable(control[0])!r}: give its value, {given}, to specialise " \
+               "the graph on it)"
     return f" ({_WHY[node.op_type]})" if node.op_type in _WHY else ""
 
 
@@ -53,8 +59,9 @@ def _check_supported(proto: onnx.ModelProto, names: Sequence[str] | None = None)
         others = sorted({m.op_type for _, m in missing[1:]} - {n.op_type})
         more = f"; also unsupported: {', '.join(others)}" if others else ""
         name = names[i] if names is not None else (n.name or "(unnamed)")
-        raise UnsupportedOpError(f"no converter for {_op_label(n, opsets)}{_why(n)} in node {name!r}{more}",
-                                 CONVERTER_HINT)
+        why = _why(n, proto)
+        raise UnsupportedOpError(f"no converter for {_op_label(n, opsets)}{why} in node {name!r}{more}",
+                                 "give that input's value with --feed" if "--feed" in why else CONVERTER_HINT)
 
 
 def _failing_node(proto: onnx.ModelProto, names: Sequence[str]) -> tuple[str, str, BaseException] | None:
@@ -158,7 +165,7 @@ def cut_unconvertible(proto: onnx.ModelProto, names: list[str],
         return registry.find(n.op_type, opsets.get(dom, 0), dom) is not None
 
     def why(n: onnx.NodeProto) -> str:
-        return f"no converter for {_op_label(n, opsets)}{_why(n)}"
+        return f"no converter for {_op_label(n, opsets)}{_why(n, proto)}"
 
     with registry.installed(converters):
         blocked = partial.blocked_nodes(proto, ok, why)

@@ -69,11 +69,88 @@ def _whole(v: object) -> int:
 
 
 def read_feed(text: str) -> tuple[str, np.ndarray]:
-    """'NAME=FILE.npy' (the --feed flag) -> (name, array); OptionError for a missing or unreadable file."""
+    """'NAME=FILE.npy' or 'NAME=NUMBER' (the --feed flag) -> (name, array: a scalar for a number, int64 when it is
+    whole); OptionError for a missing or unreadable file."""
     name, sep, file = text.partition("=")
     if not sep or not name or not file:
-        raise OptionError(f"cannot read feed {text!r}", "write NAME=FILE.npy")
+        raise OptionError(f"cannot read feed {text!r}", "write NAME=FILE.npy or NAME=NUMBER")
+    number = scalar_value(file)
+    if number is not None:
+        return name, number
     return name, np.asarray(open_npy(file, f"--feed for input {name!r}:"))
+
+
+def scalar_value(text: str) -> np.ndarray | None:
+    """'16000' -> int64 scalar, '0.5' -> float32 scalar, anything else (a file name) -> None."""
+    t = text.strip()
+    try:
+        return np.asarray(int(t), dtype=np.int64)
+    except (ValueError, OverflowError):
+        pass
+    try:
+        v = float(t)
+    except ValueError:
+        return None
+    return np.asarray(v, dtype=np.float32) if np.isfinite(v) else None
+
+
+#: Largest value (elements) a given feed may have to be folded into the graph as a constant.
+MAX_SPECIALISED = 64
+#: Metadata key prefix of a default value for a graph input, e.g. `vizcore.feed.sr` = `16000`.
+FEED_METADATA = "vizcore.feed."
+
+
+def specialisable(proto: onnx.ModelProto, feeds: Mapping[str, object],
+                  metadata: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The values to fold into the graph: given feeds (else `vizcore.feed.NAME` metadata defaults) of non-float
+    graph inputs with a fixed shape (a scalar such as a sample rate) and at most MAX_SPECIALISED values."""
+    free = {vi.name: vi for vi in _free(proto)}
+    chosen: dict[str, np.ndarray] = {}
+    for name, vi in free.items():
+        tt = vi.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else None
+        fixed = tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim)
+        if dtype is None or dtype.kind == "f" or not fixed:
+            continue
+        if name in feeds:
+            value = np.asarray(feeds[name])
+        elif FEED_METADATA + name in metadata and (v := scalar_value(metadata[FEED_METADATA + name])) is not None:
+            value = v
+        else:
+            continue
+        shape = tuple(d.dim_value for d in tt.shape.dim)
+        if value.size <= MAX_SPECIALISED and value.size == int(np.prod(shape)) and value.dtype.kind in "biuf":
+            chosen[name] = value.astype(dtype).reshape(shape)
+    return chosen
+
+
+def specialise(proto: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> list[str]:
+    """Make the named graph inputs initializers holding `values` (in place); their 'NAME=VALUE' texts."""
+    g = proto.graph
+    keep = [vi for vi in g.input if vi.name not in values]
+    del g.input[:]
+    g.input.extend(keep)
+    for name, value in values.items():
+        g.initializer.append(numpy_helper.from_array(value, name))
+    return [f"{k}={v.tolist()}" for k, v in values.items()]
+
+
+def control_inputs(proto: onnx.ModelProto, node: onnx.NodeProto) -> list[str]:
+    """The non-float graph inputs an If's condition is computed from (e.g. a sample rate), in graph order."""
+    producer = {o: n for n in proto.graph.node for o in n.output if o}
+    kinds = {vi.name: vi.type.tensor_type.elem_type for vi in _free(proto)}
+    seen, stack, found = set(), [node.input[0]] if node.input else [], set()
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        if t in kinds:
+            found.add(t)
+        elif t in producer:
+            stack.extend(i for i in producer[t].input if i)
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+    return [n for n in kinds if n in found and kinds[n] not in floats]
 
 
 def embedding_table(proto: onnx.ModelProto, gather: onnx.NodeProto) -> np.ndarray | None:

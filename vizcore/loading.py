@@ -81,9 +81,12 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
           layout: str | None, input_shapes: dict[str, Sequence[int]] | None, input: str | None,  # noqa: A002
           feeds: dict[str, Any] | None) -> Model:
     file = onnxfile.read(path)
-    reference = file.standalone()  # what onnxruntime compares against: taken before the proto changes
+    values = inputs_mod.specialisable(file.proto, feeds or {}, file.metadata)
+    fixed = inputs_mod.specialise(file.proto, values)  # a sample rate decides an If: fold it in (in place)
+    # what onnxruntime compares against: taken before the pre-passes change the proto (with the fixed inputs)
+    reference = file.proto.SerializeToString() if values else file.standalone()
     c = _convert(file, prepasses, converters, input_shapes, layout)
-    net = _network(c, file.metadata, layout, input, feeds)
+    net = _network(c, file.metadata, layout, input, {k: v for k, v in (feeds or {}).items() if k not in values})
     shapes = _probe(net, size)
     layers, by_key = _layer_table(c, net.module, shapes, _channel_last(net, shapes, size))
     proto = c.proto
@@ -93,7 +96,15 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
                  opset=_opset(proto), ir_version=int(proto.ir_version), layers=layers, by_key=by_key,
                  batch_ok=_batch_ok(net), prepasses=c.prepasses, unreachable=c.unreachable,
                  probe_shape=net.input_shape(net.probe_batch, size) if net.has_float_input else None,
-                 reference=c.cut if c.cut is not None else reference)
+                 reference=c.cut if c.cut is not None else reference, notes=_specialised(fixed, c.prepasses))
+
+
+def _specialised(fixed: Sequence[str], done: Sequence[tuple[str, int]]) -> tuple[str, ...]:
+    """The line saying which inputs were folded in as constants and how many If nodes that resolved."""
+    if not fixed:
+        return ()
+    n = dict(done).get("inline_constant_if", 0)
+    return (f"specialised on {', '.join(fixed)}: folded {n} If node{'s' if n != 1 else ''}",)
 
 
 def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters: Sequence[Converter],

@@ -232,7 +232,7 @@ class Network:
         non-batch dims take `length` (the optimized signal's length), else 16 for token inputs, else 1."""
         if t.name in self.given:
             v = self.given[t.name]
-            return v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 and batch > 1 else v
+            return v.expand(batch, *v.shape[1:]) if v.dim() and v.shape[0] == 1 and batch > 1 else v
         n = length or (16 if t.name in self.tokens or not t.is_float else 1)
         shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else n)
                  for i, d in enumerate(t.shape)]
@@ -271,6 +271,9 @@ class Model(Network):
     prepasses: tuple[tuple[str, int], ...] = ()
     #: nodes that were not converted: (layer name, op type, why), in graph order (see `vizcore inspect`)
     unreachable: tuple[tuple[str, str, str], ...] = ()
+    #: what vizcore did to the graph that the user should know, one line each (e.g. "specialised on sr=16000:
+    #: folded 1 If node"); commands print them
+    notes: tuple[str, ...] = ()
     #: the ONNX bytes onnxruntime compares against: the file as read (external data inlined), or the graph cut
     #: in front of the nodes that were not converted
     reference: bytes = field(default=b"", repr=False)
@@ -366,6 +369,7 @@ class Model(Network):
                 "ir_version": self.ir_version, "inputs": [t.to_json() for t in self.inputs],
                 "outputs": [t.to_json() for t in self.outputs], "parameters": self.param_count,
                 "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses],
+                "notes": list(self.notes),
                 "layout": self.layout.name if self.layout is not None else None,
                 "unreachable": [{"name": n, "op_type": o, "reason": r} for n, o, r in self.unreachable]}
 

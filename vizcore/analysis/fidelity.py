@@ -51,21 +51,41 @@ def fidelity(model: Model, seed: int = 0, batch: int = 1, size: int | Sequence[i
         with torch.no_grad():
             got = model.module(*feeds)
     except Exception as exc:  # the converted graph itself fails (e.g. batch 1 baked in): a result, not a crash
-        return {"available": True, "onnxruntime": version, "input_shape": shown, "seed": seed,
-                "max_abs_diff": float("inf"), "per_output": {},
-                "error": f"the converted graph fails: {oneline(exc)}"}
+        return _wrong(version, shown, seed, f"the converted graph fails: {oneline(exc)}")
     got = list(got) if isinstance(got, (tuple, list)) else [got]
-    diffs = {}
     names = [o.name for o in sess.get_outputs()]
+    return _compare(names, ref, [t.detach().float().cpu().numpy() for t in got],
+                    {"available": True, "onnxruntime": version, "input_shape": shown, "seed": seed})
+
+
+def _wrong(version: str, shown: list[int], seed: int, error: str) -> dict[str, Any]:
+    """Measured, and the converted graph does not give onnxruntime's outputs at all: no number (never inf)."""
+    return {"available": True, "onnxruntime": version, "input_shape": shown, "seed": seed, "max_abs_diff": None,
+            "per_output": {}, "error": error}
+
+
+def _compare(names: Sequence[str], ref: Sequence[np.ndarray], got: Sequence[np.ndarray],
+             head: dict[str, Any]) -> dict[str, Any]:
+    """Max |torch - onnxruntime| per output. A parity is a finite number or not given: an output whose shapes
+    differ, or that is non-finite in torch only, is an error; one that onnxruntime itself makes inf or NaN (a
+    float16 overflow, a log of 0) cannot be compared: "not measured", with the output named."""
+    diffs: dict[str, float] = {}
     for name, r, t in zip(names, ref, got):
-        t = t.detach().float().cpu().numpy()
         if r.shape != t.shape:
-            diffs[name] = float("inf")
-        else:
-            diffs[name] = float(np.max(np.abs(r.astype(np.float64) - t))) if r.size else 0.0
-    worst = max(diffs.values()) if diffs else 0.0
-    return {"available": True, "onnxruntime": version, "input_shape": shown, "seed": seed,
-            "max_abs_diff": worst, "per_output": diffs}
+            return {**head, "max_abs_diff": None, "per_output": {},
+                    "error": f"output {name!r} has shape {list(t.shape)} here, {list(r.shape)} in onnxruntime"}
+        r = np.asarray(r, dtype=np.float64)
+        bad_ref, bad_got = ~np.isfinite(r), ~np.isfinite(t)
+        if bad_ref.any():
+            kind = "NaN" if np.isnan(r).any() else "-inf" if np.isneginf(r).any() else "inf"
+            return {"available": False, "reason": f"onnxruntime's output {name!r} is {kind} on the seeded input "
+                    f"({int(bad_ref.sum())} of {r.size} values; a float16 overflow or a log of 0 in onnxruntime?)"}
+        if bad_got.any():
+            return {**head, "max_abs_diff": None, "per_output": {},
+                    "error": f"output {name!r} is inf or NaN here ({int(bad_got.sum())} of {t.size} values) where "
+                             "onnxruntime's is finite"}
+        diffs[name] = float(np.max(np.abs(r - t))) if r.size else 0.0
+    return {**head, "max_abs_diff": max(diffs.values()) if diffs else 0.0, "per_output": diffs}
 
 
 def _as_session_types(sess: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

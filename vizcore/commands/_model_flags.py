@@ -29,8 +29,10 @@ def add_model_flags(p: argparse.ArgumentParser, size_help: str | None, data_help
                    help="fix a graph input's dims (symbolic ones the weights do not determine); repeatable")
     p.add_argument("--input-node", default=None, metavar="TENSOR",
                    help="optimize this inner float tensor (e.g. a text model's embedding output) instead of an input")
-    p.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="value of another graph input (default: token ids 0, 1, ..., masks of ones); repeatable")
+    p.add_argument("--feed", action="append", default=[], metavar="NAME=FILE.npy|NAME=NUMBER",
+                   help="value of another graph input (default: token ids 0, 1, ..., masks of ones); a fixed-shape "
+                   "integer input (a sample rate: sr=16000) is folded into the graph, resolving the Ifs it decides; "
+                   "repeatable")
 
 
 def size_of(args: argparse.Namespace) -> int | tuple[int, ...] | None:

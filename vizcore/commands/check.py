@@ -53,8 +53,12 @@ def _print_head(report: Any, console: Console) -> None:
     m = report.model
     head = Table.grid(padding=(0, 2))
     head.add_row("[bold]model[/]", escape(str(m.get("path"))))
+    for note in m.get("notes") or ():
+        head.add_row("graph", escape(str(note)))
     fid = report.fidelity
-    if fid.get("available"):
+    if fid.get("available") and fid.get("error"):
+        head.add_row("fidelity", f"[red]{escape(str(fid['error']))}[/]")
+    elif fid.get("available"):
         d = fid["max_abs_diff"]
         ok = isinstance(d, (int, float)) and d <= fid.get("limit", float("inf"))
         shown = f"{d:.2e}" if isinstance(d, (int, float)) else escape(str(d))

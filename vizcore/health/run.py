@@ -40,7 +40,7 @@ def _model_facts(model: Model, nonfinite: list[dict[str, Any]]) -> dict[str, Any
     s = model.summary()
     return {"path": s["path"], "sha256": s["sha256"], "producer": s["producer"], "opset": s["opset"],
             "parameters": s["parameters"], "inputs": s["inputs"], "outputs": s["outputs"],
-            "nonfinite_weights": nonfinite}
+            "nonfinite_weights": nonfinite, **({"notes": s["notes"]} if s["notes"] else {})}
 
 
 def _ascent_size(model: Model, cfg: CheckConfig) -> int | None:
@@ -231,7 +231,9 @@ def _fidelity_step(model: Model, cfg: CheckConfig, failures: list[Failure]) -> d
                                               f"{oneline(exc, 160, typed=False)})"}
     fid["limit"] = cfg.max_fidelity_diff
     d = fid.get("max_abs_diff")
-    if fid.get("available") and d is not None and not d <= cfg.max_fidelity_diff:
+    if fid.get("available") and fid.get("error"):
+        failures.append(Failure("fidelity", None, str(fid["error"])))
+    elif fid.get("available") and d is not None and not d <= cfg.max_fidelity_diff:
         failures.append(Failure("fidelity", None, f"max |torch - onnxruntime| = {d:.3g} exceeds "
                                                   f"max-fidelity-diff = {cfg.max_fidelity_diff:g}"))
     return fid

@@ -170,17 +170,31 @@ def _splice_branch(g: onnx.GraphProto, node: onnx.NodeProto, branch: onnx.GraphP
 def inline_constant_if(model: onnx.ModelProto) -> int:
     """Replace each `If` whose condition is a constant (an initializer after folding) by the branch it takes.
 
-    Exporters leave such Ifs behind (a traced `if x.shape[0] > 1:`); data-dependent ones stay and are cut off by
-    the loader (see onnx_compat.partial). Nested constant Ifs are inlined too.
+    Exporters leave such Ifs behind (a traced `if x.shape[0] > 1:`), and a graph input given as a constant (a
+    sample rate) makes more; data-dependent ones stay and are cut off by the loader (see onnx_compat.partial).
+    After each round the inlined nodes computed from constants are folded, so nested Ifs whose conditions were
+    computed from the constant inside a branch are inlined too.
     """
-    g = model.graph
     changes = 0
+    while True:
+        inlined = _inline_round(model, changes)
+        if not inlined:
+            return changes
+        changes += inlined
+        constants_to_initializers(model)
+        fold_constants(model)
+
+
+def _inline_round(model: onnx.ModelProto, done: int) -> int:
+    """Inline every If whose condition is an initializer now; the number inlined."""
+    g = model.graph
+    changes = done
     while True:
         inits = {t.name: t for t in g.initializer}
         at = next((k for k, n in enumerate(g.node) if n.op_type == "If" and n.domain in ("", "ai.onnx")
                    and n.input and n.input[0] in inits), None)
         if at is None:
-            return changes
+            return changes - done
         node = g.node[at]
         cond = bool(np.asarray(numpy_helper.to_array(inits[node.input[0]])).reshape(-1)[0])
         branch = next(a.g for a in node.attribute if a.name == ("then_branch" if cond else "else_branch"))
