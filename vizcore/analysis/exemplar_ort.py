@@ -37,7 +37,7 @@ def reducer(model: Model, layers: Sequence[Layer]) -> Callable[[list[torch.Tenso
         return None
     outputs = _extend(proto, layers)
     try:
-        sess = onnxfile.session(proto.SerializeToString())
+        sess = onnxfile.session(proto.SerializeToString(), threads=torch.get_num_threads())  # the caller's setting
     except (VizcoreError, ImportError):
         return None
     names = [t.name for t in model.inputs]
