@@ -360,6 +360,18 @@ class Model(Network):
                 reached.add(n)
         return frozenset(n.name for n in reached)
 
+    @property
+    def nothing_converted(self) -> str | None:
+        """Why no layer worth visualizing was converted, naming the nodes without a converter that everything
+        else depends on; None when some layer was (or when nothing was cut: then the graph simply has none)."""
+        if not self.unreachable or any(l.visual for l in self.layers):
+            return None
+        causes = [f"{why} in node {name!r}" for name, _, why in self.unreachable if not why.startswith("after ")]
+        after = len(self.unreachable) - len(causes)
+        rest = f"; the {after} node{'s' if after != 1 else ''} after it depend{'s' if after == 1 else ''} on it" \
+            if after else ""
+        return "no layer could be converted: " + "; ".join(causes[:3]) + rest
+
     def summary(self) -> dict[str, Any]:
         """Model facts as a JSON-ready dict (inspect --json, manifests, reports)."""
         return {"path": str(self.path), "sha256": self.sha256, "producer": self.producer, "opset": self.opset,
@@ -367,7 +379,8 @@ class Model(Network):
                 "outputs": [t.to_json() for t in self.outputs], "parameters": self.param_count,
                 "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses],
                 "layout": self.layout.name if self.layout is not None else None,
-                "unreachable": [{"name": n, "op_type": o, "reason": r} for n, o, r in self.unreachable]}
+                "unreachable": [{"name": n, "op_type": o, "reason": r} for n, o, r in self.unreachable],
+                "nothing_converted": self.nothing_converted}
 
 
 def batch_axis(both: tuple[int, ...], one: tuple[int, ...]) -> int | None:

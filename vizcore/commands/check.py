@@ -183,5 +183,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.json != "-":
         if not args.quiet:
             print_report(report, console, args.verbose)
+        if report.nothing_checked and report.passed:
+            console.print(f"[yellow]nothing was checked (--allow-empty):[/] {escape(report.nothing_checked)}",
+                          highlight=False)
         verdict(console, report.passed, report.failures, str(report.model.get("path")))
     return 0 if report.passed else 1

@@ -71,6 +71,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                else f"[dim]{escape(printable(n))}: no change[/]" for n, c in model.prepasses]
         head.add_row("pre-passes", "\n".join(ran) or "none registered")
     console.print(head)
+    if model.nothing_converted:
+        console.print(f"[yellow]{escape(printable(model.nothing_converted))}[/]", highlight=False)
     title = f"{len(layers)} of {len(model.layers)} layers" + ("" if args.all else " (--all for every node)")
     print_layers(console, layers, title)
     if model.unreachable:

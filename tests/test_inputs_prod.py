@@ -1,0 +1,75 @@
+"""Production models, round two (issue 25): input selection. Each cause has a tiny seeded stand-in built here,
+parity against onnxruntime, and (for render cases) a render whose objective rises."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from conftest import make_onnx, tensor
+from onnx import helper
+
+import vizcore
+from vizcore.cli import main
+
+META = {"vizcore.mean": "0.5", "vizcore.std": "0.25", "vizcore.range": "0,1"}
+
+
+def _w(*shape: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed + sum(shape)).standard_normal(shape) * 0.3).astype(np.float32)
+
+
+def _meta(model: onnx.ModelProto) -> onnx.ModelProto:
+    for k, v in META.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    return model
+
+
+# -- 1. nothing could be checked ------------------------------------------------------------------------------------
+def custom_only() -> onnx.ModelProto:
+    """The only compute op is an unknown com.example op; beside it, the Shape -> Gather -> Concat bookkeeping of a
+    flatten (converted, but nothing to look at)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0, name="batch"),
+             helper.make_node("Unsqueeze", ["n", "axes"], ["n1"], name="unsq"),
+             helper.make_node("Concat", ["n1", "minus1"], ["newshape"], axis=0, name="cat"),
+             helper.make_node("Mystery", ["x"], ["m"], domain="com.example", name="mystery"),
+             helper.make_node("Reshape", ["m", "newshape"], ["y"], name="flatten")]
+    m = make_onnx(nodes, [tensor("x", ["N", 3, 8, 8])], [tensor("y", ["N", 192])],
+                  [np.array(0, np.int64), np.array([0], np.int64), np.array([-1], np.int64)],
+                  ["zero", "axes", "minus1"], opset=17)
+    m.opset_import.append(helper.make_opsetid("com.example", 1))
+    return _meta(m)
+
+
+def test_nothing_converted_is_said_and_fidelity_not_measured(save_onnx, capsys):
+    path = save_onnx(custom_only(), "custom_only.onnx")
+    m = vizcore.load(path)
+    assert not any(l.visual for l in m.layers)
+    assert "no layer could be converted" in m.nothing_converted and "com.example::Mystery" in m.nothing_converted
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "no layer could be converted" in out and "'mystery'" in out and "0.00e+00" not in out
+    assert "not measured" in out
+    assert main(["inspect", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fidelity"]["available"] is False and "com.example::Mystery" in data["nothing_converted"]
+
+
+def test_a_check_of_nothing_fails_unless_allowed(save_onnx, tmp_path, capsys):
+    path = save_onnx(custom_only(), "custom_only.onnx")
+    report = tmp_path / "check.json"
+    assert main(["check", str(path), "-q", "--json", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert "nothing could be checked" in out and "--allow-empty" in out and "Mystery" in out
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and "com.example::Mystery" in data["nothing_checked"]
+    assert [f["check"] for f in data["failures"]] == ["nothing-checked"]
+    assert main(["check", str(path), "-q", "--allow-empty", "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["passed"] is True and data["nothing_checked"] and not data["failures"]
+    rep = vizcore.check(path)  # the Python API judges the same way
+    assert not rep.passed and rep.nothing_checked and vizcore.check(path, allow_empty=True).passed
