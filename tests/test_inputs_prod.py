@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import onnx
-import pytest
 from conftest import make_onnx, tensor
 from onnx import helper
 
