@@ -4,10 +4,13 @@ parity against onnxruntime, and (for render cases) a render whose objective rise
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import onnx
-from conftest import make_onnx, tensor
+import pytest
+import torch
+from conftest import make_onnx, ort_run, tensor
 from onnx import helper
 
 import vizcore
@@ -72,3 +75,44 @@ def test_a_check_of_nothing_fails_unless_allowed(save_onnx, tmp_path, capsys):
     assert data["passed"] is True and data["nothing_checked"] and not data["failures"]
     rep = vizcore.check(path)  # the Python API judges the same way
     assert not rep.passed and rep.nothing_checked and vizcore.check(path, allow_empty=True).passed
+
+
+# -- 2. old IR files ---------------------------------------------------------------------------------------------
+def old_ir(listed: bool) -> onnx.ModelProto:
+    """IR version 3, opset 8: conv relu conv relu; initializers left out of the graph inputs (as old exporters
+    wrote them, onnx's checker rejects it) or listed there (the other common old-IR form)."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], kernel_shape=[3, 3],
+                              name="conv2"),
+             helper.make_node("Relu", ["c2"], ["y"], name="relu2")]
+    arrays = {"w1": _w(4, 3, 3, 3), "b1": _w(4), "w2": _w(6, 4, 3, 3), "b2": _w(6)}
+    m = make_onnx(nodes, [tensor("x", [1, 3, 12, 12])], [tensor("y", [1, 6, 12, 12])], list(arrays.values()),
+                  list(arrays), opset=8, ir_version=3)
+    if listed:
+        m.graph.input.extend(tensor(k, list(v.shape)) for k, v in arrays.items())
+    return _meta(m)
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_old_ir_files_load_match_onnxruntime_and_render(listed, tmp_path, capsys):
+    path = tmp_path / "old.onnx"
+    onnx.save(old_ir(listed), str(path))
+    x = np.random.default_rng(1).random((1, 3, 12, 12), dtype=np.float32)
+    ref = ort_run(path, {"x": x})[0]  # onnxruntime runs it as it is
+    if not listed:
+        with pytest.raises(onnx.checker.ValidationError, match="not in graph input"):
+            onnx.checker.check_model(onnx.load(str(path)))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        m = vizcore.load(path)
+    repaired = [str(w.message) for w in seen if "not listed as graph inputs" in str(w.message)]
+    assert len(repaired) == (0 if listed else 1) and (listed or "IR version 3" in repaired[0])
+    assert [l.name for l in m.layers] == ["conv1", "relu1", "conv2", "relu2"] and m.ir_version == 3
+    with torch.no_grad():
+        got = m.run(torch.from_numpy(x)).numpy()
+    assert np.abs(got - ref).max() < 1e-5
+    r = vizcore.render(m, "conv2:1", steps=8, device="cpu", transforms="none", record_every=1)
+    assert r.traces[0][-1] > r.traces[0][0]
+    assert main(["inspect", str(path), "--no-fidelity"]) == 0
+    assert ("not listed as graph inputs" in capsys.readouterr().err) is not listed
