@@ -116,3 +116,45 @@ def test_old_ir_files_load_match_onnxruntime_and_render(listed, tmp_path, capsys
     assert r.traces[0][-1] > r.traces[0][0]
     assert main(["inspect", str(path), "--no-fidelity"]) == 0
     assert ("not listed as graph inputs" in capsys.readouterr().err) is not listed
+
+
+# -- 3. the batch axis of each input -------------------------------------------------------------------------------
+def state_model() -> onnx.ModelProto:
+    """x [batch, 3, 8, 8] -> conv (channels 2 and 5 dead: zero weights, bias -1) relu gap gemm, plus the mean of a
+    stacked recurrent state h [3, batch, 5] (its batch on axis 1)."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("GlobalAveragePool", ["r1"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["z"], transB=1, name="fc"),
+             helper.make_node("ReduceMean", ["h"], ["hm"], axes=[0], keepdims=0, name="state_mean"),
+             helper.make_node("Add", ["z", "hm"], ["y"], name="mix")]
+    w1, b1 = _w(8, 3, 3, 3), _w(8)
+    w1[[2, 5]], b1[[2, 5]] = 0.0, -1.0
+    return _meta(make_onnx(nodes, [tensor("x", ["batch", 3, 8, 8]), tensor("h", [3, "batch", 5])],
+                           [tensor("y", ["batch", 5])], [w1, b1, _w(5, 8), _w(5)], ["w1", "b1", "w2", "b2"], opset=17))
+
+
+def test_a_state_input_is_batched_on_its_own_axis(save_onnx):
+    from vizcore.analysis.fidelity import fidelity
+
+    m = vizcore.load(save_onnx(state_model(), "state.onnx"))
+    assert [t.batch_axis for t in m.inputs] == [0, 1]
+    assert m.choices == ("input 'h' [3, batch, 5] holds its batch on axis 1: fed that way",)
+    assert tuple(m.default_feed(m.inputs[1], 4).shape) == (3, 4, 5)
+    assert m.batch_ok and fidelity(m, batch=3)["max_abs_diff"] < 1e-5
+    r = vizcore.render(m, "conv1:1", steps=8, size=8, device="cpu", transforms="none", record_every=1)
+    assert r.traces[0][-1] > r.traces[0][0]
+
+
+def test_prune_feeds_a_state_input_on_its_batch_axis(save_onnx, tmp_path, capsys):
+    path = save_onnx(state_model(), "state.onnx")
+    out, report = tmp_path / "pruned.onnx", tmp_path / "prune.json"
+    assert main(["prune", str(path), "--out", str(out), "--json", str(report)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "'h' [3, ?, 5] holds its batch on axis 1" in captured.out
+    data = json.loads(report.read_text())
+    assert data["verified"] and data["written"] and data["counts"]["removed"] == 2
+    rng = np.random.default_rng(3)
+    feed = {"x": rng.random((4, 3, 8, 8), dtype=np.float32), "h": rng.standard_normal((3, 4, 5)).astype(np.float32)}
+    assert np.abs(ort_run(out, feed)[0] - ort_run(path, feed)[0]).max() < 1e-5  # onnxruntime agrees at batch 4

@@ -123,6 +123,24 @@ def _free(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [vi for vi in proto.graph.input if vi.name not in inits]
 
 
+def batch_axes(proto: onnx.ModelProto) -> dict[str, int]:
+    """Per graph input, the axis that holds the batch: 0 when dim 0 is symbolic; else the axis that has the same
+    symbolic name as another input's batch (an LSTM state `[layers, batch, hidden]` beside `[batch, time, C]`),
+    else its only symbolic dim after a fixed dim 0 (`[3, 'b', 8]`); else 0."""
+    def params(vi: onnx.ValueInfoProto) -> list[str | None]:
+        return [d.dim_param if d.HasField("dim_param") and not d.HasField("dim_value") else None
+                for d in vi.type.tensor_type.shape.dim]
+
+    free = [(vi.name, params(vi)) for vi in _free(proto)]
+    names = {p[0] for _, p in free if p and p[0]}
+    out = {}
+    for name, p in free:
+        named = [i for i, d in enumerate(p) if d is not None and d in names]
+        symbolic = [i for i, d in enumerate(p) if d is not None]
+        out[name] = (0 if p and p[0] else named[0] if named else symbolic[0] if len(symbolic) == 1 else 0)
+    return out
+
+
 def apply_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> int:
     """Set the dims of the named graph inputs (symbolic or not) to the given values; returns the inputs changed."""
     free = {vi.name: vi for vi in _free(proto)}

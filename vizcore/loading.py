@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,13 +88,23 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
     shapes = _probe(net, size)
     layers, by_key = _layer_table(c, net.module, shapes, _channel_last(net, shapes, size))
     proto = c.proto
+    choices = _choices(net)
+    for line in choices:
+        warnings.warn(line, UserWarning, stacklevel=4)
     return Model(**{f.name: getattr(net, f.name) for f in dataclasses.fields(Network)},
                  path=file.path, sha256=file.sha256,
                  producer=f"{proto.producer_name} {proto.producer_version}".strip() or "unknown",
                  opset=_opset(proto), ir_version=int(proto.ir_version), layers=layers, by_key=by_key,
                  batch_ok=_batch_ok(net), prepasses=c.prepasses, unreachable=c.unreachable,
                  probe_shape=net.input_shape(net.probe_batch, size) if net.has_float_input else None,
-                 reference=c.cut if c.cut is not None else reference)
+                 reference=c.cut if c.cut is not None else reference, choices=choices)
+
+
+def _choices(net: Network) -> tuple[str, ...]:
+    """One line per thing the load chose that the file does not say."""
+    out = [f"input {t.name!r} [{', '.join(map(str, t.shape))}] holds its batch on axis {t.batch_axis}: fed that way"
+           for t in net.inputs if t.batch_axis]
+    return tuple(out)
 
 
 def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters: Sequence[Converter],
@@ -110,7 +121,9 @@ def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters:
     inits = {t.name for t in proto.graph.initializer}
     names = convert.display_names(list(proto.graph.node), inits)
     unreachable, cut = convert.cut_unconvertible(proto, names, converters)
-    inputs = tuple(TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.input if vi.name not in inits)
+    axes = inputs_mod.batch_axes(proto)
+    inputs = tuple(TensorInfo(vi.name, *_shape_of(vi), batch_axis=axes.get(vi.name, 0)) for vi in proto.graph.input
+                   if vi.name not in inits)
     outputs = tuple(TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.output)
     found_layout = _detect_layout(proto, inputs, file.metadata, layout)
     nodes = list(proto.graph.node)

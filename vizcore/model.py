@@ -42,6 +42,8 @@ class TensorInfo:
     name: str
     shape: tuple[int | str | None, ...]
     dtype: str
+    #: the axis that holds the batch (1 for an LSTM state `[layers, batch, hidden]`; see graph_inputs.batch_axes)
+    batch_axis: int = 0
 
     @property
     def is_float(self) -> bool:
@@ -230,11 +232,13 @@ class Network:
         """The value fed to graph input `t` when it is not optimized: `given` (expanded to the batch), else token
         ids 0, 1, ... (inputs that index an embedding), else ones (integer inputs, masks), else zeros. Symbolic
         non-batch dims take `length` (the optimized signal's length), else 16 for token inputs, else 1."""
+        a = t.batch_axis
         if t.name in self.given:
             v = self.given[t.name]
-            return v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 and batch > 1 else v
+            grow = v.dim() > a and v.shape[a] == 1 and batch > 1
+            return v.expand(*v.shape[:a], batch, *v.shape[a + 1:]) if grow else v
         n = length or (16 if t.name in self.tokens or not t.is_float else 1)
-        shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else n)
+        shape = [batch if i == a and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else n)
                  for i, d in enumerate(t.shape)]
         if t.name in self.tokens:
             ids = torch.arange(int(np.prod(shape[1:])) if len(shape) > 1 else 1) % max(self.tokens[t.name], 1)
@@ -274,6 +278,9 @@ class Model(Network):
     #: the ONNX bytes onnxruntime compares against: the file as read (external data inlined), or the graph cut
     #: in front of the nodes that were not converted
     reference: bytes = field(default=b"", repr=False)
+    #: what the load chose that the file does not say (an input's batch axis, a sequence length, the embedding
+    #: optimized, ...): one line each, also issued as warnings when the model is loaded
+    choices: tuple[str, ...] = ()
 
     # -- addressing --------------------------------------------------------------------------------------------
     def layer(self, key: str | int | Layer) -> Layer:
@@ -380,7 +387,7 @@ class Model(Network):
                 "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses],
                 "layout": self.layout.name if self.layout is not None else None,
                 "unreachable": [{"name": n, "op_type": o, "reason": r} for n, o, r in self.unreachable],
-                "nothing_converted": self.nothing_converted}
+                "nothing_converted": self.nothing_converted, "choices": list(self.choices)}
 
 
 def batch_axis(both: tuple[int, ...], one: tuple[int, ...]) -> int | None:
