@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,6 +13,8 @@ import pytest
 import torch
 from conftest import make_onnx, ort_run, tensor
 from onnx import helper
+from tiny import export
+from torch import nn
 
 import vizcore
 from vizcore.cli import main
@@ -158,3 +161,71 @@ def test_prune_feeds_a_state_input_on_its_batch_axis(save_onnx, tmp_path, capsys
     rng = np.random.default_rng(3)
     feed = {"x": rng.random((4, 3, 8, 8), dtype=np.float32), "h": rng.standard_normal((3, 4, 5)).astype(np.float32)}
     assert np.abs(ort_run(out, feed)[0] - ort_run(path, feed)[0]).max() < 1e-5  # onnxruntime agrees at batch 4
+
+
+# -- 4. sequences (N, L, C) with a free length and a fixed channel count ------------------------------------------
+class Decoder(nn.Module):
+    """[1, S, 16] -> scale and shift -> Linear(16->12) relu -> Conv1d over the channels-last features (12->8, k3)
+    relu: the input's first consumer is a Mul, so nothing but its dims says (N, L, C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.conv = nn.Linear(16, 12), nn.Conv1d(12, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc(x * 4.0 + 0.1))
+        return torch.relu(self.conv(h.transpose(1, 2))).transpose(1, 2)
+
+
+class Recurrent(nn.Module):
+    """x [batch, time, 16] and the states h0, c0 [2, batch, 8] of a 2-layer batch-first LSTM -> Linear(8->4) relu."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm, self.fc = nn.LSTM(16, 8, num_layers=2, batch_first=True), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(self.lstm(x, (h0, c0))[0]))
+
+
+def export_recurrent(path: Path) -> Path:
+    args = (torch.rand(1, 10, 16), torch.zeros(2, 1, 8), torch.zeros(2, 1, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Recurrent().eval(), args, str(path), dynamo=False, opset_version=17,
+                          input_names=["x", "h0", "c0"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch", 1: "time"}, "h0": {1: "batch"}, "c0": {1: "batch"}})
+    m = onnx.load(str(path))
+    _meta(m)
+    onnx.save(m, str(path))
+    return path
+
+
+def _ort_parity(m: vizcore.Model, batch: int, length: int) -> float:
+    x = m.probe_input(batch, length, seed=batch)
+    feeds = m.feeds(x)
+    ref = ort_run(m.path, {t.name: f.numpy() for t, f in zip(m.inputs, feeds)})[0]
+    with torch.no_grad():
+        got = m.module(*feeds)
+    return float(np.abs(ref - (got[0] if isinstance(got, tuple) else got).numpy()).max())
+
+
+@pytest.mark.parametrize("which", ["decoder", "recurrent"])
+def test_free_length_sequences_load_match_onnxruntime_and_render(which, tmp_path):
+    path = (export(Decoder(), tmp_path / "dec.onnx", (1, 10, 16), metadata=META, axes={1: "S"})
+            if which == "decoder" else export_recurrent(tmp_path / "rnn.onnx"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        m = vizcore.load(path)
+    said = [str(w.message) for w in seen if "its length is free" in str(w.message)]
+    assert len(said) == 1 and "vizcore uses 32" in said[0]
+    assert m.layout.name == "NLC" and m.input_shape(1) == (1, 16, 32)
+    for batch in ((1,) if which == "decoder" else (1, 3)):
+        assert _ort_parity(m, batch, 12) < 1e-5
+    last = [l for l in m.layers if l.op_type in ("Conv", "Gemm", "MatMul")][-1]
+    r = vizcore.render(m, f"{last.name}:1", steps=8, size=24, device="cpu", transforms="none", record_every=1,
+                       lr=0.1)
+    assert r.traces[0][-1] > r.traces[0][0]
+    assert vizcore.load(path, size=20).choices == (() if which == "decoder" else m.choices[:2])

@@ -88,7 +88,7 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
     shapes = _probe(net, size)
     layers, by_key = _layer_table(c, net.module, shapes, _channel_last(net, shapes, size))
     proto = c.proto
-    choices = _choices(net)
+    choices = _choices(net, size)
     for line in choices:
         warnings.warn(line, UserWarning, stacklevel=4)
     return Model(**{f.name: getattr(net, f.name) for f in dataclasses.fields(Network)},
@@ -100,10 +100,15 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
                  reference=c.cut if c.cut is not None else reference, choices=choices)
 
 
-def _choices(net: Network) -> tuple[str, ...]:
+def _choices(net: Network, size: int | Sequence[int] | None) -> tuple[str, ...]:
     """One line per thing the load chose that the file does not say."""
-    out = [f"input {t.name!r} [{', '.join(map(str, t.shape))}] holds its batch on axis {t.batch_axis}: fed that way"
-           for t in net.inputs if t.batch_axis]
+    def dims(t: TensorInfo) -> str:
+        return f"{t.name!r} [{', '.join(map(str, t.shape))}]"
+
+    out = [f"input {dims(t)} holds its batch on axis {t.batch_axis}: fed that way" for t in net.inputs if t.batch_axis]
+    if (net.has_float_input and net.default_length and size is None and "vizcore.size" not in net.metadata):
+        out.append(f"input {dims(net.input)}: its length is free; vizcore uses {net.default_length} (twice the "
+                   "receptive field of its convolutions, at least 32; --size L to choose)")
     return tuple(out)
 
 
