@@ -229,3 +229,68 @@ def test_free_length_sequences_load_match_onnxruntime_and_render(which, tmp_path
                        lr=0.1)
     assert r.traces[0][-1] > r.traces[0][0]
     assert vizcore.load(path, size=20).choices == (() if which == "decoder" else m.choices[:2])
+
+
+# -- 5. token models: a quantized embedding, a byte-level classifier ------------------------------------------------
+def quantized_embedding(ids: int = onnx.TensorProto.INT64, signed: bool = False) -> onnx.ModelProto:
+    """ids [N, S] -> Gather on a uint8 (int8) [40, 8] table -> DequantizeLinear -> MatMul(8->12) relu -> mean."""
+    rng = np.random.default_rng(5)
+    table = (rng.integers(-127, 128, (40, 8)).astype(np.int8) if signed else
+             rng.integers(0, 256, (40, 8)).astype(np.uint8))
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["q"], axis=0, name="embed"),
+             helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["e"], name="dequant"),
+             helper.make_node("MatMul", ["e", "w"], ["h"], name="proj"),
+             helper.make_node("Relu", ["h"], ["r"], name="act"),
+             helper.make_node("ReduceMean", ["r"], ["y"], axes=[1], keepdims=0, name="pool")]
+    zp = np.array(0 if signed else 128, table.dtype)
+    return make_onnx(nodes, [tensor("ids", ["N", "S"], ids)], [tensor("y", ["N", 12])],
+                     [table, np.array(0.02, np.float32), zp, _w(8, 12)], ["table", "scale", "zp", "w"], opset=17)
+
+
+def byte_classifier() -> onnx.ModelProto:
+    """int32 bytes [N, S]: Shape -> Gather (the length, an int64 scalar: the first Gather of the graph) beside the
+    embedding Gather on a float [256, 8] table -> MatMul relu -> sum / length."""
+    nodes = [helper.make_node("Shape", ["ids"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "one"], ["L"], axis=0, name="length"),
+             helper.make_node("Cast", ["L"], ["Lf"], to=onnx.TensorProto.FLOAT, name="cast"),
+             helper.make_node("Gather", ["table", "ids"], ["e"], axis=0, name="embed"),
+             helper.make_node("MatMul", ["e", "w"], ["h"], name="proj"),
+             helper.make_node("Relu", ["h"], ["r"], name="act"),
+             helper.make_node("ReduceSum", ["r", "axes"], ["t"], keepdims=0, name="total"),
+             helper.make_node("Div", ["t", "Lf"], ["y"], name="mean")]
+    return make_onnx(nodes, [tensor("ids", ["N", "S"], onnx.TensorProto.INT32)], [tensor("y", ["N", 12])],
+                     [_w(256, 8), _w(8, 12), np.array(1, np.int64), np.array([1], np.int64)],
+                     ["table", "w", "one", "axes"], opset=17)
+
+
+@pytest.mark.parametrize("which, ask, said", [
+    ("uint8", "q", "optimizing 'e', the DequantizeLinear after the quantized embedding lookup 'q'"),
+    ("int8", "auto", "--input-node auto: optimizing 'e', the DequantizeLinear after"),
+    ("bytes", "auto", "--input-node auto: optimizing 'e', the embedding lookup of token input 'ids'"),
+])
+def test_the_float_embedding_is_optimized(which, ask, said, save_onnx):
+    from vizcore.analysis.fidelity import fidelity
+
+    proto = byte_classifier() if which == "bytes" else quantized_embedding(
+        onnx.TensorProto.INT32 if which == "int8" else onnx.TensorProto.INT64, signed=which == "int8")
+    path = save_onnx(proto, f"{which}.onnx")
+    m = vizcore.load(path, input=ask, size=10)
+    assert m.input.name == "e" and m.layout.name == "NLC" and m.input_shape(1, 10) == (1, 8, 10)
+    assert len(m.choices) == 1 and m.choices[0].startswith(said)
+    if which != "bytes":  # the dequantized table is the embedding's range
+        table = onnx.numpy_helper.to_array(proto.graph.initializer[0]).astype(np.float32)
+        assert np.allclose(m.embedding, (table - (0 if which == "int8" else 128)) * 0.02)
+    fid = fidelity(m, batch=2, size=10)  # onnxruntime gets the token ids, torch their embedding
+    assert fid["available"] and fid["max_abs_diff"] < 1e-5
+    r = vizcore.render(m, "proj:2", steps=8, size=10, device="cpu", transforms="none", record_every=1, lr=0.1)
+    assert r.traces[0][-1] > r.traces[0][0]
+
+
+def test_an_integer_tensor_is_refused_with_the_embedding_named(save_onnx, capsys):
+    path = save_onnx(byte_classifier(), "bytes.onnx")
+    assert main(["inspect", str(path), "--input-node", "L"]) == 2  # the first Gather: the length, not the bytes
+    assert "'L' is not a float tensor" in capsys.readouterr().err
+    with pytest.raises(vizcore.errors.TargetError, match="--input-node auto: 'e'"):
+        vizcore.load(path, input="L")
+    assert main(["inspect", str(path), "--input-node", "auto", "--size", "10", "--no-fidelity"]) == 0
+    assert "embedding lookup of token input 'ids'" in capsys.readouterr().err

@@ -124,7 +124,7 @@ class Network:
         t = self.inputs[0]
         raise ModelLoadError(f"input {t.name!r} has dtype {t.dtype}: gradient ascent needs a float input",
                              "optimize an inner float tensor such as the embedding output (load(path, input=NAME), "
-                             "--input-node NAME)")
+                             "--input-node NAME, or --input-node auto: the embedding lookup)")
 
     @property
     def param_count(self) -> int:
