@@ -294,3 +294,41 @@ def test_an_integer_tensor_is_refused_with_the_embedding_named(save_onnx, capsys
         vizcore.load(path, input="L")
     assert main(["inspect", str(path), "--input-node", "auto", "--size", "10", "--no-fidelity"]) == 0
     assert "embedding lookup of token input 'ids'" in capsys.readouterr().err
+
+
+# -- 6. two float inputs: optimize the one the layers depend on ------------------------------------------------------
+def speech_encoder() -> onnx.ModelProto:
+    """'speaker' [N, 4] (a speaker embedding: Gemm) first, 'features' [N, 6, T] second (conv relu conv relu); the
+    two meet in the last Add. The convolutions depend on the second input only."""
+    nodes = [helper.make_node("Gemm", ["speaker", "ws", "bs"], ["sg"], transB=1, name="speaker_proj"),
+             helper.make_node("Unsqueeze", ["sg", "ax"], ["sg3"], name="to_3d"),
+             helper.make_node("Conv", ["features", "w1", "b1"], ["c1"], pads=[1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Add", ["r2", "sg3"], ["y"], name="condition")]
+    return _meta(make_onnx(nodes, [tensor("speaker", ["N", 4]), tensor("features", ["N", 6, "T"])],
+                           [tensor("y", ["N", 8, "T"])],
+                           [_w(8, 4), _w(8), np.array([2], np.int64), _w(8, 6, 3), _w(8), _w(8, 8, 3), _w(8)],
+                           ["ws", "bs", "ax", "w1", "b1", "w2", "b2"], opset=17))
+
+
+def test_the_input_the_layers_depend_on_is_optimized(save_onnx, capsys):
+    from vizcore.analysis.fidelity import fidelity
+
+    path = save_onnx(speech_encoder(), "speech.onnx")
+    m = vizcore.load(path, size=24)
+    assert m.input.name == "features" and m.layout.name == "NCL" and m.input_shape(1, 24) == (1, 6, 24)
+    assert m.choices[0].startswith("optimizing input 'features': 2 weighted layers depend on it (on 'speaker' 1)")
+    assert m.depends_on_input("conv2") and not m.depends_on_input("speaker_proj")
+    for batch in (1, 3):
+        assert fidelity(m, batch=batch, size=24, seed=batch)["max_abs_diff"] < 1e-5
+    r = vizcore.render(m, "conv2:1", steps=8, size=24, device="cpu", transforms="none", record_every=1, lr=0.1)
+    assert r.traces[0][-1] > r.traces[0][0]
+    with pytest.raises(vizcore.errors.TargetError, match="depends on input 'speaker'") as info:
+        vizcore.render(m, "speaker_proj:1", steps=2, device="cpu")
+    assert "--input-node speaker" in info.value.hint
+    other = vizcore.load(path, input="speaker")  # asked: no line, the other input fed zeros
+    assert other.input.name == "speaker" and not other.choices and other.depends_on_input("speaker_proj")
+    r = vizcore.render(other, "speaker_proj:1", steps=8, device="cpu", transforms="none", record_every=1, lr=0.1)
+    assert r.traces[0][-1] > r.traces[0][0]

@@ -184,6 +184,23 @@ def batch_axes(proto: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
+_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                       "MatMulInteger", "LSTM", "GRU", "RNN"})
+
+
+def layers_reached(proto: onnx.ModelProto, names: Sequence[str]) -> dict[str, int]:
+    """Per graph input in `names`: how many weighted layers (Conv, Gemm, MatMul, recurrent) depend on it."""
+    out = {}
+    for name in names:
+        reached, count = {name}, 0
+        for n in proto.graph.node:  # graph order is topological
+            if any(i in reached for i in n.input if i):
+                reached.update(o for o in n.output if o)
+                count += n.op_type in _WEIGHTED
+        out[name] = count
+    return out
+
+
 def apply_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> int:
     """Set the dims of the named graph inputs (symbolic or not) to the given values; returns the inputs changed."""
     free = {vi.name: vi for vi in _free(proto)}

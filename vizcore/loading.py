@@ -75,6 +75,8 @@ class _Converted:
     prepasses: tuple[tuple[str, int], ...]
     unreachable: tuple[tuple[str, str, str], ...]
     cut: bytes | None  # the cut graph's bytes when nodes were left out
+    primary: str | None = None  # the float graph input optimized (None: the model has none)
+    primary_note: str | None = None  # the line saying so, when vizcore chose it among several
 
 
 def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prepass],
@@ -83,7 +85,7 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
           feeds: dict[str, Any] | None) -> Model:
     file = onnxfile.read(path)
     reference = file.standalone()  # what onnxruntime compares against: taken before the proto changes
-    c = _convert(file, prepasses, converters, input_shapes, layout)
+    c = _convert(file, prepasses, converters, input_shapes, layout, input)
     said: list[str] = []  # what the load chose, one line each (`Model.choices`)
     net = _network(c, file.metadata, layout, input, feeds, said)
     shapes = _probe(net, size)
@@ -115,7 +117,7 @@ def _choices(net: Network, size: int | Sequence[int] | None) -> tuple[str, ...]:
 
 
 def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters: Sequence[Converter],
-             input_shapes: dict[str, Sequence[int]] | None, layout: str | None) -> _Converted:
+             input_shapes: dict[str, Sequence[int]] | None, layout: str | None, asked: str | None) -> _Converted:
     """Pre-pass the file's graph, cut it in front of nodes without a converter, and convert it (in place)."""
     proto = file.proto
     if not [vi for vi in proto.graph.input if vi.name not in {t.name for t in proto.graph.initializer}]:
@@ -132,7 +134,8 @@ def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters:
     inputs = tuple(TensorInfo(vi.name, *_shape_of(vi), batch_axis=axes.get(vi.name, 0)) for vi in proto.graph.input
                    if vi.name not in inits)
     outputs = tuple(TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.output)
-    found_layout = _detect_layout(proto, inputs, file.metadata, layout)
+    primary, note = _primary(proto, inputs, asked)
+    found_layout = _detect_layout(proto, [t for t in inputs if t.name == primary], file.metadata, layout)
     nodes = list(proto.graph.node)
     originals = [n.name for n in nodes]
     outs_of = [list(n.output) for n in nodes]
@@ -144,7 +147,22 @@ def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters:
     convert.outputs_one_to_one(gm, proto)
     return _Converted(proto=proto, module=gm, inputs=inputs, outputs=outputs, layout=found_layout, names=names,
                       originals=originals, ops=ops, outs_of=outs_of, ins_of=ins_of, prepasses=tuple(done),
-                      unreachable=tuple(unreachable), cut=cut)
+                      unreachable=tuple(unreachable), cut=cut, primary=primary, primary_note=note)
+
+
+def _primary(proto: onnx.ModelProto, inputs: Sequence[TensorInfo], asked: str | None) -> tuple[str | None, str | None]:
+    """The float graph input to optimize, and a line saying why when vizcore chose among several: the one `asked`
+    (`input=`, --input-node) if it is one, else the one the most weighted layers depend on (the first on a tie)."""
+    floats = [t.name for t in inputs if t.is_float]
+    if asked in floats or len(floats) < 2:
+        return (asked if asked in floats else floats[0] if floats else None), None
+    reach = inputs_mod.layers_reached(proto, floats)
+    best = max(floats, key=lambda n: (reach[n], -floats.index(n)))
+    if best == floats[0]:
+        return best, None
+    others = ", ".join(f"{n!r} {reach[n]}" for n in floats if n != best)
+    return best, (f"optimizing input {best!r}: {reach[best]} weighted layers depend on it (on {others}); "
+                  f"--input-node NAME to choose")
 
 
 def _network(c: _Converted, metadata: dict[str, str], layout: str | None, input: str | None,  # noqa: A002
@@ -152,9 +170,12 @@ def _network(c: _Converted, metadata: dict[str, str], layout: str | None, input:
     """The converted module with its inputs: the values of the other graph inputs, the inner tensor to optimize
     (`input`) and, for a 1-D model without a fixed length, its default probe length."""
     net = Network(inputs=c.inputs, outputs=c.outputs, metadata=metadata, module=c.module, layout=c.layout,
+                  primary=c.primary,
                   tokens=inputs_mod.token_inputs(c.proto),
                   given={k: torch.as_tensor(v) for k, v in inputs_mod.check_feeds(c.proto, feeds or {}).items()})
-    if input is not None:
+    if c.primary_note:
+        said.append(c.primary_note)
+    if input is not None and input != c.primary:
         net = dataclasses.replace(net, **_optimize_inner(net, c, input, layout, said))
     if net.layout is not None and net.layout.natural_rank == 3 and net.fixed_size is None:
         net = dataclasses.replace(net, default_length=inputs_mod.receptive_length(c.proto))

@@ -112,6 +112,8 @@ class Network:
     tokens: dict[str, int] = field(default_factory=dict)
     #: a module computing the optimized inner tensor from the graph inputs (fidelity feeds onnxruntime those)
     source: fx.GraphModule | None = field(default=None, repr=False)
+    #: the float graph input optimized when there are several (None: the first)
+    primary: str | None = None
 
     @property
     def input(self) -> TensorInfo:
@@ -119,7 +121,7 @@ class Network:
         if self.optimized is not None:
             return self.optimized
         for t in self.inputs:
-            if t.is_float:
+            if t.is_float and (self.primary is None or t.name == self.primary):
                 return t
         t = self.inputs[0]
         raise ModelLoadError(f"input {t.name!r} has dtype {t.dtype}: gradient ascent needs a float input",
@@ -136,7 +138,7 @@ class Network:
     @property
     def probe_batch(self) -> int:
         """The batch of the probe that fills the layer table: 1, or the input's fixed batch size."""
-        first = self.optimized or next((t for t in self.inputs if t.is_float), self.inputs[0])
+        first = self.input if self.has_float_input else self.inputs[0]
         d = first.shape[0] if first.shape else 1
         return d if isinstance(d, int) and d > 0 else 1
 
@@ -355,6 +357,20 @@ class Model(Network):
     def depends_on_input(self, key: str | int | Layer) -> bool:
         """Whether a layer's value depends on the optimized input (graph reachability in the converted graph)."""
         return self.layer(key).fx_name in self._reached
+
+    def inputs_reaching(self, key: str | int | Layer) -> list[str]:
+        """The graph inputs a layer's value depends on (graph reachability in the converted graph), in order."""
+        fx_name = self.layer(key).fx_name
+        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"][:len(self.inputs)]
+        out = []
+        for t, p in zip(self.inputs, placeholders):
+            reached = {p}
+            for n in self.module.graph.nodes:
+                if any(a in reached for a in n.all_input_nodes):
+                    reached.add(n)
+            if any(n.name == fx_name for n in reached):
+                out.append(t.name)
+        return out
 
     @cached_property
     def _reached(self) -> frozenset[str]:
