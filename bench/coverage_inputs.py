@@ -132,6 +132,41 @@ def case(name: str, path: Path, **load: object) -> dict[str, object]:
             "seconds": time.perf_counter() - t0}
 
 
+def _issue25_rows(tmp: Path, save: Callable[[onnx.ModelProto, str], Path]
+                  ) -> list[tuple[str, Callable[[], Path], dict[str, object]]]:
+    """The stand-ins of issue 25 (tests/test_inputs_prod.py), measured like every other row."""
+    return [
+        ("old IR 3 / opset 8, initializers not graph inputs (repaired)", lambda: save(P.old_ir(False), "ir3.onnx"),
+         {}),
+        ("old IR 3 / opset 8, initializers listed as inputs", lambda: save(P.old_ir(True), "ir3l.onnx"), {}),
+        ("decoder [1, S, 16], Mul first (NLC, length chosen)",
+         lambda: T.export(P.Decoder(), tmp / "dec.onnx", (1, 10, 16), metadata=T.META, axes={1: "S"}), {}),
+        ("batch-first LSTM [batch, time, 16] + states [2, batch, 8]",
+         lambda: P.export_recurrent(tmp / "rnn.onnx"), {}),
+        ("uint8 embedding -> DequantizeLinear, int64 ids, input = auto",
+         lambda: save(P.quantized_embedding(), "qemb.onnx"), {"size": 10, "input": "auto"}),
+        ("int8 embedding, int32 ids, input = the integer lookup",
+         lambda: save(P.quantized_embedding(onnx.TensorProto.INT32, signed=True), "qemb8.onnx"),
+         {"size": 10, "input": "q"}),
+        ("byte classifier, int32 ids and a Shape, input = auto",
+         lambda: save(P.byte_classifier(), "bytes.onnx"), {"size": 10, "input": "auto"}),
+        ("speech encoder, 2 float inputs (the convs' input chosen)",
+         lambda: save(P.speech_encoder(), "speech.onnx"), {"size": 24}),
+        ("state input [3, batch, 5] (batch on axis 1)", lambda: save(P.state_model(), "state.onnx"), {}),
+    ]
+
+
+def _command_rows(tmp: Path, save: Callable[[onnx.ModelProto, str], Path]
+                  ) -> list[tuple[str, Callable[[], Path], list[str], int]]:
+    """(row name, model builder, command and flags, the exit code wanted): a command run on a stand-in."""
+    return [("custom op only: check fails, nothing could be checked", lambda: save(P.custom_only(), "empty.onnx"),
+            ["check", "-q"], 1),
+           ("custom op only: --allow-empty passes", lambda: save(P.custom_only(), "empty.onnx"),
+            ["check", "-q", "--allow-empty"], 0),
+           ("prune, state input [3, batch, 5]: verified in onnxruntime", lambda: save(P.state_model(), "st.onnx"),
+            ["prune", "--out", str(tmp / "pruned.onnx"), "--force"], 0)]
+
+
 def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
     """(row name, what measures it), so that `--only` builds and measures only the rows it names."""
     def save(model: onnx.ModelProto, name: str) -> Path:
@@ -159,23 +194,7 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
         ("custom op after two convs (cut in front)", lambda: save(T.custom_after_convs(), "custom.onnx"), {"size": 16}),
         ("text encoder, int64 ids, input = embedding output", text, {"size": 10, "input": "embedding output"}),
         ("OCR line, fixed height 16, free width", lambda: _line(tmp / "line.onnx"), {"size": 40}),
-        ("old IR 3 / opset 8, initializers not graph inputs (repaired)", lambda: save(P.old_ir(False), "ir3.onnx"),
-         {}),
-        ("old IR 3 / opset 8, initializers listed as inputs", lambda: save(P.old_ir(True), "ir3l.onnx"), {}),
-        ("decoder [1, S, 16], Mul first (NLC, length chosen)",
-         lambda: T.export(P.Decoder(), tmp / "dec.onnx", (1, 10, 16), metadata=T.META, axes={1: "S"}), {}),
-        ("batch-first LSTM [batch, time, 16] + states [2, batch, 8]",
-         lambda: P.export_recurrent(tmp / "rnn.onnx"), {}),
-        ("uint8 embedding -> DequantizeLinear, int64 ids, input = auto",
-         lambda: save(P.quantized_embedding(), "qemb.onnx"), {"size": 10, "input": "auto"}),
-        ("int8 embedding, int32 ids, input = the integer lookup",
-         lambda: save(P.quantized_embedding(onnx.TensorProto.INT32, signed=True), "qemb8.onnx"),
-         {"size": 10, "input": "q"}),
-        ("byte classifier, int32 ids and a Shape, input = auto",
-         lambda: save(P.byte_classifier(), "bytes.onnx"), {"size": 10, "input": "auto"}),
-        ("speech encoder, 2 float inputs (the convs' input chosen)",
-         lambda: save(P.speech_encoder(), "speech.onnx"), {"size": 24}),
-        ("state input [3, batch, 5] (batch on axis 1)", lambda: save(P.state_model(), "state.onnx"), {}),
+        *_issue25_rows(tmp, save),
     ]
 
     def measure(name: str, build: Callable[[], Path], load: dict[str, object]) -> dict[str, object]:
@@ -184,12 +203,7 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
             load = {**load, "input": gather_output(path)}
         return case(name, path, **load)
 
-    cli = [("custom op only: check fails, nothing could be checked", lambda: save(P.custom_only(), "empty.onnx"),
-            ["check", "-q"], 1),
-           ("custom op only: --allow-empty passes", lambda: save(P.custom_only(), "empty.onnx"),
-            ["check", "-q", "--allow-empty"], 0),
-           ("prune, state input [3, batch, 5]: verified in onnxruntime", lambda: save(P.state_model(), "st.onnx"),
-            ["prune", "--out", str(tmp / "pruned.onnx"), "--force"], 0)]
+    cli = _command_rows(tmp, save)
     return ([(name, lambda n=name, b=build, kw=kw: measure(n, b, kw)) for name, build, kw in rows]
             + [(name, lambda n=name, b=build, a=args, w=want: command(n, b(), a, w))
                for name, build, args, want in cli])
