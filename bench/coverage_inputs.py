@@ -9,8 +9,10 @@ tiny builders of tests/test_inputs.py (NHWC by onnx.helper, 1-D [N, L, 1], rank-
 data-dependent If, a custom op after two convs, a text encoder with token ids optimized at its embedding output),
 tests/test_loop.py's Loops (constant trip count with per-iteration weights and an If on the iteration number:
 unrolled; a data-dependent condition: cut in front), a `quantize_dynamic` bidirectional LSTM
-(tests/test_quantized_lstm.py) and a voice-activity model switching on its `sr` input, specialised on
-`--feed sr=16000` (tests/test_specialise.py).
+(tests/test_quantized_lstm.py), a voice-activity model switching on its `sr` input, specialised on
+`--feed sr=16000` (tests/test_specialise.py), and the stand-ins of tests/test_inputs_prod.py (issue 25: old-IR
+files, free-length (N, L, C) sequences, quantized and byte-level embeddings, two float inputs, a state input with its
+batch on axis 1; command rows: `check` of a model where nothing converts, `prune` of the state model).
 
     python bench/coverage_inputs.py --only Loop --write   # measures only the rows whose name contains "Loop"
                                                           # and replaces (or adds) just those rows
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import test_inputs as T  # noqa: E402
+import test_inputs_prod as P  # noqa: E402
 import test_loop as L  # noqa: E402
 import test_quantized_lstm as Q  # noqa: E402
 import test_specialise as S  # noqa: E402
@@ -136,6 +139,41 @@ def case(name: str, path: Path, **load: object) -> dict[str, object]:
             "seconds": time.perf_counter() - t0}
 
 
+def _issue25_rows(tmp: Path, save: Callable[[onnx.ModelProto, str], Path]
+                  ) -> list[tuple[str, Callable[[], Path], dict[str, object]]]:
+    """The stand-ins of issue 25 (tests/test_inputs_prod.py), measured like every other row."""
+    return [
+        ("old IR 3 / opset 8, initializers not graph inputs (repaired)", lambda: save(P.old_ir(False), "ir3.onnx"),
+         {}),
+        ("old IR 3 / opset 8, initializers listed as inputs", lambda: save(P.old_ir(True), "ir3l.onnx"), {}),
+        ("decoder [1, S, 16], Mul first (NLC, length chosen)",
+         lambda: T.export(P.Decoder(), tmp / "dec.onnx", (1, 10, 16), metadata=T.META, axes={1: "S"}), {}),
+        ("batch-first LSTM [batch, time, 16] + states [2, batch, 8]",
+         lambda: P.export_recurrent(tmp / "rnn.onnx"), {}),
+        ("uint8 embedding -> DequantizeLinear, int64 ids, input = auto",
+         lambda: save(P.quantized_embedding(), "qemb.onnx"), {"size": 10, "input": "auto"}),
+        ("int8 embedding, int32 ids, input = the integer lookup",
+         lambda: save(P.quantized_embedding(onnx.TensorProto.INT32, signed=True), "qemb8.onnx"),
+         {"size": 10, "input": "q"}),
+        ("byte classifier, int32 ids and a Shape, input = auto",
+         lambda: save(P.byte_classifier(), "bytes.onnx"), {"size": 10, "input": "auto"}),
+        ("speech encoder, 2 float inputs (the convs' input chosen)",
+         lambda: save(P.speech_encoder(), "speech.onnx"), {"size": 24}),
+        ("state input [3, batch, 5] (batch on axis 1)", lambda: save(P.state_model(), "state.onnx"), {}),
+    ]
+
+
+def _command_rows(tmp: Path, save: Callable[[onnx.ModelProto, str], Path]
+                  ) -> list[tuple[str, Callable[[], Path], list[str], int]]:
+    """(row name, model builder, command and flags, the exit code wanted): a command run on a stand-in."""
+    return [("custom op only: check fails, nothing could be checked", lambda: save(P.custom_only(), "empty.onnx"),
+            ["check", "-q"], 1),
+           ("custom op only: --allow-empty passes", lambda: save(P.custom_only(), "empty.onnx"),
+            ["check", "-q", "--allow-empty"], 0),
+           ("prune, state input [3, batch, 5]: verified in onnxruntime", lambda: save(P.state_model(), "st.onnx"),
+            ["prune", "--out", str(tmp / "pruned.onnx"), "--force"], 0)]
+
+
 def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
     """(row name, what measures it), so that `--only` builds and measures only the rows it names."""
     def save(model: onnx.ModelProto, name: str) -> Path:
@@ -167,6 +205,7 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
          lambda: Q.quantized_bilstm(tmp, per_channel=True), {"size": 16}),
         ("VAD switching on its sr input (--feed sr=16000: Ifs folded)", lambda: save(S.vad_model(), "vad.onnx"),
          {"feeds": {"sr": 16000}}),
+        *_issue25_rows(tmp, save),
     ]
 
     def measure(name: str, build: Callable[[], Path], load: dict[str, object]) -> dict[str, object]:
@@ -175,7 +214,28 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
             load = {**load, "input": gather_output(path)}
         return case(name, path, **load)
 
-    return [(name, lambda n=name, b=build, kw=kw: measure(n, b, kw)) for name, build, kw in rows]
+    cli = _command_rows(tmp, save)
+    return ([(name, lambda n=name, b=build, kw=kw: measure(n, b, kw)) for name, build, kw in rows]
+            + [(name, lambda n=name, b=build, a=args, w=want: command(n, b(), a, w))
+               for name, build, args, want in cli])
+
+
+def command(name: str, path: Path, args: list[str], want: int) -> dict[str, object]:
+    """A row that runs one command on a stand-in: ok when it exits `want` without a traceback."""
+    import contextlib
+    import io
+
+    from vizcore.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            code = int(main([args[0], str(path), *args[1:]]))
+        except BaseException:  # noqa: BLE001  a traceback is what this row exists to catch
+            code = -1
+    ok = code == want and "Traceback" not in err.getvalue()
+    return {"name": name, "exit": code, "result": "ok" if ok else "FAIL"}
 
 
 def _shown(rel: float | None) -> str:
@@ -192,6 +252,9 @@ def table(rows: list[dict[str, object]], seconds: float) -> str:
              "layers (cut) | result |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "exit" in r:  # a command row: its exit code in the check column
+            lines.append(f"| {r['name']} | - | - | - | - | - | - | {r['exit']} | - | {r['result']} |")
+            continue
         if "rel1" not in r:
             lines.append(f"| {r['name']} | - | - | - | - | - | - | - | - | {r['result']} |")
             continue

@@ -175,8 +175,10 @@ def test_hidden_states_are_channels_not_positions(tmp_path, capsys):
     assert [(l["name"], l["channels"]) for l in json.loads(out.read_text())["layers"]] == [(relu.name, 12)]
     assert main(["diff", str(path), str(path), "--input-node", emb, "-q"]) == 0  # diff reads inputs the same way
     capsys.readouterr()
-    assert main(["check", str(path)]) == 0  # token ids only: nothing to probe, and it says so
-    assert "inputs are token ids" in capsys.readouterr().out
+    assert main(["check", str(path)]) == 1  # token ids only: nothing to probe, it says so, and that is no pass
+    out = capsys.readouterr().out
+    assert "inputs are token ids" in out and "nothing could be checked" in out
+    assert main(["check", str(path), "--allow-empty", "-q"]) == 0
 
 
 def test_render_cli_param_options(tmp_path, capsys):

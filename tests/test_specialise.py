@@ -118,7 +118,7 @@ def test_the_sample_rate_if_is_refused_in_one_line_naming_the_input(vad_path, ca
 @pytest.mark.parametrize("sr, folded", [(16000, 1), (8000, 2), (11025, 2)])
 def test_specialised_on_the_sample_rate_matches_onnxruntime_and_renders(vad_path, sr, folded):
     m = vizcore.load(vad_path, feeds={"sr": sr})
-    assert m.notes == (f"specialised on sr={sr}: folded {folded} If node{'s' if folded > 1 else ''}",)
+    assert m.choices[:1] == (f"specialised on sr={sr}: folded {folded} If node{'s' if folded > 1 else ''}",)
     assert "If" not in {l.op_type for l in m.layers} and not m.unreachable
     assert [t.name for t in m.inputs] == ["x"]
     x = np.random.default_rng(sr).uniform(-1, 1, (3, LENGTH)).astype(np.float32)
@@ -143,11 +143,11 @@ def test_the_branches_differ_so_the_constant_matters(vad_path):
 def test_metadata_default_and_cli_feed_number(save_onnx, capsys):
     path = save_onnx(vad_model(metadata={"vizcore.feed.sr": "8000"}), "vad_meta.onnx")
     m = vizcore.load(path)
-    assert m.notes == ("specialised on sr=8000: folded 2 If nodes",)
+    assert m.choices[:1] == ("specialised on sr=8000: folded 2 If nodes",)
     assert any(l.name.endswith("k8_stft") for l in m.layers)
     assert main(["inspect", str(path), "--feed", "sr=16000"]) == 0  # the flag wins over the metadata
-    out = capsys.readouterr().out
-    assert "specialised on sr=16000: folded 1 If node" in out
+    got = capsys.readouterr()
+    assert "specialised on sr=16000: folded 1 If node" in got.out + got.err
 
 
 def test_an_infinite_reference_is_not_measured_never_inf(save_onnx, capsys):

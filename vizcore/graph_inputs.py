@@ -153,14 +153,57 @@ def control_inputs(proto: onnx.ModelProto, node: onnx.NodeProto) -> list[str]:
     return [n for n in kinds if n in found and kinds[n] not in floats]
 
 
-def embedding_table(proto: onnx.ModelProto, gather: onnx.NodeProto) -> np.ndarray | None:
-    """The (vocabulary, features) float table a Gather looks token ids up in, when it is an initializer (axis 0)."""
+def embedding_table(proto: onnx.ModelProto, gather: onnx.NodeProto, dequant: onnx.NodeProto | None = None
+                    ) -> np.ndarray | None:
+    """The (vocabulary, features) float table a Gather looks token ids up in, when it is an initializer (axis 0);
+    a quantized table through the DequantizeLinear `dequant` after the Gather (per-tensor or per-feature scale)."""
     axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
-    init = next((t for t in proto.graph.initializer if t.name == gather.input[0]), None)
+    inits = {t.name: t for t in proto.graph.initializer}
+    init = inits.get(gather.input[0])
     if init is None or axis != 0 or len(init.dims) != 2:
         return None
     table = numpy_helper.to_array(init)
-    return table.astype(np.float32) if table.dtype.kind == "f" else None
+    if table.dtype.kind == "f":
+        return table.astype(np.float32)
+    if dequant is None or dequant.op_type != "DequantizeLinear" or dequant.input[1] not in inits:
+        return None
+    scale = numpy_helper.to_array(inits[dequant.input[1]]).astype(np.float32)
+    zp = (numpy_helper.to_array(inits[dequant.input[2]]).astype(np.float32)
+          if len(dequant.input) > 2 and dequant.input[2] in inits else np.zeros_like(scale))
+    if scale.size not in (1, table.shape[1]) or zp.size != scale.size:
+        return None
+    return ((table.astype(np.float32) - zp.reshape(1, -1)) * scale.reshape(1, -1)).astype(np.float32)
+
+
+_FLOAT_CASTS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                          onnx.TensorProto.BFLOAT16})
+
+
+def quantized_table(proto: onnx.ModelProto, gather: onnx.NodeProto) -> bool:
+    """Whether a Gather looks ids up (axis 0) in a 2-D integer initializer: a quantized embedding table."""
+    init = next((t for t in proto.graph.initializer if t.name == gather.input[0]), None)
+    return (init is not None and len(init.dims) == 2 and _attr(gather, "axis", 0) == 0
+            and init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16,
+                                   onnx.TensorProto.UINT16, onnx.TensorProto.INT32))
+
+
+def dequantized(proto: onnx.ModelProto, name: str) -> onnx.NodeProto | None:
+    """The DequantizeLinear (or Cast to a float type) that is the one reader of integer tensor `name`: where a
+    quantized embedding lookup becomes the float embedding."""
+    readers = [n for n in proto.graph.node if name in n.input]
+    if len(readers) != 1 or readers[0].input[0] != name:
+        return None
+    n = readers[0]
+    ok = n.op_type == "DequantizeLinear" or (n.op_type == "Cast" and _attr(n, "to") in _FLOAT_CASTS)
+    return n if ok and n.output else None
+
+
+def embedding_lookup(proto: onnx.ModelProto) -> onnx.NodeProto | None:
+    """The first Gather that looks a token input up in a 2-D constant table (not a Gather on a Shape)."""
+    tokens = token_inputs(proto)
+    ranks = {t.name: len(t.dims) for t in proto.graph.initializer}
+    return next((n for n in proto.graph.node if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] in tokens
+                 and ranks.get(n.input[0]) == 2 and _attr(n, "axis", 0) == 0), None)
 
 
 def check_feeds(proto: onnx.ModelProto, feeds: Mapping[str, object]) -> dict[str, np.ndarray]:
@@ -198,6 +241,41 @@ def _named(free: Mapping[str, onnx.ValueInfoProto], name: str, missing: str,
 def _free(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     inits = {t.name for t in proto.graph.initializer}
     return [vi for vi in proto.graph.input if vi.name not in inits]
+
+
+def batch_axes(proto: onnx.ModelProto) -> dict[str, int]:
+    """Per graph input, the axis that holds the batch: 0 when dim 0 is symbolic; else the axis that has the same
+    symbolic name as another input's batch (an LSTM state `[layers, batch, hidden]` beside `[batch, time, C]`),
+    else its only symbolic dim after a fixed dim 0 (`[3, 'b', 8]`); else 0."""
+    def params(vi: onnx.ValueInfoProto) -> list[str | None]:
+        return [d.dim_param if d.HasField("dim_param") and not d.HasField("dim_value") else None
+                for d in vi.type.tensor_type.shape.dim]
+
+    free = [(vi.name, params(vi)) for vi in _free(proto)]
+    names = {p[0] for _, p in free if p and p[0]}
+    out = {}
+    for name, p in free:
+        named = [i for i, d in enumerate(p) if d is not None and d in names]
+        symbolic = [i for i, d in enumerate(p) if d is not None]
+        out[name] = (0 if p and p[0] else named[0] if named else symbolic[0] if len(symbolic) == 1 else 0)
+    return out
+
+
+_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                       "MatMulInteger", "LSTM", "GRU", "RNN"})
+
+
+def layers_reached(proto: onnx.ModelProto, names: Sequence[str]) -> dict[str, int]:
+    """Per graph input in `names`: how many weighted layers (Conv, Gemm, MatMul, recurrent) depend on it."""
+    out = {}
+    for name in names:
+        reached, count = {name}, 0
+        for n in proto.graph.node:  # graph order is topological
+            if any(i in reached for i in n.input if i):
+                reached.update(o for o in n.output if o)
+                count += n.op_type in _WEIGHTED
+        out[name] = count
+    return out
 
 
 def apply_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> int:

@@ -121,6 +121,8 @@ def detect(graph: onnx.GraphProto, name: str, dims: Sequence[Dim], metadata: dic
         return LAYOUTS["NLC"]
     if rank == 3 and _features_last(graph, name):
         return LAYOUTS["NLC"]
+    if rank == 3 and not isinstance(dims[1], int) and isinstance(dims[2], int) and dims[2] > 0:
+        return LAYOUTS["NLC"]  # (N, L, C): a free length and a fixed channel count, never the other way round
     if rank in (3, 4):
         last, second = dims[-1], dims[1]
         small = (1, 2, 3, 4)

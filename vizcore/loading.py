@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ class _Converted:
     prepasses: tuple[tuple[str, int], ...]
     unreachable: tuple[tuple[str, str, str], ...]
     cut: bytes | None  # the cut graph's bytes when nodes were left out
+    primary: str | None = None  # the float graph input optimized (None: the model has none)
+    primary_note: str | None = None  # the line saying so, when vizcore chose it among several
 
 
 def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prepass],
@@ -85,18 +88,35 @@ def _load(path: Path, size: int | Sequence[int] | None, prepasses: Sequence[Prep
     fixed = inputs_mod.specialise(file.proto, values)  # a sample rate decides an If: fold it in (in place)
     # what onnxruntime compares against: taken before the pre-passes change the proto (with the fixed inputs)
     reference = file.proto.SerializeToString() if values else file.standalone()
-    c = _convert(file, prepasses, converters, input_shapes, layout)
-    net = _network(c, file.metadata, layout, input, {k: v for k, v in (feeds or {}).items() if k not in values})
+    c = _convert(file, prepasses, converters, input_shapes, layout, input)
+    said: list[str] = []  # what the load chose, one line each (`Model.choices`)
+    net = _network(c, file.metadata, layout, input, {k: v for k, v in (feeds or {}).items() if k not in values}, said)
     shapes = _probe(net, size)
     layers, by_key = _layer_table(c, net.module, shapes, _channel_last(net, shapes, size))
     proto = c.proto
+    choices = (*_specialised(fixed, c.prepasses), *said, *_choices(net, size))
+    for line in choices:
+        warnings.warn(line, UserWarning, stacklevel=4)
     return Model(**{f.name: getattr(net, f.name) for f in dataclasses.fields(Network)},
                  path=file.path, sha256=file.sha256,
                  producer=f"{proto.producer_name} {proto.producer_version}".strip() or "unknown",
                  opset=_opset(proto), ir_version=int(proto.ir_version), layers=layers, by_key=by_key,
                  batch_ok=_batch_ok(net), prepasses=c.prepasses, unreachable=c.unreachable,
                  probe_shape=net.input_shape(net.probe_batch, size) if net.has_float_input else None,
-                 reference=c.cut if c.cut is not None else reference, notes=_specialised(fixed, c.prepasses))
+                 reference=c.cut if c.cut is not None else reference, choices=choices)
+
+
+def _choices(net: Network, size: int | Sequence[int] | None) -> tuple[str, ...]:
+    """One line per thing the load chose that the file does not say."""
+    def dims(t: TensorInfo) -> str:
+        return f"{t.name!r} [{', '.join(map(str, t.shape))}]"
+
+    out = [f"input {dims(t)} holds its batch on axis {t.batch_axis}: fed that way" for t in net.inputs if t.batch_axis]
+    if net.optimized is None and net.has_float_input and net.default_length and size is None \
+            and "vizcore.size" not in net.metadata:
+        out.append(f"input {dims(net.input)}: its length is free; vizcore uses {net.default_length} (twice the "
+                   "receptive field of its convolutions, at least 32; --size L to choose)")
+    return tuple(out)
 
 
 def _specialised(fixed: Sequence[str], done: Sequence[tuple[str, int]]) -> tuple[str, ...]:
@@ -108,7 +128,7 @@ def _specialised(fixed: Sequence[str], done: Sequence[tuple[str, int]]) -> tuple
 
 
 def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters: Sequence[Converter],
-             input_shapes: dict[str, Sequence[int]] | None, layout: str | None) -> _Converted:
+             input_shapes: dict[str, Sequence[int]] | None, layout: str | None, asked: str | None) -> _Converted:
     """Pre-pass the file's graph, cut it in front of nodes without a converter, and convert it (in place)."""
     proto = file.proto
     if not [vi for vi in proto.graph.input if vi.name not in {t.name for t in proto.graph.initializer}]:
@@ -121,9 +141,12 @@ def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters:
     inits = {t.name for t in proto.graph.initializer}
     names = convert.display_names(list(proto.graph.node), inits)
     unreachable, cut = convert.cut_unconvertible(proto, names, converters)
-    inputs = tuple(TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.input if vi.name not in inits)
+    axes = inputs_mod.batch_axes(proto)
+    inputs = tuple(TensorInfo(vi.name, *_shape_of(vi), batch_axis=axes.get(vi.name, 0)) for vi in proto.graph.input
+                   if vi.name not in inits)
     outputs = tuple(TensorInfo(vi.name, *_shape_of(vi)) for vi in proto.graph.output)
-    found_layout = _detect_layout(proto, inputs, file.metadata, layout)
+    primary, note = _primary(proto, inputs, asked)
+    found_layout = _detect_layout(proto, [t for t in inputs if t.name == primary], file.metadata, layout)
     nodes = list(proto.graph.node)
     originals = [n.name for n in nodes]
     outs_of = [list(n.output) for n in nodes]
@@ -135,18 +158,36 @@ def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters:
     convert.outputs_one_to_one(gm, proto)
     return _Converted(proto=proto, module=gm, inputs=inputs, outputs=outputs, layout=found_layout, names=names,
                       originals=originals, ops=ops, outs_of=outs_of, ins_of=ins_of, prepasses=tuple(done),
-                      unreachable=tuple(unreachable), cut=cut)
+                      unreachable=tuple(unreachable), cut=cut, primary=primary, primary_note=note)
+
+
+def _primary(proto: onnx.ModelProto, inputs: Sequence[TensorInfo], asked: str | None) -> tuple[str | None, str | None]:
+    """The float graph input to optimize, and a line saying why when vizcore chose among several: the one `asked`
+    (`input=`, --input-node) if it is one, else the one the most weighted layers depend on (the first on a tie)."""
+    floats = [t.name for t in inputs if t.is_float]
+    if asked in floats or len(floats) < 2:
+        return (asked if asked in floats else floats[0] if floats else None), None
+    reach = inputs_mod.layers_reached(proto, floats)
+    best = max(floats, key=lambda n: (reach[n], -floats.index(n)))
+    if best == floats[0]:
+        return best, None
+    others = ", ".join(f"{n!r} {reach[n]}" for n in floats if n != best)
+    return best, (f"optimizing input {best!r}: {reach[best]} weighted layers depend on it (on {others}); "
+                  f"--input-node NAME to choose")
 
 
 def _network(c: _Converted, metadata: dict[str, str], layout: str | None, input: str | None,  # noqa: A002
-             feeds: dict[str, Any] | None) -> Network:
+             feeds: dict[str, Any] | None, said: list[str]) -> Network:
     """The converted module with its inputs: the values of the other graph inputs, the inner tensor to optimize
     (`input`) and, for a 1-D model without a fixed length, its default probe length."""
     net = Network(inputs=c.inputs, outputs=c.outputs, metadata=metadata, module=c.module, layout=c.layout,
+                  primary=c.primary,
                   tokens=inputs_mod.token_inputs(c.proto),
                   given={k: torch.as_tensor(v) for k, v in inputs_mod.check_feeds(c.proto, feeds or {}).items()})
-    if input is not None:
-        net = dataclasses.replace(net, **_optimize_inner(net, c, input, layout))
+    if c.primary_note:
+        said.append(c.primary_note)
+    if input is not None and input != c.primary:
+        net = dataclasses.replace(net, **_optimize_inner(net, c, input, layout, said))
     if net.layout is not None and net.layout.natural_rank == 3 and net.fixed_size is None:
         net = dataclasses.replace(net, default_length=inputs_mod.receptive_length(c.proto))
     return net
@@ -283,15 +324,11 @@ def _channel_last(model: Network, shapes: dict[str, tuple[int, ...] | None],
             and len(b) == 3 and a[0] == b[0] and a[1] != b[1] and a[2] == b[2]}
 
 
-def _optimize_inner(net: Network, c: _Converted, name: str, layout: str | None) -> dict[str, Any]:
+def _optimize_inner(net: Network, c: _Converted, name: str, layout: str | None, said: list[str]) -> dict[str, Any]:
     """Make inner tensor `name` (or the output of the node so named) the optimized input: rewire the module, probe
     its shape (symbolic dims where it changes with the token length), detect its layout; the Network's new fields."""
     outs_of, proto = c.outs_of, c.proto
-    at = next((i for i, outs in enumerate(outs_of) if name in outs), None)
-    if at is None:
-        at = next((i for names in (c.originals, c.names) for i, n in enumerate(names) if n == name and outs_of[i]),
-                  None)
-        name = outs_of[at][0] if at is not None else name
+    name, at, gather, dequant, note = _inner_tensor(c, name)
     fx_node = {n.target.rsplit("/", 1)[-1]: n.name for n in net.module.graph.nodes
                if n.op == "call_module"}.get(f"n{at}") if at is not None else None
     if fx_node is None or len(outs_of[at]) != 1:
@@ -303,16 +340,49 @@ def _optimize_inner(net: Network, c: _Converted, name: str, layout: str | None) 
     with torch.no_grad():
         a, b = (source(*[net.default_feed(t, 1, n) for t in net.inputs]) for n in (16, 24))
     if not (isinstance(a, torch.Tensor) and a.is_floating_point()):
+        lookup = inputs_mod.embedding_lookup(proto)
         raise TargetError(f"tensor {name!r} is not a float tensor: gradient ascent cannot optimize it",
-                          "pick a float tensor, such as an embedding output")
+                          "pick a float tensor, such as an embedding output" + (
+                              f" (--input-node auto: {lookup.output[0]!r})" if lookup is not None else ""))
     dims = tuple("batch" if i == 0 else (int(x) if x == y else "len") for i, (x, y) in enumerate(zip(a.shape, b.shape)))
-    gather = c.ops[at] == "Gather"
-    if layout is None and len(dims) == 3 and gather:
+    if layout is None and len(dims) == 3 and gather is not None:
         layout = "NLC"  # an embedding lookup: (N, tokens, features)
     found = layouts.detect(proto.graph, name, dims, {}, layout)
     inputs_mod.rewire(net.module, fx_node)
+    if note:
+        said.append(note)
     return {"optimized": TensorInfo(name, dims, "float32"), "source": source, "layout": found,
-            "embedding": inputs_mod.embedding_table(proto, proto.graph.node[at]) if gather else None}
+            "embedding": inputs_mod.embedding_table(proto, gather, dequant) if gather is not None else None}
+
+
+def _inner_tensor(c: _Converted, name: str) -> tuple[str, int | None, onnx.NodeProto | None, onnx.NodeProto | None,
+                                                     str | None]:
+    """The tensor `name` names ("auto": the embedding lookup of a token input), its node's index, the embedding
+    Gather it comes from and the DequantizeLinear/Cast that makes a quantized lookup float (the tensor is then
+    that one's output: the first float tensor carrying the embedding), and a line saying what vizcore chose."""
+    outs_of, proto, auto = c.outs_of, c.proto, name == "auto"
+    if auto:
+        lookup = inputs_mod.embedding_lookup(proto)
+        if lookup is None:
+            raise TargetError("--input-node auto: the model has no embedding lookup (a Gather of token ids in a "
+                              "constant table)", "name the tensor to optimize (`vizcore inspect MODEL --all`)")
+        name = lookup.output[0]
+    at = next((i for i, outs in enumerate(outs_of) if name in outs), None)
+    if at is None:
+        at = next((i for names in (c.originals, c.names) for i, n in enumerate(names) if n == name and outs_of[i]),
+                  None)
+        name = outs_of[at][0] if at is not None else name
+    gather = proto.graph.node[at] if at is not None and c.ops[at] == "Gather" else None
+    if gather is not None and inputs_mod.quantized_table(proto, gather):
+        dequant = inputs_mod.dequantized(proto, name)
+        if dequant is not None:
+            at, was, name = outs_of.index(list(dequant.output)), name, dequant.output[0]
+            return name, at, gather, dequant, (
+                f"{'--input-node auto: ' if auto else ''}optimizing {name!r}, the {dequant.op_type} after the "
+                f"quantized embedding lookup {was!r} (integers): the first float tensor carrying the embedding")
+    note = f"--input-node auto: optimizing {name!r}, the embedding lookup of token input {gather.input[1]!r}" \
+        if auto and gather is not None else None
+    return name, at, gather, None, note
 
 
 def _detect_layout(proto: onnx.ModelProto, inputs: Sequence[TensorInfo], metadata: dict[str, str],

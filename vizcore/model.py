@@ -42,6 +42,8 @@ class TensorInfo:
     name: str
     shape: tuple[int | str | None, ...]
     dtype: str
+    #: the axis that holds the batch (1 for an LSTM state `[layers, batch, hidden]`; see graph_inputs.batch_axes)
+    batch_axis: int = 0
 
     @property
     def is_float(self) -> bool:
@@ -110,6 +112,8 @@ class Network:
     tokens: dict[str, int] = field(default_factory=dict)
     #: a module computing the optimized inner tensor from the graph inputs (fidelity feeds onnxruntime those)
     source: fx.GraphModule | None = field(default=None, repr=False)
+    #: the float graph input optimized when there are several (None: the first)
+    primary: str | None = None
 
     @property
     def input(self) -> TensorInfo:
@@ -117,12 +121,12 @@ class Network:
         if self.optimized is not None:
             return self.optimized
         for t in self.inputs:
-            if t.is_float:
+            if t.is_float and (self.primary is None or t.name == self.primary):
                 return t
         t = self.inputs[0]
         raise ModelLoadError(f"input {t.name!r} has dtype {t.dtype}: gradient ascent needs a float input",
                              "optimize an inner float tensor such as the embedding output (load(path, input=NAME), "
-                             "--input-node NAME)")
+                             "--input-node NAME, or --input-node auto: the embedding lookup)")
 
     @property
     def param_count(self) -> int:
@@ -134,7 +138,7 @@ class Network:
     @property
     def probe_batch(self) -> int:
         """The batch of the probe that fills the layer table: 1, or the input's fixed batch size."""
-        first = self.optimized or next((t for t in self.inputs if t.is_float), self.inputs[0])
+        first = self.input if self.has_float_input else self.inputs[0]
         d = first.shape[0] if first.shape else 1
         return d if isinstance(d, int) and d > 0 else 1
 
@@ -230,11 +234,13 @@ class Network:
         """The value fed to graph input `t` when it is not optimized: `given` (expanded to the batch), else token
         ids 0, 1, ... (inputs that index an embedding), else ones (integer inputs, masks), else zeros. Symbolic
         non-batch dims take `length` (the optimized signal's length), else 16 for token inputs, else 1."""
+        a = t.batch_axis
         if t.name in self.given:
             v = self.given[t.name]
-            return v.expand(batch, *v.shape[1:]) if v.dim() and v.shape[0] == 1 and batch > 1 else v
+            grow = v.dim() > a and v.shape[a] == 1 and batch > 1
+            return v.expand(*v.shape[:a], batch, *v.shape[a + 1:]) if grow else v
         n = length or (16 if t.name in self.tokens or not t.is_float else 1)
-        shape = [batch if i == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else n)
+        shape = [batch if i == a and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else n)
                  for i, d in enumerate(t.shape)]
         if t.name in self.tokens:
             ids = torch.arange(int(np.prod(shape[1:])) if len(shape) > 1 else 1) % max(self.tokens[t.name], 1)
@@ -271,12 +277,13 @@ class Model(Network):
     prepasses: tuple[tuple[str, int], ...] = ()
     #: nodes that were not converted: (layer name, op type, why), in graph order (see `vizcore inspect`)
     unreachable: tuple[tuple[str, str, str], ...] = ()
-    #: what vizcore did to the graph that the user should know, one line each (e.g. "specialised on sr=16000:
-    #: folded 1 If node"); commands print them
-    notes: tuple[str, ...] = ()
     #: the ONNX bytes onnxruntime compares against: the file as read (external data inlined), or the graph cut
     #: in front of the nodes that were not converted
     reference: bytes = field(default=b"", repr=False)
+    #: what the load chose or did that the file does not say (the graph specialised on a given input, an input's
+    #: batch axis, a sequence length, the embedding optimized, ...): one line each, also issued as warnings when
+    #: the model is loaded
+    choices: tuple[str, ...] = ()
 
     # -- addressing --------------------------------------------------------------------------------------------
     def layer(self, key: str | int | Layer) -> Layer:
@@ -352,6 +359,20 @@ class Model(Network):
         """Whether a layer's value depends on the optimized input (graph reachability in the converted graph)."""
         return self.layer(key).fx_name in self._reached
 
+    def inputs_reaching(self, key: str | int | Layer) -> list[str]:
+        """The graph inputs a layer's value depends on (graph reachability in the converted graph), in order."""
+        fx_name = self.layer(key).fx_name
+        placeholders = [n for n in self.module.graph.nodes if n.op == "placeholder"][:len(self.inputs)]
+        out = []
+        for t, p in zip(self.inputs, placeholders):
+            reached = {p}
+            for n in self.module.graph.nodes:
+                if any(a in reached for a in n.all_input_nodes):
+                    reached.add(n)
+            if any(n.name == fx_name for n in reached):
+                out.append(t.name)
+        return out
+
     @cached_property
     def _reached(self) -> frozenset[str]:
         """fx node names reachable from the optimized input's placeholder."""
@@ -363,15 +384,27 @@ class Model(Network):
                 reached.add(n)
         return frozenset(n.name for n in reached)
 
+    @property
+    def nothing_converted(self) -> str | None:
+        """Why no layer worth visualizing was converted, naming the nodes without a converter that everything
+        else depends on; None when some layer was (or when nothing was cut: then the graph simply has none)."""
+        if not self.unreachable or any(l.visual for l in self.layers):
+            return None
+        causes = [f"{why} in node {name!r}" for name, _, why in self.unreachable if not why.startswith("after ")]
+        after = len(self.unreachable) - len(causes)
+        rest = f"; the {after} node{'s' if after != 1 else ''} after it depend{'s' if after == 1 else ''} on it" \
+            if after else ""
+        return "no layer could be converted: " + "; ".join(causes[:3]) + rest
+
     def summary(self) -> dict[str, Any]:
         """Model facts as a JSON-ready dict (inspect --json, manifests, reports)."""
         return {"path": str(self.path), "sha256": self.sha256, "producer": self.producer, "opset": self.opset,
                 "ir_version": self.ir_version, "inputs": [t.to_json() for t in self.inputs],
                 "outputs": [t.to_json() for t in self.outputs], "parameters": self.param_count,
                 "metadata": self.metadata, "prepasses": [{"name": n, "changes": c} for n, c in self.prepasses],
-                "notes": list(self.notes),
                 "layout": self.layout.name if self.layout is not None else None,
-                "unreachable": [{"name": n, "op_type": o, "reason": r} for n, o, r in self.unreachable]}
+                "unreachable": [{"name": n, "op_type": o, "reason": r} for n, o, r in self.unreachable],
+                "nothing_converted": self.nothing_converted, "choices": list(self.choices)}
 
 
 def batch_axis(both: tuple[int, ...], one: tuple[int, ...]) -> int | None:

@@ -41,8 +41,11 @@ class Objective:
         self.layers = tuple(model.layer(k) for k in self.keys)
         for l in self.layers:  # refused up front: no gradient could ever reach the input
             if hasattr(model, "depends_on_input") and not model.depends_on_input(l):
-                raise TargetError(f"layer {l.name!r} does not depend on the input {model.input.name!r}: gradient "
-                                  "ascent cannot change it", "pick a layer downstream of the input (vizcore inspect)")
+                other = [n for n in model.inputs_reaching(l) if any(t.name == n and t.is_float for t in model.inputs)]
+                raise TargetError(f"layer {l.name!r} does not depend on the input {model.input.name!r}" + (
+                    f" (it depends on input {other[0]!r})" if other else "") + ": gradient ascent cannot change it",
+                    f"optimize that input: --input-node {other[0]} (load(path, input={other[0]!r}))" if other else
+                    "pick a layer downstream of the input (vizcore inspect)")
         self._check(model)
         return self
 

@@ -62,6 +62,9 @@ def read(path: str | os.PathLike[str]) -> ModelFile:
 def _read(path: Path) -> ModelFile:
     proto, data = _parse(path)
     external = _load_external(proto, path)
+    repaired = proto_check.list_initializers_as_inputs(proto)
+    if repaired:
+        warnings.warn(f"{printable(path.name[:200])}: {repaired}", UserWarning, stacklevel=4)
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:

@@ -108,6 +108,23 @@ def metadata_size(value: str | None) -> tuple[int | None, str | None]:
                   "the default is used (pass --size to choose)")
 
 
+def list_initializers_as_inputs(proto: Any) -> str | None:
+    """IR version < 4 requires every initializer to be a graph input; old exporters (and hand-edited files) often
+    left them out, which onnx's checker rejects and onnxruntime tolerates. Add the missing graph inputs (in place,
+    as the IR 3 files that list them have it) and say so in one line; None when nothing was missing."""
+    from onnx import helper
+
+    if not 0 < proto.ir_version < 4:
+        return None
+    listed = {vi.name for vi in proto.graph.input}
+    missing = [t for t in proto.graph.initializer if t.name not in listed]
+    if not missing:
+        return None
+    proto.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in missing)
+    return (f"IR version {proto.ir_version} file with {len(missing)} initializer{'s' if len(missing) != 1 else ''} "
+            "not listed as graph inputs (onnxruntime tolerates it): listed them in memory, the file is unchanged")
+
+
 #: Largest tensor a node may make from constants alone (values): 256 Mi, 1 GiB of float32.
 MAX_CONSTANT_VALUES = 1 << 28
 

@@ -20,6 +20,8 @@ def fidelity(model: Model, seed: int = 0, batch: int = 1, size: int | Sequence[i
     version = onnxfile.runtime_version()
     if version is None:
         return {"available": False, "reason": "onnxruntime is not installed (pip install onnxruntime)"}
+    if model.nothing_converted:  # the converted part is bookkeeping (shapes, ids): 0.0 there would mean nothing
+        return {"available": False, "reason": "no layer could be converted"}
     if not model.has_float_input:
         x = None
         feeds = [model.default_feed(t, batch) for t in model.inputs]

@@ -20,7 +20,7 @@ from ._progress import PlainLines
 OVERRIDES = ("max_dead_fraction", "max_constant_fraction", "fail_on_duplicates", "duplicate_threshold", "max_shift",
              "max_fidelity_diff", "dead_threshold", "constant_tolerance", "ascent", "ascent_steps", "ascent_size",
              "size", "seed", "device", "images", "data", "batch", "noise_probes", "fail_on_inconclusive",
-             "preprocess", "value_range")
+             "preprocess", "value_range", "allow_empty")
 
 
 def add_threshold_options(p: argparse.ArgumentParser) -> None:
@@ -39,6 +39,8 @@ def add_threshold_options(p: argparse.ArgumentParser) -> None:
                    help="fail if a layer has duplicate filters (default: report only)")
     g.add_argument("--fail-on-inconclusive", action=argparse.BooleanOptionalAction, default=None,
                    help="fail if a gated unit stays closed and the ascent ran out of steps (default: report only)")
+    g.add_argument("--allow-empty", action="store_true", default=None,
+                   help="pass when no layer could be checked at all (default: that fails the check)")
     g.add_argument("--duplicate-threshold", type=float, metavar="S", help="cosine similarity above which two filters "
                    "are duplicates (default 0.95)")
     g.add_argument("--max-shift", type=int, metavar="PX", help="spatial shifts tried between filters (default 1)")

@@ -53,8 +53,8 @@ def _print_head(report: Any, console: Console) -> None:
     m = report.model
     head = Table.grid(padding=(0, 2))
     head.add_row("[bold]model[/]", escape(str(m.get("path"))))
-    for note in m.get("notes") or ():
-        head.add_row("graph", escape(str(note)))
+    for note in m.get("choices") or ():  # what the load chose or did (specialised on an input, a batch axis, ...)
+        head.add_row("loaded", escape(str(note)))
     fid = report.fidelity
     if fid.get("available") and fid.get("error"):
         head.add_row("fidelity", f"[red]{escape(str(fid['error']))}[/]")
@@ -187,5 +187,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.json != "-":
         if not args.quiet:
             print_report(report, console, args.verbose)
+        if report.nothing_checked and report.passed:
+            console.print(f"[yellow]nothing was checked (--allow-empty):[/] {escape(report.nothing_checked)}",
+                          highlight=False)
         verdict(console, report.passed, report.failures, str(report.model.get("path")))
     return 0 if report.passed else 1

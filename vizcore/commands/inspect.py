@@ -66,13 +66,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     head.add_row("batch > 1", "yes" if model.batch_ok else "[yellow]no: the graph bakes batch 1 in; units render "
                  "one at a time[/]")
     head.add_row("fidelity", _fidelity(fid))
-    for note in model.notes:
-        head.add_row("graph", escape(printable(note)))
     if args.verbose:
         ran = [f"{escape(printable(n))}: {c} change{'s' if c != 1 else ''}" if c
                else f"[dim]{escape(printable(n))}: no change[/]" for n, c in model.prepasses]
         head.add_row("pre-passes", "\n".join(ran) or "none registered")
     console.print(head)
+    if model.nothing_converted:
+        console.print(f"[yellow]{escape(printable(model.nothing_converted))}[/]", highlight=False)
     title = f"{len(layers)} of {len(model.layers)} layers" + ("" if args.all else " (--all for every node)")
     print_layers(console, layers, title)
     if model.unreachable:

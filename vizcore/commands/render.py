@@ -188,9 +188,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     def warn(msg: str) -> None:
         err.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False)
 
-    for note in model.notes:  # what vizcore did to the graph (e.g. specialised on a sample rate)
-        err.print(escape(note), highlight=False)
-
     progress = Progress(TextColumn("[bold]{task.fields[units]}[/] units"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("steps"), TimeRemainingColumn(elapsed_when_finished=True),
                         TextColumn("{task.fields[value]}"), console=err, disable=args.quiet, transient=False)

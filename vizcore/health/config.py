@@ -44,6 +44,7 @@ class CheckConfig:
     max_fidelity_diff: float = 1e-3
     fail_on_nonfinite: bool = True
     fail_on_inconclusive: bool = False  # units the ascent could neither open nor prove closed
+    allow_empty: bool = False  # pass a check that could check no layer at all (else it fails: nothing was checked)
     # diff: largest allowed increase of a layer's dead (or constant) fraction, and new duplicate pairs
     max_dead_increase: float = 0.02
     max_constant_increase: float = 0.02

@@ -149,6 +149,8 @@ class CheckReport(Report):
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     config: CheckConfig | None = None
+    #: why no layer was checked (None when some were): a failure unless `allow_empty`
+    nothing_checked: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -159,7 +161,8 @@ class CheckReport(Report):
         """The report as `schema.json` describes it (version 2; JSON-safe floats)."""
         return jsonable({"schema_version": SCHEMA_VERSION, "model": self.model, "passed": self.passed,
                          "layers": [lay.to_json() for lay in self.layers], "fidelity": self.fidelity,
-                         "failures": [f.to_json() for f in self.failures], "notes": list(self.notes)})
+                         "failures": [f.to_json() for f in self.failures], "notes": list(self.notes),
+                         "nothing_checked": self.nothing_checked})
 
     def junit_cases(self) -> list[Case]:
         """One JUnit test case per check per layer, plus the model-wide checks."""
@@ -197,7 +200,9 @@ class CheckReport(Report):
             failures = [Failure(f.get("check", "?"), f.get("layer"), f.get("message", "")) if isinstance(f, dict)
                         else Failure("?", None, str(f)) for f in data.get("failures", [])]
             return cls(model=dict(data["model"]), layers=layers, fidelity=dict(data.get("fidelity") or {}),
-                       failures=failures, notes=list(data.get("notes") or []))
+                       failures=failures, notes=list(data.get("notes") or []),
+                       nothing_checked=data.get("nothing_checked") if isinstance(data.get("nothing_checked"), str)
+                       else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise OptionError(f"not a vizcore check report: missing or malformed {exc}",
                               "pass an .onnx model or a file written by `vizcore check --json`") from exc

@@ -40,7 +40,7 @@ def _model_facts(model: Model, nonfinite: list[dict[str, Any]]) -> dict[str, Any
     s = model.summary()
     return {"path": s["path"], "sha256": s["sha256"], "producer": s["producer"], "opset": s["opset"],
             "parameters": s["parameters"], "inputs": s["inputs"], "outputs": s["outputs"],
-            "nonfinite_weights": nonfinite, **({"notes": s["notes"]} if s["notes"] else {})}
+            "nonfinite_weights": nonfinite, **({"choices": s["choices"]} if s["choices"] else {})}
 
 
 def _ascent_size(model: Model, cfg: CheckConfig) -> int | None:
@@ -244,7 +244,9 @@ def _choose(model: Model, cfg: CheckConfig, notes: list[str]) -> tuple[list[Chec
     limits = {c.layer.index: cfg.limits(c.layer.name, c.conv.name if c.conv else None, str(c.layer.index))
               for c in chosen}
     chosen = [c for c in chosen if not limits[c.layer.index].skip]
-    if not chosen:
+    if not chosen and model.nothing_converted:
+        notes.append(f"no layers to check: {model.nothing_converted}")
+    elif not chosen:
         notes.append("every chosen layer is skipped by an override" if cfg.layers else
                      "no layers to check: the model has no Conv or dense layer with an activation (choose some "
                      "with --layers)" if model.has_float_input else
@@ -403,8 +405,23 @@ def check(model: Model | str | os.PathLike[str], config: CheckConfig | None = No
         rep.skipped = rep.skipped or f"dead units not judged: {why}"
     timings["duplicates"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
+    empty = _nothing_checked(model, reports, notes, cfg, failures)
     return CheckReport(model=_model_facts(model, bad), layers=reports, fidelity=fid, failures=failures, notes=notes,
-                       timings=timings, config=cfg)
+                       timings=timings, config=cfg, nothing_checked=empty)
+
+
+def _nothing_checked(model: Model, reports: list[LayerReport], notes: list[str], cfg: CheckConfig,
+                     failures: list[Failure]) -> str | None:
+    """Why no layer was checked (None when one was); a failure unless `allow_empty`: an empty check never passes
+    silently."""
+    if reports:
+        return None
+    why = model.nothing_converted or next((n for n in notes if n.startswith(("no layers to check", "every chosen"))),
+                                          "no layer was checked")
+    if not cfg.allow_empty:
+        failures.append(Failure("nothing-checked", None, f"nothing could be checked: {why}; pass --allow-empty to "
+                                                         "accept"))
+    return why
 
 
 def _apply(cfg: CheckConfig, options: dict[str, Any]) -> CheckConfig:

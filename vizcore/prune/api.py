@@ -41,7 +41,7 @@ def _verify(model, pruned, sets: dict, batches: tuple[int, ...]) -> list[verify.
     for name, feed in sets.items():
         for b in batches:
             n = len(next(iter(feed.values())))
-            sub = {k: v[:max(b, min(n, 3 * b))] for k, v in feed.items()} if name == "random" else feed
+            sub = runtime.head(feed, max(b, min(n, 3 * b))) if name == "random" else feed
             out.append(verify.compare(sa, sb, f"{name} (batch {b})", sub, b))
     return out
 
@@ -94,7 +94,7 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
     fixed = feed.fixed_batch
     batches = (fixed,) if fixed else (1, 3)
     say("tracing channels")
-    one = {k: v[:fixed or 1] for k, v in ev_sets["probes"].items()}
+    one = runtime.head(ev_sets["probes"], fixed or 1)
     values: dict = {}
     shapes = runtime.shapes(model, one, values)  # onnxruntime's refusal is a one-line error (onnxfile)
     ch = analyze(Graph(model), shapes, values)
@@ -103,7 +103,7 @@ def prune(model_path: str | Path, out: str | Path | None = None, options: PruneO
     plan = decide(ch, Graph(model), ev, duplicates=o.duplicates == "merge", margin=o.margin)
     report = _report(model_path, out_path, ch, plan, ev, o.tolerance, o.dry_run)
     report.evidence.update(probe_sources=probe_sources, input_space=feed.space.to_json())
-    report.notes.extend(f"input space: {w}" for w in feed.space.warnings)
+    report.notes.extend([*feed.notes, *(f"input space: {w}" for w in feed.space.warnings)])
     say("pruning and verifying")
     pruned = surgery.apply(model, ch, plan, ev)
     checker(pruned, full_check(model))

@@ -36,7 +36,7 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
     calib = feed.feed(feed.data(o.data, "--data"), o.seed + 1)
     fixed = feed.fixed_batch
     batch = fixed or max(o.batch, 16)
-    one = {k: v[:fixed or 1] for k, v in calib.items()}
+    one = runtime.head(calib, fixed or 1)
     say("running the original on the calibration data")
     ref = runtime.outputs(model, calib, batch)
     check_applies(budget, ref)

@@ -12,10 +12,11 @@ import onnx
 
 from .. import samples
 from ..errors import OptionError
-from ..graph_inputs import check_feeds, receptive_length
+from ..graph_inputs import batch_axes, check_feeds, receptive_length
 from ..inputspace import InputSpace, resolve_from
 from ..layouts import Layout, detect
 from ..proto_check import metadata_size
+from .runtime import Feed
 
 _TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16:
           np.float16, onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32}
@@ -29,10 +30,12 @@ class InputSpec:
     name: str
     dtype: type
     dims: tuple[int | None, ...]
+    #: the axis that holds the batch (`graph_inputs.batch_axes`: 1 for an LSTM state `[layers, batch, hidden]`)
+    batch_axis: int = 0
 
     def shape(self, batch: int, size: int) -> tuple[int, ...]:
-        """Concrete dims: a free batch dim gets `batch`, free spatial dims `size`."""
-        return tuple(d if d is not None else (batch if i == 0 else size if i >= 2 else 1)
+        """Concrete dims: the batch axis gets `batch`, free spatial dims `size`, other free dims 1."""
+        return tuple(batch if i == self.batch_axis else d if d is not None else (size if i >= 2 else 1)
                      for i, d in enumerate(self.dims))
 
     @property
@@ -47,13 +50,14 @@ class InputSpec:
 def specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The model's real inputs (not initializers)."""
     inits = {t.name for t in model.graph.initializer}
+    axes = batch_axes(model)
     out = []
     for i in model.graph.input:
         if i.name in inits:
             continue
         tt = i.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
-        out.append(InputSpec(i.name, _TYPES.get(tt.elem_type, np.float32), dims))
+        out.append(InputSpec(i.name, _TYPES.get(tt.elem_type, np.float32), dims, axes.get(i.name, 0)))
     if not out:
         raise OptionError("the model has no inputs to feed", "prune needs a model that takes an input tensor")
     return out
@@ -73,6 +77,12 @@ class Feeder:
     @property
     def fixed_batch(self) -> int | None:
         return self.specs[0].fixed_batch
+
+    @property
+    def notes(self) -> list[str]:
+        """One line per input whose batch is not on axis 0 (how prune feeds it)."""
+        return [f"input {s.name!r} [{', '.join('?' if d is None else str(d) for d in s.dims)}] holds its batch on axis "
+                f"{s.batch_axis}: fed that way" for s in self.specs if s.batch_axis]
 
     def probes(self, count: int, seed: int, photos: bool = True) -> tuple[np.ndarray, dict[str, int]]:
         """The check's probes for the first input (noise, sample photos; signed noise for inputs that are not
@@ -95,16 +105,17 @@ class Feeder:
         return np.concatenate(parts).astype(np.float32)
 
     def feed(self, first: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-        """Every graph input for a batch of first inputs (natural layout)."""
+        """Every graph input for a batch of first inputs (natural layout), each batched on its own axis."""
         n = len(first)
         out = {self.specs[0].name: self._to_graph(first).astype(self.specs[0].dtype)}
         for i, s in enumerate(self.specs[1:], start=1):
             if s.name in self.given:
-                v = self.given[s.name]
-                out[s.name] = np.ascontiguousarray(np.broadcast_to(v, (n, *v.shape[1:])) if v.shape[0] == 1 else v)
+                v, a = self.given[s.name], s.batch_axis
+                grown = (*v.shape[:a], n, *v.shape[a + 1:]) if v.ndim > a and v.shape[a] == 1 else v.shape
+                out[s.name] = np.ascontiguousarray(np.broadcast_to(v, grown))
             else:
                 out[s.name] = _default(s, n, self.natural, seed + 17 * i)
-        return out
+        return Feed(out, {s.name: s.batch_axis for s in self.specs})
 
     def _to_graph(self, x: np.ndarray) -> np.ndarray:
         if self.layout is None or self.layout.identity:
@@ -118,7 +129,7 @@ def _default(s: InputSpec, n: int, natural: Sequence[int], seed: int) -> np.ndar
     """A seeded value for an input nobody gave: 0/1 for integers, standard normal for floats."""
     rng = np.random.default_rng(seed)
     size = natural[-1] if len(natural) >= 3 else 1
-    shape = (n,) + s.shape(1, size)[1:]
+    shape = s.shape(n, size)
     if not s.is_float:
         return rng.integers(0, 2, size=shape).astype(s.dtype)
     return rng.standard_normal(shape).astype(s.dtype)

@@ -22,11 +22,31 @@ def intermediates(model: onnx.ModelProto) -> list[str]:
     return [o for n in model.graph.node for o in n.output if o]
 
 
+class Feed(dict):
+    """Graph inputs by name; `axes` says the axis each input holds its batch on (0 where it says nothing: an LSTM
+    state `[layers, batch, hidden]` has it on 1)."""
+
+    def __init__(self, values: Any = (), axes: dict[str, int] | None = None) -> None:
+        super().__init__(values)
+        self.axes = dict(axes or {})
+
+
+def select(feed: dict[str, np.ndarray], idx: slice | np.ndarray) -> Feed:
+    """Samples `idx` of every input, each taken along its own batch axis."""
+    axes = getattr(feed, "axes", {})
+    return Feed({k: v[(slice(None),) * axes.get(k, 0) + (idx,)] for k, v in feed.items()}, axes)
+
+
+def head(feed: dict[str, np.ndarray], n: int) -> Feed:
+    """The first `n` samples of every input."""
+    return select(feed, slice(0, n))
+
+
 def chunks(inputs: dict[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
-    """The inputs in batches of `size` along axis 0."""
+    """The inputs in batches of `size` (the first input's axis 0; the others along their own batch axis)."""
     n = len(next(iter(inputs.values())))
     for lo in range(0, n, size):
-        yield {k: v[lo:lo + size] for k, v in inputs.items()}
+        yield select(inputs, slice(lo, lo + size))
 
 
 def shapes(model: onnx.ModelProto, feed: dict[str, np.ndarray], values: dict | None = None

@@ -96,7 +96,7 @@ class Measure:
         """Every metric on the calibration inputs (the `first` ones only, if given)."""
         if first is None:
             return agreement(self.ref, runtime.outputs(model, self.feed, self.batch))
-        feed = {k: v[:first] for k, v in self.feed.items()}
+        feed = runtime.head(self.feed, first)
         return agreement([r[:first] for r in self.ref], runtime.outputs(model, feed, self.batch))
 
     def cost(self, model: onnx.ModelProto) -> tuple[int, int]:
@@ -131,7 +131,7 @@ class Search:
         shapes_values: dict = {}
         shapes = runtime.shapes(model, self.measure.one, shapes_values)
         ch = analyze(Graph(model), shapes, shapes_values)
-        sample = {k: v[:STATS_SAMPLES] for k, v in self.measure.feed.items()}
+        sample = runtime.head(self.measure.feed, STATS_SAMPLES)
         ev = gather_evidence(model, ch, {"data": sample}, None, self.measure.batch, sketch=False)
         b = Base(model, ch, ev, shapes)
         self.bases.append(b)
@@ -180,7 +180,7 @@ class Search:
         names = sorted({t for p in pairs for t in p if len(b.shapes.get(t, ((),))[0]) >= 2})
         if not names:
             return cands
-        sample = {k: v[:STATS_SAMPLES] for k, v in self.measure.feed.items()}
+        sample = runtime.head(self.measure.feed, STATS_SAMPLES)
         mu = runtime.means(b.model, sample, self.measure.batch, names)
         b.offsets.update({(t, s): mu[t] - mu[s] for t, s in pairs if t in mu and s in mu and
                           mu[t].shape == mu[s].shape})
@@ -205,7 +205,7 @@ class Search:
         return keep
 
     def _merges(self, b: Base) -> list[Candidate]:
-        acts = runtime.outputs(b.model, {k: v[:16] for k, v in self.measure.feed.items()}, self.measure.batch,
+        acts = runtime.outputs(b.model, runtime.head(self.measure.feed, 16), self.measure.batch,
                                names=sorted({s.tensor for s in b.ch.sinks}), as_dict=True)
         names = labels(b.ch)
         by_root = {c.roots[0]: c for c in channel_candidates(b.ch, Graph(b.model), b.shapes)}

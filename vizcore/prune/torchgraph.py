@@ -15,6 +15,7 @@ from onnx import numpy_helper
 
 from ..errors import ModelLoadError
 from ..model import Model
+from .runtime import select
 
 #: ops whose float initializers recovery tunes (and must be able to write back): the inputs that are weights
 TUNED_OPS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,), "BatchNormalization": (1, 2)}
@@ -33,7 +34,8 @@ def load_proto(model: onnx.ModelProto, size: Sequence[int] | None) -> Model:
 def graph_inputs(m: Model, feed: dict[str, np.ndarray], idx: np.ndarray | slice, device: Any = "cpu"
                  ) -> list[torch.Tensor]:
     """The module's arguments (graph inputs in order) for the samples `idx` of an onnxruntime feed."""
-    return [torch.from_numpy(np.ascontiguousarray(feed[t.name][idx])).to(device) for t in m.inputs]
+    part = select(feed, idx)
+    return [torch.from_numpy(np.ascontiguousarray(part[t.name])).to(device) for t in m.inputs]
 
 
 def _params_of(m: Model, node: onnx.NodeProto) -> list[tuple[str, torch.nn.Parameter]]:
