@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import test_inputs as T  # noqa: E402
-import test_loop as L  # noqa: E402
 import test_long_signal as LS  # noqa: E402
+import test_loop as L  # noqa: E402
 import test_quantized_lstm as Q  # noqa: E402
 import test_specialise as S  # noqa: E402
 from conftest import ort_run  # noqa: E402
