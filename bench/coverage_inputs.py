@@ -37,6 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import test_inputs as T  # noqa: E402
 import test_inputs_prod as P  # noqa: E402
+import test_long_signal as LS  # noqa: E402
 import test_loop as L  # noqa: E402
 import test_quantized_lstm as Q  # noqa: E402
 import test_specialise as S  # noqa: E402
@@ -189,6 +190,8 @@ def cases(tmp: Path) -> list[tuple[str, Callable[[], dict[str, object]]]]:
         ("NHWC, tf-like Transpose in front of Conv", lambda: save(T.nhwc_model(), "nhwc.onnx"), {}),
         ("NHWC fixed non-square 12x20", lambda: save(T.nhwc_model(batch=1, h=12, w=20), "wide.onnx"), {}),
         ("1-D [N, L, 1] conv net", lambda: T._export(T.Signal(), tmp / "sig.onnx", (1, 40, 1), {0: "N", 1: "L"}), {}),
+        ("1-D [N, 20000, 1] audio, strided front end, logits ~1e-5",
+         lambda: T._export(LS.Audio(), tmp / "long.onnx", (1, LS.LENGTH, 1), {0: "N"}), {}),
         ("rank-2 (N, F) MLP", lambda: T._export(T.MLP(), tmp / "mlp.onnx", (1, 16), {0: "N"}), {}),
         ("emb [1, S, 'hidden'] (hidden from weights)", lambda: save(T.emb_model(), "emb.onnx"), {"size": 10}),
         ("LSTM, outputs Y_h, conv, Y", lambda: save(T.lstm_model(), "lstm.onnx"), {"size": 12}),

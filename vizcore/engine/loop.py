@@ -45,6 +45,7 @@ class _Ascent:
     trace: list[torch.Tensor] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     best: torch.Tensor | None = None  # each image's best value during the ascent (on its transformed input)
+    scale: torch.Tensor | None = None  # each image's largest |objective| so far, capped at 1
 
     def record(self, step: int, vals: torch.Tensor) -> None:
         if not self.steps or self.steps[-1] != step:
@@ -112,7 +113,9 @@ def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[O
         with torch.autocast(r.dev.type, dtype=torch.bfloat16, enabled=r.amp):
             acts = r.net(x)
         vals = values(r, objs, acts, offset)
-        gain = vals
+        if r.regularizers:  # a small objective scaled up to 1 against the penalties
+            state.scale = _scale(vals.detach(), state.scale)
+        gain = vals if state.scale is None else vals / state.scale
         for reg in r.regularizers:
             gain = gain - reg(img)
         opt.zero_grad(set_to_none=True)
@@ -126,6 +129,14 @@ def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[O
             state.record(step, vals)
             break
     return state
+
+
+def _scale(vals: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
+    """Each image's largest |value| so far, capped at 1 (at least 1e-12): an objective smaller than 1 is divided by
+    it, so a unit whose values are 1e-5 meets its penalties as one at 1 does, and one above 1 is left as it was
+    (issue 25). Per image, so a batch follows the same path as one image at a time."""
+    mag = torch.nan_to_num(vals.abs(), nan=0.0, posinf=1.0).clamp(1e-12, 1.0)
+    return mag if before is None else torch.maximum(before, mag)
 
 
 def _observe(r: Render, run: RenderRun, p: nn.Module, step: int, vals: torch.Tensor) -> bool:
