@@ -262,7 +262,7 @@ def table(rows: list[dict[str, object]], seconds: float) -> str:
             lines.append(f"| {r['name']} | - | - | - | - | - | - | - | - | {r['result']} |")
             continue
         lines.append(f"| {r['name']} | {r['layout']} | {'x'.join(map(str, r['shape']))} | {_shown(r['rel1'])} / "
-                     f"{_shown(r['rel3'])} | {'yes' if r['grad'] else 'no'} | {r['rise']:+.3f} | {r['rendered']} "
+                     f"{_shown(r['rel3'])} | {'yes' if r['grad'] else 'no'} | {r['rise']:+.3g} | {r['rendered']} "
                      f"| {r['check']} | {r['layers']} "
                      f"({r['unreachable']}) | {r['result']} |")
     ok = sum(r["result"] == "ok" for r in rows)
