@@ -332,3 +332,22 @@ def test_the_input_the_layers_depend_on_is_optimized(save_onnx, capsys):
     assert other.input.name == "speaker" and not other.choices and other.depends_on_input("speaker_proj")
     r = vizcore.render(other, "speaker_proj:1", steps=8, device="cpu", transforms="none", record_every=1, lr=0.1)
     assert r.traces[0][-1] > r.traces[0][0]
+
+
+def test_render_cli_switches_to_the_input_the_target_reads(save_onnx, tmp_path, capsys):
+    """`vizcore render` of a layer that reads only the other float input optimizes that input, and says so; with
+    --input-node given it keeps the user's choice and gives the one-line error."""
+    import json
+
+    from vizcore.cli import main
+
+    path = save_onnx(speech_encoder(), "speech_cli.onnx")
+    out = tmp_path / "out"
+    assert main(["render", str(path), "speaker_proj:1", "--steps", "4", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "optimizing 'speaker' (--input-node speaker)" in " ".join(err.split())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["units"][0]["value"] is not None and len(manifest["units"]) == 1
+    assert main(["render", str(path), "speaker_proj:1", "--steps", "2", "--input-node", "features",
+                 "--out", str(tmp_path / "o2")]) == 2
+    assert "depends on input 'speaker'" in " ".join(capsys.readouterr().err.split())

@@ -39,6 +39,14 @@ class TargetError(VizcoreError):
     """A malformed target string, or a channel / position out of range."""
 
 
+class OtherInputError(TargetError):
+    """A target layer that does not depend on the optimized input but on another float graph input (`input`)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, input: str, layer: str) -> None:
+        super().__init__(message, hint)
+        self.input, self.layer = input, layer
+
+
 class OptionError(VizcoreError):
     """An option value that cannot work (unknown name, impossible size, steps <= 0, ...)."""
 

@@ -7,11 +7,12 @@ shape (k, C, ...)}, to one value per image (k,). Bind it to a model (`bind`) to 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .errors import TargetError
+from .errors import OtherInputError, TargetError
 from .hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -42,7 +43,8 @@ class Objective:
         for l in self.layers:  # refused up front: no gradient could ever reach the input
             if hasattr(model, "depends_on_input") and not model.depends_on_input(l):
                 other = [n for n in model.inputs_reaching(l) if any(t.name == n and t.is_float for t in model.inputs)]
-                raise TargetError(f"layer {l.name!r} does not depend on the input {model.input.name!r}" + (
+                error = partial(OtherInputError, input=other[0], layer=l.name) if other else TargetError
+                raise error(f"layer {l.name!r} does not depend on the input {model.input.name!r}" + (
                     f" (it depends on input {other[0]!r})" if other else "") + ": gradient ascent cannot change it",
                     f"optimize that input: --input-node {other[0]} (load(path, input={other[0]!r}))" if other else
                     "pick a layer downstream of the input (vizcore inspect)")

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..errors import OtherInputError
 from ..files import check_out_dir
 from ..inputs import require_readable
 from ..outdir import check_creatable
@@ -198,8 +199,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
         require_readable(args.transfer)
     try:
         render_with = _renderer(args, err, render)  # vizcore.executors when --executor is not local
-        result = render_with(model, args.targets, opts, plugins=args.plugins, exporters=exporters, on_warning=warn,
-                             on_step=bar, **({"chunks": cache} if cache is not None else {}))
+        kw = dict(plugins=args.plugins, exporters=exporters, on_warning=warn, on_step=bar,
+                  **({"chunks": cache} if cache is not None else {}))
+        try:
+            result = render_with(model, args.targets, opts, **kw)
+        except OtherInputError as exc:  # the target reads another float input: optimize that one, and say so
+            if args.input_node:
+                raise
+            warn(f"layer {exc.layer!r} depends on input {exc.input!r}, not {model.input.name!r}: optimizing "
+                 f"{exc.input!r} (--input-node {exc.input})")
+            model = load(args.model, plugins=args.plugins, **{**load_kwargs(args, size=opts.size), "input": exc.input})
+            result = render_with(model, args.targets, opts, **kw)
     except BaseException:
         if isinstance(bar, _Progress):
             bar.stop(done=False)
