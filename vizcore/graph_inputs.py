@@ -107,8 +107,13 @@ def specialisable(proto: onnx.ModelProto, feeds: Mapping[str, object],
     free = {vi.name: vi for vi in _free(proto)}
     chosen: dict[str, np.ndarray] = {}
     for name, vi in free.items():
+        if name not in feeds and FEED_METADATA + name not in metadata:
+            continue
         tt = vi.type.tensor_type
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else None
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else None
+        except KeyError:  # an element type onnx does not know: the reader's checks name it
+            continue
         fixed = tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim)
         if dtype is None or dtype.kind == "f" or not fixed:
             continue

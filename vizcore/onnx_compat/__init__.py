@@ -12,10 +12,6 @@ from typing import Any
 
 import onnx
 
-from .o2t_import import import_onnx2torch
-
-import_onnx2torch()  # before any `from onnx2torch... import`: keeps torchvision (and torch._dynamo) out of the import
-
 
 @dataclass(frozen=True)
 class Converter:

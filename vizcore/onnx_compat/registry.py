@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from onnx import defs
-from onnx2torch.node_converters import registry as _o2t
 
 from . import Converter
+from .o2t_import import import_onnx2torch
+
+import_onnx2torch()  # torchvision deferred (see o2t_import); then onnx2torch's registry
+from onnx2torch.node_converters import registry as _o2t  # noqa: E402
 
 #: onnx2torch's own converters, captured before vizcore or a plugin overrides any (overrides may delegate to them).
 _BUILTIN: dict[tuple[str, str, int], Callable[..., Any]] = {tuple(k): v for k, v in _o2t._CONVERTER_REGISTRY.items()}

@@ -10,6 +10,9 @@ import pkgutil
 
 from ...hookspecs import hookimpl
 from .. import Converter
+from ..o2t_import import import_onnx2torch
+
+import_onnx2torch()  # before the converter modules' `from onnx2torch... import`: torchvision stays deferred
 
 
 def _all() -> list[Converter]:
