@@ -351,3 +351,20 @@ def test_render_cli_switches_to_the_input_the_target_reads(save_onnx, tmp_path, 
     assert main(["render", str(path), "speaker_proj:1", "--steps", "2", "--input-node", "features",
                  "--out", str(tmp_path / "o2")]) == 2
     assert "depends on input 'speaker'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_prune_probes_the_input_the_layers_depend_on(save_onnx, tmp_path, capsys):
+    """prune chooses the probed input by the load's rule (the one the most weighted layers depend on), says so, and
+    verifies in onnxruntime with the other input at its seeded default."""
+    from vizcore.prune.inputs import feeder
+
+    path = save_onnx(speech_encoder(), "speech_prune.onnx")
+    f = feeder(onnx.load(path), size=24)
+    assert f.specs[0].name == "features" and f.natural == (1, 6, 24)
+    assert f.notes == ["probing input 'features': 2 weighted layers depend on it (on 'speaker' 1)"]
+    feed = f.feed(np.zeros((2, 6, 24), np.float32), seed=0)
+    assert feed["features"].shape == (2, 6, 24) and feed["speaker"].shape == (2, 4)
+    out, report = tmp_path / "pruned.onnx", tmp_path / "prune.json"
+    assert main(["prune", str(path), "--out", str(out), "--json", str(report), "--size", "24"]) == 0
+    data = json.loads(report.read_text())
+    assert "probing input 'features'" in " ".join(data["notes"]) and data["verified"]

@@ -283,6 +283,21 @@ def layers_reached(proto: onnx.ModelProto, names: Sequence[str]) -> dict[str, in
     return out
 
 
+def primary_input(proto: onnx.ModelProto, floats: Sequence[str], asked: str | None = None
+                  ) -> tuple[str | None, str | None]:
+    """The float graph input to optimize (or probe) among `floats`, and why when vizcore chose among several
+    ("N weighted layers depend on it (on 'other' M)"): `asked` (`input=`, --input-node) if it is one, else the one
+    the most weighted layers depend on (the first on a tie). One rule for the load and for prune."""
+    if asked in floats or len(floats) < 2:
+        return (asked if asked in floats else floats[0] if floats else None), None
+    reach = layers_reached(proto, floats)
+    best = max(floats, key=lambda n: (reach[n], -list(floats).index(n)))
+    if best == floats[0]:
+        return best, None
+    others = ", ".join(f"{n!r} {reach[n]}" for n in floats if n != best)
+    return best, f"{reach[best]} weighted layers depend on it (on {others})"
+
+
 def apply_shapes(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> int:
     """Set the dims of the named graph inputs (symbolic or not) to the given values; returns the inputs changed."""
     free = {vi.name: vi for vi in _free(proto)}

@@ -162,18 +162,10 @@ def _convert(file: onnxfile.ModelFile, prepasses: Sequence[Prepass], converters:
 
 
 def _primary(proto: onnx.ModelProto, inputs: Sequence[TensorInfo], asked: str | None) -> tuple[str | None, str | None]:
-    """The float graph input to optimize, and a line saying why when vizcore chose among several: the one `asked`
-    (`input=`, --input-node) if it is one, else the one the most weighted layers depend on (the first on a tie)."""
-    floats = [t.name for t in inputs if t.is_float]
-    if asked in floats or len(floats) < 2:
-        return (asked if asked in floats else floats[0] if floats else None), None
-    reach = inputs_mod.layers_reached(proto, floats)
-    best = max(floats, key=lambda n: (reach[n], -floats.index(n)))
-    if best == floats[0]:
-        return best, None
-    others = ", ".join(f"{n!r} {reach[n]}" for n in floats if n != best)
-    return best, (f"optimizing input {best!r}: {reach[best]} weighted layers depend on it (on {others}); "
-                  f"--input-node NAME to choose")
+    """The float graph input to optimize and the line saying why (`graph_inputs.primary_input`, the rule prune
+    shares)."""
+    name, why = inputs_mod.primary_input(proto, [t.name for t in inputs if t.is_float], asked)
+    return name, (f"optimizing input {name!r}: {why}; --input-node NAME to choose" if why else None)
 
 
 def _network(c: _Converted, metadata: dict[str, str], layout: str | None, input: str | None,  # noqa: A002

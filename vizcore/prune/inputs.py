@@ -12,7 +12,7 @@ import onnx
 
 from .. import samples
 from ..errors import OptionError
-from ..graph_inputs import batch_axes, check_feeds, receptive_length
+from ..graph_inputs import batch_axes, check_feeds, primary_input, receptive_length
 from ..inputspace import InputSpace, resolve_from
 from ..layouts import Layout, detect
 from ..proto_check import metadata_size
@@ -65,14 +65,16 @@ def specs(model: onnx.ModelProto) -> list[InputSpec]:
 
 @dataclass(frozen=True)
 class Feeder:
-    """How prune makes every graph input: the first input from probes or data (natural layout, model units, put
-    into the graph's layout), the others from `given` (--feed) or seeded defaults."""
+    """How prune makes every graph input: the probed input (`specs[0]`: the float input the most weighted layers
+    depend on, as the load chooses) from probes or data (natural layout, model units, put into the graph's layout),
+    the others from `given` (--feed) or seeded defaults."""
 
     specs: list[InputSpec]
     space: InputSpace
     layout: Layout | None
     natural: tuple[int, ...]  # the first input's natural shape at batch 1, e.g. (1, 3, 224, 224)
     given: Mapping[str, np.ndarray] = field(default_factory=dict)
+    chosen: str | None = None  # why the probed input is not the first graph input (several float inputs)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -81,8 +83,9 @@ class Feeder:
     @property
     def notes(self) -> list[str]:
         """One line per input whose batch is not on axis 0 (how prune feeds it)."""
-        return [f"input {s.name!r} [{', '.join('?' if d is None else str(d) for d in s.dims)}] holds its batch on axis "
-                f"{s.batch_axis}: fed that way" for s in self.specs if s.batch_axis]
+        axes = [f"input {s.name!r} [{', '.join('?' if d is None else str(d) for d in s.dims)}] holds its batch on "
+                f"axis {s.batch_axis}: fed that way" for s in self.specs if s.batch_axis]
+        return ([self.chosen] if self.chosen else []) + axes
 
     def probes(self, count: int, seed: int, photos: bool = True) -> tuple[np.ndarray, dict[str, int]]:
         """The check's probes for the first input (noise, sample photos; signed noise for inputs that are not
@@ -141,6 +144,8 @@ def feeder(model: onnx.ModelProto, *, size: int | Sequence[int] | None = None, p
     """The `Feeder` for a model and the input flags (--size, --preprocess, --range, --layout, --feed), resolved
     once by the same rules as every other command."""
     sp = specs(model)
+    main, why = primary_input(model, [s.name for s in sp if s.is_float])
+    sp = sorted(sp, key=lambda s: s.name != main)  # the probed input first (feeds are by name)
     meta = {p.key: p.value for p in model.metadata_props}
     first = sp[0]
     lay = detect(model.graph, first.name, first.dims, meta, layout) if first.is_float else None
@@ -148,7 +153,8 @@ def feeder(model: onnx.ModelProto, *, size: int | Sequence[int] | None = None, p
     natural = _natural_shape(dims, size, meta, model)
     channels = natural[1] if len(natural) > 1 else 1
     space = resolve_from(meta, channels, preprocess, value_range)
-    return Feeder(sp, space, lay, natural, check_feeds(model, feeds or {}))
+    return Feeder(sp, space, lay, natural, check_feeds(model, feeds or {}), f"probing input {main!r}: {why}" if why
+                  else None)
 
 
 def _natural_shape(dims: Sequence[int | None], size: int | Sequence[int] | None, meta: Mapping[str, str],
