@@ -45,7 +45,7 @@ def test_the_penalties_hold_the_picture_nearer_than_a_free_start_from_the_photo(
     free = vizcore.render(model, TARGETS, init=str(PHOTO), init_pixel=0, init_feature=0, **FAST)
     assert np.mean(held.extras["init"]["pixel_rms"]) < np.mean(free.extras["init"]["pixel_rms"])
     assert np.mean(held.extras["init"]["feature_distance"]) < np.mean(free.extras["init"]["feature_distance"])
-    assert held.settings["regularizers"] == {"init_pixel": 4.0, "init_feature": 1.0}  # the defaults
+    assert held.settings["regularizers"] == {"init_pixel": 256.0, "init_feature": 0.05}  # the defaults
     assert free.settings["regularizers"] == {}
 
 
@@ -86,7 +86,7 @@ def test_cli_init_writes_the_start_and_distances_in_the_manifest(tmp_path):
     unit = m["units"][0]["init"]
     assert unit["file"] == "chelsea.jpg" and 0 < unit["pixel_rms"] < 1 and unit["feature_distance"] >= 0
     assert m["settings"]["init"] == "chelsea.jpg"
-    assert m["settings"]["regularizers"] == {"init_pixel": 2.0, "init_feature": 1.0}
+    assert m["settings"]["regularizers"] == {"init_pixel": 2.0, "init_feature": 0.05}
 
 
 @pytest.mark.parametrize("bad", ["missing.jpg", "."])

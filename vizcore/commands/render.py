@@ -46,11 +46,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="feature accentuation: start from this picture (resized to the render size) and stay near "
                         "it; manifest.json records each unit's distance to it")
     p.add_argument("--init-pixel", default=None, metavar="W",
-                   help="with --init: weight of the pixel distance to the picture (default 4, in units of the "
+                   help="with --init: weight of the pixel distance to the picture (default 256, in units of the "
                         "objective's size)")
     p.add_argument("--init-feature", default=None, metavar="W",
                    help="with --init: weight of the relative distance of the layer below the target to the "
-                        "picture's (default 1)")
+                        "picture's (default 0.05)")
     p.add_argument("--seed", default="0", help="random seed (CPU renders are reproducible)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
