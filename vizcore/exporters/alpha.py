@@ -63,16 +63,21 @@ def vizcore_add_exporters() -> dict[str, Any]:
     return {NAME: export_alpha}
 
 
+def _asked(run: Any) -> bool:
+    """Whether this render's caller exports alpha maps (a run of another shape: no)."""
+    return NAME in (getattr(run, "exporters", None) or ())
+
+
 @hookimpl
 def vizcore_render_start(run: Any) -> None:
-    if NAME in run.exporters:
+    if _asked(run):
         run.image_grads = True
         run.state.setdefault(NAME, {})
 
 
 @hookimpl
 def vizcore_render_step(run: Any, state: Any) -> None:
-    if not run.image_grads or NAME not in run.exporters:
+    if not getattr(run, "image_grads", False) or not _asked(run):
         return
     g = state.image_grad()
     if g is None or g.dim() != 4:
@@ -84,7 +89,7 @@ def vizcore_render_step(run: Any, state: Any) -> None:
 
 @hookimpl
 def vizcore_render_end(run: Any, result: Result) -> None:
-    if NAME not in run.exporters:
+    if not _asked(run):
         return
     maps = run.state.get(NAME) or {}
     result.extras[NAME] = {offset + j: ms[j].cpu().numpy() for offset, ms in sorted(maps.items())
