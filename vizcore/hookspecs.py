@@ -53,7 +53,9 @@ def vizcore_add_params() -> dict[str, Callable[..., Any]]:
     to the caller. A factory without a `generator` parameter still works: the engine then runs its chunk inside
     `torch.random.fork_rng` with the global RNG seeded, and restores the caller's state afterwards. The engine
     moves the module to the device afterwards. The module has trainable parameters and `forward() -> Tensor` of that
-    shape with values in 0..1 (vizcore maps 0..1 to the model's range afterwards).
+    shape with values in 0..1 (vizcore maps 0..1 to the model's range afterwards). A factory that takes `init`
+    can start from a picture (feature accentuation, `--init`): `init` is (1, C, ...) in 0..1 at the render shape,
+    and its first `forward()` should give that picture back; a factory without it refuses `--init`.
     """
 
 
@@ -74,7 +76,10 @@ def vizcore_add_transforms() -> dict[str, Callable[..., Any]]:
 def vizcore_add_regularizers() -> dict[str, Callable[..., Any]]:
     """Regularizer factories: name -> callable(weight: float) -> callable(images: Tensor) -> Tensor (N,).
 
-    The per-image penalty is subtracted from each image's objective (images in 0..1, before transforms).
+    The per-image penalty is subtracted from each image's objective (images in 0..1, before transforms). A factory
+    that names `init` and/or `features` is built per chunk with them (`vizcore.engine.accent`): `init` the start
+    picture (1, C, ...) in 0..1 on the device, `features(images)` a list, per image, of the flattened activations of
+    the layer below its unit's target (as `init_pixel` and `init_feature` do); without `--init` it is refused.
     """
 
 
@@ -117,7 +122,8 @@ def vizcore_render_start(run: RenderRun) -> None:
     the render), device, steps, chunk (0-based), n_chunks, unit_offset (global index of the chunk's first image),
     total_units (images in the whole render), exporters (the names the caller will export with, e.g. ("png",
     "manifest", "gif"): record only what an exporter of yours will write), state (a dict shared by every chunk of
-    this render: keep per-render data there under your plugin's name, never in a module global).
+    this render: keep per-render data there under your plugin's name, never in a module global). Set
+    `run.image_grads = True` to receive `state.image_grad()` in `vizcore_render_step` (the `alpha` exporter does).
     """
 
 
@@ -127,7 +133,8 @@ def vizcore_render_step(run: RenderRun, state: StepState) -> None:
 
     `state.step` (1-based), `state.values` (per-image objective values, a detached tensor, on the run's device),
     `state.images()` (the chunk's current images in 0..1, (k, C, ...), detached; computed on each call, so call
-    it only on the steps you need). Set `state.stop = True` to end the chunk early (early stopping). Keep it
+    it only on the steps you need), `state.image_grad()` (the gradient on the images, when `run.image_grads` was
+    set at the start; else None). Set `state.stop = True` to end the chunk early (early stopping). Keep it
     cheap: it runs on the hot path.
     """
 

@@ -30,6 +30,7 @@ class RenderRun:
     total_units: int
     exporters: tuple[str, ...] = ()
     state: dict[str, Any] = field(default_factory=dict)  # per-render scratch space for plugins, keyed by plugin
+    image_grads: bool = False  # set True in vizcore_render_start to get `StepState.image_grad()` in the steps
 
 
 @dataclass
@@ -40,10 +41,17 @@ class StepState:
     values: Any
     _images: Callable[[], Any] = field(repr=False)
     stop: bool = False
+    _grad: Any = field(default=None, repr=False)
 
     def images(self) -> Any:
         """The current images in 0..1, (k, C, ...), detached."""
         return self._images()
+
+    def image_grad(self) -> Any:
+        """The step's gradient of the ascended value (the objective minus the penalties, negated: what the
+        optimizer descends) with respect to the images (k, C, ...), through the transforms; None unless a
+        `vizcore_render_start` hook set `run.image_grads`."""
+        return self._grad
 
 
 class Hooks(Protocol):

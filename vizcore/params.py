@@ -6,6 +6,9 @@ Both work for (N, C, H, W) images and (N, C, L) signals, with any channel count.
 inputs) draws signals only: a 1/f spectrum whose waveform has a fixed RMS level, then a tanh, so that the
 ascent shapes the waveform instead of driving every sample to the ends of the range (issue 13, bench/signals.py).
 Their initial noise comes from `generator=` (a seeded CPU `torch.Generator`), never from torch's global RNG.
+`fft` and `pixel` also start from a given picture (`init=`, feature accentuation): the inverse of their mapping,
+so that their first image is that picture (values clamped to INIT_MARGIN..1-INIT_MARGIN, where the sigmoid still
+moves).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ COLOR_DECORRELATION = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
 
 DECAY_1D = 1.0  # the signal parameterization's spectrum exponent (bench/signals.py)
+INIT_MARGIN = 0.02  # a start picture's 0 and 1 become 0.02 and 0.98: the sigmoid's slope there is still 0.02
 
 
 def _init_noise(shape: Sequence[int], units: int, sd: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -47,6 +51,22 @@ class _ToImage(nn.Module):
             t = torch.matmul(self.color, t.flatten(2)).view(t.shape)
         return torch.sigmoid(t)
 
+    def inverse(self, images: torch.Tensor) -> torch.Tensor:
+        """The unconstrained values whose image is `images` (0..1, clamped to INIT_MARGIN..1-INIT_MARGIN)."""
+        t = torch.logit(images.float().clamp(INIT_MARGIN, 1 - INIT_MARGIN))
+        if self.decorrelate:
+            t = torch.linalg.solve(self.color, t.flatten(2)).view(t.shape)
+        return t
+
+
+def _start(init: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """A start picture (1 or N, C, ...) in 0..1 as the batch `shape`, checked."""
+    init = torch.as_tensor(init, dtype=torch.float32)
+    if init.dim() != len(shape) or tuple(init.shape[1:]) != tuple(shape[1:]) or init.shape[0] not in (1, shape[0]):
+        raise OptionError(f"the start picture has shape {tuple(init.shape)}, the render needs {tuple(shape)}",
+                          "give an image of the render's channel count (it is resized to the render size)")
+    return init.expand(*shape).contiguous()
+
 
 class FFTImage(nn.Module):
     """Images parameterized by their Fourier spectrum, scaled by 1/frequency^decay_power (Olah 2017).
@@ -56,7 +76,8 @@ class FFTImage(nn.Module):
     """
 
     def __init__(self, shape: Sequence[int], units: int = 1, sd: float = 0.01, decay_power: float = 1.25,
-                 decorrelate: bool = True, generator: torch.Generator | None = None) -> None:
+                 decorrelate: bool = True, generator: torch.Generator | None = None,
+                 init: torch.Tensor | None = None) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         n, c, *spatial = self.shape
@@ -76,10 +97,15 @@ class FFTImage(nn.Module):
             spec_shape = (n, c, w // 2 + 1)
         scale = 1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay_power
         self.register_buffer("scale", scale.to(torch.float32), persistent=False)
-        noise = _init_noise((*spec_shape, 2), units, sd, generator)
-        self.spectrum = nn.Parameter(torch.view_as_complex(noise.contiguous()))
         self.to_image = _ToImage(c, decorrelate)
         self.spatial = tuple(spatial)
+        if init is None:
+            spectrum = torch.view_as_complex(_init_noise((*spec_shape, 2), units, sd, generator).contiguous())
+        else:  # the picture's spectrum divided by the scale: forward() gives the picture back
+            t = self.to_image.inverse(_start(init, self.shape)) * 4.0
+            spectrum = (torch.fft.rfft2(t, norm="ortho") if len(spatial) == 2 else
+                        torch.fft.rfft(t, norm="ortho")) / self.scale
+        self.spectrum = nn.Parameter(spectrum)
 
     def forward(self) -> torch.Tensor:
         spec = self.spectrum * self.scale
@@ -94,11 +120,13 @@ class PixelImage(nn.Module):
     """Images parameterized directly by (pre-sigmoid, colour-decorrelated) pixel values."""
 
     def __init__(self, shape: Sequence[int], units: int = 1, sd: float = 0.01, decorrelate: bool = True,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, init: torch.Tensor | None = None) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
-        self.pixels = nn.Parameter(_init_noise(self.shape, units, sd, generator).contiguous())
         self.to_image = _ToImage(self.shape[1], decorrelate)
+        start = _init_noise(self.shape, units, sd, generator) if init is None else \
+            self.to_image.inverse(_start(init, self.shape))
+        self.pixels = nn.Parameter(start.contiguous())
 
     def forward(self) -> torch.Tensor:
         return self.to_image(self.pixels)

@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "vizcore.exporters.png",
     "vizcore.exporters.manifest",
     "vizcore.exporters.exemplars",
+    "vizcore.exporters.alpha",
     "vizcore.onnx_compat.prepasses",
     "vizcore.onnx_compat.qdq",
     "vizcore.onnx_compat.loops",

@@ -163,7 +163,7 @@ class Result:
     def _unit_extras(self, i: int) -> dict[str, Any]:
         """Per-unit findings the manifest records with the unit: the nearest tokens of an optimized embedding, the
         unit's exemplars from the user's data (`vizcore.evidence.attach_exemplars`), its trust verdict
-        (`vizcore.evidence.trust`)."""
+        (`vizcore.evidence.trust`), its start picture and distances to it (feature accentuation)."""
         out: dict[str, Any] = {}
         tokens = self.extras.get("nearest_tokens")
         if tokens:
@@ -174,6 +174,10 @@ class Result:
         judged = (self.extras.get("trust") or {}).get(i)
         if judged is not None:
             out["trust"] = judged
+        start = self.extras.get("init")
+        if start:  # feature accentuation: the start picture and how far the unit's picture moved from it
+            out["init"] = {"file": start["file"], **{k: float(v[i]) for k, v in start.items()
+                                                      if k != "file" and i < len(v)}}
         return out
 
     def rose_above(self, threshold: float = 0.0) -> list[dict[str, Any]]:

@@ -42,6 +42,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--l1", default="0", help="L1 penalty weight")
     p.add_argument("--l2", default="0", help="L2 penalty weight")
     p.add_argument("--tv", default="0", help="total-variation penalty weight")
+    p.add_argument("--init", default=None, metavar="IMAGE",
+                   help="feature accentuation: start from this picture (resized to the render size) and stay near "
+                        "it; manifest.json records each unit's distance to it")
+    p.add_argument("--init-pixel", default=None, metavar="W",
+                   help="with --init: weight of the pixel distance to the picture (default 256, in units of the "
+                        "objective's size)")
+    p.add_argument("--init-feature", default=None, metavar="W",
+                   help="with --init: weight of the relative distance of the layer below the target to the "
+                        "picture's (default 0.05)")
     p.add_argument("--seed", default="0", help="random seed (CPU renders are reproducible)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
@@ -50,7 +59,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="fraction of steps using the ReLU gradient override (default 0.25)")
     p.add_argument("--images-per-unit", default="1", help="images per target (e.g. with diversity)")
     p.add_argument("--export", action="append", default=None, metavar="NAME",
-                   help="more exporters to run besides png and manifest (always written); plugins add more, e.g. gif")
+                   help="more exporters to run besides png and manifest (always written): alpha (where the picture "
+                        "matters: each unit's accumulated |gradient| as its PNG's alpha and a heat map); plugins "
+                        "add more, e.g. gif")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="reuse the chunks a stopped render of the same model, "
                    "targets and settings into the same --out finished (kept in .OUT.vizcore-partial beside it)")
@@ -142,7 +153,9 @@ def options(args: argparse.Namespace) -> Any:
         steps=integer("--steps", args.steps), size=args.size,
         param=args.param, param_options=dict(_param_option(t) for t in args.param_option),
         transforms=split_names(args.transforms),
-        regularizers={k: number(f"--{k}", getattr(args, k)) for k in ("l1", "l2", "tv")},
+        regularizers={k: number(f"--{k.replace('_', '-')}", getattr(args, k))
+                      for k in ("l1", "l2", "tv", "init_pixel", "init_feature") if getattr(args, k) is not None},
+        init=args.init,
         lr=number("--lr", args.lr), seed=integer("--seed", args.seed), device=args.device, amp=args.amp,
         max_memory=args.max_memory, relu_override=number("--relu-override", args.relu_override),
         preprocess=args.preprocess, value_range=args.value_range,

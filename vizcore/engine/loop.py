@@ -7,7 +7,7 @@ same random path as one unit alone (batched == one at a time).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import PluginError, VizcoreError, oneline
 from ..lifecycle import RenderRun, StepState
 from ..objectives import Objective, batch_values
+from . import accent
 from .adam import Adam
 from .budget import is_oom
 from .seeding import call_factory, global_rng
@@ -36,6 +37,7 @@ class ChunkResult:
     traces: list[list[float]]
     steps: list[int]
     run: RenderRun
+    init_distances: dict[str, list[float]] | None = None  # accentuation: each image's distance to the picture
 
 
 @dataclass
@@ -71,7 +73,7 @@ def run_chunk(r: Render, ci: int, a: int, b: int, n_chunks: int) -> ChunkResult:
         p = _param(r, (b - a) * k, b - a)
         opt = Adam(p.parameters(), lr=r.options.lr)
         r.hooks.call("vizcore_render_start", run=run)
-        state = _ascend(r, run, p, opt, objs, a)
+        state = _ascend(r, run, p, opt, objs, a, [*r.regularizers, *accent.chunk_penalties(r, objs)])
     r.switch.on = False
     with torch.no_grad():
         img = p()
@@ -79,14 +81,17 @@ def run_chunk(r: Render, ci: int, a: int, b: int, n_chunks: int) -> ChunkResult:
     best = torch.fmax(state.best, final) if state.best is not None else final
     return ChunkResult(images=(img.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(),
                        values=final.float().cpu().numpy(), best=best.float().cpu().numpy(),
-                       traces=torch.stack(state.trace, 1).float().cpu().numpy().tolist(), steps=state.steps, run=run)
+                       traces=torch.stack(state.trace, 1).float().cpu().numpy().tolist(), steps=state.steps, run=run,
+                       init_distances=accent.distances(r, objs, img))
 
 
 def _param(r: Render, n_img: int, units: int) -> nn.Module:
     """The chunk's parameterization on the render's device (a plugin's that raises: a one-line PluginError)."""
     shape = (n_img, *r.shape[1:])
+    start = {} if r.accent is None else {"init": r.accent.init.cpu()}
     try:
-        p = call_factory(r.factories.param, shape, units=units, generator=r.generator, **r.options.param_options)
+        p = call_factory(r.factories.param, shape, units=units, generator=r.generator, **r.options.param_options,
+                         **start)
     except (VizcoreError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001  a broken factory; the built-ins' errors propagate as they are
@@ -99,24 +104,27 @@ def _param(r: Render, n_img: int, units: int) -> nn.Module:
 
 
 def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[Objective],
-            offset: int) -> _Ascent:
-    """The step loop: transforms, forward, objective minus penalties, backward, Adam; hooks after each step."""
+            offset: int, regs: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> _Ascent:
+    """The step loop: transforms, forward, objective minus penalties, backward, Adam; hooks after each step (with
+    the gradient on the image when a start hook asked for it: `run.image_grads`)."""
     steps, every = r.options.steps, r.options.record_every
     override_steps = int(round(r.options.relu_override * steps))
     state = _Ascent()
     for step in range(1, steps + 1):
         r.switch.on = step <= override_steps
         img = p()
+        if run.image_grads:
+            img.retain_grad()
         x = img
         for t in r.transforms:
             x = t(x)
         with torch.autocast(r.dev.type, dtype=torch.bfloat16, enabled=r.amp):
             acts = r.net(x)
         vals = values(r, objs, acts, offset)
-        if r.regularizers:  # a small objective scaled up to 1 against the penalties
-            state.scale = _scale(vals.detach(), state.scale)
+        if regs:  # a small objective scaled up to 1 against the penalties (accentuation: every objective to 1)
+            state.scale = _scale(vals.detach(), state.scale, 1.0 if r.accent is None else math.inf)
         gain = vals if state.scale is None else vals / state.scale
-        for reg in r.regularizers:
+        for reg in regs:
             gain = gain - reg(img)
         opt.zero_grad(set_to_none=True)
         (-gain.sum()).backward()
@@ -125,23 +133,26 @@ def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[O
         state.best = vals if state.best is None else torch.fmax(state.best, vals)  # NaN-skipping, no sync
         if step % every == 0 or step == steps:
             state.record(step, vals)
-        if r.want_steps and _observe(r, run, p, step, vals):
+        if r.want_steps and _observe(r, run, p, step, vals, img.grad if run.image_grads else None):
             state.record(step, vals)
             break
     return state
 
 
-def _scale(vals: torch.Tensor, before: torch.Tensor | None) -> torch.Tensor:
-    """Each image's largest |value| so far, capped at 1 (at least 1e-12): an objective smaller than 1 is divided by
-    it, so a unit whose values are 1e-5 meets its penalties as one at 1 does, and one above 1 is left as it was
-    (issue 25). Per image, so a batch follows the same path as one image at a time."""
-    mag = torch.nan_to_num(vals.abs(), nan=0.0, posinf=1.0).clamp(1e-12, 1.0)
+def _scale(vals: torch.Tensor, before: torch.Tensor | None, cap: float = 1.0) -> torch.Tensor:
+    """Each image's largest |value| so far, capped at `cap` (at least 1e-12): an objective smaller than 1 is divided
+    by it, so a unit whose values are 1e-5 meets its penalties as one at 1 does, and one above 1 is left as it was
+    (issue 25). Per image, so a batch follows the same path as one image at a time. An accentuation (a start
+    picture) has no cap: its penalty weights are in units of the objective's own size, for logits and channels
+    alike."""
+    mag = torch.nan_to_num(vals.abs(), nan=0.0, posinf=1.0).clamp(1e-12, cap)
     return mag if before is None else torch.maximum(before, mag)
 
 
-def _observe(r: Render, run: RenderRun, p: nn.Module, step: int, vals: torch.Tensor) -> bool:
+def _observe(r: Render, run: RenderRun, p: nn.Module, step: int, vals: torch.Tensor,
+             grad: torch.Tensor | None) -> bool:
     """Call the step hooks and the render's `on_step`; whether one of them asked to stop."""
-    state = StepState(step=step, values=vals, _images=lambda: _no_grad_call(p))
+    state = StepState(step=step, values=vals, _images=lambda: _no_grad_call(p), _grad=grad)
     r.hooks.call("vizcore_render_step", run=run, state=state)
     if r.on_step is not None:
         r.on_step(run, state)

@@ -17,9 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
+
 from ..errors import OptionError, unknown_keyword
 from ..graph_inputs import parse_size
 from ..inputspace import parse_range
+from .accent_options import accent_penalties, picture_name, start_picture
 from .budget import parse_memory
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
@@ -92,6 +95,7 @@ class RenderOptions:
     cudnn_benchmark: bool = True
     fuse: bool = True
     channels_last: bool | None = None
+    init: str | np.ndarray | None = None  # feature accentuation: start from this picture (a path, or an array)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalize in place once: the value stays frozen afterwards
@@ -105,6 +109,8 @@ class RenderOptions:
                                                 "e.g. 4 with a diversity term"))
         set_(self, "batch_size", None if self.batch_size is None else _positive("batch_size", self.batch_size))
         set_(self, "regularizers", {str(k): number(f"the {k} weight", w) for k, w in dict(self.regularizers).items()})
+        set_(self, "init", start_picture(self.init))
+        set_(self, "regularizers", accent_penalties(self.init, self.regularizers))
         set_(self, "transforms", tuple(self.transforms))
         if not isinstance(self.param_options, Mapping):
             raise OptionError(f"param_options must map option names to values, got {self.param_options!r}"[:200],
@@ -146,6 +152,7 @@ class RenderOptions:
         out = asdict(self)
         out["transforms"] = list(self.transforms)
         out["regularizers"] = {k: v for k, v in self.regularizers.items() if v}
+        out["init"] = picture_name(self.init)
         return out
 
     @classmethod
@@ -182,15 +189,15 @@ def _resolved(options: RenderOptions, **changes: Any) -> RenderOptions:
 
 
 #: Keywords `vizcore.render` takes besides the field names: penalty weights, merged into `regularizers`.
-PENALTIES = ("l1", "l2", "tv")
+PENALTIES = ("l1", "l2", "tv", "init_pixel", "init_feature")
 
 
 def with_keywords(options: RenderOptions | None, keywords: Mapping[str, Any]) -> RenderOptions:
-    """`options` with `vizcore.render`'s keywords applied, built and validated once: field names, `l1`/`l2`/`tv`
-    (weights merged into `regularizers`, which a `regularizers=` mapping extends) and `transforms` as a preset or
-    comma list. No options: the defaults, with the device settings not given read from the environment
-    (`RenderOptions.from_env`); options and no keywords: `options` itself. An unknown keyword is a one-line
-    OptionError naming the closest ones."""
+    """`options` with `vizcore.render`'s keywords applied, built and validated once: field names, the penalty
+    weights `l1`/`l2`/`tv`/`init_pixel`/`init_feature` (merged into `regularizers`, which a `regularizers=`
+    mapping extends) and `transforms` as a preset or comma list. No options: the defaults, with the device
+    settings not given read from the environment (`RenderOptions.from_env`); options and no keywords: `options`
+    itself. An unknown keyword is a one-line OptionError naming the closest ones."""
     valid = [*RenderOptions.field_names(), *PENALTIES]
     for key in keywords:
         if key not in valid:

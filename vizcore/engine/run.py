@@ -111,14 +111,16 @@ def _stored(r: Render, store: ChunkStore | None, ci: int, a: int, b: int, n: int
     # what the chunk's pixels depend on: the model, the user's options, the shape, the device, the targets; not
     # what the run resolved at run time (the memory budget, the chunk size after an out-of-memory retry)
     blob = json.dumps({"model": r.model.sha256, "options": r.options.to_json(), "shape": list(r.shape),
-                       "device": str(r.dev), "targets": r.names, "units": [a, b]}, sort_keys=True, default=str)
+                       "device": str(r.dev), "targets": r.names, "units": [a, b],
+                       "init": None if r.accent is None else hashlib.sha256(r.accent.init.cpu().numpy().tobytes())
+                       .hexdigest()}, sort_keys=True, default=str)
     key = hashlib.sha256(blob.encode()).hexdigest()
     got = store.get(key)
     if got is not None:
         return ChunkResult(run=chunk_run(r, ci, a, b, n), **got)
     part = run_chunk(r, ci, a, b, n)
     store.put(key, {"images": part.images, "values": part.values, "best": part.best, "traces": part.traces,
-                    "steps": part.steps})
+                    "steps": part.steps, "init_distances": part.init_distances})
     return part
 
 
@@ -138,4 +140,13 @@ def _result(r: Render, parts: Sequence[ChunkResult], seconds: float) -> Result:
     return Result(images=images, values=values, traces=[t for p in parts for t in p.traces], units=r.units,
                   settings=r.settings, model=r.model.summary(), timings={"seconds": seconds},
                   warnings=r.notes.messages, trace_steps=parts[-1].steps,
-                  best_values=np.concatenate([p.best for p in parts]).astype(np.float32))
+                  best_values=np.concatenate([p.best for p in parts]).astype(np.float32), extras=_init_extras(r, parts))
+
+
+def _init_extras(r: Render, parts: Sequence[ChunkResult]) -> dict[str, Any]:
+    """`{"init": {"file", "pixel_rms", "feature_distance"}}` for a render that started from a picture, else {}."""
+    if r.options.init is None:
+        return {}
+    dist = [p.init_distances or {} for p in parts]
+    return {"init": {"file": r.options.to_json()["init"],
+                     **{key: [v for d in dist for v in d.get(key, [])] for key in ("pixel_rms", "feature_distance")}}}

@@ -26,7 +26,7 @@ def accepts_generator(factory: Callable[..., Any]) -> bool:
 
 
 def options_of(factory: Callable[..., Any]) -> dict[str, Any] | None:
-    """The keyword options a factory takes besides its first argument, `units` and `generator`, in order, each
+    """The keyword options a factory takes besides its first argument, `units`, `generator` and `init`, in order, each
     with its default (`inspect.Parameter.empty` where it has none); None: it takes any (**kwargs), or its signature
     cannot be read."""
     try:
@@ -36,7 +36,16 @@ def options_of(factory: Callable[..., Any]) -> dict[str, Any] | None:
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
     return {p.name: p.default for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.name not in ("units", "generator")}
+            and p.name not in ("units", "generator", "init")}
+
+
+def inspect_params(factory: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
+    """A factory's parameters by name; None when it takes any keyword (**kwargs) or cannot be read."""
+    try:
+        params = dict(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return None
+    return None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else params
 
 
 def call_factory(factory: Callable[..., Any], *args: Any, generator: torch.Generator, **kwargs: Any) -> Any:

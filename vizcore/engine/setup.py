@@ -20,12 +20,14 @@ from ..lifecycle import Hooks, RenderRun, StepState
 from ..model import Model
 from ..objectives import Objective
 from ..result import Unit
+from . import accent
+from .accent import wants_context
 from .budget import bytes_per_image, default_budget, plan, refuse_result, refuse_size, refuse_slow
 from .fusion import fuse_conv_clamps
 from .net import Net, memory_format
 from .options import RenderOptions
 from .relu import Switch, redirect_relus
-from .seeding import accepts_generator, call_factory, options_of
+from .seeding import accepts_generator, call_factory, inspect_params, options_of
 
 
 class VizcoreWarning(UserWarning):
@@ -85,6 +87,8 @@ class Render:
     n_fused: int = 0
     transforms: list[Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=list)
     regularizers: list[Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=list)
+    context_regs: list[tuple[Callable[..., Any], float]] = field(default_factory=list)  # built per chunk (accent)
+    accent: Any = None  # `vizcore.engine.accent.Accent` when the render starts from a picture
     generator: torch.Generator = field(default_factory=torch.Generator)
     legacy_rng: bool = False
     want_steps: bool = False  # whether anyone looks at each step (an on_step, a vizcore_render_step hook)
@@ -153,10 +157,15 @@ def prepare(r: Render) -> None:
     r.cut = r.model.cut_at(r.indices)
     r.n_redirected = redirect_relus(r.cut, r.switch) if o.relu_override > 0 else 0
     r.net = Net(r.model, r.cut, r.indices, r.pre.module(r.shape[1]), r.model.fixed_dims)
-    r.regularizers = [r.factories.regularizers[n](float(w)) for n, w in o.regularizers.items() if w]
+    regs = [(r.factories.regularizers[n], float(w)) for n, w in o.regularizers.items() if w]
+    r.regularizers = [f(w) for f, w in regs if not wants_context(f)]
+    r.context_regs = [(f, w) for f, w in regs if wants_context(f)]
     r.want_steps = r.on_step is not None or r.hooks.has_impls("vizcore_render_step")
     f = r.factories
     _check_param_options(f.param, o.param_options, o.param)
+    if o.init is not None and "init" not in (inspect_params(f.param) or {"init": None}):
+        raise OptionError(f"the {o.param} parameterization cannot start from a picture (--init)",
+                          "use --param fft (the default for images) or pixel")
     r.legacy_rng = not accepts_generator(f.param) or not all(accepts_generator(t) for t in f.transforms)
 
 
@@ -203,6 +212,7 @@ def place(r: Render) -> None:
     r.transforms = [t for f in r.factories.transforms for t in call_factory(f, r.size, generator=r.generator)]
     if r.ran_at != tuple(r.shape):
         probe_size(r)
+    r.accent = accent.build(r)
 
 
 def probe_size(r: Render) -> None:

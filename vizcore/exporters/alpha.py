@@ -1,0 +1,96 @@
+"""`alpha` exporter (`--export alpha`): where the picture matters. Per unit, the accumulated attribution map, written
+as the unit's PNG with the map as its alpha channel (`<unit file>_alpha.png`) and as a heat map
+(`<unit file>_heat.png`).
+
+The map is |gradient| of the ascended value (the objective minus the penalties) with respect to the image (in
+0..1, before the transforms, so the gradient comes back through them), summed over the image's channels and over
+every ascent step: where the optimization's changes landed (MACO, Fel et al. 2023, uses gradient x input; the plain
+|gradient| is chosen here because a start picture's or the noise's own intensity would otherwise weigh in). For
+display each map is divided by its 99th percentile and clipped to 1.
+
+Recorded by this module's lifecycle hooks only for renders whose caller exports `alpha` (`run.exporters`): the
+start hook asks the engine for the image gradient (`run.image_grads`), the step hook adds it up in the render's
+own `run.state`, the end hook puts the maps on `result.extras["alpha"]` ({image index: (H, W) float32}). Other
+renders do no extra work and their images are the same bytes. Chunks taken from a `--resume` store ran no steps
+here and have no map; 1-D signals have none either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..files import atomic_write_bytes, inside
+from ..hookspecs import hookimpl
+from ..images import png_bytes
+from ..result import Result
+
+NAME = "alpha"
+
+
+def shown(m: np.ndarray) -> np.ndarray:
+    """A map as uint8 0..255 for display: divided by its 99th percentile, clipped to 1."""
+    top = float(np.percentile(m, 99)) if m.size else 0.0
+    return np.round(np.clip(m / top, 0, 1) * 255).astype(np.uint8) if top > 0 else np.zeros(m.shape, np.uint8)
+
+
+def heat(a: np.ndarray) -> np.ndarray:
+    """A uint8 map (H, W) as an RGB heat map (black, red, yellow, white)."""
+    t = a.astype(np.float32) / 255.0
+    rgb = np.stack([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], -1)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def export_alpha(result: Result, out_dir: Path, **_: Any) -> list[Path]:
+    """Write every unit's picture with its attribution map as alpha, and the heat map; returns the paths."""
+    maps = result.extras.get(NAME) or {}
+    written = []
+    for i, m in sorted(maps.items()):
+        a = shown(np.asarray(m, dtype=np.float64))
+        rgb = np.asarray(result.image(i).convert("RGB"))
+        base = result.filename(i)[:-4]
+        rgba = Image.fromarray(np.dstack([rgb, a]), "RGBA")
+        written.append(atomic_write_bytes(inside(out_dir, base + "_alpha.png"), png_bytes(rgba)))
+        written.append(atomic_write_bytes(inside(out_dir, base + "_heat.png"), png_bytes(Image.fromarray(heat(a)))))
+    return written
+
+
+@hookimpl
+def vizcore_add_exporters() -> dict[str, Any]:
+    return {NAME: export_alpha}
+
+
+def _asked(run: Any) -> bool:
+    """Whether this render's caller exports alpha maps (a run of another shape: no)."""
+    return NAME in (getattr(run, "exporters", None) or ())
+
+
+@hookimpl
+def vizcore_render_start(run: Any) -> None:
+    if _asked(run):
+        run.image_grads = True
+        run.state.setdefault(NAME, {})
+
+
+@hookimpl
+def vizcore_render_step(run: Any, state: Any) -> None:
+    if not getattr(run, "image_grads", False) or not _asked(run):
+        return
+    g = state.image_grad()
+    if g is None or g.dim() != 4:
+        return
+    m = g.detach().abs().sum(1).float()
+    maps = run.state[NAME]
+    maps[run.unit_offset] = m if state.step == 1 else maps[run.unit_offset] + m  # a retried chunk starts afresh
+
+
+@hookimpl
+def vizcore_render_end(run: Any, result: Result) -> None:
+    if not _asked(run):
+        return
+    maps = run.state.get(NAME) or {}
+    result.extras[NAME] = {offset + j: ms[j].cpu().numpy() for offset, ms in sorted(maps.items())
+                           for j in range(ms.shape[0])}
