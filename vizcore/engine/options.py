@@ -95,7 +95,9 @@ class RenderOptions:
     cudnn_benchmark: bool = True
     fuse: bool = True
     channels_last: bool | None = None
-    init: str | np.ndarray | None = None  # feature accentuation: start from this picture (a path, or an array)
+    #: feature accentuation: start from this picture (a path, or an array); compared through `init_key`
+    init: str | np.ndarray | None = field(default=None, compare=False)
+    init_key: str | None = field(default=None, init=False, repr=False)  # the path, or the array's shape and sha256
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalize in place once: the value stays frozen afterwards
@@ -110,6 +112,7 @@ class RenderOptions:
         set_(self, "batch_size", None if self.batch_size is None else _positive("batch_size", self.batch_size))
         set_(self, "regularizers", {str(k): number(f"the {k} weight", w) for k, w in dict(self.regularizers).items()})
         set_(self, "init", start_picture(self.init))
+        set_(self, "init_key", picture_name(self.init))
         set_(self, "regularizers", accent_penalties(self.init, self.regularizers))
         set_(self, "transforms", tuple(self.transforms))
         if not isinstance(self.param_options, Mapping):
