@@ -308,10 +308,10 @@ def test_ctrl_c_during_render_exits_130_and_writes_nothing(model_path, tmp_path,
 
     real = loop._observe
 
-    def interrupt(r, run, p, step, vals):
+    def interrupt(r, run, p, step, *rest):
         if step == 2:
             raise KeyboardInterrupt
-        return real(r, run, p, step, vals)
+        return real(r, run, p, step, *rest)
 
     monkeypatch.setattr(loop, "_observe", interrupt)
     out = tmp_path / "o"
