@@ -155,13 +155,13 @@ class RenderOptions:
         out = asdict(self)
         out["transforms"] = list(self.transforms)
         out["regularizers"] = {k: v for k, v in self.regularizers.items() if v}
-        out["init"] = picture_name(self.init)
+        out["init"] = out.pop("init_key")  # the file, or the array's shape and sha256
         return out
 
     @classmethod
     def field_names(cls) -> list[str]:
         """The option names, in order."""
-        return [f.name for f in fields(cls)]
+        return [f.name for f in fields(cls) if f.init]  # init_key is derived
 
 
 #: What `param="auto"` becomes, by input rank: images keep fft; 1-D signals get the fixed-level `signal`
