@@ -201,7 +201,8 @@ def summary(j: dict) -> dict:
                                                                              lat.get("after_s", 0) * 1e3],
             "latency_ratio": lat.get("ratio"), "calibration": b.get("calibration"), "held_out": held,
             "steps": len(j.get("steps", [])), "trials": b.get("trials"), "stopped": b.get("stopped"),
-            "blocks": blocks, "wall_s": j["wall_s"], "recovery_s": (j.get("recovery") or {}).get("seconds")}
+            "blocks": blocks, "wall_s": j["wall_s"], "recovery_s": (j.get("recovery") or {}).get("seconds"),
+            "reconstruction": j.get("reconstruction")}
 
 
 def mobilenet(tmp: Path, args: argparse.Namespace) -> dict:
@@ -210,13 +211,15 @@ def mobilenet(tmp: Path, args: argparse.Namespace) -> dict:
     model = ROOT / "models" / "mobilenet_v2.onnx"
     common = dict(data=str(cal), verify_data=str(held), latency_reps=args.latency_reps)
     out = {"sets": {"calibration": n_cal, "held_out": n_held}}
-    if not args.quick:
+    if not args.quick and not args.no_lossless:
         out["lossless"] = summary(run("lossless", model, tmp / "lossless.onnx", **common))
-    lossy = dict(common, budget=args.budget, max_steps=args.max_steps)
+    lossy = dict(common, budget=args.budget, max_steps=args.max_steps, reconstruct=args.reconstruct)
     j = run("budget", model, tmp / "budget.onnx", **lossy)
     out["budget"] = summary(j)
-    j2 = run("budget+recover", model, tmp / "recover.onnx", recover=args.recover, **lossy)
-    out["recover"] = summary(j2)
+    j2 = j
+    if not args.no_recover_run:
+        j2 = run("budget+recover", model, tmp / "recover.onnx", recover=args.recover, **lossy)
+        out["recover"] = summary(j2)
     if args.plot:
         from vizcore.prune.plot import curve_png
 
@@ -248,6 +251,10 @@ def main() -> int:
     ap.add_argument("--latency-reps", type=int, default=20)
     ap.add_argument("--plot", default=None, help="write the MobileNetV2 curve here (e.g. docs/compress_curve.png)")
     ap.add_argument("--json", default="bench/compress_results.json")
+    ap.add_argument("--reconstruct", choices=("trial", "final", "off"), default="trial",
+                    help="least-squares re-fit (vizcore prune --reconstruct)")
+    ap.add_argument("--no-recover-run", action="store_true", help="MobileNetV2: skip the --recover run")
+    ap.add_argument("--no-lossless", action="store_true", help="MobileNetV2: skip the lossless baseline run")
     ap.add_argument("--only", choices=("mobilenet", "resnet"), default=None)
     args = ap.parse_args()
     if args.quick:

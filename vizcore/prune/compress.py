@@ -16,6 +16,7 @@ from . import cost, runtime
 from .budget import Budget, agreement, check_applies
 from .inputs import feeder
 from .options import PruneOptions
+from .reconstruct import Reconstructor
 from .recover import recover
 from .report import PruneReport
 from .search import Measure, Search
@@ -41,13 +42,24 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
     ref = runtime.outputs(model, calib, batch)
     check_applies(budget, ref)
     measure = Measure(calib, ref, batch, one)
+    rec = None
+    if o.reconstruct != "off":
+        say("sampling the original's layer outputs for the least-squares re-fit")
+        rec = Reconstructor(model, feed.natural[2:], calib, seed=o.seed)
     s = Search(budget, measure, size=feed.natural[2:], max_steps=o.max_steps, max_time=o.max_time,
-               duplicates=o.duplicates == "merge", seed=o.seed, say=say)
+               duplicates=o.duplicates == "merge", seed=o.seed, say=say,
+               reconstruct=rec if o.reconstruct == "trial" else None)
     best, rounds = model, []
     for r in range(ROUNDS if o.recover else 1):
+        n0 = len(s.steps)
         best = s.run(best)
-        if not o.recover or not s.steps or s.steps[-1].units[0]["kind"] == "recovery":
-            break  # nothing (more) removed: nothing (more) to recover
+        if len(s.steps) == n0:
+            break  # nothing (more) removed: nothing (more) to re-fit or recover
+        if rec is not None and o.reconstruct == "final":
+            _refit(s, rec, say)
+            best = s.model
+        if not o.recover:
+            break
         say(f"recovery round {r + 1}/{ROUNDS}")
         rounds.append(_recover(s, best, feed.natural[2:], o, say))
         best = s.model
@@ -58,6 +70,8 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
                       evidence={"sources": {"data": len(ref[0])}, "input_space": feed.space.to_json(),
                                 "importance": s.importance}, dry_run=o.dry_run)
     rep.notes.extend(f"input space: {w}" for w in feed.space.warnings)
+    if rec is not None:
+        rep.reconstruction = {"mode": o.reconstruct, **rec.to_json()}
     if rounds:
         rep.recovery = {"rounds": rounds, "steps": sum(r["steps"] for r in rounds),
                         "kept": any(r["kept"] for r in rounds), "device": rounds[0]["device"],
@@ -90,6 +104,17 @@ def _recover(s: Search, model: onnx.ModelProto, size, o: PruneOptions, say: Call
     if info["kept"]:
         s.recovered(tuned, got, info)
     return info
+
+
+def _refit(s: Search, rec: Reconstructor, say: Callable[[str], None]) -> None:
+    """Re-fit the readers of the search's result by least squares once; kept (a step) only if it helped on the
+    calibration data."""
+    say("least-squares re-fit of the layers that read pruned channels")
+    before = s.steps[-1].calibration
+    fitted = rec(s.model, s.origin)
+    got = s.measure.agreement(fitted)
+    if fitted is not s.model and _better(s.budget, got, before):
+        s.recovered(fitted, got, {}, {"kind": "reconstruction", "unit": "least-squares re-fit", "macs": 0})
 
 
 def _better(budget: Budget, new: dict, old: dict) -> bool:
@@ -153,7 +178,7 @@ def _finish(rep: PruneReport, s: Search, budget: Budget, calib: dict, held: dict
     rep.frozen_ops = dict(s.bases[0].ch.unknown_ops) if s.bases else {}
     for st in s.steps:
         for u in st.units:
-            if u["kind"] == "recovery":
+            if u["kind"] in ("recovery", "reconstruction"):
                 continue
             rep.removed.append({"unit": u["unit"], "action": "remove" if u["kind"] == "channel" else u["kind"],
                                 "step": st.index})
