@@ -337,7 +337,7 @@ def main() -> int:
     ap.add_argument("--latency-reps", type=int, default=20)
     ap.add_argument("--plot", default=None, help="write the MobileNetV2 curve here (e.g. docs/compress_curve.png)")
     ap.add_argument("--json", default="bench/compress_results.json")
-    ap.add_argument("--reconstruct", choices=("trial", "final", "off"), default="trial",
+    ap.add_argument("--reconstruct", choices=("trial", "final", "off"), default="final",
                     help="least-squares re-fit (vizcore prune --reconstruct)")
     ap.add_argument("--round-check", action="store_true", help="MobileNetV2: latency of the budget run's result "
                     "with its channel counts rounded down to multiples of 8")

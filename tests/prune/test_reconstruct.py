@@ -87,3 +87,46 @@ def test_the_ridge_pulls_towards_the_current_weights():
     w_strong, _ = solve(x, y, w0, None, ridge=1e6)
     assert np.abs(x @ w_weak.T - y).max() < 1e-6  # interpolates the rows
     assert np.abs(w_strong - w0).max() < 1e-3  # barely moves
+
+
+def test_a_budget_prune_re_fits_its_result_once_and_keeps_it_only_if_it_helps(tmp_path):
+    from prune_models import TwoBlocks
+
+    from vizcore.prune import prune
+
+    src = export(TwoBlocks(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    for name, n in (("calib", 48), ("held", 24)):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "x.npy", rng.standard_normal((n, 3, 16, 16)).astype(np.float32))
+    kw = dict(data=str(tmp_path / "calib"), verify_data=str(tmp_path / "held"), budget="rel=0.02", latency_reps=0,
+              max_steps=8)
+    rep = prune(src, tmp_path / "a.onnx", reconstruct="final", **kw)
+    assert rep.reconstruction["mode"] == "final" and rep.reconstruction["calls"] == 1, rep.reconstruction
+    kinds = [s["kinds"] for s in rep.steps]
+    assert ["reconstruction"] in kinds  # the planted model's readers gain from the re-fit
+    at = kinds.index(["reconstruction"])
+    assert rep.steps[at]["calibration"]["rel"] < rep.steps[at - 1]["calibration"]["rel"]
+    assert rep.steps[at]["macs"] == rep.steps[at - 1]["macs"]
+    assert rep.verified and rep.written
+    onnx.checker.check_model(onnx.load(str(tmp_path / "a.onnx")), full_check=True)
+    got = runtime.outputs(onnx.load(str(tmp_path / "a.onnx")), {"x": np.load(tmp_path / "held" / "x.npy")}, 8)
+    assert rep.budget["held_out"]["rel"] == pytest.approx(_rel(src, got, tmp_path / "held" / "x.npy"))
+    off = prune(src, tmp_path / "b.onnx", reconstruct="off", **kw)
+    assert off.reconstruction is None and all(s["kinds"] != ["reconstruction"] for s in off.steps)
+
+
+def test_an_unknown_reconstruct_mode_is_one_line():
+    from vizcore.errors import OptionError
+    from vizcore.prune.options import PruneOptions
+
+    with pytest.raises(OptionError, match="--reconstruct"):
+        PruneOptions(budget="top1=0.99", reconstruct="sometimes")
+
+
+def _rel(src, got: list[np.ndarray], x_path) -> float:
+    """The budget's rel metric of outputs `got` against the original `src` in onnxruntime."""
+    from vizcore.prune.budget import agreement
+
+    ref = runtime.outputs(onnx.load(str(src)), {"x": np.load(x_path)}, 8)
+    return agreement(ref, got)["rel"]

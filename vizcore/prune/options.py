@@ -36,7 +36,7 @@ class PruneOptions:
     max_time: float | None = None  # seconds the search may take
     recover_lr: float = 1e-5
     device: str = "auto"  # recovery: "auto" (CUDA when there is a GPU), "cpu", "cuda"
-    reconstruct: str = "trial"  # least-squares re-fit of the readers of pruned channels: "trial", "final", "off"
+    reconstruct: str = "final"  # least-squares re-fit of the readers of pruned channels: "final", "trial", "off"
     # the input flags every command shares (see vizcore.commands._model_flags)
     size: int | tuple[int, ...] | None = None
     preprocess: str | None = None

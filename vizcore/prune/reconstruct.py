@@ -30,6 +30,9 @@ IMAGES = 64
 ROWS = 8192
 #: ridge strength, relative to the mean diagonal of X'X (towards the current weights)
 RIDGE = 1e-3
+#: a reader is re-fitted only with at least this many rows per weight of an output (fewer: it would fit the
+#: calibration inputs rather than the layer; a classifier read once per image is left as it is)
+ROWS_PER_INPUT = 2
 
 
 def readers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -177,7 +180,8 @@ class Reconstructor:
                 continue
             pos, y, fan_in = self.targets[out]
             keep = (origin or {}).get(out, np.arange(y.shape[1]))
-            if len(keep) != _fan_out(mod) or (self.scope == "pruned" and _fan_in(mod) == fan_in):
+            if len(keep) != _fan_out(mod) or (self.scope == "pruned" and _fan_in(mod) == fan_in) or \
+                    len(pos) < ROWS_PER_INPUT * _inputs(mod):
                 continue
             hooks.append(mod.register_forward_pre_hook(self._hook(out, pos, y[:, keep], fitted)))
         if not hooks:
@@ -210,6 +214,11 @@ class Reconstructor:
 
 def _fan_in(mod: torch.nn.Module) -> int:
     return int(mod.in_channels if isinstance(mod, torch.nn.Conv2d) else mod.in_features)
+
+
+def _inputs(mod: torch.nn.Module) -> int:
+    """Weights per output of a reader (input channels x kernel size)."""
+    return int(np.prod(mod.weight.shape[1:]))
 
 
 def _fan_out(mod: torch.nn.Module) -> int:
