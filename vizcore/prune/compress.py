@@ -49,22 +49,7 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
     s = Search(budget, measure, size=feed.natural[2:], max_steps=o.max_steps, max_time=o.max_time,
                duplicates=o.duplicates == "merge", seed=o.seed, say=say,
                reconstruct=rec if o.reconstruct == "trial" else None)
-    best, rounds = model, []
-    for r in range(ROUNDS if o.recover else 1):
-        n0 = len(s.steps)
-        best = s.run(best)
-        if len(s.steps) == n0:
-            break  # nothing (more) removed: nothing (more) to re-fit or recover
-        if rec is not None and o.reconstruct == "final":
-            _refit(s, rec, say)
-            best = s.model
-        if not o.recover:
-            break
-        say(f"recovery round {r + 1}/{ROUNDS}")
-        rounds.append(_recover(s, best, feed.natural[2:], o, say))
-        best = s.model
-        if not rounds[-1]["kept"]:
-            break
+    best, rounds = _rounds(s, model, rec if o.reconstruct == "final" else None, feed.natural[2:], o, say)
     calib_got = measure.agreement(best) if s.steps else agreement(ref, ref)
     rep = PruneReport(model=str(model_path), out=str(out_path) if out_path else None, tolerance=o.tolerance,
                       evidence={"sources": {"data": len(ref[0])}, "input_space": feed.space.to_json(),
@@ -86,6 +71,29 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
         write(best, out_path, file.external, o.force)
         rep.written = True
     return rep
+
+
+def _rounds(s: Search, model: onnx.ModelProto, rec: Reconstructor | None, size, o: PruneOptions,
+            say: Callable[[str], None]) -> tuple[onnx.ModelProto, list[dict]]:
+    """Search, re-fit (`rec`) and recover, in up to ROUNDS rounds with --recover; the best model and the
+    recovery rounds."""
+    best, rounds = model, []
+    for r in range(ROUNDS if o.recover else 1):
+        n0 = len(s.steps)
+        best = s.run(best)
+        if len(s.steps) == n0:
+            break  # nothing (more) removed: nothing (more) to re-fit or recover
+        if rec is not None:
+            _refit(s, rec, say)
+            best = s.model
+        if not o.recover:
+            break
+        say(f"recovery round {r + 1}/{ROUNDS}")
+        rounds.append(_recover(s, best, size, o, say))
+        best = s.model
+        if not rounds[-1]["kept"]:
+            break
+    return best, rounds
 
 
 #: search / recovery rounds with --recover: the steps are split among them, each round searches on from the
