@@ -114,6 +114,8 @@ def test_a_budget_prune_re_fits_its_result_once_and_keeps_it_only_if_it_helps(tm
     assert rep.budget["held_out"]["rel"] == pytest.approx(_rel(src, got, tmp_path / "held" / "x.npy"))
     off = prune(src, tmp_path / "b.onnx", reconstruct="off", **kw)
     assert off.reconstruction is None and all(s["kinds"] != ["reconstruction"] for s in off.steps)
+    none = prune(src, tmp_path / "c.onnx", **dict(kw, budget="rel=0", max_steps=2))
+    assert not none.steps and none.reconstruction is None  # nothing removed: the original is never sampled
 
 
 def test_an_unknown_reconstruct_mode_is_one_line():

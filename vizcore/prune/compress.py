@@ -42,21 +42,21 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
     ref = runtime.outputs(model, calib, batch)
     check_applies(budget, ref)
     measure = Measure(calib, ref, batch, one)
-    rec = None
-    if o.reconstruct != "off":
+    rec = [] if o.reconstruct == "off" else [lambda: Reconstructor(model, feed.natural[2:], calib, seed=o.seed)]
+    if o.reconstruct == "trial":
         say("sampling the original's layer outputs for the least-squares re-fit")
-        rec = Reconstructor(model, feed.natural[2:], calib, seed=o.seed)
+        rec = [rec[0]()]
     s = Search(budget, measure, size=feed.natural[2:], max_steps=o.max_steps, max_time=o.max_time,
                duplicates=o.duplicates == "merge", seed=o.seed, say=say,
-               reconstruct=rec if o.reconstruct == "trial" else None)
-    best, rounds = _rounds(s, model, rec if o.reconstruct == "final" else None, feed.natural[2:], o, say)
+               reconstruct=rec[0] if o.reconstruct == "trial" else None)
+    best, rounds = _rounds(s, model, rec, feed.natural[2:], o, say)
     calib_got = measure.agreement(best) if s.steps else agreement(ref, ref)
     rep = PruneReport(model=str(model_path), out=str(out_path) if out_path else None, tolerance=o.tolerance,
                       evidence={"sources": {"data": len(ref[0])}, "input_space": feed.space.to_json(),
                                 "importance": s.importance}, dry_run=o.dry_run)
     rep.notes.extend(f"input space: {w}" for w in feed.space.warnings)
-    if rec is not None:
-        rep.reconstruction = {"mode": o.reconstruct, **rec.to_json()}
+    if rec and isinstance(rec[0], Reconstructor):
+        rep.reconstruction = {"mode": o.reconstruct, **rec[0].to_json()}
     if rounds:
         rep.recovery = {"rounds": rounds, "steps": sum(r["steps"] for r in rounds),
                         "kept": any(r["kept"] for r in rounds), "device": rounds[0]["device"],
@@ -73,18 +73,22 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
     return rep
 
 
-def _rounds(s: Search, model: onnx.ModelProto, rec: Reconstructor | None, size, o: PruneOptions,
+def _rounds(s: Search, model: onnx.ModelProto, rec: list, size, o: PruneOptions,
             say: Callable[[str], None]) -> tuple[onnx.ModelProto, list[dict]]:
-    """Search, re-fit (`rec`) and recover, in up to ROUNDS rounds with --recover; the best model and the
-    recovery rounds."""
+    """Search, re-fit and recover, in up to ROUNDS rounds with --recover; the best model and the recovery rounds.
+    `rec`: empty (no re-fit), the re-fit of every trial, or how to make the one after each round (made once, when
+    the first round removed something: `rec[0]` then holds it)."""
     best, rounds = model, []
     for r in range(ROUNDS if o.recover else 1):
         n0 = len(s.steps)
         best = s.run(best)
         if len(s.steps) == n0:
             break  # nothing (more) removed: nothing (more) to re-fit or recover
-        if rec is not None:
-            _refit(s, rec, say)
+        if rec and o.reconstruct == "final":
+            if not isinstance(rec[0], Reconstructor):
+                say("sampling the original's layer outputs for the least-squares re-fit")
+                rec[0] = rec[0]()
+            _refit(s, rec[0], say)
             best = s.model
         if not o.recover:
             break
