@@ -201,7 +201,8 @@ def summary(j: dict) -> dict:
                                                                              lat.get("after_s", 0) * 1e3],
             "latency_ratio": lat.get("ratio"), "calibration": b.get("calibration"), "held_out": held,
             "steps": len(j.get("steps", [])), "trials": b.get("trials"), "stopped": b.get("stopped"),
-            "blocks": blocks, "wall_s": j["wall_s"], "recovery_s": (j.get("recovery") or {}).get("seconds")}
+            "blocks": blocks, "wall_s": j["wall_s"], "recovery_s": (j.get("recovery") or {}).get("seconds"),
+            "reconstruction": j.get("reconstruction")}
 
 
 def mobilenet(tmp: Path, args: argparse.Namespace) -> dict:
@@ -210,13 +211,17 @@ def mobilenet(tmp: Path, args: argparse.Namespace) -> dict:
     model = ROOT / "models" / "mobilenet_v2.onnx"
     common = dict(data=str(cal), verify_data=str(held), latency_reps=args.latency_reps)
     out = {"sets": {"calibration": n_cal, "held_out": n_held}}
-    if not args.quick:
+    if not args.quick and not args.no_lossless:
         out["lossless"] = summary(run("lossless", model, tmp / "lossless.onnx", **common))
-    lossy = dict(common, budget=args.budget, max_steps=args.max_steps)
+    lossy = dict(common, budget=args.budget, max_steps=args.max_steps, reconstruct=args.reconstruct)
     j = run("budget", model, tmp / "budget.onnx", **lossy)
     out["budget"] = summary(j)
-    j2 = run("budget+recover", model, tmp / "recover.onnx", recover=args.recover, **lossy)
-    out["recover"] = summary(j2)
+    if args.round_check and j["written"]:
+        out["rounding"] = rounded(tmp / "budget.onnx", cal, held, args)
+    j2 = j
+    if not args.no_recover_run:
+        j2 = run("budget+recover", model, tmp / "recover.onnx", recover=args.recover, **lossy)
+        out["recover"] = summary(j2)
     if args.plot:
         from vizcore.prune.plot import curve_png
 
@@ -224,6 +229,90 @@ def mobilenet(tmp: Path, args: argparse.Namespace) -> dict:
         Path(args.plot).write_bytes(curve_png(shown))
         keep = {k: shown[k] for k in ("budget", "steps", "recovery")} | {"cost": {"macs": shown["cost"]["macs"]}}
         Path(args.plot).with_suffix(".json").write_text(json.dumps(keep, indent=1) + "\n")  # to redraw it
+    return out
+
+
+def far(tmp: Path, args: argparse.Namespace) -> dict:
+    """Re-fit far from the original: the `args.far` best-ranked channel classes of MobileNetV2 removed at once
+    (no search), then top-1 agreement on the calibration and held-out crops without re-fit, with the least-squares
+    re-fit of the readers of pruned channels ("pruned") and of every dense layer ("all"), and distillation
+    (`args.far_recover` Adam steps) after each; wall time of each."""
+    from vizcore import onnxfile
+    from vizcore.prune import runtime
+    from vizcore.prune.budget import agreement, parse_budget
+    from vizcore.prune.inputs import feeder
+    from vizcore.prune.reconstruct import Reconstructor
+    from vizcore.prune.recover import recover
+    from vizcore.prune.search import Edit, Measure, Search, origin
+
+    cal, held = image_sets(tmp / "images", 200, 100)
+    model = onnxfile.read(ROOT / "models" / "mobilenet_v2.onnx").proto
+    fd = feeder(model)
+    calib, hfeed = fd.feed(fd.data(str(cal), "--data"), 1), fd.feed(fd.data(str(held), "--verify-data"), 2)
+    ref, href = runtime.outputs(model, calib, 16), runtime.outputs(model, hfeed, 16)
+    s = Search(parse_budget(args.budget), Measure(calib, ref, 16, runtime.head(calib, 1)), size=fd.natural[2:])
+    b = s.base(model)
+    chans = [c for c in s.ranked(b, set()) if c.kind == "channel"][:args.far]
+    pruned, drop = s.build(b, Edit().plus(chans))
+    out = {"removed": len(drop), "macs": [s.measure.cost(model)[0], s.measure.cost(pruned)[0]]}
+
+    def score(m, label: str, t0: float) -> None:
+        out[label] = {"calibration": agreement(ref, runtime.outputs(m, calib, 16))["top1"],
+                      "held_out": agreement(href, runtime.outputs(m, hfeed, 16))["top1"], "s": time.monotonic() - t0}
+        print(label, out[label], flush=True)
+
+    score(pruned, "plain", time.monotonic())
+    for scope in ("pruned", "all"):
+        t0 = time.monotonic()
+        fitted = Reconstructor(model, fd.natural[2:], calib, scope=scope)(pruned, origin(b, drop))
+        score(fitted, f"refit_{scope}", t0)
+    for label in ("plain", "refit_all"):
+        if not args.far_recover:
+            break
+        t0 = time.monotonic()
+        src = pruned if label == "plain" else fitted
+        tuned, _ = recover(src, fd.natural[2:], calib, ref, steps=args.far_recover, lr=1e-5, device="cpu")
+        score(tuned, f"{label}+recover{args.far_recover}", t0)
+    return out
+
+
+def rounded(pruned_path: Path, cal: Path, held: Path, args: argparse.Namespace) -> dict:
+    """Latency with and without rounding: the pruned model's channel counts rounded *down* to multiples of 8 (the
+    lowest-ranked classes of each odd tensor go, no budget check); onnxruntime latency (batch 1, interleaved with
+    the original, the same process) of both, MACs and top-1 agreement of both."""
+    from vizcore import onnxfile
+    from vizcore.prune import cost, runtime
+    from vizcore.prune.budget import agreement, parse_budget
+    from vizcore.prune.inputs import feeder
+    from vizcore.prune.search import Edit, Measure, Search
+
+    model = onnxfile.read(ROOT / "models" / "mobilenet_v2.onnx").proto
+    pruned = onnxfile.read(pruned_path).proto
+    fd = feeder(model)
+    calib, hfeed = fd.feed(fd.data(str(cal), "--data"), 1), fd.feed(fd.data(str(held), "--verify-data"), 2)
+    ref, href = runtime.outputs(model, calib, 16), runtime.outputs(model, hfeed, 16)
+    s = Search(parse_budget(args.budget), Measure(calib, ref, 16, runtime.head(calib, 1)), size=fd.natural[2:])
+    b = s.base(pruned)
+    order = {c.roots[0]: i for i, c in enumerate(s.ranked(b, set())) if c.kind == "channel"}
+    chosen: set[int] = set()
+    for atoms in b.ch.atoms.values():
+        roots = [int(r) for r in b.ch.uf.roots(atoms) if int(r) not in chosen]
+        if len(roots) <= 8 or len(roots) % 8 == 0 or len(set(roots)) != len(roots):
+            continue
+        ok = sorted((r for r in roots if r in order), key=order.get)
+        if len(ok) >= len(roots) % 8:
+            chosen.update(ok[:len(roots) % 8])
+    m8, _ = s.build(b, Edit(channels=frozenset(chosen)))
+    one = runtime.head(calib, 1)
+    base = runtime.session(model, timed=True)
+    out = {"classes_removed": len(chosen)}
+    for label, m in (("pruned", pruned), ("rounded", m8)):
+        lat = cost.latency(base, runtime.session(m, timed=True), one, reps=args.latency_reps)
+        out[label] = {"macs": s.measure.cost(m)[0], "latency_ms": [lat["before_s"] * 1e3, lat["after_s"] * 1e3],
+                      "ratio": lat["ratio"], "calibration": agreement(ref, runtime.outputs(m, calib, 16))["top1"],
+                      "held_out": agreement(href, runtime.outputs(m, hfeed, 16))["top1"],
+                      "odd_tensors": sum(1 for t, a in Search.base(s, m).ch.atoms.items() if len(a) % 8)}
+        print(label, out[label], flush=True)
     return out
 
 
@@ -248,7 +337,16 @@ def main() -> int:
     ap.add_argument("--latency-reps", type=int, default=20)
     ap.add_argument("--plot", default=None, help="write the MobileNetV2 curve here (e.g. docs/compress_curve.png)")
     ap.add_argument("--json", default="bench/compress_results.json")
-    ap.add_argument("--only", choices=("mobilenet", "resnet"), default=None)
+    ap.add_argument("--reconstruct", choices=("trial", "final", "off"), default="final",
+                    help="least-squares re-fit (vizcore prune --reconstruct)")
+    ap.add_argument("--round-check", action="store_true", help="MobileNetV2: latency of the budget run's result "
+                    "with its channel counts rounded down to multiples of 8")
+    ap.add_argument("--no-recover-run", action="store_true", help="MobileNetV2: skip the --recover run")
+    ap.add_argument("--no-lossless", action="store_true", help="MobileNetV2: skip the lossless baseline run")
+    ap.add_argument("--only", choices=("mobilenet", "resnet", "far"), default=None,
+                    help="far: only the re-fit measurement far from the original (--far classes at once)")
+    ap.add_argument("--far", type=int, default=300, help="channel classes removed at once for --only far")
+    ap.add_argument("--far-recover", type=int, default=40, help="distillation steps after each --only far model")
     args = ap.parse_args()
     if args.quick:
         args.max_steps, args.recover, args.latency_reps = min(args.max_steps, 8), min(args.recover, 12), 4
@@ -259,6 +357,8 @@ def main() -> int:
             res["resnet"] = resnet(Path(tmp), args)
         if args.only in (None, "mobilenet"):
             res["mobilenet_v2"] = mobilenet(Path(tmp), args)
+        if args.only == "far":
+            res["far"] = far(Path(tmp), args)
     res["uptime_after"] = _uptime()
     text = json.dumps(res, indent=1)
     print(text)

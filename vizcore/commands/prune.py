@@ -52,6 +52,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "original's outputs on --data for STEPS minibatches (no labels), then verify again")
     g.add_argument("--max-steps", type=int, default=60, help="candidate sets the search may measure (default 60)")
     g.add_argument("--max-time", type=float, default=None, metavar="SECONDS", help="time the search may take")
+    g.add_argument("--reconstruct", choices=("final", "trial", "off"), default="final", help="re-fit the layers "
+                   "that read pruned channels by least squares towards the original's outputs on --data: once after "
+                   "the search, kept if it helps (final, the default; before --recover's gradient steps), in every "
+                   "search trial (trial: slower, and on MobileNetV2 it fitted the calibration set, not the held-out "
+                   "one), or not at all")
     g.add_argument("--recover-lr", type=float, default=1e-5, help="recovery learning rate (Adam, default 1e-5)")
     g.add_argument("--device", default="auto", help="recovery device: auto (CUDA if there is a GPU), cpu, cuda")
     g.add_argument("--plot", metavar="FILE.png", help="write the agreement vs MACs curve here")
@@ -75,6 +80,7 @@ def options(args: argparse.Namespace) -> Any:
         tolerance=args.tolerance, margin=args.margin, dry_run=args.dry_run, force=args.force, probes=args.probes,
         seed=args.seed, latency_reps=args.latency_reps, budget=args.budget, recover=args.recover,
         max_steps=args.max_steps, max_time=args.max_time, recover_lr=args.recover_lr, device=args.device,
+        reconstruct=args.reconstruct,
         size=size_of(args), preprocess=args.preprocess,
         value_range=args.value_range, layout=args.layout, feeds=dict(read_feed(t) for t in args.feed))
 

@@ -16,6 +16,7 @@ from . import cost, runtime
 from .budget import Budget, agreement, check_applies
 from .inputs import feeder
 from .options import PruneOptions
+from .reconstruct import Reconstructor
 from .recover import recover
 from .report import PruneReport
 from .search import Measure, Search
@@ -41,23 +42,21 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
     ref = runtime.outputs(model, calib, batch)
     check_applies(budget, ref)
     measure = Measure(calib, ref, batch, one)
+    rec = [] if o.reconstruct == "off" else [lambda: Reconstructor(model, feed.natural[2:], calib, seed=o.seed)]
+    if o.reconstruct == "trial":
+        say("sampling the original's layer outputs for the least-squares re-fit")
+        rec = [rec[0]()]
     s = Search(budget, measure, size=feed.natural[2:], max_steps=o.max_steps, max_time=o.max_time,
-               duplicates=o.duplicates == "merge", seed=o.seed, say=say)
-    best, rounds = model, []
-    for r in range(ROUNDS if o.recover else 1):
-        best = s.run(best)
-        if not o.recover or not s.steps or s.steps[-1].units[0]["kind"] == "recovery":
-            break  # nothing (more) removed: nothing (more) to recover
-        say(f"recovery round {r + 1}/{ROUNDS}")
-        rounds.append(_recover(s, best, feed.natural[2:], o, say))
-        best = s.model
-        if not rounds[-1]["kept"]:
-            break
+               duplicates=o.duplicates == "merge", seed=o.seed, say=say,
+               reconstruct=rec[0] if o.reconstruct == "trial" else None)
+    best, rounds = _rounds(s, model, rec, feed.natural[2:], o, say)
     calib_got = measure.agreement(best) if s.steps else agreement(ref, ref)
     rep = PruneReport(model=str(model_path), out=str(out_path) if out_path else None, tolerance=o.tolerance,
                       evidence={"sources": {"data": len(ref[0])}, "input_space": feed.space.to_json(),
                                 "importance": s.importance}, dry_run=o.dry_run)
     rep.notes.extend(f"input space: {w}" for w in feed.space.warnings)
+    if rec and isinstance(rec[0], Reconstructor):
+        rep.reconstruction = {"mode": o.reconstruct, **rec[0].to_json()}
     if rounds:
         rep.recovery = {"rounds": rounds, "steps": sum(r["steps"] for r in rounds),
                         "kept": any(r["kept"] for r in rounds), "device": rounds[0]["device"],
@@ -72,6 +71,33 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
         write(best, out_path, file.external, o.force)
         rep.written = True
     return rep
+
+
+def _rounds(s: Search, model: onnx.ModelProto, rec: list, size, o: PruneOptions,
+            say: Callable[[str], None]) -> tuple[onnx.ModelProto, list[dict]]:
+    """Search, re-fit and recover, in up to ROUNDS rounds with --recover; the best model and the recovery rounds.
+    `rec`: empty (no re-fit), the re-fit of every trial, or how to make the one after each round (made once, when
+    the first round removed something: `rec[0]` then holds it)."""
+    best, rounds = model, []
+    for r in range(ROUNDS if o.recover else 1):
+        n0 = len(s.steps)
+        best = s.run(best)
+        if len(s.steps) == n0:
+            break  # nothing (more) removed: nothing (more) to re-fit or recover
+        if rec and o.reconstruct == "final":
+            if not isinstance(rec[0], Reconstructor):
+                say("sampling the original's layer outputs for the least-squares re-fit")
+                rec[0] = rec[0]()
+            _refit(s, rec[0], say)
+            best = s.model
+        if not o.recover:
+            break
+        say(f"recovery round {r + 1}/{ROUNDS}")
+        rounds.append(_recover(s, best, size, o, say))
+        best = s.model
+        if not rounds[-1]["kept"]:
+            break
+    return best, rounds
 
 
 #: search / recovery rounds with --recover: the steps are split among them, each round searches on from the
@@ -90,6 +116,17 @@ def _recover(s: Search, model: onnx.ModelProto, size, o: PruneOptions, say: Call
     if info["kept"]:
         s.recovered(tuned, got, info)
     return info
+
+
+def _refit(s: Search, rec: Reconstructor, say: Callable[[str], None]) -> None:
+    """Re-fit the readers of the search's result by least squares once; kept (a step) only if it helped on the
+    calibration data."""
+    say("least-squares re-fit of the layers that read pruned channels")
+    before = s.steps[-1].calibration
+    fitted = rec(s.model, s.origin)
+    got = s.measure.agreement(fitted)
+    if fitted is not s.model and _better(s.budget, got, before):
+        s.recovered(fitted, got, {}, {"kind": "reconstruction", "unit": "least-squares re-fit", "macs": 0})
 
 
 def _better(budget: Budget, new: dict, old: dict) -> bool:
@@ -153,7 +190,7 @@ def _finish(rep: PruneReport, s: Search, budget: Budget, calib: dict, held: dict
     rep.frozen_ops = dict(s.bases[0].ch.unknown_ops) if s.bases else {}
     for st in s.steps:
         for u in st.units:
-            if u["kind"] == "recovery":
+            if u["kind"] in ("recovery", "reconstruction"):
                 continue
             rep.removed.append({"unit": u["unit"], "action": "remove" if u["kind"] == "channel" else u["kind"],
                                 "step": st.index})

@@ -36,6 +36,7 @@ class PruneOptions:
     max_time: float | None = None  # seconds the search may take
     recover_lr: float = 1e-5
     device: str = "auto"  # recovery: "auto" (CUDA when there is a GPU), "cpu", "cuda"
+    reconstruct: str = "final"  # least-squares re-fit of the readers of pruned channels: "final", "trial", "off"
     # the input flags every command shares (see vizcore.commands._model_flags)
     size: int | tuple[int, ...] | None = None
     preprocess: str | None = None
@@ -75,6 +76,8 @@ class PruneOptions:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not
                                   (math.isfinite(v) and v > 0)):
                 raise OptionError(f"--{name.replace('_', '-')} {v!r} must be a number > 0")
+        if self.reconstruct not in ("trial", "final", "off"):
+            raise OptionError(f"--reconstruct {self.reconstruct!r}: unknown", "use trial, final or off")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise OptionError(f"--device {self.device!r}: unknown", "use auto, cpu or cuda")
 

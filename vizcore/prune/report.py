@@ -45,6 +45,7 @@ class PruneReport:
     budget: dict[str, Any] | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     recovery: dict[str, Any] | None = None
+    reconstruction: dict[str, Any] | None = None  # the least-squares re-fit: mode, calls, seconds, settings
     checker: str | None = None
     interface: dict[str, Any] | None = None
 
@@ -73,7 +74,8 @@ class PruneReport:
                       "evidence": self.evidence, "removed": self.removed, "kept": self.kept,
                       "frozen_ops": self.frozen_ops, "verification": [c.to_json() for c in self.verification],
                       "culprit": self.culprit, "cost": self.cost, "layers": self.layers, "notes": self.notes,
-                      "budget": self.budget, "steps": self.steps, "recovery": self.recovery, "checker": self.checker,
+                      "budget": self.budget, "steps": self.steps, "recovery": self.recovery,
+                      "reconstruction": self.reconstruction, "checker": self.checker,
                       "interface": self.interface})
 
     def dumps(self) -> str:

@@ -45,6 +45,7 @@ class Base:
     ev: Evidence
     shapes: dict
     offsets: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # bypass -> mean(target) - mean(source)
+    origin: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> the original's index of each channel
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class Search:
     duplicates: bool = False
     seed: int = 0
     say: Callable[[str], None] = lambda m: None
+    reconstruct: Callable[[onnx.ModelProto, dict], onnx.ModelProto] | None = None  # re-fit every trial's readers
+    origin: dict[str, np.ndarray] = field(default_factory=dict)  # of `model`'s channels (empty: the original's)
     bases: list[Base] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     importance: str = ""
@@ -133,13 +136,14 @@ class Search:
         ch = analyze(Graph(model), shapes, shapes_values)
         sample = runtime.head(self.measure.feed, STATS_SAMPLES)
         ev = gather_evidence(model, ch, {"data": sample}, None, self.measure.batch, sketch=False)
-        b = Base(model, ch, ev, shapes)
+        origin = self.origin or {t: np.arange(s[0][1]) for t, s in shapes.items() if len(s[0]) >= 2}
+        b = Base(model, ch, ev, shapes, origin=origin)
         self.bases.append(b)
         return b
 
-    def build(self, b: Base, edit: Edit) -> tuple[onnx.ModelProto | None, set[int]]:
-        """The base with an edit applied, and the channel classes that really went (the last channel of a tensor
-        stays)."""
+    def build(self, b: Base, edit: Edit, fit: bool = True) -> tuple[onnx.ModelProto | None, set[int]]:
+        """The base with an edit applied (its readers re-fitted by least squares when the search reconstructs and
+        `fit`), and the channel classes that really went (the last channel of a tensor stays)."""
         merges = [(c, a, s) for c, a, s in edit.merges if a not in edit.channels]
         plan = Plan(approx=set(edit.channels) | {c for c, a, _ in edit.merges if a in edit.channels},
                     merge={c: a for c, a, _ in merges}, scale={c: s for c, _, s in merges})
@@ -156,6 +160,8 @@ class Search:
             m = surgery.bypass(m, target, source, off)
             if m is None:
                 return None, set()
+        if self.reconstruct is not None and fit and (plan.drop or edit.bypasses):
+            m = self.reconstruct(m, origin(b, plan.drop))
         return m, plan.drop
 
     def ranked(self, b: Base, skip: set[str]) -> list[Candidate]:
@@ -196,7 +202,7 @@ class Search:
         keep = []
         for c in cands:
             if c.structural:
-                m, _ = self.build(b, Edit().plus([c]))
+                m, _ = self.build(b, Edit().plus([c]), fit=False)
                 got = None if m is None else self.measure.agreement(m, SCREEN)
                 if got is None or round((1 - got["top1"]) * SCREEN) > allowed:
                     skip.add(c.label)
@@ -242,6 +248,7 @@ class Search:
             self._progress(t0, limit, got, ok, chunk)
             if ok:
                 edit, pos, fails, since = edit.plus(chunk), pos + len(chunk), 0, since + 1
+                self.origin = origin(b, went)
                 self._accept(chunk, went, m, got, edit)
                 k = min(2 * k, 4096)
                 if self.budget.macs is not None and self.steps[-1].macs <= self.budget.macs * self.macs0:
@@ -259,10 +266,12 @@ class Search:
                     break
         return self.model
 
-    def recovered(self, model: onnx.ModelProto, got: dict, info: dict) -> None:
-        """Record a recovery (distillation) of the current model as a step: its model is a new base."""
-        self.bases.append(Base(model, self.bases[-1].ch, self.bases[-1].ev, self.bases[-1].shapes))
-        unit = {"kind": "recovery", "unit": f"{info['steps']} distillation steps", "macs": 0}
+    def recovered(self, model: onnx.ModelProto, got: dict, info: dict, unit: dict | None = None) -> None:
+        """Record a recovery (distillation, or a least-squares re-fit: `unit`) of the current model as a step: its
+        model is a new base."""
+        last = self.bases[-1]
+        self.bases.append(Base(model, last.ch, last.ev, last.shapes, origin=last.origin))
+        unit = unit or {"kind": "recovery", "unit": f"{info['steps']} distillation steps", "macs": 0}
         macs, params = self.measure.cost(model)
         self.steps.append(Step(len(self.steps) + 1, [unit], macs, params, got, len(self.bases) - 1, Edit()))
         self.model = model
@@ -290,6 +299,18 @@ class Search:
         m, _ = self.build(self.bases[step.base], step.edit)
         assert m is not None
         return m
+
+
+def origin(b: Base, drop: set[int]) -> dict[str, np.ndarray]:
+    """The original's channel index of every channel left in the base's tensors once the classes `drop` go."""
+    out = {}
+    for t, o in b.origin.items():
+        atoms = b.ch.atoms.get(t)
+        if atoms is None or len(atoms) != len(o):
+            out[t] = o
+            continue
+        out[t] = o[np.array([int(r) not in drop for r in b.ch.uf.roots(atoms)], dtype=bool)]
+    return out
 
 
 def _chunk(ranked: list[Candidate], pos: int, k: int) -> list[Candidate]:
