@@ -86,28 +86,38 @@ class _Top:
     def add(self, score: np.ndarray, pos: np.ndarray, nums: np.ndarray, slots: np.ndarray) -> None:
         """Fold in one batch: `score` (N, C), `pos` (N, C, D), `nums` (N,), reservoir `slots` (N,) (-1: none)."""
         s = np.where(np.isnan(score), -np.inf, score).astype(np.float32)
-        k = self.vals.shape[1]
-        vals = np.concatenate([self.vals, s.T], 1)
-        cand = np.concatenate([self.nums, np.broadcast_to(nums[None, :], s.T.shape)], 1)
-        where = np.concatenate([self.pos, pos.transpose(1, 0, 2)], 1)
-        order = np.lexsort((cand, -vals), axis=1)[:, :k]  # best first; ties: the earlier example
-        self.vals = np.take_along_axis(vals, order, 1)
-        self.nums = np.take_along_axis(cand, order, 1)
-        self.pos = np.take_along_axis(where, order[:, :, None], 1)
+        self._merge(s.T, pos.transpose(1, 0, 2), nums)
         fin = np.where(np.isfinite(s), s, 0.0)
         self.total += fin.sum(0, dtype=np.float64)
         self.positive += (s > 0).sum(0)
         self.peak = np.maximum(self.peak, s.max(0))
-        for n, slot in enumerate(slots):  # in order: a later example replaces an earlier one in the same slot
-            if slot >= 0:
-                self.res[:, slot] = score[n]
+        took = np.flatnonzero(slots >= 0)
+        if took.size:  # in order: a later example replaces an earlier one in the same slot
+            _, last = np.unique(slots[took][::-1], return_index=True)
+            keep = took[::-1][last]
+            self.res[:, slots[keep]] = score[keep].T
+
+    def _merge(self, st: np.ndarray, where: np.ndarray, nums: np.ndarray) -> None:
+        """The top k per channel with the batch's (C, N) scores: only the channels where a new input beats the k-th
+        best are re-sorted (a tie keeps the earlier example, and every new example comes later)."""
+        rows = np.flatnonzero((st > self.vals[:, -1:]).any(1))
+        if not rows.size:
+            return
+        k = self.vals.shape[1]
+        vals = np.concatenate([self.vals[rows], st[rows]], 1)
+        cand = np.concatenate([self.nums[rows], np.broadcast_to(nums[None, :], (rows.size, len(nums)))], 1)
+        at = np.concatenate([self.pos[rows], where[rows]], 1)
+        order = np.lexsort((cand, -vals), axis=1)[:, :k]  # best first; ties: the earlier example
+        self.vals[rows] = np.take_along_axis(vals, order, 1)
+        self.nums[rows] = np.take_along_axis(cand, order, 1)
+        self.pos[rows] = np.take_along_axis(at, order[:, :, None], 1)
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}{n}": getattr(self, n) for n in self.NAMES}
 
     def restore(self, arrays: dict[str, np.ndarray], prefix: str) -> None:
         for n in self.NAMES:
-            setattr(self, n, arrays[f"{prefix}{n}"])
+            setattr(self, n, np.array(arrays[f"{prefix}{n}"]))  # writable: merged in place
 
 
 def _slots(nums: np.ndarray) -> np.ndarray:
