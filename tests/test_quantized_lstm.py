@@ -16,6 +16,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from test_msft_ops import check
 from torch import nn
 
 import vizcore
@@ -122,21 +123,7 @@ NODES = {"reverse, uint8 weights with zero point 128, per channel, initial state
 @pytest.mark.parametrize("case", sorted(NODES))
 def test_hand_built_node_matches_onnxruntime(tmp_path, case):
     model, feeds = dq_lstm_model(*NODES[case])
-    ref = ort_threads(model, feeds)
-    for vi, r in zip(model.graph.output, ref):
-        vi.CopyFrom(helper.make_tensor_value_info(vi.name, TensorProto.FLOAT, r.shape))
-    path = tmp_path / "dq.onnx"
-    onnx.save(model, str(path))
-    m = vizcore.load(path)
-    args = [torch.from_numpy(v.copy()) for v in feeds.values()]
-    args[0].requires_grad_(True)
-    got = m.module(*args)
-    got = list(got) if isinstance(got, (tuple, list)) else [got]
-    assert [tuple(g.shape) for g in got] == [r.shape for r in ref]
-    for r, g in zip(ref, got):
-        assert np.abs(g.detach().numpy() - r).max() <= 1e-4 * np.abs(r).max()
-    sum(g.sum() for g in got).backward()
-    assert torch.isfinite(args[0].grad).all() and args[0].grad.abs().sum() > 0
+    check(tmp_path, model, feeds, ref=ort_threads(model, feeds), scaled=1e-4)
 
 
 def test_unsupported_variants_are_refused_in_one_line(tmp_path):
