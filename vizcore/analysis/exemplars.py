@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,24 +364,36 @@ class _Pass:
         self.engine = "torch"
         return lambda feeds: [_scores(a) for a in cut(*feeds)]
 
+    def _fold(self, b: Any, outs: Future[Any], done: int, every: int, progress: Progress | None) -> int:
+        """Merge one batch's scores into the top k and the distributions; checkpoint every `every` batches."""
+        slots = _slots(b.numbers)
+        for lay, (score, pos) in zip(self.layers, outs.result()):
+            self.tops[lay.index].add(score, pos, b.numbers, slots)
+        self.next, self.count, done = b.stop, self.count + len(b.numbers), done + 1
+        if done % every == 0:
+            self._save()
+        if progress:
+            progress(self.next, self.ds.count)
+        return done
+
     def run(self, batch: int, progress: Progress | None, every: int) -> Exemplars:
         total, t0 = self.ds.count, time.perf_counter()
         if self.next < total:
             scores = self._scorer()
             norm = self.space.module(int(self.ds.shape[1]))
             bs, done = (batch if self.model.batch_ok else 1), 0
-            with torch.no_grad():
+            # one batch runs (onnxruntime or torch, both release the GIL) while the one before is merged and the
+            # next is read: the pass's numpy and decoding overlap the network
+            with ThreadPoolExecutor(1, thread_name_prefix="vizcore-exemplars") as pool:
+                pending: tuple[Any, Future[Any]] | None = None
                 for b in self.ds.batches(bs, self.next):
                     x = torch.from_numpy(np.array(b.x, dtype=np.float32))  # a copy: data may be read-only
-                    outs = scores(self.model.feeds(norm(x) if b.images else x))
-                    slots = _slots(b.numbers)
-                    for lay, (score, pos) in zip(self.layers, outs):
-                        self.tops[lay.index].add(score, pos, b.numbers, slots)
-                    self.next, self.count, done = b.stop, self.count + len(b.numbers), done + 1
-                    if done % every == 0:
-                        self._save()
-                    if progress:
-                        progress(self.next, total)
+                    running = (b, pool.submit(_no_grad, scores, self.model.feeds(norm(x) if b.images else x)))
+                    if pending is not None:
+                        done = self._fold(*pending, done, every, progress)
+                    pending = running
+                if pending is not None:
+                    self._fold(*pending, done, every, progress)
             self.next = total
             self._save()
         self.timings["pass"] = time.perf_counter() - t0
@@ -390,6 +403,11 @@ class _Pass:
         return Exemplars(tuple(self.layers), self.k, self.count, tuple(self.ds.skipped), self.fields, self.ds,
                          self.tops, self.resumed, [f"input space: {w}" for w in self.space.warnings], self.timings,
                          self.engine)
+
+
+def _no_grad(fn: Callable[[Any], Any], arg: Any) -> Any:
+    with torch.no_grad():  # no_grad is per thread: the worker's own
+        return fn(arg)
 
 
 def _scores(a: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
