@@ -123,7 +123,8 @@ def vizcore_render_start(run: RenderRun) -> None:
     total_units (images in the whole render), exporters (the names the caller will export with, e.g. ("png",
     "manifest", "gif"): record only what an exporter of yours will write), state (a dict shared by every chunk of
     this render: keep per-render data there under your plugin's name, never in a module global). Set
-    `run.image_grads = True` to receive `state.image_grad()` in `vizcore_render_step` (the `alpha` exporter does).
+    `run.image_grads = True` to receive `state.image_grad()` in `vizcore_render_step` (and the summed |gradient|
+    in `run.state["image_grad_sum"]`, which the `alpha` exporter reads).
     """
 
 

@@ -40,6 +40,10 @@ class ChunkResult:
     init_distances: dict[str, list[float]] | None = None  # accentuation: each image's distance to the picture
 
 
+#: `run.state` key of the summed |gradient| on the images of each chunk, when `run.image_grads` was set
+IMAGE_GRAD_SUM = "image_grad_sum"
+
+
 @dataclass
 class _Ascent:
     """The running state of one chunk's ascent."""
@@ -48,6 +52,7 @@ class _Ascent:
     steps: list[int] = field(default_factory=list)
     best: torch.Tensor | None = None  # each image's best value during the ascent (on its transformed input)
     scale: torch.Tensor | None = None  # each image's largest |objective| so far, capped at 1
+    grad_sum: torch.Tensor | None = None  # `run.image_grads`: |gradient| on each image, summed over channels, steps
 
     def record(self, step: int, vals: torch.Tensor) -> None:
         if not self.steps or self.steps[-1] != step:
@@ -74,6 +79,8 @@ def run_chunk(r: Render, ci: int, a: int, b: int, n_chunks: int) -> ChunkResult:
         opt = Adam(p.parameters(), lr=r.options.lr)
         r.hooks.call("vizcore_render_start", run=run)
         state = _ascend(r, run, p, opt, objs, a, [*r.regularizers, *accent.chunk_penalties(r, objs)])
+    if state.grad_sum is not None:  # a retried chunk replaces its map
+        run.state.setdefault(IMAGE_GRAD_SUM, {})[run.unit_offset] = state.grad_sum
     r.switch.on = False
     with torch.no_grad():
         img = p()
@@ -105,10 +112,12 @@ def _param(r: Render, n_img: int, units: int) -> nn.Module:
 
 def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[Objective],
             offset: int, regs: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> _Ascent:
-    """The step loop: transforms, forward, objective minus penalties, backward, Adam; hooks after each step (with
-    the gradient on the image when a start hook asked for it: `run.image_grads`)."""
+    """The step loop: transforms, forward, objective minus penalties, backward, Adam; hooks after each step. When a
+    start hook set `run.image_grads`, the step hooks get the gradient on the image and the loop sums its |value|
+    over channels and steps into `run.state[IMAGE_GRAD_SUM]` ({unit offset: (N, H, W)}: the `alpha` exporter's map)."""
     steps, every = r.options.steps, r.options.record_every
     override_steps = int(round(r.options.relu_override * steps))
+    cap = 1.0 if r.accent is None else math.inf  # accentuation: every objective scaled to 1 against its penalties
     state = _Ascent()
     for step in range(1, steps + 1):
         r.switch.on = step <= override_steps
@@ -121,14 +130,17 @@ def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[O
         with torch.autocast(r.dev.type, dtype=torch.bfloat16, enabled=r.amp):
             acts = r.net(x)
         vals = values(r, objs, acts, offset)
-        if regs:  # a small objective scaled up to 1 against the penalties (accentuation: every objective to 1)
-            state.scale = _scale(vals.detach(), state.scale, 1.0 if r.accent is None else math.inf)
+        if regs:  # a small objective scaled up to 1 against the penalties
+            state.scale = _scale(vals.detach(), state.scale, cap)
         gain = vals if state.scale is None else vals / state.scale
         for reg in regs:
             gain = gain - reg(img)
         opt.zero_grad(set_to_none=True)
         (-gain.sum()).backward()
         opt.step()
+        if run.image_grads and img.grad is not None and img.grad.dim() == 4:
+            m = img.grad.detach().abs().sum(1).float()
+            state.grad_sum = m if state.grad_sum is None else state.grad_sum + m
         vals = vals.detach()
         state.best = vals if state.best is None else torch.fmax(state.best, vals)  # NaN-skipping, no sync
         if step % every == 0 or step == steps:

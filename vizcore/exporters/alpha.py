@@ -8,10 +8,10 @@ every ascent step: where the optimization's changes landed (MACO, Fel et al. 202
 |gradient| is chosen here because a start picture's or the noise's own intensity would otherwise weigh in). For
 display each map is divided by its 99th percentile and clipped to 1.
 
-Recorded by this module's lifecycle hooks only for renders whose caller exports `alpha` (`run.exporters`): the
-start hook asks the engine for the image gradient (`run.image_grads`), the step hook adds it up in the render's
-own `run.state`, the end hook puts the maps on `result.extras["alpha"]` ({image index: (H, W) float32}). Other
-renders do no extra work and their images are the same bytes. Chunks taken from a `--resume` store ran no steps
+Recorded only for renders whose caller exports `alpha` (`run.exporters`): the start hook sets `run.image_grads`,
+the engine's step loop sums the gradient into the render's `run.state` (no step hook: other renders call none
+per step), the end hook puts the maps on `result.extras["alpha"]` ({image index: (H, W) float32}). Other renders
+do no extra work and their images are the same bytes. Chunks taken from a `--resume` store ran no steps
 here and have no map; 1-D signals have none either.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..engine.loop import IMAGE_GRAD_SUM
 from ..files import atomic_write_bytes, inside
 from ..hookspecs import hookimpl
 from ..images import png_bytes
@@ -71,26 +72,13 @@ def _asked(run: Any) -> bool:
 @hookimpl
 def vizcore_render_start(run: Any) -> None:
     if _asked(run):
-        run.image_grads = True
-        run.state.setdefault(NAME, {})
-
-
-@hookimpl
-def vizcore_render_step(run: Any, state: Any) -> None:
-    if not getattr(run, "image_grads", False) or not _asked(run):
-        return
-    g = state.image_grad()
-    if g is None or g.dim() != 4:
-        return
-    m = g.detach().abs().sum(1).float()
-    maps = run.state[NAME]
-    maps[run.unit_offset] = m if state.step == 1 else maps[run.unit_offset] + m  # a retried chunk starts afresh
+        run.image_grads = True  # the engine sums |gradient| into run.state[IMAGE_GRAD_SUM]
 
 
 @hookimpl
 def vizcore_render_end(run: Any, result: Result) -> None:
     if not _asked(run):
         return
-    maps = run.state.get(NAME) or {}
+    maps = run.state.get(IMAGE_GRAD_SUM) or {}
     result.extras[NAME] = {offset + j: ms[j].cpu().numpy() for offset, ms in sorted(maps.items())
                            for j in range(ms.shape[0])}
