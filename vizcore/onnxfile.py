@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -205,3 +206,10 @@ def runtime_version() -> str | None:
     except ImportError:
         return None
     return str(ort.__version__)
+
+
+def session_feeds(sess: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feeds cast to the element types the onnxruntime session declares (an fp16 file that vizcore runs in
+    float32 still wants float16 inputs)."""
+    want = {i.name: i.type for i in sess.get_inputs()}
+    return {k: v.astype(np.float16) if want.get(k) == "tensor(float16)" else v for k, v in arrays.items()}

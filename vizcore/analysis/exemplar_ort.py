@@ -19,7 +19,6 @@ from onnx import TensorProto, helper
 from .. import onnxfile
 from ..errors import VizcoreError
 from ..model import Layer, Model
-from .fidelity import _as_session_types
 
 Scores = list[tuple[np.ndarray, np.ndarray]]  # per layer: (N, C) maxima, (N, C, D) positions
 
@@ -44,7 +43,7 @@ def reducer(model: Model, layers: Sequence[Layer]) -> Callable[[list[torch.Tenso
     fixed_one = [i.shape[0] == 1 for i in sess.get_inputs() if i.name in names]
 
     def run(feeds: list[torch.Tensor]) -> Scores:
-        arrays = _as_session_types(sess, {n: f.cpu().numpy() for n, f in zip(names, feeds)})
+        arrays = onnxfile.session_feeds(sess, {n: f.cpu().numpy() for n, f in zip(names, feeds)})
         n = len(next(iter(arrays.values())))
         if n > 1 and any(fixed_one):  # the file fixes batch 1: one sample at a time
             parts = [sess.run(outputs, {k: v[i:i + 1] for k, v in arrays.items()}) for i in range(n)]

@@ -37,7 +37,7 @@ def fidelity(model: Model, seed: int = 0, batch: int = 1, size: int | Sequence[i
     shown = list((x if x is not None else feeds[0]).shape)
     try:
         sess = onnxfile.session(model.reference)
-        arrays = _as_session_types(sess, {t.name: f.cpu().numpy() for t, f in zip(model.inputs, feeds)})
+        arrays = onnxfile.session_feeds(sess, {t.name: f.cpu().numpy() for t, f in zip(model.inputs, feeds)})
         try:
             ref = sess.run(None, arrays)
         except Exception:
@@ -88,11 +88,3 @@ def _compare(names: Sequence[str], ref: Sequence[np.ndarray], got: Sequence[np.n
                              "onnxruntime's is finite"}
         diffs[name] = float(np.max(np.abs(r - t))) if r.size else 0.0
     return {**head, "max_abs_diff": max(diffs.values()) if diffs else 0.0, "per_output": diffs}
-
-
-def _as_session_types(sess: Any, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Feeds cast to the element types the onnxruntime session declares (an fp16 file that vizcore runs in
-    float32 still wants float16 inputs)."""
-    want = {i.name: i.type for i in sess.get_inputs()}
-    return {k: v.astype(np.float16) if want.get(k) == "tensor(float16)" else v for k, v in arrays.items()}
-
