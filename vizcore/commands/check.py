@@ -53,8 +53,6 @@ def _print_head(report: Any, console: Console) -> None:
     m = report.model
     head = Table.grid(padding=(0, 2))
     head.add_row("[bold]model[/]", escape(str(m.get("path"))))
-    for note in m.get("choices") or ():  # what the load chose or did (specialised on an input, a batch axis, ...)
-        head.add_row("loaded", escape(str(note)))
     fid = report.fidelity
     if fid.get("available") and fid.get("error"):
         head.add_row("fidelity", f"[red]{escape(str(fid['error']))}[/]")

@@ -96,7 +96,7 @@ def relative(feats: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor
 
 def chunk_penalties(r: Render, objs: Sequence[Objective]) -> list[Callable[[torch.Tensor], torch.Tensor]]:
     """The penalties built with the chunk's context (`init`, `features`), for the factories that take it."""
-    wanted = [(f, w) for f, w in r.context_regs]
+    wanted = r.context_regs
     if not wanted:
         return []
     if r.accent is None:
