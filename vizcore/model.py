@@ -33,6 +33,15 @@ ACTIVATION_OPS = frozenset({
 FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.DOUBLE: "float64",
                TensorProto.BFLOAT16: "bfloat16"}
 DEFAULT_SPATIAL = 224
+#: Ops that compute the same thing on an input of any spatial size (they slide or act per element, or pool it all):
+#: a graph made only of them runs on a smaller picture with the same meaning (`Model.size_free`).
+SIZE_FREE_OPS = frozenset({
+    "Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization", "Relu", "Clip", "PRelu", "LeakyRelu",
+    "Elu", "Selu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu", "Tanh", "Softplus", "Mish", "Erf", "Exp", "Log",
+    "Sqrt", "Neg", "Abs", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "MaxPool", "AveragePool", "LpPool",
+    "GlobalAveragePool", "GlobalMaxPool", "Concat", "Identity", "Dropout", "Constant", "Cast", "QuantizeLinear",
+    "DequantizeLinear", "QLinearConv", "FusedConv",
+})
 
 
 @dataclass(frozen=True)
@@ -358,6 +367,26 @@ class Model(Network):
     def depends_on_input(self, key: str | int | Layer) -> bool:
         """Whether a layer's value depends on the optimized input (graph reachability in the converted graph)."""
         return self.layer(key).fx_name in self._reached
+
+    def size_free(self, keys: Iterable[str | int | Layer]) -> bool:
+        """Whether everything the given layers compute from is made of `SIZE_FREE_OPS`, so that the cut graph may
+        run on a smaller picture than the model's fixed input (a check's short ascent at 32 px, not 224)."""
+        ops = {l.fx_name: l.op_type for l in self.layers}
+        todo = [self.layer(k).fx_name for k in keys]
+        nodes = {n.name: n for n in self.module.graph.nodes}
+        seen: set[str] = set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            n = nodes[name]
+            if n.op == "call_module" and ops.get(name) not in SIZE_FREE_OPS:
+                return False
+            if n.op in ("call_function", "call_method"):
+                return False
+            todo += [a.name for a in n.all_input_nodes]
+        return True
 
     def inputs_reaching(self, key: str | int | Layer) -> list[str]:
         """The graph inputs a layer's value depends on (graph reachability in the converted graph), in order."""

@@ -116,13 +116,50 @@ def zero_weight_units(model: Model, c: CheckedLayer) -> list[int] | None:
     return [int(i) for i in torch.nonzero((flat == 0).all(1)).reshape(-1).tolist()]
 
 
+#: Ops whose output is never negative when every input is not (a ReLU's output passed on unchanged or averaged)
+_KEEPS_SIGN = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Identity", "Dropout",
+                         "Flatten", "Reshape", "Concat", "Relu"})
+
+
+def _nonnegative(model: Model, tensor: str, depth: int = 8) -> bool:
+    """Whether a tensor is >= 0 for every input: a ReLU's output, or pools/concats/reshapes of such outputs."""
+    lay = _producer(model, tensor)
+    if lay is None or depth == 0:
+        return False
+    if lay.op_type == "Relu":
+        return True
+    if lay.op_type == "Clip":
+        mod = _module(model, lay)
+        bounds = clamp_bounds(mod) if mod is not None else None
+        return bounds is not None and bounds[0] is not None and bounds[0] >= 0
+    if lay.op_type not in _KEEPS_SIGN or not lay.inputs:
+        return False
+    data = lay.inputs if lay.op_type == "Concat" else lay.inputs[:1]
+    return all(_nonnegative(model, t, depth - 1) for t in data)
+
+
+def _closed_after_relu(mod: torch.nn.Module) -> list[int]:
+    """Units of a Conv/Gemm fed by a tensor that is never negative: every weight <= 0 and the bias <= 0 (padding
+    feeds 0), so the output is <= 0 for every input."""
+    w = mod.weight.detach()
+    shut = (w.reshape(w.shape[0], -1) <= 0).all(1)
+    shut &= (mod.bias.detach() <= 0) if mod.bias is not None else torch.ones_like(shut)
+    return [int(i) for i in torch.nonzero(shut).reshape(-1).tolist()]
+
+
 def closed_for_every_input(model: Model, c: CheckedLayer, facts: LayerFacts, space: InputSpace | None = None
                            ) -> list[int]:
-    """Units of a ReLU-gated first layer (a Conv or Gemm that reads the optimized input directly, the ReLU right
-    after it) that no input in the model's range can open: bias + sum of max(w*lo, w*hi) over the input box is
-    <= 0. The box is the input range after the model's mean/std (`space`, default: the model's own), and 0 for a
-    convolution's padding."""
-    if facts.gate != "relu" or len(facts.chain) != 2 or c.conv is None or model.optimized is not None:
+    """Units of a ReLU-gated Conv or Gemm (the ReLU right after it) that no input can open. For a first layer (it
+    reads the optimized input directly): bias + sum of max(w*lo, w*hi) over the input box is <= 0, the box being
+    the input range after the model's mean/std (`space`, default: the model's own), and 0 for a convolution's
+    padding. For a layer fed by a ReLU's output (never negative): every weight and the bias <= 0."""
+    if facts.gate != "relu" or len(facts.chain) != 2 or c.conv is None:
+        return []
+    if c.conv.inputs and _nonnegative(model, c.conv.inputs[0]):
+        mod = _module(model, c.conv)
+        ok = isinstance(mod, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d))
+        return _closed_after_relu(mod) if ok and mod.weight.shape[0] == c.layer.channels else []
+    if model.optimized is not None:
         return []
     if not c.conv.inputs or c.conv.inputs[0] != model.input.name or len(model.inputs) != 1:
         return []

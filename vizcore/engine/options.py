@@ -95,6 +95,9 @@ class RenderOptions:
     cudnn_benchmark: bool = True
     fuse: bool = True
     channels_last: bool | None = None
+    #: run the cut graph at the rendered size even when the model fixes its input, if every op up to the targets
+    #: works at any size (`Model.size_free`): the check's short ascent at 32 px instead of 224 (49x less work)
+    free_size: bool = False
     #: feature accentuation: start from this picture (a path, or an array); compared through `init_key`
     init: str | np.ndarray | None = field(default=None, compare=False)
     init_key: str | None = field(default=None, init=False, repr=False)  # the path, or the array's shape and sha256

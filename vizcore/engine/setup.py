@@ -156,7 +156,7 @@ def prepare(r: Render) -> None:
         raise OptionError("the objectives read no layer", "give a target such as LAYER:CH or class:IDX")
     r.cut = r.model.cut_at(r.indices)
     r.n_redirected = redirect_relus(r.cut, r.switch) if o.relu_override > 0 else 0
-    r.net = Net(r.model, r.cut, r.indices, r.pre.module(r.shape[1]), r.model.fixed_dims)
+    r.net = Net(r.model, r.cut, r.indices, r.pre.module(r.shape[1]), _network_dims(r))
     regs = [(r.factories.regularizers[n], float(w)) for n, w in o.regularizers.items() if w]
     r.regularizers = [f(w) for f, w in regs if not wants_context(f)]
     r.context_regs = [(f, w) for f, w in regs if wants_context(f)]
@@ -167,6 +167,18 @@ def prepare(r: Render) -> None:
         raise OptionError(f"the {o.param} parameterization cannot start from a picture (--init)",
                           "use --param fft (the default for images) or pixel")
     r.legacy_rng = not accepts_generator(f.param) or not all(accepts_generator(t) for t in f.transforms)
+
+
+def _network_dims(r: Render) -> tuple[int | None, ...] | None:
+    """The sizes the network is fed at: the model's fixed ones, or none (the rendered size) with `free_size` when
+    the graph up to the targets works at any size."""
+    fixed = r.model.fixed_dims
+    if fixed is None or not r.options.free_size or not r.model.size_free(r.indices):
+        return fixed
+    if tuple(r.shape[2:]) != tuple(d or s for d, s in zip(fixed, r.shape[2:])):
+        r.notes(f"the layers up to the targets work at any size: the network runs at "
+                f"{'x'.join(map(str, r.shape[2:]))}, not the model's {'x'.join(str(d) for d in fixed)}")
+    return None
 
 
 def _check_param_options(factory: Callable[..., Any], given: Mapping[str, Any], name: str) -> None:
@@ -231,7 +243,7 @@ def probe_size(r: Render) -> None:
 
 def settings(r: Render, chunk: int, budget: int) -> dict[str, Any]:
     """The manifest's settings: the options (`RenderOptions.to_json`) and what this render resolved them to."""
-    fixed = r.model.fixed_size
+    fixed = r.model.fixed_size if r.net.fixed is not None else None  # None: the network ran at the rendered size
     out = r.options.to_json()
     out.update({
         "targets": list(r.names), "size": r.size, "input_size": list(r.shape[2:]), "device": str(r.dev), "amp": r.amp,

@@ -43,10 +43,6 @@ def _model_facts(model: Model, nonfinite: list[dict[str, Any]]) -> dict[str, Any
             "nonfinite_weights": nonfinite, **({"choices": s["choices"]} if s["choices"] else {})}
 
 
-def _ascent_size(model: Model, cfg: CheckConfig) -> int | None:
-    return None if model.fixed_size else cfg.ascent_size
-
-
 @dataclass
 class _Probed:
     """Probe statistics of the checked layers (and the nodes before their gates)."""
@@ -149,7 +145,7 @@ def _run_ascent(model: Model, jobs: list[ascent.Job], budgets: dict[int, int], o
     if progress:
         progress(f"gradient ascent on {n_units} units of {len(jobs)} layers")
     raw_failed: dict[int, str] = {}
-    best = ascent.ascend(model, jobs, steps=cfg.ascent_steps, size=_ascent_size(model, cfg), lr=cfg.ascent_lr,
+    best = ascent.ascend(model, jobs, steps=cfg.ascent_steps, size=cfg.ascent_size, lr=cfg.ascent_lr,
                          seed=cfg.seed, device=cfg.device, on_warning=warn, budgets=budgets, progress=progress,
                          failed=raw_failed, space=(cfg.preprocess, cfg.value_range))
     failed.update({owner[k]: v for k, v in raw_failed.items()})
