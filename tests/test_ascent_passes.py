@@ -71,7 +71,8 @@ def test_units_the_quick_pass_opened_are_not_run_again(free_vgg, monkeypatch):
     assert {c for c, a in got.items() if a.best > 0} == set(range(12)) - set(PlantedVGG.PLANTED_DEAD)
     assert all(got[c].steps <= ascent.QUICK_STEPS for c in got if got[c].best > 0)  # the step each one opened
     assert all(got[c].steps > ascent.QUICK_STEPS for c in PlantedVGG.PLANTED_DEAD)  # the second pass ran on
-    assert lines[-1].startswith("gradient ascent on 15 units: 100%")  # one line over both passes
+    assert lines[-1].startswith("gradient ascent on the 3 units still closed: 100%")  # the second pass's line
+    assert "gradient ascent on 12 units, first 6 steps: 100%, ETA 0 s" in lines
     calls.clear()
     monkeypatch.setattr(ascent, "QUICK_MIN_UNITS", 13)  # fewer units than that: one pass with the whole budget
     again = ascent.ascend(free_vgg, [(relu, list(range(12)), 0.0)], steps=24, size=16)[relu.index]

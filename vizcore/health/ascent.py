@@ -31,11 +31,12 @@ STALL_STEPS = 6
 
 
 class _Progress:
-    """One progress line over every render of an ascent (`ascend` runs a few, grouped by depth): units finished so
-    far, with an ETA from the time they took."""
+    """One progress line over the renders of one ascent pass (`ascend` runs a few, grouped by depth): units
+    finished so far, with an ETA from the time they took."""
 
-    def __init__(self, total: int, report: Callable[[str], None] | None) -> None:
+    def __init__(self, total: int, report: Callable[[str], None] | None, label: str = "") -> None:
         self.total, self.report = max(total, 1), report
+        self.label = label or f"gradient ascent on {total} units"
         self.done = 0.0  # units of earlier chunks and renders, finished
         self.t0 = time.perf_counter()
 
@@ -46,7 +47,7 @@ class _Progress:
         frac = min(1.0, (self.done + running) / self.total)
         el = time.perf_counter() - self.t0
         eta = el / frac - el if frac > 0 else float("nan")
-        self.report(f"gradient ascent on {self.total} units: {frac:.0%}, ETA {eta:.0f} s")
+        self.report(f"{self.label}: {frac:.0%}, ETA {eta:.0f} s")
 
 
 class _EarlyStop:
@@ -136,18 +137,19 @@ def ascend(model: Model, jobs: Sequence[Job], *, steps: int, size: int | None, l
     so the slow ones go apart). `budgets` caps the steps per layer index (default `steps`); a
     render that fails puts its layers' reason into `failed` (the others still run). `space` is the check's
     (--preprocess, --range), so the ascent explores the input box the probes did."""
-    budgets = budgets or {}
-    tracker = _Progress(sum(_count(j) for j in jobs), progress)
+    budgets, n = budgets or {}, sum(_count(j) for j in jobs)
     kw = dict(steps=steps, size=size, lr=lr, seed=seed, device=device, on_warning=on_warning, failed=failed,
-              space=space, progress=tracker)
-    if tracker.total < QUICK_MIN_UNITS:
-        return _ascend_groups(model, jobs, budgets=budgets, **kw)
+              space=space)
+    if n < QUICK_MIN_UNITS:
+        return _ascend_groups(model, jobs, budgets=budgets, progress=_Progress(n, progress), **kw)
     quick = {lay.index: min(QUICK_STEPS, budgets.get(lay.index, steps)) for lay, _, _ in jobs}
-    out = _ascend_groups(model, jobs, budgets=quick, **kw)
+    first = _Progress(n, progress, f"gradient ascent on {n} units, first {QUICK_STEPS} steps")
+    out = _ascend_groups(model, jobs, budgets=quick, progress=first, **kw)
     again = _unopened(jobs, out, quick, budgets, steps)
     if again:
-        tracker.total += sum(_count(j) for j in again)
-        second = _ascend_groups(model, again, budgets=budgets, **kw)
+        k = sum(_count(j) for j in again)
+        rest = _Progress(k, progress, f"gradient ascent on the {k} units still closed")
+        second = _ascend_groups(model, again, budgets=budgets, progress=rest, **kw)
         for li, vals in second.items():
             for c, a in vals.items():
                 first = out.get(li, {}).get(c)
