@@ -97,3 +97,20 @@ def test_units_closed_after_a_relu_are_proven_dead_without_ascent(fixed_vgg, tmp
     c = resolve_key(m, 6)
     assert closed_for_every_input(m, c, layer_facts(m, c)) == list(PlantedVGG.PLANTED_DEAD[1:])
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("layer, free", [("6", True), ("class:0", False)])
+def test_render_any_size_runs_the_layers_at_the_rendered_size_where_the_graph_allows(fixed_vgg, tmp_path, layer,
+                                                                                       free, capsys):
+    for flag in ([], ["--any-size"]):
+        out = tmp_path / f"o{len(flag)}"
+        assert main(["render", str(fixed_vgg), f"{layer}" if ":" in layer else f"{layer}:0", "--size", "32",
+                     "--steps", "3", "--out", str(out), "--quiet", *flag]) == 0
+        st = json.loads((out / "manifest.json").read_text())["settings"]
+        ran_small = st["network_input"] is None
+        assert ran_small == (bool(flag) and free), st
+    err = " ".join(capsys.readouterr().err.split())
+    if free:
+        assert "the network runs at 32x32, not the model's 96x96" in err
+    else:
+        assert "need the model's input size" in err and "the network runs at 96x96" in err

@@ -55,6 +55,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
     p.add_argument("--max-memory", default=None, help="memory budget for a chunk of units, e.g. 2G")
+    p.add_argument("--any-size", action="store_true",
+                   help="run the layers at --size even though the model fixes its input size, when every op up to "
+                        "the targets works at any size (convolutions, pools, activations): a 64 px render of a "
+                        "224 px model costs 1/12 of the work (default: the picture is resized to the model's size)")
     p.add_argument("--relu-override", default="0.25",
                    help="fraction of steps using the ReLU gradient override (default 0.25)")
     p.add_argument("--images-per-unit", default="1", help="images per target (e.g. with diversity)")
@@ -159,7 +163,7 @@ def options(args: argparse.Namespace) -> Any:
         lr=number("--lr", args.lr), seed=integer("--seed", args.seed), device=args.device, amp=args.amp,
         max_memory=args.max_memory, relu_override=number("--relu-override", args.relu_override),
         preprocess=args.preprocess, value_range=args.value_range,
-        images_per_unit=integer("--images-per-unit", args.images_per_unit))
+        images_per_unit=integer("--images-per-unit", args.images_per_unit), free_size=args.any_size)
 
 
 def _preflight(args: argparse.Namespace, opts: Any) -> Any:

@@ -173,7 +173,11 @@ def _network_dims(r: Render) -> tuple[int | None, ...] | None:
     """The sizes the network is fed at: the model's fixed ones, or none (the rendered size) with `free_size` when
     the graph up to the targets works at any size."""
     fixed = r.model.fixed_dims
-    if fixed is None or not r.options.free_size or not r.model.size_free(r.indices):
+    if fixed is None or not r.options.free_size:
+        return fixed
+    if not r.model.size_free(r.indices):
+        r.notes(f"the layers up to the targets need the model's input size (an op other than convolutions, pools "
+                f"and activations): the network runs at {'x'.join(str(d) for d in fixed)}")
         return fixed
     if tuple(r.shape[2:]) != tuple(d or s for d, s in zip(fixed, r.shape[2:])):
         r.notes(f"the layers up to the targets work at any size: the network runs at "
