@@ -211,7 +211,7 @@ class Search:
 
         def run(roots: list[int], c: Candidate | None = None) -> dict | None:
             m, went = self.build(b, Edit().plus([c]) if c else Edit(channels=frozenset(roots)), fit=False)
-            if m is None or (c is None and not went):
+            if m is None or (c is None and not went and roots):
                 return None
             outs = runtime.outputs(m, feed, self.measure.batch)
             got = agreement(ref, outs)
@@ -219,10 +219,14 @@ class Search:
                 got["risk"] = flip_risk(ref[0], outs[0])
             return got
 
-        def cost(got: dict) -> float:
+        def cost(got: dict, base: float = 0.0) -> float:
+            """What a removal adds to the base's own cost (the base is already pruned after a re-rank)."""
             if "risk" in got:
-                return float(got["risk"])
-            return float(got["kl"]) if "kl" in got else 1.0 - float(got["cos"])
+                return float(got["risk"]) - base
+            return (float(got["kl"]) if "kl" in got else 1.0 - float(got["cos"])) - base
+
+        got0 = run([])
+        own = cost(got0) if got0 is not None else 0.0
 
         def ok(got: dict) -> bool:
             if key == "top1":
@@ -235,12 +239,12 @@ class Search:
                 by_group.setdefault(c.group, []).append(c)
         grps = [Group((g,), g, us, sum(len(u.roots) for u in us) + self.multiple) for g, us in by_group.items()]
         self.say(f"sensitivity of {len(grps)} channel groups on {first} calibration inputs")
-        curves = measure(grps, run, cost, ok, self.say)
+        curves = measure(grps, run, lambda got: cost(got, own), ok, self.say)
         for c in cands:
             if c.structural:
                 got = run([], c)
                 if got is not None:
-                    curves.append(Curve(Group((c.label,), c.label, [c], 1), {1: (cost(got), ok(got))}))
+                    curves.append(Curve(Group((c.label,), c.label, [c], 1), {1: (cost(got, own), ok(got))}))
         how = "top-1 margin lost" if sensitivity.COST == "margin" else "KL"
         self.importance += f"; units of {self.multiple} ordered by per-group sensitivity ({how} on {first} inputs)"
         return allocate(curves) + [c for c in cands if c.kind == "merge"]

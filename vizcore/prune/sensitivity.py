@@ -8,7 +8,7 @@ be more time); a group with a count that is not a multiple first loses the remai
 last `multiple` channels.
 
 The sensitivity of a group is measured, not estimated: its lowest-ranked units (first-order ranking within the
-group) are removed alone, one unit and about 25 %, 50 % and 75 % of its channels, and the change of the outputs on
+group) are removed alone, 1, 2, 4, 8, ... units (up to 75 % of its channels), and the change of the outputs on
 the first calibration inputs is measured in onnxruntime (KL for classifier outputs, else 1 - cosine; the flips of a
 top-1 budget). The allocation then orders every unit by the measured marginal cost of the step of the curve it
 belongs to per MAC saved (non-decreasing within a group: a group's units stay in order), so that the search spends
@@ -29,8 +29,8 @@ from .candidates import Candidate
 from .graph import Channels
 from .plan import sink_reads
 
-#: the fractions of a group's channels whose removal is measured (besides its first unit)
-FRACTIONS = (0.25, 0.5, 0.75)
+#: the largest fraction of a group's channels whose removal is measured
+LARGEST = 0.75
 #: calibration inputs each sensitivity point is measured on
 SAMPLES = 64
 #: a measured cost below this counts as none (ties go to the most MACs saved)
@@ -115,16 +115,18 @@ def unit_scores(grps: Sequence[Group], cands: Sequence[Candidate], scores: Seque
 
 
 def points(n_units: int, channels: int, sizes: Sequence[int]) -> list[int]:
-    """Unit counts whose removal is measured: the first unit and those nearest FRACTIONS of the channels."""
-    cum, total = [], 0
-    for s in sizes:
-        total += s
-        cum.append(total)
-    want = {1}
-    for f in FRACTIONS:
-        k = min(range(n_units), key=lambda i: abs(cum[i] - f * channels)) + 1
-        want.add(k)
-    return sorted(k for k in want if 1 <= k <= n_units)
+    """Unit counts whose removal is measured: 1, 2, 4, 8, ... units (and all of them), up to LARGEST of the
+    channels."""
+    out, k, total = [], 1, 0
+    while k <= n_units:
+        total = sum(sizes[:k])
+        if k > 1 and total > LARGEST * channels:
+            break
+        out.append(k)
+        k *= 2
+    if out and out[-1] < n_units and sum(sizes) <= LARGEST * channels:
+        out.append(n_units)
+    return out
 
 
 @dataclass
