@@ -356,7 +356,7 @@ def main() -> int:
     ap.add_argument("--far-recover", type=int, default=40, help="distillation steps after each --only far model")
     ap.add_argument("--far-augment", action="store_true", help="--only far: distil the re-fitted model with and "
                     "without augmentation (instead of the plain model and the re-fitted one without)")
-    ap.add_argument("--ranking", choices=("sensitivity", "taylor"), default="sensitivity")
+    ap.add_argument("--ranking", choices=("sensitivity", "taylor"), default="taylor")
     ap.add_argument("--channel-multiple", type=int, default=8)
     ap.add_argument("--recover-lr", type=float, default=1e-5)
     ap.add_argument("--recover-augment", action="store_true", help="distil on augmented calibration inputs")
@@ -377,9 +377,9 @@ def main() -> int:
             res["mobilenet_v2"] = mobilenet(Path(tmp), args)
         if args.only == "far":
             res["far"] = far(Path(tmp), args)
+    res["uptime_after"] = _uptime()
     if args.key:
         res = {args.key: res}
-    res["uptime_after"] = _uptime()
     text = json.dumps(res, indent=1)
     print(text)
     if args.json and not args.quick:

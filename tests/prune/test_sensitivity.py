@@ -32,7 +32,7 @@ def test_the_sensitivity_search_thins_the_slack_group_and_spares_the_essential_o
     d, src = slack
     out = tmp_path / "small.onnx"
     rep = prune(src, out, data=str(d / "calib"), verify_data=str(d / "held"), budget="rel=0.01", latency_reps=0,
-                reconstruct="off")
+                reconstruct="off", ranking="sensitivity")
     assert rep.written and rep.verified, rep.to_json()["budget"]
     units = [u for st in rep.steps for u in st["units"]]
     assert units and all(u["unit"].startswith("/c2/Conv:") and u["channels"] == 8 for u in units), units
@@ -43,12 +43,17 @@ def test_the_sensitivity_search_thins_the_slack_group_and_spares_the_essential_o
     assert "sensitivity" in rep.evidence["importance"]
 
 
-def test_taylor_ranking_one_channel_at_a_time_still_works(slack, tmp_path):
+def test_taylor_ranking_units_of_8_and_one_channel_at_a_time(slack, tmp_path):
     d, src = slack
     rep = prune(src, tmp_path / "t.onnx", data=str(d / "calib"), budget="rel=0.01", latency_reps=0,
-                reconstruct="off", ranking="taylor", channel_multiple=1)
-    assert rep.written and rep.cost["macs"][1] < rep.cost["macs"][0]
-    assert "sensitivity" not in rep.evidence["importance"]
+                reconstruct="off")  # the defaults: taylor, units of 8
+    assert rep.written and "sensitivity" not in rep.evidence["importance"]
+    got = conv_channels(tmp_path / "t.onnx")
+    assert got["/c2/Conv"][0] < 32 and all(w[0] % 8 == 0 for n, w in got.items() if n.endswith("Conv")), got
+    one = prune(src, tmp_path / "o.onnx", data=str(d / "calib"), budget="rel=0.01", latency_reps=0,
+                reconstruct="off", channel_multiple=1)
+    assert one.written and one.cost["macs"][1] < one.cost["macs"][0]
+    assert all(u.get("channels") is None for st in one.steps for u in st["units"])  # single classes
 
 
 def _units(group: str, n: int, macs: int = 100) -> list[Candidate]:

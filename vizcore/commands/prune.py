@@ -57,9 +57,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "the search, kept if it helps (final, the default; before --recover's gradient steps), in every "
                    "search trial (trial: slower, and on MobileNetV2 it fitted the calibration set, not the held-out "
                    "one), or not at all")
-    g.add_argument("--ranking", choices=("sensitivity", "taylor"), default="sensitivity", help="the search's order: "
-                   "each channel group's measured cost of losing 1, 2, 4, 8, ... units of its channels, cheapest "
-                   "per MAC first (sensitivity, the default), or one global first-order Taylor ranking (taylor)")
+    g.add_argument("--ranking", choices=("sensitivity", "taylor"), default="taylor", help="the search's order: one "
+                   "global first-order Taylor ranking (taylor, the default), or each channel group's measured cost "
+                   "of losing 1, 2, 4, 8, ... units of its channels, cheapest per MAC first (sensitivity)")
     g.add_argument("--channel-multiple", type=int, default=8, metavar="N", help="channels leave each group in units "
                    "of N, so tensors keep channel counts that are multiples of N (fast kernels; default 8, 1: any)")
     g.add_argument("--recover-augment", action="store_true", help="distil on freshly augmented calibration inputs "

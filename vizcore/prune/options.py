@@ -38,7 +38,7 @@ class PruneOptions:
     recover_augment: bool = False  # distil on freshly augmented calibration inputs (targets: the original's outputs)
     device: str = "auto"  # recovery: "auto" (CUDA when there is a GPU), "cpu", "cuda"
     reconstruct: str = "final"  # least-squares re-fit of the readers of pruned channels: "final", "trial", "off"
-    ranking: str = "sensitivity"  # the search's order: measured per-group "sensitivity", or global "taylor"
+    ranking: str = "taylor"  # the search's order: global first-order "taylor", or measured per-group "sensitivity"
     channel_multiple: int = 8  # channels leave each group in units of this many (tensors keep multiples of it)
     # the input flags every command shares (see vizcore.commands._model_flags)
     size: int | tuple[int, ...] | None = None

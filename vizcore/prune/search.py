@@ -120,7 +120,7 @@ class Search:
     seed: int = 0
     say: Callable[[str], None] = lambda m: None
     reconstruct: Callable[[onnx.ModelProto, dict], onnx.ModelProto] | None = None  # re-fit every trial's readers
-    ranking: str = "sensitivity"  # "sensitivity": measured per-group curves (sensitivity.py); "taylor": global
+    ranking: str = "taylor"  # "taylor": one global first-order ranking; "sensitivity": measured per-group curves
     multiple: int = 8  # channels leave each group in units of this many (1: one class at a time)
     origin: dict[str, np.ndarray] = field(default_factory=dict)  # of `model`'s channels (empty: the original's)
     bases: list[Base] = field(default_factory=list)
