@@ -118,3 +118,13 @@ def test_flip_risk_is_the_share_of_the_top1_margin_lost():
     assert flip_risk(a, a + np.array([[0.0, 0.5, 0.0], [0.0, 0.0, 0.0]])) == pytest.approx(0.25)  # half of one
     assert flip_risk(a, np.array([[1.0, 2.0, 0.0], [0.0, 3.0, 1.0]])) == pytest.approx(1.0)  # 2 of 1: flipped
     assert flip_risk(a, a + 1.0) == 0.0  # a common shift of the logits loses nothing
+
+
+@pytest.mark.parametrize("bad", [dict(ranking="global"), dict(channel_multiple=0), dict(recover_augment="yes")])
+def test_bad_search_options_are_one_line(bad):
+    from vizcore.errors import OptionError
+    from vizcore.prune.options import PruneOptions
+
+    with pytest.raises(OptionError) as e:
+        PruneOptions(budget="top1=0.99", **bad)
+    assert "\n" not in str(e.value)
