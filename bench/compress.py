@@ -213,14 +213,16 @@ def mobilenet(tmp: Path, args: argparse.Namespace) -> dict:
     out = {"sets": {"calibration": n_cal, "held_out": n_held}}
     if not args.quick and not args.no_lossless:
         out["lossless"] = summary(run("lossless", model, tmp / "lossless.onnx", **common))
-    lossy = dict(common, budget=args.budget, max_steps=args.max_steps, reconstruct=args.reconstruct)
+    lossy = dict(common, budget=args.budget, max_steps=args.max_steps, reconstruct=args.reconstruct,
+                 ranking=args.ranking, channel_multiple=args.channel_multiple)
     j = run("budget", model, tmp / "budget.onnx", **lossy)
     out["budget"] = summary(j)
     if args.round_check and j["written"]:
         out["rounding"] = rounded(tmp / "budget.onnx", cal, held, args)
     j2 = j
     if not args.no_recover_run:
-        j2 = run("budget+recover", model, tmp / "recover.onnx", recover=args.recover, **lossy)
+        j2 = run("budget+recover", model, tmp / "recover.onnx", recover=args.recover, recover_lr=args.recover_lr,
+                 recover_augment=args.recover_augment, **lossy)
         out["recover"] = summary(j2)
     if args.plot:
         from vizcore.prune.plot import curve_png
@@ -250,7 +252,8 @@ def far(tmp: Path, args: argparse.Namespace) -> dict:
     fd = feeder(model)
     calib, hfeed = fd.feed(fd.data(str(cal), "--data"), 1), fd.feed(fd.data(str(held), "--verify-data"), 2)
     ref, href = runtime.outputs(model, calib, 16), runtime.outputs(model, hfeed, 16)
-    s = Search(parse_budget(args.budget), Measure(calib, ref, 16, runtime.head(calib, 1)), size=fd.natural[2:])
+    s = Search(parse_budget(args.budget), Measure(calib, ref, 16, runtime.head(calib, 1)), size=fd.natural[2:],
+               ranking="taylor", multiple=1)
     b = s.base(model)
     chans = [c for c in s.ranked(b, set()) if c.kind == "channel"][:args.far]
     pruned, drop = s.build(b, Edit().plus(chans))
@@ -266,13 +269,15 @@ def far(tmp: Path, args: argparse.Namespace) -> dict:
         t0 = time.monotonic()
         fitted = Reconstructor(model, fd.natural[2:], calib, scope=scope)(pruned, origin(b, drop))
         score(fitted, f"refit_{scope}", t0)
-    for label in ("plain", "refit_all"):
+    runs = [("refit_all", None), ("refit_all", model)] if args.far_augment else [("plain", None), ("refit_all", None)]
+    for label, teacher in runs:
         if not args.far_recover:
-            break
+            continue
         t0 = time.monotonic()
         src = pruned if label == "plain" else fitted
-        tuned, _ = recover(src, fd.natural[2:], calib, ref, steps=args.far_recover, lr=1e-5, device="cpu")
-        score(tuned, f"{label}+recover{args.far_recover}", t0)
+        tuned, _ = recover(src, fd.natural[2:], calib, ref, steps=args.far_recover, lr=args.recover_lr, device="cpu",
+                           teacher=teacher)
+        score(tuned, f"{label}+recover{args.far_recover}{'+augment' if teacher else ''}", t0)
     return out
 
 
@@ -291,7 +296,8 @@ def rounded(pruned_path: Path, cal: Path, held: Path, args: argparse.Namespace) 
     fd = feeder(model)
     calib, hfeed = fd.feed(fd.data(str(cal), "--data"), 1), fd.feed(fd.data(str(held), "--verify-data"), 2)
     ref, href = runtime.outputs(model, calib, 16), runtime.outputs(model, hfeed, 16)
-    s = Search(parse_budget(args.budget), Measure(calib, ref, 16, runtime.head(calib, 1)), size=fd.natural[2:])
+    s = Search(parse_budget(args.budget), Measure(calib, ref, 16, runtime.head(calib, 1)), size=fd.natural[2:],
+               ranking="taylor", multiple=1)
     b = s.base(pruned)
     order = {c.roots[0]: i for i, c in enumerate(s.ranked(b, set())) if c.kind == "channel"}
     chosen: set[int] = set()
@@ -324,7 +330,8 @@ def resnet(tmp: Path, args: argparse.Namespace) -> dict:
         np.save(tmp / name / "x.npy", shapes_data(n, 100 + seed)[0])
     j = run("resnet", path, tmp / "resnet.small.onnx", data=str(tmp / "calibration"),
             verify_data=str(tmp / "held_out"), budget=args.budget, max_steps=args.max_steps,
-            latency_reps=args.latency_reps, preprocess="none", value_range="0,1")
+            latency_reps=args.latency_reps, preprocess="none", value_range="0,1", ranking=args.ranking,
+            channel_multiple=args.channel_multiple)
     return {"training": info, "budget": summary(j)}
 
 
@@ -347,9 +354,20 @@ def main() -> int:
                     help="far: only the re-fit measurement far from the original (--far classes at once)")
     ap.add_argument("--far", type=int, default=300, help="channel classes removed at once for --only far")
     ap.add_argument("--far-recover", type=int, default=40, help="distillation steps after each --only far model")
+    ap.add_argument("--far-augment", action="store_true", help="--only far: distil the re-fitted model with and "
+                    "without augmentation (instead of the plain model and the re-fitted one without)")
+    ap.add_argument("--ranking", choices=("sensitivity", "taylor"), default="taylor")
+    ap.add_argument("--channel-multiple", type=int, default=8)
+    ap.add_argument("--recover-lr", type=float, default=1e-5)
+    ap.add_argument("--recover-augment", action="store_true", help="distil on augmented calibration inputs")
+    ap.add_argument("--sens-cost", choices=("kl", "margin"), default="kl", help="vizcore.prune.sensitivity.COST")
+    ap.add_argument("--key", default=None, help="store this run's figures under this key of --json")
     args = ap.parse_args()
     if args.quick:
         args.max_steps, args.recover, args.latency_reps = min(args.max_steps, 8), min(args.recover, 12), 4
+    import vizcore.prune.sensitivity as sens
+
+    sens.COST = args.sens_cost
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     res = {"started": started, "uptime_before": _uptime(), "args": vars(args)}
     with tempfile.TemporaryDirectory(prefix="vizcore-compress-") as tmp:
@@ -360,6 +378,8 @@ def main() -> int:
         if args.only == "far":
             res["far"] = far(Path(tmp), args)
     res["uptime_after"] = _uptime()
+    if args.key:
+        res = {args.key: res}
     text = json.dumps(res, indent=1)
     print(text)
     if args.json and not args.quick:

@@ -210,3 +210,26 @@ class TwoBlocks(nn.Module):
         s = torch.relu(s + 1e-4 * self.ab2(self.a2(torch.relu(self.ab1(self.a1(s))))))
         s = torch.relu(s + 4.0 * self.bb2(self.b2(torch.relu(self.bb1(self.b1(s))))))
         return self.fc(s.mean((2, 3)))
+
+
+class Slack(nn.Module):
+    """Three conv layers of 16, 32 and 16 channels, flattened into a linear head (no pooling: every channel's
+    variation reaches the output); 24 of the middle layer's 32 channels are read by the next layer with weights
+    x 1e-4 (a planted slack group); the first and last layers' channels all matter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(12)
+        self.c1, self.b1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c2, self.b2 = nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32)
+        self.c3, self.b3 = nn.Conv2d(32, 16, 1), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16 * 16 * 16, 5, bias=False)
+        randomize_bn(self)
+        with torch.no_grad():
+            self.c3.weight[:, 8:] *= 1e-4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.c2(x)))
+        x = torch.relu(self.b3(self.c3(x)))
+        return self.fc(torch.flatten(x, 1))

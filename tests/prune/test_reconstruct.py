@@ -100,7 +100,7 @@ def test_a_budget_prune_re_fits_its_result_once_and_keeps_it_only_if_it_helps(tm
         (tmp_path / name).mkdir()
         np.save(tmp_path / name / "x.npy", rng.standard_normal((n, 3, 16, 16)).astype(np.float32))
     kw = dict(data=str(tmp_path / "calib"), verify_data=str(tmp_path / "held"), budget="rel=0.02", latency_reps=0,
-              max_steps=8)
+              max_steps=8, ranking="taylor", channel_multiple=1)  # one class at a time: 8-channel tensors
     rep = prune(src, tmp_path / "a.onnx", reconstruct="final", **kw)
     assert rep.reconstruction["mode"] == "final" and rep.reconstruction["calls"] == 1, rep.reconstruction
     kinds = [s["kinds"] for s in rep.steps]

@@ -57,6 +57,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "the search, kept if it helps (final, the default; before --recover's gradient steps), in every "
                    "search trial (trial: slower, and on MobileNetV2 it fitted the calibration set, not the held-out "
                    "one), or not at all")
+    g.add_argument("--ranking", choices=("sensitivity", "taylor"), default="taylor", help="the search's order: one "
+                   "global first-order Taylor ranking (taylor, the default), or each channel group's measured cost "
+                   "of losing 1, 2, 4, 8, ... units of its channels, cheapest per MAC first (sensitivity)")
+    g.add_argument("--channel-multiple", type=int, default=8, metavar="N", help="channels leave each group in units "
+                   "of N, so tensors keep channel counts that are multiples of N (fast kernels; default 8, 1: any)")
+    g.add_argument("--recover-augment", action="store_true", help="distil on freshly augmented calibration inputs "
+                   "(crops, flips, colour jitter, mixup) towards the original's outputs on them")
     g.add_argument("--recover-lr", type=float, default=1e-5, help="recovery learning rate (Adam, default 1e-5)")
     g.add_argument("--device", default="auto", help="recovery device: auto (CUDA if there is a GPU), cpu, cuda")
     g.add_argument("--plot", metavar="FILE.png", help="write the agreement vs MACs curve here")
@@ -80,7 +87,8 @@ def options(args: argparse.Namespace) -> Any:
         tolerance=args.tolerance, margin=args.margin, dry_run=args.dry_run, force=args.force, probes=args.probes,
         seed=args.seed, latency_reps=args.latency_reps, budget=args.budget, recover=args.recover,
         max_steps=args.max_steps, max_time=args.max_time, recover_lr=args.recover_lr, device=args.device,
-        reconstruct=args.reconstruct,
+        reconstruct=args.reconstruct, ranking=args.ranking, channel_multiple=args.channel_multiple,
+        recover_augment=args.recover_augment,
         size=size_of(args), preprocess=args.preprocess,
         value_range=args.value_range, layout=args.layout, feeds=dict(read_feed(t) for t in args.feed))
 

@@ -23,7 +23,7 @@ RUN_LENGTH = 8  # nodes a run may span
 
 @dataclass(frozen=True)
 class Candidate:
-    """One removable unit. `kind`: "channel" (class `roots[0]` goes, its mean folded into the consumers' biases),
+    """One removable unit. `kind`: "channel" (the classes `roots` go, their means folded into the consumers' biases),
     "merge" (class `roots[0]` ~ `scale` x class `into`: folded into it), "block" (readers of `target` read `source`:
     a residual branch dropped) or "identity" (the same, for a shape-preserving run); with `offset`, they read
     `source` + the per-channel mean of what was removed (mean(target) - mean(source) on the calibration data, as a
@@ -38,13 +38,15 @@ class Candidate:
     target: str = ""
     source: str = ""
     offset: bool = False  # readers get `source` + the removed part's per-channel mean (`Base.offsets`)
+    group: str = ""  # a unit of several channel classes (`roots`) of one group (`sensitivity.py`)
 
     @property
     def structural(self) -> bool:
         return self.kind in ("block", "identity")
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "unit": self.label, "macs": self.macs}
+        out = {"kind": self.kind, "unit": self.label, "macs": self.macs}
+        return out | {"channels": len(self.roots)} if self.group else out
 
 
 def channel_candidates(ch: Channels, g: Graph, shapes: dict) -> list[Candidate]:

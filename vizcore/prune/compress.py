@@ -47,7 +47,8 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
         say("sampling the original's layer outputs for the least-squares re-fit")
         rec = [rec[0]()]
     s = Search(budget, measure, size=feed.natural[2:], max_steps=o.max_steps, max_time=o.max_time,
-               duplicates=o.duplicates == "merge", seed=o.seed, say=say,
+               duplicates=o.duplicates == "merge", seed=o.seed, say=say, ranking=o.ranking,
+               multiple=o.channel_multiple,
                reconstruct=rec[0] if o.reconstruct == "trial" else None)
     best, rounds = _rounds(s, model, rec, feed.natural[2:], o, say)
     calib_got = measure.agreement(best) if s.steps else agreement(ref, ref)
@@ -93,7 +94,7 @@ def _rounds(s: Search, model: onnx.ModelProto, rec: list, size, o: PruneOptions,
         if not o.recover:
             break
         say(f"recovery round {r + 1}/{ROUNDS}")
-        rounds.append(_recover(s, best, size, o, say))
+        rounds.append(_recover(s, best, size, o, say, model if o.recover_augment else None))
         best = s.model
         if not rounds[-1]["kept"]:
             break
@@ -105,12 +106,14 @@ def _rounds(s: Search, model: onnx.ModelProto, rec: list, size, o: PruneOptions,
 ROUNDS = 3
 
 
-def _recover(s: Search, model: onnx.ModelProto, size, o: PruneOptions, say: Callable[[str], None]) -> dict:
-    """One recovery round (o.recover / ROUNDS steps); kept (recorded as a step) only if it helped on the
-    calibration data."""
+def _recover(s: Search, model: onnx.ModelProto, size, o: PruneOptions, say: Callable[[str], None],
+             teacher: onnx.ModelProto | None = None) -> dict:
+    """One recovery round (o.recover / ROUNDS steps; with `teacher`, the original, on augmented calibration
+    inputs); kept (recorded as a step) only if it helped on the calibration data."""
     before = s.steps[-1].calibration
     tuned, info = recover(model, size, s.measure.feed, s.measure.ref, steps=max(1, o.recover // ROUNDS),
-                          metric=s.budget.metric, seed=o.seed, lr=o.recover_lr, device=o.device, say=say)
+                          metric=s.budget.metric, seed=o.seed, lr=o.recover_lr, device=o.device, say=say,
+                          teacher=teacher)
     got = s.measure.agreement(tuned)
     info.update(calibration_before=before, calibration_after=got, kept=_better(s.budget, got, before))
     if info["kept"]:

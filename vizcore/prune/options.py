@@ -35,8 +35,11 @@ class PruneOptions:
     max_steps: int = 60  # trials (measured candidate sets) the search may make
     max_time: float | None = None  # seconds the search may take
     recover_lr: float = 1e-5
+    recover_augment: bool = False  # distil on freshly augmented calibration inputs (targets: the original's outputs)
     device: str = "auto"  # recovery: "auto" (CUDA when there is a GPU), "cpu", "cuda"
     reconstruct: str = "final"  # least-squares re-fit of the readers of pruned channels: "final", "trial", "off"
+    ranking: str = "taylor"  # the search's order: global first-order "taylor", or measured per-group "sensitivity"
+    channel_multiple: int = 8  # channels leave each group in units of this many (tensors keep multiples of it)
     # the input flags every command shares (see vizcore.commands._model_flags)
     size: int | tuple[int, ...] | None = None
     preprocess: str | None = None
@@ -52,7 +55,7 @@ class PruneOptions:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
                 raise OptionError(f"--{name} {v!r} must be a finite number >= 0")
         for name, low in (("probes", 1), ("seed", 0), ("batch", 1), ("latency_reps", 0), ("recover", 0),
-                          ("max_steps", 1)):
+                          ("max_steps", 1), ("channel_multiple", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise OptionError(f"--{name.replace('_', '-')} {v!r} must be a whole number >= {low}")
@@ -76,6 +79,10 @@ class PruneOptions:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not
                                   (math.isfinite(v) and v > 0)):
                 raise OptionError(f"--{name.replace('_', '-')} {v!r} must be a number > 0")
+        if not isinstance(self.recover_augment, bool):
+            raise OptionError(f"recover_augment {self.recover_augment!r} must be True or False")
+        if self.ranking not in ("sensitivity", "taylor"):
+            raise OptionError(f"--ranking {self.ranking!r}: unknown", "use sensitivity or taylor")
         if self.reconstruct not in ("trial", "final", "off"):
             raise OptionError(f"--reconstruct {self.reconstruct!r}: unknown", "use trial, final or off")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):

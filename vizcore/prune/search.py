@@ -17,14 +17,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import onnx
 
-from . import cost, runtime, surgery
-from .budget import Budget, agreement
+from . import cost, runtime, sensitivity, surgery
+from .budget import Budget, agreement, is_classifier
 from .candidates import Candidate, channel_candidates, near_duplicates, structure
 from .channels import analyze
 from .evidence import Evidence, gather_evidence
 from .graph import Channels, Graph
 from .importance import taylor
 from .plan import Plan, keep_one, labels
+from .sensitivity import SAMPLES, allocate, flip_risk, groups, measure, unit_scores
 
 #: consecutive single candidates that may fail before the search stops
 PATIENCE = 10
@@ -57,7 +58,7 @@ class Edit:
     bypasses: tuple[tuple[str, str, bool], ...] = ()
 
     def plus(self, chunk: Sequence[Candidate]) -> Edit:
-        return Edit(self.channels | {c.roots[0] for c in chunk if c.kind == "channel"},
+        return Edit(self.channels | {r for c in chunk if c.kind == "channel" for r in c.roots},
                     self.merges + tuple((c.roots[0], c.into, c.scale) for c in chunk if c.kind == "merge"),
                     self.bypasses + tuple((c.target, c.source, c.offset) for c in chunk if c.structural))
 
@@ -119,6 +120,8 @@ class Search:
     seed: int = 0
     say: Callable[[str], None] = lambda m: None
     reconstruct: Callable[[onnx.ModelProto, dict], onnx.ModelProto] | None = None  # re-fit every trial's readers
+    ranking: str = "taylor"  # "taylor": one global first-order ranking; "sensitivity": measured per-group curves
+    multiple: int = 8  # channels leave each group in units of this many (1: one class at a time)
     origin: dict[str, np.ndarray] = field(default_factory=dict)  # of `model`'s channels (empty: the original's)
     bases: list[Base] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
@@ -175,10 +178,76 @@ class Search:
         scores, self.importance = taylor(b.model, self.size, self.measure.feed, self.measure.ref, cands, b.ch,
                                          b.ev, seed=self.seed, say=self.say, offsets=b.offsets,
                                          margin=self.budget.metric == "top1")
+        if self.multiple > 1 or self.ranking == "sensitivity":
+            cands, scores = self._units(b, cands, scores)
+        if self.ranking == "sensitivity":
+            return self._allocated(b, cands, scores)
         known = [v for v in scores if v is not None]
         floor = NEGLIGIBLE * (float(np.mean(known)) if known else 0.0)  # below it: no damage, the most MACs first
         keyed = [(math.inf if v is None else max(v, floor) / c.macs, i) for i, (c, v) in enumerate(zip(cands, scores))]
         return [cands[i] for _, i in sorted(keyed)]
+
+    def _units(self, b: Base, cands: list[Candidate], scores: list[float | None]
+               ) -> tuple[list[Candidate], list[float | None]]:
+        """The single channel classes replaced by the units of their groups (`sensitivity.groups`), with summed
+        estimates; classes of a group too small for one unit are left out. Other candidates stay as they are."""
+        grps = groups(cands, scores, b.ch, self.multiple)
+        per = unit_scores(grps, cands, scores)
+        other = [(c, v) for c, v in zip(cands, scores) if c.kind != "channel"]
+        units = [(u, per[u.label]) for g in grps for u in g.units]
+        return [c for c, _ in other + units], [v for _, v in other + units]
+
+    def _allocated(self, b: Base, cands: list[Candidate], scores: list[float | None]) -> list[Candidate]:
+        """The units in the order of the per-group sensitivity allocation (`sensitivity.py`), measured on this
+        base; structural candidates are measured alone and placed by the same cost per MAC; merges last."""
+        from .sensitivity import Curve, Group
+
+        n = len(self.measure.ref[0])
+        first = min(n, SAMPLES)
+        allowed = math.floor((1 - self.budget.bound) * n + 1e-9)
+        key = self.budget.metric
+
+        feed, ref = runtime.head(self.measure.feed, first), [r[:first] for r in self.measure.ref]
+
+        def run(roots: list[int], c: Candidate | None = None) -> dict | None:
+            m, went = self.build(b, Edit().plus([c]) if c else Edit(channels=frozenset(roots)), fit=False)
+            if m is None or (c is None and not went and roots):
+                return None
+            outs = runtime.outputs(m, feed, self.measure.batch)
+            got = agreement(ref, outs)
+            if sensitivity.COST == "margin" and is_classifier(np.asarray(ref[0])):
+                got["risk"] = flip_risk(ref[0], outs[0])
+            return got
+
+        def cost(got: dict, base: float = 0.0) -> float:
+            """What a removal adds to the base's own cost (the base is already pruned after a re-rank)."""
+            if "risk" in got:
+                return float(got["risk"]) - base
+            return (float(got["kl"]) if "kl" in got else 1.0 - float(got["cos"])) - base
+
+        got0 = run([])
+        own = cost(got0) if got0 is not None else 0.0
+
+        def ok(got: dict) -> bool:
+            if key == "top1":
+                return round((1 - got["top1"]) * first) <= allowed
+            return self.budget.met(got[key])
+
+        by_group: dict[str, list[Candidate]] = {}
+        for c in cands:
+            if c.group:
+                by_group.setdefault(c.group, []).append(c)
+        grps = [Group((g,), g, us, sum(len(u.roots) for u in us) + self.multiple) for g, us in by_group.items()]
+        self.say(f"sensitivity of {len(grps)} channel groups on {first} calibration inputs")
+        curves = measure(grps, run, lambda got: cost(got, own), ok, self.say)
+        for c in cands:
+            if c.structural:
+                got = run([], c)
+                if got is not None:
+                    curves.append(Curve(Group((c.label,), c.label, [c], 1), {1: (cost(got, own), ok(got))}))
+        how = "top-1 margin lost" if sensitivity.COST == "margin" else "KL"
+        self.importance += f"; units of {self.multiple} ordered by per-group sensitivity ({how} on {first} inputs)"
+        return allocate(curves) + [c for c in cands if c.kind == "merge"]
 
     def _offsets(self, b: Base, cands: list[Candidate]) -> list[Candidate]:
         """The mean of what each structural candidate removes (folded in as an offset, like a channel's mean)."""
@@ -235,11 +304,14 @@ class Search:
                 ranked, pos = self.ranked(b, skip), 0
                 k = max(k, len([c for c in ranked if c.kind == "channel"]) // 64, 1)
             chunk = _chunk(ranked, pos, k)
+            if not chunk and self.ranking == "sensitivity" and since:
+                b, edit, ranked, since = self.base(self.model), Edit(), None, 0  # measure again on the result
+                continue
             if not chunk:
                 self.stopped = "no candidate left"
                 break
             m, went = self.build(b, edit.plus(chunk))
-            if m is None or not any(c.structural or c.roots[0] in went for c in chunk):
+            if m is None or not any(c.structural or any(r in went for r in c.roots) for c in chunk):
                 pos += len(chunk)  # gone with an earlier bypass, or the last channel of its tensor
                 continue
             got = self.measure.agreement(m)
@@ -254,12 +326,14 @@ class Search:
                 if self.budget.macs is not None and self.steps[-1].macs <= self.budget.macs * self.macs0:
                     self.stopped = "MACs target reached"
                     break
-                if since >= self.rerank or any(c.structural for c in chunk):
+                if (since >= self.rerank and self.ranking != "sensitivity") or any(c.structural for c in chunk):
                     b, edit, ranked, since = self.base(m), Edit(), None, 0
             elif len(chunk) > 1:
                 k = max(1, len(chunk) // 2)
             else:
                 skip.add(chunk[0].label)
+                if chunk[0].group and self.ranking == "sensitivity":  # its group's later units presuppose it
+                    ranked = ranked[:pos + 1] + [c for c in ranked[pos + 1:] if c.group != chunk[0].group]
                 pos, fails = pos + 1, fails + 1
                 if fails >= PATIENCE:
                     self.stopped = f"{PATIENCE} candidates in a row broke the budget"
@@ -277,7 +351,7 @@ class Search:
         self.model = model
 
     def _accept(self, chunk, went: set[int], m: onnx.ModelProto, got: dict, edit: Edit) -> None:
-        units = [c.to_json() for c in chunk if c.structural or c.roots[0] in went]
+        units = [c.to_json() for c in chunk if c.structural or any(r in went for r in c.roots)]
         macs, params = self.measure.cost(m)
         self.steps.append(Step(len(self.steps) + 1, units, macs, params, got, len(self.bases) - 1, edit))
         self.model = m
