@@ -25,7 +25,7 @@ from .evidence import Evidence, gather_evidence
 from .graph import Channels, Graph
 from .importance import taylor
 from .plan import Plan, keep_one, labels
-from .sensitivity import SAMPLES, allocate, flip_risk, groups, measure, unit_scores
+from .sensitivity import SAMPLES, Curve, Group, allocate, flip_risk, groups, measure, unit_scores
 
 #: consecutive single candidates that may fail before the search stops
 PATIENCE = 10
@@ -200,13 +200,10 @@ class Search:
     def _allocated(self, b: Base, cands: list[Candidate], scores: list[float | None]) -> list[Candidate]:
         """The units in the order of the per-group sensitivity allocation (`sensitivity.py`), measured on this
         base; structural candidates are measured alone and placed by the same cost per MAC; merges last."""
-        from .sensitivity import Curve, Group
-
         n = len(self.measure.ref[0])
         first = min(n, SAMPLES)
         allowed = math.floor((1 - self.budget.bound) * n + 1e-9)
         key = self.budget.metric
-
         feed, ref = runtime.head(self.measure.feed, first), [r[:first] for r in self.measure.ref]
 
         def run(roots: list[int], c: Candidate | None = None) -> dict | None:
