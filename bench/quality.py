@@ -303,7 +303,7 @@ def main() -> None:
         a.classes, a.channels, a.steps, a.size = min(a.classes, 2), min(a.channels, 2), "32", 160
     steps = [int(s) for s in str(a.steps).split(",")]
     tools = [t.strip() for t in a.tools.split(",") if t.strip()]
-    groups = [("class", CLASSES[:a.classes])] + ([("channel", list(range(a.channels)))] if a.channels else [])
+    groups = [(k, us) for k, us in [("class", CLASSES[:a.classes]), ("channel", list(range(a.channels)))] if us]
     out = Path(a.out)
     measure = Measure()
     runs: list[tuple[str, int]] = [(t, s) for t in tools for s in (steps if t.startswith("vizcore") else steps[:1])]

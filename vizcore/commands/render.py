@@ -82,8 +82,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def _add_quality(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", default="default", choices=("default", "best"),
                    help="a preset for the options not given: default, or best (4 random crops per step averaged, "
-                        "a standardized Fourier image with 1/f^1.5, lr 0.3, 128 steps: pictures like horama's, see "
-                        "bench/RESULTS.md)")
+                        "a standardized Fourier image at contrast 2 with 1/f^1.5, lr 0.3, 128 steps: pictures like "
+                        "horama's, see bench/RESULTS.md)")
     p.add_argument("--crops", default=None, help="random crops of each image per step, the objective averaged over "
                    "them (with the crops transform; default 1, --quality best: 4)")
 

@@ -73,7 +73,7 @@ MAX_CROPS = 64
 QUALITY: dict[str, dict[str, Any]] = {
     "default": {},
     "best": {"transforms": ("crops",), "crops": 4, "lr": 0.3, "steps": 128,
-             "param_options": {"decay_power": 1.5, "standardize": True, "contrast": 1.5, "sd": 1.0}},
+             "param_options": {"decay_power": 1.5, "standardize": True, "contrast": 2.0, "sd": 1.0}},
 }
 
 
