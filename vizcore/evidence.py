@@ -183,6 +183,7 @@ def _again(result: Result, model: Model, plugins: Manager | None) -> Result:
     names = set(RenderOptions.field_names()) - {"size", "max_memory", "seed", "preprocess", "value_range"}
     recorded = InputSpace.from_json(s.get("preprocess"))  # what the render resolved, as flags
     space = recorded.flags() if recorded is not None else {}
-    opts = RenderOptions(**{k: v for k, v in s.items() if k in names}, **space, size=tuple(s["input_size"]),
-                         seed=int(s.get("seed", 0)) + 1)
+    recorded_options = {k: v for k, v in s.items() if k in names}
+    opts = RenderOptions(**recorded_options, **space, size=tuple(s["input_size"]), seed=int(s.get("seed", 0)) + 1,
+                         explicit=tuple(recorded_options))  # the values as rendered: no preset applied again
     return render(model, list(s["targets"]), opts, plugins=plugins)

@@ -115,6 +115,43 @@ class Blur(nn.Module):
         return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+class Crops(nn.Module):
+    """`copies` random square crops of every image per step, each resampled to the image size, plus a little
+    Gaussian and uniform noise (horama's multi-crop step, Fel et al. 2023; horama's noise 0.05 is in ImageNet-normalized
+    units, about 0.01 in 0..1): (N, C, H, W) -> (N * copies, C, H, W),
+    image i's crops at rows i*copies .. (i+1)*copies-1; the engine averages the objective over them. A crop's side
+    is `lo`..`hi` of the image's, its centre 0.5 + N(0, `spread`) of the side (outside the image: grey); the same
+    crops for every image of the batch (batched == one at a time). One batched resampling for all crops."""
+
+    def __init__(self, copies: int = 4, lo: float = 0.9, hi: float = 1.0, spread: float = 0.15, noise: float = 0.01,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.copies, self.lo, self.hi, self.spread, self.noise = int(copies), float(lo), float(hi), float(spread), \
+            float(noise)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:  # 1-D signals: no crops
+            return x
+        k, g = self.copies, self.generator
+        side = self.lo + (self.hi - self.lo) * torch.rand(k, generator=g)
+        centre = (torch.randn(k, 2, generator=g) * self.spread).clamp(-0.5, 0.5) * 2  # in grid units (-1..1)
+        theta = torch.zeros(k, 2, 3)
+        theta[:, 0, 0] = side
+        theta[:, 1, 1] = side
+        theta[:, :, 2] = centre
+        n = x.shape[0]
+        theta = theta.to(x.device, x.dtype, non_blocking=True).repeat(n, 1, 1)  # row i*k+j: crop j of image i
+        grid = F.affine_grid(theta, [n * k, *x.shape[1:]], align_corners=False)
+        y = F.grid_sample(x.repeat_interleave(k, 0) - 0.5, grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False) + 0.5
+        if self.noise > 0:
+            shape = (k, *x.shape[1:])
+            jolt = torch.randn(shape, generator=g) * self.noise + (torch.rand(shape, generator=g) - 0.5) * self.noise
+            y = y + jolt.to(x.device, x.dtype, non_blocking=True).repeat(n, 1, 1, 1)
+        return y
+
+
 def _px(v: float, size: int) -> int:
     return max(0, round(v * size / REFERENCE_SIZE))
 
@@ -163,8 +200,16 @@ def blur(size: int, sigma: float = 0.5, generator: Gen = None, **_: object) -> l
     return [Blur(sigma * size / REFERENCE_SIZE)]
 
 
+def crops(size: int, copies: int = 1, lo: float = 0.9, hi: float = 1.0, noise: float = 0.01, generator: Gen = None,
+          **_: object) -> list[Transform]:
+    """`copies` random crops of `lo`..`hi` of the side per image and step, with noise (`Crops`); the render's
+    `crops` option sets `copies`."""
+    return [Crops(copies, lo, hi, noise=noise, generator=generator)]
+
+
 BUILTIN: dict[str, Callable[..., list[Transform]]] = {
     "standard": standard, "none": none, "pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate, "blur": blur,
+    "crops": crops,
 }
 
 

@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="+", metavar="TARGET", help="what to maximize, e.g. 40:7 or class:1")
     p.add_argument("--out", "-o", type=Path, default=None, help="output folder (default: vizcore-out)")
     p.add_argument("--force", action="store_true", help="write into a non-empty output folder")
-    p.add_argument("--steps", default="256", help="optimization steps (default 256)")
+    p.add_argument("--steps", default=None, help="optimization steps (default 256; --quality best: 128)")
     add_model_flags(p, "image side in pixels, or H,W (default: the model's own input, else 224; a fixed "
                        "non-square input keeps its aspect)", EXEMPLARS_HELP)
     p.add_argument("--param", default="auto",
@@ -36,9 +36,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "fft, pixel, signal, or a plugin's")
     p.add_argument("--param-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the parameterization, e.g. dc=false or rms=0.5 for signal; repeatable")
-    p.add_argument("--transforms", default="standard",
-                   help="transform preset or comma list: standard (default), none, pad, jitter, scale, rotate, blur")
-    p.add_argument("--lr", default="0.05", help="Adam learning rate (default 0.05)")
+    p.add_argument("--transforms", default=None,
+                   help="transform preset or comma list: standard (default), none, pad, jitter, scale, rotate, blur, "
+                        "crops (random crops with noise; --crops N of them per step)")
+    _add_quality(p)
+    p.add_argument("--lr", default=None, help="Adam learning rate (default 0.05; --quality best: 0.3)")
     p.add_argument("--l1", default="0", help="L1 penalty weight")
     p.add_argument("--l2", default="0", help="L2 penalty weight")
     p.add_argument("--tv", default="0", help="total-variation penalty weight")
@@ -79,6 +81,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--executor", default="local", metavar="local|ray|ray://HOST:PORT",
                    help="where chunks run: this process (default) or a Ray cluster (same images)")
     return p
+
+
+def _add_quality(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quality", default="default", choices=("default", "best"),
+                   help="a preset for the options not given: default, or best (4 random crops per step averaged, "
+                        "a standardized Fourier image at contrast 2 with 1/f^1.5, lr 0.3, 128 steps: pictures like "
+                        "horama's, see bench/RESULTS.md)")
+    p.add_argument("--crops", default=None, help="random crops of each image per step, the objective averaged over "
+                   "them (with the crops transform; default 1, --quality best: 4)")
 
 
 class _Progress:
@@ -153,14 +164,17 @@ def options(args: argparse.Namespace) -> Any:
     `--size` is read there, and the load and the render take it from them."""
     from ..engine.options import RenderOptions, integer, number, split_names
 
+    given = {k: v for k, v in {
+        "steps": None if args.steps is None else integer("--steps", args.steps),
+        "lr": None if args.lr is None else number("--lr", args.lr),
+        "crops": None if args.crops is None else integer("--crops", args.crops),
+        "transforms": None if args.transforms is None else split_names(args.transforms),
+        "param_options": dict(_param_option(t) for t in args.param_option) or None}.items() if v is not None}
     return RenderOptions.from_env(
-        steps=integer("--steps", args.steps), size=args.size,
-        param=args.param, param_options=dict(_param_option(t) for t in args.param_option),
-        transforms=split_names(args.transforms),
+        **given, quality=args.quality, size=args.size, param=args.param,
         regularizers={k: number(f"--{k.replace('_', '-')}", getattr(args, k))
                       for k in ("l1", "l2", "tv", "init_pixel", "init_feature") if getattr(args, k) is not None},
-        init=args.init,
-        lr=number("--lr", args.lr), seed=integer("--seed", args.seed), device=args.device, amp=args.amp,
+        init=args.init, seed=integer("--seed", args.seed), device=args.device, amp=args.amp,
         max_memory=args.max_memory, relu_override=number("--relu-override", args.relu_override),
         preprocess=args.preprocess, value_range=args.value_range,
         images_per_unit=integer("--images-per-unit", args.images_per_unit), free_size=args.any_size)

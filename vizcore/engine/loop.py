@@ -129,7 +129,7 @@ def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[O
             x = t(x)
         with torch.autocast(r.dev.type, dtype=torch.bfloat16, enabled=r.amp):
             acts = r.net(x)
-        vals = values(r, objs, acts, offset)
+        vals = values(r, objs, acts, offset, x.shape[0] // img.shape[0])  # the crops transform's copies
         if regs:  # a small objective scaled up to 1 against the penalties
             state.scale = _scale(vals.detach(), state.scale, cap)
         gain = vals if state.scale is None else vals / state.scale
@@ -176,10 +176,17 @@ def _no_grad_call(p: nn.Module) -> torch.Tensor:
         return p()
 
 
-def values(r: Render, objs: Sequence[Objective], acts: dict[int, torch.Tensor], offset: int = 0) -> torch.Tensor:
+def values(r: Render, objs: Sequence[Objective], acts: dict[int, torch.Tensor], offset: int = 0,
+           copies: int = 1) -> torch.Tensor:
     """One value per image of units offset.. (`objs`); a plugin objective that raises or returns the wrong shape is
-    a one-line PluginError."""
-    k = r.options.images_per_unit
+    a one-line PluginError. `copies`: the activations hold that many transformed copies of each image (the crops
+    transform, rows i*copies..): an image's value is the mean over its copies."""
+    if copies > 1:
+        return _values(r, objs, acts, offset, r.options.images_per_unit * copies).view(-1, copies).mean(1)
+    return _values(r, objs, acts, offset, r.options.images_per_unit)
+
+
+def _values(r: Render, objs: Sequence[Objective], acts: dict[int, torch.Tensor], offset: int, k: int) -> torch.Tensor:
     acts = {i: v.float() for i, v in acts.items()}
     try:
         vals = batch_values(objs, acts, k)

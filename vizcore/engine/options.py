@@ -14,7 +14,7 @@ import copy
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,17 @@ def _env_flag(name: str, value: str) -> bool | None:
     raise OptionError(f"{name}={value!r} is not 0 or 1", f"unset {name}, or set it to 0 or 1")
 
 
+MAX_CROPS = 64
+
+#: The quality presets (`RenderOptions.quality`, `render --quality`): each sets the fields a render leaves at
+#: their defaults. "best": horama's multi-crop step inside vizcore's batch (bench/quality.py, bench/RESULTS.md).
+QUALITY: dict[str, dict[str, Any]] = {
+    "default": {},
+    "best": {"transforms": ("crops",), "crops": 4, "lr": 0.3, "steps": 128,
+             "param_options": {"decay_power": 1.5, "standardize": True, "contrast": 2.0, "sd": 1.0}},
+}
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     """How to render: every field has the default README's "Defaults, and why" documents.
@@ -91,6 +102,10 @@ class RenderOptions:
     value_range: str | None = None
     record_every: int = 8
     images_per_unit: int = 1
+    crops: int = 1  # random crops of each image per step, their objective averaged (needs the crops transform)
+    quality: str = "default"  # a preset (QUALITY) for the fields left at their defaults
+    #: fields given explicitly, which the preset leaves alone even where their value is the default
+    explicit: InitVar[Sequence[str]] = ()
     cpu_heap: bool = True
     cudnn_benchmark: bool = True
     fuse: bool = True
@@ -102,8 +117,9 @@ class RenderOptions:
     init: str | np.ndarray | None = field(default=None, compare=False)
     init_key: str | None = field(default=None, init=False, repr=False)  # the path, or the array's shape and sha256
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, explicit: Sequence[str]) -> None:
         set_ = object.__setattr__  # normalize in place once: the value stays frozen afterwards
+        self._apply_preset(explicit)
         set_(self, "steps", _positive("steps", self.steps))
         set_(self, "size", None if self.size is None else parse_size(self.size))  # "224", "60,160", (60, 160)
         set_(self, "lr", _lr(self.lr))
@@ -112,6 +128,9 @@ class RenderOptions:
         set_(self, "record_every", _positive("record_every", self.record_every))
         set_(self, "images_per_unit", _at_least("images_per_unit", self.images_per_unit, 1,
                                                 "e.g. 4 with a diversity term"))
+        set_(self, "crops", _at_least("crops", self.crops, 1, "e.g. --crops 4"))
+        if self.crops > MAX_CROPS:
+            raise OptionError(f"crops must be at most {MAX_CROPS}, got {self.crops}", "e.g. --crops 4")
         set_(self, "batch_size", None if self.batch_size is None else _positive("batch_size", self.batch_size))
         set_(self, "regularizers", {str(k): number(f"the {k} weight", w) for k, w in dict(self.regularizers).items()})
         set_(self, "init", start_picture(self.init))
@@ -129,6 +148,23 @@ class RenderOptions:
                 raise OptionError(f"bad range {self.value_range!r}: both ends must be finite numbers",
                                   "use LO,HI with LO < HI, e.g. 0,1 or 0,255 or -1,1")
 
+    def _apply_preset(self, explicit: Sequence[str]) -> None:
+        """`quality`'s values (QUALITY) for every field still at its default and not named in `explicit`."""
+        name = str(self.quality)
+        if name not in QUALITY:
+            raise OptionError(f"unknown quality preset {name!r}", f"use one of: {', '.join(QUALITY)}")
+        object.__setattr__(self, "quality", name)
+        defaults = {f.name: (f.default_factory() if f.default_factory is not MISSING else f.default)  # type: ignore[misc]
+                    for f in fields(self)}
+        for key, value in QUALITY[name].items():
+            if key in explicit:
+                continue
+            current = getattr(self, key)
+            if key == "transforms":
+                current = tuple(current)
+            if current == defaults[key]:
+                object.__setattr__(self, key, value)
+
     @property
     def budget_bytes(self) -> int | None:
         """`max_memory` in bytes (None: the device's default budget)."""
@@ -141,17 +177,17 @@ class RenderOptions:
     def from_env(cls, env: Mapping[str, str] | None = None, **given: Any) -> RenderOptions:
         """Options from keyword values; a device setting given as None (or not given) comes from its variable."""
         env = os.environ if env is None else env
-        values = {k: v for k, v in given.items() if v is not None or k not in ENV}
+        values = {k: v for k, v in given.items() if (v is not None or k not in ENV) and k != "explicit"}
         for key, var in ENV.items():
             if values.get(key) is None and var in env:
                 flag = _env_flag(var, env[var])
                 if flag is not None or key == "channels_last":
                     values[key] = flag
-        return cls(**values)
+        return cls(**values, explicit=(*given.get("explicit", ()), *(k for k in values if k != "quality")))
 
     def replace(self, **changes: Any) -> RenderOptions:
-        """A copy with some fields changed (validated again)."""
-        return replace(self, **changes)
+        """A copy with some fields changed (validated again; a preset leaves the changed ones alone)."""
+        return replace(self, explicit=tuple(changes), **changes)
 
     def to_json(self) -> dict[str, Any]:
         """The options as the manifest's settings record them."""
@@ -183,7 +219,11 @@ def for_input(options: RenderOptions, rank: int, *, embedding: bool = False) -> 
     param = "fft" if embedding else AUTO_PARAM.get(rank, "fft")
     if param != "signal":
         return _resolved(options, param=param)
-    return _resolved(options, param=param, regularizers={**SIGNAL_PENALTIES, **options.regularizers})
+    # a preset's image settings (fft's options) do not apply to 1-D signals
+    preset = QUALITY[options.quality].get("param_options")
+    keep = not (preset is not None and options.param_options == preset)
+    return _resolved(options, param=param, regularizers={**SIGNAL_PENALTIES, **options.regularizers},
+                     **({} if keep else {"param_options": {}}))
 
 
 def _resolved(options: RenderOptions, **changes: Any) -> RenderOptions:

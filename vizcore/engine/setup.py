@@ -4,6 +4,7 @@ settings the manifest records."""
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,6 +167,9 @@ def prepare(r: Render) -> None:
     if o.init is not None and "init" not in (inspect_params(f.param) or {"init": None}):
         raise OptionError(f"the {o.param} parameterization cannot start from a picture (--init)",
                           "use --param fft (the default for images) or pixel")
+    if o.crops > 1 and not any(_copies(t, o.crops) for t in f.transforms):
+        raise OptionError(f"crops {o.crops} needs a transform that makes copies of each image",
+                          "add the crops transform, e.g. --transforms crops (or --quality best)")
     r.legacy_rng = not accepts_generator(f.param) or not all(accepts_generator(t) for t in f.transforms)
 
 
@@ -210,7 +214,8 @@ def chunk_plan(model: Model, indices: Sequence[int], shape: Sequence[int], optio
     budget = options.budget_bytes or default_budget(dev)
     refuse_size(shape[2:], budget, shape[1], len(shape) - 2)
     refuse_result(shape, units * options.images_per_unit)
-    per_image = bytes_per_image(model, max(indices), shape, options.amp and dev.type == "cuda")
+    # each image's `crops` copies run through the network together
+    per_image = bytes_per_image(model, max(indices), shape, options.amp and dev.type == "cuda") * options.crops
     refuse_slow(per_image, options.steps, units * options.images_per_unit, dev)
     chunk = plan(per_image, budget, units, options.images_per_unit, options.batch_size, model.batch_ok, note)
     return chunk, budget
@@ -225,10 +230,20 @@ def place(r: Render) -> None:
     if r.net.memory_format == torch.channels_last:
         r.cut.to(memory_format=torch.channels_last)  # the conv weights, shared with model.module (restored after)
     r.n_fused = fuse_conv_clamps(r.cut, r.switch, o.fuse) if r.dev.type == "cpu" else 0  # after redirect
-    r.transforms = [t for f in r.factories.transforms for t in call_factory(f, r.size, generator=r.generator)]
+    r.transforms = [t for f in r.factories.transforms
+                    for t in call_factory(f, r.size, generator=r.generator, **_copies(f, o.crops))]
     if r.ran_at != tuple(r.shape):
         probe_size(r)
     r.accent = accent.build(r)
+
+
+def _copies(factory: Callable[..., Any], crops: int) -> dict[str, int]:
+    """`{"copies": crops}` for a transform factory that declares `copies` (the multi-crop transforms), else {}."""
+    try:
+        named = "copies" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        named = False
+    return {"copies": crops} if named else {}
 
 
 def probe_size(r: Render) -> None:
