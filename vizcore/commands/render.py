@@ -44,15 +44,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--l1", default="0", help="L1 penalty weight")
     p.add_argument("--l2", default="0", help="L2 penalty weight")
     p.add_argument("--tv", default="0", help="total-variation penalty weight")
-    p.add_argument("--init", default=None, metavar="IMAGE",
-                   help="feature accentuation: start from this picture (resized to the render size) and stay near "
-                        "it; manifest.json records each unit's distance to it")
-    p.add_argument("--init-pixel", default=None, metavar="W",
-                   help="with --init: weight of the pixel distance to the picture (default 256, in units of the "
-                        "objective's size)")
-    p.add_argument("--init-feature", default=None, metavar="W",
-                   help="with --init: weight of the relative distance of the layer below the target to the "
-                        "picture's (default 0.05)")
+    _add_init(p)
     p.add_argument("--seed", default="0", help="random seed (CPU renders are reproducible)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
@@ -81,6 +73,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--executor", default="local", metavar="local|ray|ray://HOST:PORT",
                    help="where chunks run: this process (default) or a Ray cluster (same images)")
     return p
+
+
+def _add_init(p: argparse.ArgumentParser) -> None:
+    """Feature accentuation's flags: the start picture and how near the render stays to it."""
+    p.add_argument("--init", default=None, metavar="IMAGE",
+                   help="feature accentuation: start from this picture (resized to the render size) and stay near "
+                        "it; manifest.json records each unit's distance to it")
+    p.add_argument("--init-pixel", default=None, metavar="W",
+                   help="with --init: weight of the pixel distance to the picture (default 256, in units of the "
+                        "objective's size)")
+    p.add_argument("--init-feature", default=None, metavar="W",
+                   help="with --init: weight of the relative distance of the layer below the target to the "
+                        "picture's (default 0.05)")
 
 
 def _add_quality(p: argparse.ArgumentParser) -> None:
