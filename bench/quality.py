@@ -4,7 +4,7 @@ MobileNetV2, same weights, one shared measure, interleaved.
     python bench/quality.py --quick                     # 2 classes, 2 channels, 32 steps, 160 px: a few minutes
     python bench/quality.py                             # 6 classes (anchors3's), 8 channels, 64 steps, 224 px
     python bench/quality.py --classes 20 --channels 16 --tools vizcore:default,vizcore:best,horama
-    python bench/quality.py --tools vizcore:default,vizcore:best --steps 64,128 --grid docs/quality_grid.png
+    python bench/quality.py --tools vizcore:default,vizcore:best --steps 64,128 --grid docs/quality_grid.jpg
 
 Every tool optimizes the same network: vizcore loads models/mobilenet_v2.onnx itself, horama and Lucent get
 `onnx2torch.convert` of the same file. horama and Lucent live in their own environment (`--peers PYTHON`,
