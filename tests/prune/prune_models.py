@@ -233,3 +233,13 @@ class Slack(nn.Module):
         x = torch.relu(self.b2(self.c2(x)))
         x = torch.relu(self.b3(self.c3(x)))
         return self.fc(torch.flatten(x, 1))
+
+
+def with_data(net: nn.Module, folder: Path, seed: int) -> tuple[Path, Path]:
+    """(folder, the exported model) with seeded random calibration (48) and held-out (24) inputs in calib/ and held/."""
+    src = export(net, folder / "m.onnx")
+    rng = np.random.default_rng(seed)
+    for name, n in (("calib", 48), ("held", 24)):
+        (folder / name).mkdir()
+        np.save(folder / name / "x.npy", rng.standard_normal((n, 3, 16, 16)).astype(np.float32))
+    return folder, src

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from prune_models import TwoBlocks, export, run
+from prune_models import TwoBlocks, run, with_data
 
 from vizcore.cli import main
 from vizcore.errors import ModelLoadError, OptionError
@@ -20,13 +20,7 @@ from vizcore.prune.budget import agreement, parse_budget
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    d = tmp_path_factory.mktemp("compress")
-    src = export(TwoBlocks(), d / "m.onnx")
-    rng = np.random.default_rng(0)
-    for name, n in (("calib", 48), ("held", 24)):
-        (d / name).mkdir()
-        np.save(d / name / "x.npy", rng.standard_normal((n, 3, 16, 16)).astype(np.float32))
-    return d, src
+    return with_data(TwoBlocks(), tmp_path_factory.mktemp("compress"), seed=0)
 
 
 def _blocks(rep) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from prune_models import Slack, TwoBlocks, conv_channels, export
+from prune_models import Slack, TwoBlocks, conv_channels, export, with_data
 
 from vizcore.prune import prune
 from vizcore.prune.candidates import Candidate
@@ -19,13 +19,7 @@ from vizcore.prune.sensitivity import Curve, Group, allocate
 
 @pytest.fixture(scope="module")
 def slack(tmp_path_factory):
-    d = tmp_path_factory.mktemp("slack")
-    src = export(Slack(), d / "m.onnx")
-    rng = np.random.default_rng(1)
-    for name, n in (("calib", 48), ("held", 24)):
-        (d / name).mkdir()
-        np.save(d / name / "x.npy", rng.standard_normal((n, 3, 16, 16)).astype(np.float32))
-    return d, src
+    return with_data(Slack(), tmp_path_factory.mktemp("slack"), seed=1)
 
 
 def test_the_sensitivity_search_thins_the_slack_group_and_spares_the_essential_ones(slack, tmp_path):
