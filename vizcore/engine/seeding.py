@@ -15,14 +15,19 @@ from typing import Any
 import torch
 
 
-def accepts_generator(factory: Callable[..., Any]) -> bool:
-    """Whether `factory` declares a `generator` parameter (a bare **kwargs does not count: it may drop it)."""
+def declares(factory: Callable[..., Any], name: str) -> bool:
+    """Whether `factory` declares a parameter `name` (a bare **kwargs does not count: it may drop it)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
-    p = params.get("generator")
+    p = params.get(name)
     return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
+def accepts_generator(factory: Callable[..., Any]) -> bool:
+    """Whether `factory` declares a `generator` parameter (`declares`)."""
+    return declares(factory, "generator")
 
 
 def options_of(factory: Callable[..., Any]) -> dict[str, Any] | None:

@@ -4,7 +4,6 @@ settings the manifest records."""
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from .fusion import fuse_conv_clamps
 from .net import Net, memory_format
 from .options import RenderOptions
 from .relu import Switch, redirect_relus
-from .seeding import accepts_generator, call_factory, inspect_params, options_of
+from .seeding import accepts_generator, call_factory, declares, inspect_params, options_of
 
 
 class VizcoreWarning(UserWarning):
@@ -239,11 +238,7 @@ def place(r: Render) -> None:
 
 def _copies(factory: Callable[..., Any], crops: int) -> dict[str, int]:
     """`{"copies": crops}` for a transform factory that declares `copies` (the multi-crop transforms), else {}."""
-    try:
-        named = "copies" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        named = False
-    return {"copies": crops} if named else {}
+    return {"copies": crops} if declares(factory, "copies") else {}
 
 
 def probe_size(r: Render) -> None:
