@@ -82,12 +82,9 @@ def image_sets(root: Path, n_cal: int, n_held: int, seed: int = 0, size: int = 2
 def run(label: str, model: Path, out: Path, **kw) -> dict:
     """One prune through the public API; the JSON report with the wall time added."""
     t0 = time.monotonic()
-    last = [0.0]
 
     def say(msg: str) -> None:
-        if True:
-            print(f"  [{label} {time.monotonic() - t0:5.0f}s] {msg}", flush=True)
-            last[0] = time.monotonic()
+        print(f"  [{label} {time.monotonic() - t0:5.0f}s] {msg}", flush=True)
 
     rep = prune(model, out, force=True, progress=say, **kw)
     j = rep.to_json()
@@ -214,7 +211,7 @@ def mobilenet(tmp: Path, args: argparse.Namespace) -> dict:
     if not args.quick and not args.no_lossless:
         out["lossless"] = summary(run("lossless", model, tmp / "lossless.onnx", **common))
     lossy = dict(common, budget=args.budget, max_steps=args.max_steps, reconstruct=args.reconstruct,
-                 ranking=args.ranking, channel_multiple=args.channel_multiple)
+                 ranking=args.ranking, channel_multiple=args.channel_multiple, sensitivity_cost=args.sens_cost)
     j = run("budget", model, tmp / "budget.onnx", **lossy)
     out["budget"] = summary(j)
     if args.round_check and j["written"]:
@@ -331,7 +328,7 @@ def resnet(tmp: Path, args: argparse.Namespace) -> dict:
     j = run("resnet", path, tmp / "resnet.small.onnx", data=str(tmp / "calibration"),
             verify_data=str(tmp / "held_out"), budget=args.budget, max_steps=args.max_steps,
             latency_reps=args.latency_reps, preprocess="none", value_range="0,1", ranking=args.ranking,
-            channel_multiple=args.channel_multiple)
+            channel_multiple=args.channel_multiple, sensitivity_cost=args.sens_cost)
     return {"training": info, "budget": summary(j)}
 
 
@@ -360,14 +357,11 @@ def main() -> int:
     ap.add_argument("--channel-multiple", type=int, default=8)
     ap.add_argument("--recover-lr", type=float, default=1e-5)
     ap.add_argument("--recover-augment", action="store_true", help="distil on augmented calibration inputs")
-    ap.add_argument("--sens-cost", choices=("kl", "margin"), default="kl", help="vizcore.prune.sensitivity.COST")
+    ap.add_argument("--sens-cost", choices=("kl", "margin"), default="kl", help="PruneOptions.sensitivity_cost")
     ap.add_argument("--key", default=None, help="store this run's figures under this key of --json")
     args = ap.parse_args()
     if args.quick:
         args.max_steps, args.recover, args.latency_reps = min(args.max_steps, 8), min(args.recover, 12), 4
-    import vizcore.prune.sensitivity as sens
-
-    sens.COST = args.sens_cost
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     res = {"started": started, "uptime_before": _uptime(), "args": vars(args)}
     with tempfile.TemporaryDirectory(prefix="vizcore-compress-") as tmp:

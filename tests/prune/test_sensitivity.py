@@ -114,7 +114,8 @@ def test_flip_risk_is_the_share_of_the_top1_margin_lost():
     assert flip_risk(a, a + 1.0) == 0.0  # a common shift of the logits loses nothing
 
 
-@pytest.mark.parametrize("bad", [dict(ranking="global"), dict(channel_multiple=0), dict(recover_augment="yes")])
+@pytest.mark.parametrize("bad", [dict(ranking="global"), dict(channel_multiple=0), dict(recover_augment="yes"),
+                                 dict(sensitivity_cost="flips")])
 def test_bad_search_options_are_one_line(bad):
     from vizcore.errors import OptionError
     from vizcore.prune.options import PruneOptions

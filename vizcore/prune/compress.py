@@ -48,7 +48,7 @@ def compress(model_path: str | Path, out_path: Path | None, file: onnxfile.Model
         rec = [rec[0]()]
     s = Search(budget, measure, size=feed.natural[2:], max_steps=o.max_steps, max_time=o.max_time,
                duplicates=o.duplicates == "merge", seed=o.seed, say=say, ranking=o.ranking,
-               multiple=o.channel_multiple,
+               multiple=o.channel_multiple, curve_cost=o.sensitivity_cost,
                reconstruct=rec[0] if o.reconstruct == "trial" else None)
     best, rounds = _rounds(s, model, rec, feed.natural[2:], o, say)
     calib_got = measure.agreement(best) if s.steps else agreement(ref, ref)

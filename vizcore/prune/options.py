@@ -40,6 +40,7 @@ class PruneOptions:
     reconstruct: str = "final"  # least-squares re-fit of the readers of pruned channels: "final", "trial", "off"
     ranking: str = "taylor"  # the search's order: global first-order "taylor", or measured per-group "sensitivity"
     channel_multiple: int = 8  # channels leave each group in units of this many (tensors keep multiples of it)
+    sensitivity_cost: str = "kl"  # what --ranking sensitivity measures on classifiers: "kl" or "margin" (lost margin)
     # the input flags every command shares (see vizcore.commands._model_flags)
     size: int | tuple[int, ...] | None = None
     preprocess: str | None = None
@@ -81,6 +82,8 @@ class PruneOptions:
                 raise OptionError(f"--{name.replace('_', '-')} {v!r} must be a number > 0")
         if not isinstance(self.recover_augment, bool):
             raise OptionError(f"recover_augment {self.recover_augment!r} must be True or False")
+        if self.sensitivity_cost not in ("kl", "margin"):
+            raise OptionError(f"sensitivity_cost {self.sensitivity_cost!r}: unknown", "use kl or margin")
         if self.ranking not in ("sensitivity", "taylor"):
             raise OptionError(f"--ranking {self.ranking!r}: unknown", "use sensitivity or taylor")
         if self.reconstruct not in ("trial", "final", "off"):

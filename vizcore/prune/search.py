@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import onnx
 
-from . import cost, runtime, sensitivity, surgery
+from . import cost, runtime, surgery
 from .budget import Budget, agreement, is_classifier
 from .candidates import Candidate, channel_candidates, near_duplicates, structure
 from .channels import analyze
@@ -122,6 +122,7 @@ class Search:
     reconstruct: Callable[[onnx.ModelProto, dict], onnx.ModelProto] | None = None  # re-fit every trial's readers
     ranking: str = "taylor"  # "taylor": one global first-order ranking; "sensitivity": measured per-group curves
     multiple: int = 8  # channels leave each group in units of this many (1: one class at a time)
+    curve_cost: str = "kl"  # what a sensitivity curve measures on classifier outputs: "kl", or "margin" (`flip_risk`)
     origin: dict[str, np.ndarray] = field(default_factory=dict)  # of `model`'s channels (empty: the original's)
     bases: list[Base] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
@@ -212,7 +213,7 @@ class Search:
                 return None
             outs = runtime.outputs(m, feed, self.measure.batch)
             got = agreement(ref, outs)
-            if sensitivity.COST == "margin" and is_classifier(np.asarray(ref[0])):
+            if self.curve_cost == "margin" and is_classifier(np.asarray(ref[0])):
                 got["risk"] = flip_risk(ref[0], outs[0])
             return got
 
@@ -242,7 +243,7 @@ class Search:
                 got = run([], c)
                 if got is not None:
                     curves.append(Curve(Group((c.label,), c.label, [c], 1), {1: (cost(got, own), ok(got))}))
-        how = "top-1 margin lost" if sensitivity.COST == "margin" else "KL"
+        how = "top-1 margin lost" if self.curve_cost == "margin" else "KL"
         self.importance += f"; units of {self.multiple} ordered by per-group sensitivity ({how} on {first} inputs)"
         return allocate(curves) + [c for c in cands if c.kind == "merge"]
 

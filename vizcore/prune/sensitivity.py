@@ -35,8 +35,6 @@ LARGEST = 0.75
 SAMPLES = 64
 #: a measured cost below this counts as none (ties go to the most MACs saved)
 FLOOR = 1e-7
-#: the cost a curve is measured in for classifier outputs: "kl", or "margin" (`flip_risk`)
-COST = "kl"
 
 
 @dataclass
