@@ -143,7 +143,8 @@ def _closed_after_relu(mod: torch.nn.Module) -> list[int]:
     feeds 0), so the output is <= 0 for every input."""
     w = mod.weight.detach()
     shut = (w.reshape(w.shape[0], -1) <= 0).all(1)
-    shut &= (mod.bias.detach() <= 0) if mod.bias is not None else torch.ones_like(shut)
+    if mod.bias is not None:
+        shut &= mod.bias.detach() <= 0
     return [int(i) for i in torch.nonzero(shut).reshape(-1).tolist()]
 
 
