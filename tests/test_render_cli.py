@@ -54,6 +54,7 @@ def test_existing_output_is_refused_and_kept(model_path, tmp_path, capsys):
     (["nope:1"], "no layer named"),
     (["0:99"], "8 channels"),
     (["0:1", "--steps", "0"], "positive"),
+    (["0:1", "--finish", "1.5"], "finish is a fraction"),
     (["0:1", "--param", "zzz"], "valid: fft, pixel"),
     (["0:1", "--transforms", "zzz"], "valid:"),
     (["0:1", "--size", "2"], "too small"),

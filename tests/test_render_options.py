@@ -38,7 +38,8 @@ def model(tmp_path_factory):
     ({"max_memory": 0}, "positive"), ({"seed": 10**23}, "out of range"), ({"seed": 1.5}, "integer"),
     ({"seed": "1e23"}, "out of range"), ({"steps": 0}, "positive"), ({"steps": 2.5}, "integer"),
     ({"steps": True}, "integer"), ({"size": 4}, "too small"), ({"relu_override": 2.0}, "fraction"),
-    ({"relu_override": float("nan")}, "finite"), ({"images_per_unit": 0}, "images_per_unit"),
+    ({"relu_override": float("nan")}, "finite"), ({"finish": 1.5}, "finish is a fraction"),
+    ({"finish": "x"}, "finish must be a number"), ({"images_per_unit": 0}, "images_per_unit"),
     ({"batch_size": 0}, "batch_size"), ({"record_every": 0}, "record_every"),
 ])
 def test_bad_options_are_one_option_error(change, text):

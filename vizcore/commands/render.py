@@ -55,6 +55,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         "224 px model costs 1/12 of the work (default: the picture is resized to the model's size)")
     p.add_argument("--relu-override", default="0.25",
                    help="fraction of steps using the ReLU gradient override (default 0.25)")
+    p.add_argument("--finish", default=None,
+                   help="fraction of the last steps that ascend the picture itself, without the transforms "
+                        "(default 0; 0.0625: the last 16 of 256): raises the picture's own value, not its value "
+                        "under small transforms (README)")
     p.add_argument("--images-per-unit", default="1", help="images per target (e.g. with diversity)")
     p.add_argument("--export", action="append", default=None, metavar="NAME",
                    help="more exporters to run besides png and manifest (always written): alpha (where the picture "
@@ -173,6 +177,7 @@ def options(args: argparse.Namespace) -> Any:
         "steps": None if args.steps is None else integer("--steps", args.steps),
         "lr": None if args.lr is None else number("--lr", args.lr),
         "crops": None if args.crops is None else integer("--crops", args.crops),
+        "finish": None if args.finish is None else number("--finish", args.finish),
         "transforms": None if args.transforms is None else split_names(args.transforms),
         "param_options": dict(_param_option(t) for t in args.param_option) or None}.items() if v is not None}
     return RenderOptions.from_env(

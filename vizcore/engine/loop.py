@@ -112,11 +112,13 @@ def _param(r: Render, n_img: int, units: int) -> nn.Module:
 
 def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[Objective],
             offset: int, regs: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> _Ascent:
-    """The step loop: transforms, forward, objective minus penalties, backward, Adam; hooks after each step. When a
-    start hook set `run.image_grads`, the step hooks get the gradient on the image and the loop sums its |value|
-    over channels and steps into `run.state[IMAGE_GRAD_SUM]` ({unit offset: (N, H, W)}: the `alpha` exporter's map)."""
+    """The step loop: transforms (none in the last `finish` of the steps), forward, objective minus penalties,
+    backward, Adam; hooks after each step. When a start hook set `run.image_grads`, the step hooks get the
+    gradient on the image and the loop sums its |value| over channels and steps into `run.state[IMAGE_GRAD_SUM]`
+    ({unit offset: (N, H, W)}: the `alpha` exporter's map)."""
     steps, every = r.options.steps, r.options.record_every
     override_steps = int(round(r.options.relu_override * steps))
+    transform_steps = steps - int(round(r.options.finish * steps))  # the rest: the picture itself (the finish)
     cap = 1.0 if r.accent is None else math.inf  # accentuation: every objective scaled to 1 against its penalties
     state = _Ascent()
     for step in range(1, steps + 1):
@@ -125,7 +127,7 @@ def _ascend(r: Render, run: RenderRun, p: nn.Module, opt: Adam, objs: Sequence[O
         if run.image_grads:
             img.retain_grad()
         x = img
-        for t in r.transforms:
+        for t in r.transforms if step <= transform_steps else ():
             x = t(x)
         with torch.autocast(r.dev.type, dtype=torch.bfloat16, enabled=r.amp):
             acts = r.net(x)
