@@ -84,6 +84,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "std_crops4_c2": {"transforms": "crops", "crops": 4, "lr": 0.3,
                       "param_options": {"standardize": True, "sd": 1.0, "decay_power": 1.5, "contrast": 2.0}},
     "std_c15": {"lr": 0.3, "param_options": {"standardize": True, "sd": 1.0, "decay_power": 1.5, "contrast": 1.5}},
+    "std_c2": {"lr": 0.3, "param_options": {"standardize": True, "sd": 1.0, "decay_power": 1.5, "contrast": 2.0}},
     "std_c15_crops2": {"transforms": "crops", "crops": 2, "lr": 0.3,
                        "param_options": {"standardize": True, "sd": 1.0, "decay_power": 1.5, "contrast": 1.5}},
     "std_c15_standard": {"lr": 0.3, "transforms": "standard,crops", "crops": 1,
