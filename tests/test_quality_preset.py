@@ -13,7 +13,7 @@ from tiny import CrossDetector, TinyCNN, TinySignal, export, load_tiny
 
 import vizcore
 from vizcore.cli import main
-from vizcore.engine.options import QUALITY, RenderOptions, for_input, with_keywords
+from vizcore.engine.options import PARAM_PRESETS, QUALITY, RenderOptions, for_input, with_keywords
 from vizcore.errors import OptionError
 from vizcore.params import FFTImage
 from vizcore.transforms import Crops
@@ -39,7 +39,14 @@ def test_the_preset_sets_only_the_fields_not_given():
 def test_the_preset_keeps_images_settings_off_1d_signals():
     opts = for_input(RenderOptions(quality="best"), 3)
     assert opts.param == "signal" and opts.param_options == {}
-    assert for_input(RenderOptions(quality="best"), 4).param_options == QUALITY["best"]["param_options"]
+    assert for_input(RenderOptions(quality="best"), 4).param_options == PARAM_PRESETS["best"]["fft"]
+    # the Fourier options follow the parameterization, not the input rank
+    assert for_input(RenderOptions(quality="best", param="fft"), 4).param_options == PARAM_PRESETS["best"]["fft"]
+    assert for_input(RenderOptions(quality="best", param="pixel"), 4).param_options == {}
+    # options given are kept as they are
+    given = RenderOptions(quality="best", param_options={"decay_power": 1.0})
+    assert for_input(given, 4).param_options == {"decay_power": 1.0}
+    assert for_input(RenderOptions(), 4).param_options == {}
 
 
 def test_crops_layout_and_one_path_for_the_batch():

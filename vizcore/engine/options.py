@@ -72,8 +72,12 @@ MAX_CROPS = 64
 #: their defaults. "best": horama's multi-crop step inside vizcore's batch (bench/quality.py, bench/RESULTS.md).
 QUALITY: dict[str, dict[str, Any]] = {
     "default": {},
-    "best": {"transforms": ("crops",), "crops": 4, "lr": 0.3, "steps": 128,
-             "param_options": {"decay_power": 1.5, "standardize": True, "contrast": 2.0, "sd": 1.0}},
+    "best": {"transforms": ("crops",), "crops": 4, "lr": 0.3, "steps": 128},
+}
+#: A preset's options per parameterization, applied by `for_input` once the parameterization is known (and only
+#: when no `param_options` were given): "best" standardizes the Fourier image; pixels and 1-D signals keep theirs.
+PARAM_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "best": {"fft": {"decay_power": 1.5, "standardize": True, "contrast": 2.0, "sd": 1.0}},
 }
 
 
@@ -217,18 +221,19 @@ SIGNAL_PENALTIES = {"ends": 1.0}
 def for_input(options: RenderOptions, rank: int, *, embedding: bool = False) -> RenderOptions:
     """`options` with `param="auto"` resolved for an input of `rank` dims (N, C, ...): fft for images and for an
     optimized embedding (its features are no waveform); for 1-D signals `signal` plus the SIGNAL_PENALTIES not
-    given explicitly (a weight given, even 0, is kept). The other fields were validated when `options` was built
+    given explicitly (a weight given, even 0, is kept). Then the quality preset's options for that parameterization
+    (`PARAM_PRESETS`), unless `param_options` were given. The other fields were validated when `options` was built
     and are not validated again (the options of a render are validated once)."""
-    if options.param != "auto":
-        return options
-    param = "fft" if embedding else AUTO_PARAM.get(rank, "fft")
-    if param != "signal":
-        return _resolved(options, param=param)
-    # a preset's image settings (fft's options) do not apply to 1-D signals
-    preset = QUALITY[options.quality].get("param_options")
-    keep = not (preset is not None and options.param_options == preset)
-    return _resolved(options, param=param, regularizers={**SIGNAL_PENALTIES, **options.regularizers},
-                     **({} if keep else {"param_options": {}}))
+    changes: dict[str, Any] = {}
+    param = options.param
+    if param == "auto":
+        param = changes["param"] = "fft" if embedding else AUTO_PARAM.get(rank, "fft")
+        if param == "signal":
+            changes["regularizers"] = {**SIGNAL_PENALTIES, **options.regularizers}
+    preset = PARAM_PRESETS.get(options.quality, {}).get(param)
+    if preset and not options.param_options:
+        changes["param_options"] = dict(preset)
+    return _resolved(options, **changes) if changes else options
 
 
 def _resolved(options: RenderOptions, **changes: Any) -> RenderOptions:
