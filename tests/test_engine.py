@@ -31,12 +31,15 @@ def _probe_best(model, obj, n=16):
     return max(_value_on(model, obj, im) for im in imgs)
 
 
-def test_activation_goes_up(model):
-    r = vizcore.render(model, ["3:0-3"], **FAST)
+@pytest.mark.parametrize("quality, margin", [("plain", 0.1), ("default", 0.0)])
+def test_activation_goes_up(model, quality, margin):
+    """Each unit ends above the best of 16 random pictures (the plain image by a margin: the default's
+    standardized image has a fixed contrast, which caps a random tiny network's units lower)."""
+    r = vizcore.render(model, ["3:0-3"], quality=quality, **FAST)
     assert r.images.shape == (4, 32, 32, 3) and r.images.dtype == np.uint8
     for i in range(4):
         best = _probe_best(model, Channel(3, i))
-        assert r.values[i] > best + 0.1, (i, best, r.values[i])
+        assert r.values[i] > best + margin, (i, best, r.values[i])
         assert r.traces[i][-1] > r.traces[i][0]
     # the written value is the objective on the final (untransformed) image
     img = torch.from_numpy(r.images[2]).permute(2, 0, 1)[None].float() / 255
@@ -157,7 +160,7 @@ def test_relu_override_unblocks_a_dead_start(tmp_path):
 
     m = vizcore.load(export(Blocked(), tmp_path / "b.onnx", (1, 3, 16, 16),
                             metadata={"vizcore.mean": "0", "vizcore.std": "1", "vizcore.range": "0,1"}))
-    kw = dict(steps=30, size=16, transforms="none", lr=0.1)
+    kw = dict(steps=30, size=16, transforms="none", lr=0.1, quality="plain")  # a grey-ish start: blocked
     plain = vizcore.render(m, "1:0", relu_override=0.0, **kw)
     fixed = vizcore.render(m, "1:0", relu_override=0.5, **kw)
     assert plain.values[0] == 0.0
@@ -237,15 +240,17 @@ def test_other_graph_inputs_are_made_once_per_chunk_not_every_step(tmp_path, mon
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
-def test_render_adam_is_torch_adam_step_for_step(dtype):
-    """vizcore's Adam (no torch.optim, so no torch._dynamo import) gives torch's updates exactly, complex included."""
-    from vizcore.engine.adam import Adam
+@pytest.mark.parametrize("name", ["Adam", "NAdam"])
+def test_render_optimizers_are_torch_step_for_step(dtype, name):
+    """vizcore's Adam and NAdam (no torch.optim, so no torch._dynamo import) give torch's updates exactly, complex
+    included, over enough steps for NAdam's growing momentum to matter."""
+    from vizcore.engine import adam
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(3, 5, dtype=dtype, generator=g).requires_grad_(True)
     b = a.detach().clone().requires_grad_(True)
-    theirs, ours = torch.optim.Adam([a], lr=0.05), Adam([b], lr=0.05)
-    for _ in range(12):
+    theirs, ours = getattr(torch.optim, name)([a], lr=0.05), getattr(adam, name)([b], lr=0.05)
+    for _ in range(200):
         grad = torch.randn(3, 5, dtype=dtype, generator=g)
         a.grad, b.grad = grad.clone(), grad.clone()
         theirs.step()

@@ -54,6 +54,21 @@ def test_transforms_are_differentiable_and_keep_rank():
         assert t(s).dim() == 3
 
 
+@pytest.mark.parametrize("shape", [(224, 224), (60, 160), (32, 32)])
+def test_standard_transforms_give_the_network_the_pictures_size(shape):
+    """Lucid's pad, jitter, zoom and rotation, resampled to the picture's own size (the network's work per step
+    is that of the picture, not of Lucid's 1.09x), with the whole padded view still in it: a bright picture keeps
+    its mean within the grey border's share."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.ones(2, 3, *shape)
+    for _ in range(5):
+        y = x
+        for t in standard(max(shape), generator=g):
+            y = t(y)
+        assert y.shape == x.shape
+        assert 0.75 < float(y.mean()) < 1.0  # mostly the picture, some of the grey pad (0.5) at the edges
+
+
 def test_jitter_and_pad_sizes():
     x = torch.rand(1, 3, 20, 20)
     assert Pad(4)(x).shape[-2:] == (28, 28)

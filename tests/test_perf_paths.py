@@ -141,7 +141,7 @@ def test_render_keeps_its_signature_and_docstring():
     import inspect
 
     sig = inspect.signature(vizcore.render)
-    assert sig.parameters["options"].default is None and RenderOptions().steps == 256  # defaults: RenderOptions
+    assert sig.parameters["options"].default is None and RenderOptions().steps == 144  # defaults: RenderOptions
     assert vizcore.render.__doc__.startswith("Synthesize")
 
 

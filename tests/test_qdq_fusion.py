@@ -223,8 +223,9 @@ def test_closed_quantized_unit_opens_with_the_relu_override(tmp_path):
     onnx.save(model, str(path))
     m = vizcore.load(path, size=16)
     layer = next(layer for layer in m.layers if layer.op_type == "QLinearConv")
-    flat = vizcore.render(m, f"{layer.index}:0", steps=16, size=16, record_every=1, relu_override=0.0, seed=0)
-    opened = vizcore.render(m, f"{layer.index}:0", steps=16, size=16, record_every=1, relu_override=0.5, seed=0)
+    kw = dict(steps=16, size=16, record_every=1, seed=0, quality="plain")  # a grey-ish start: closed
+    flat = vizcore.render(m, f"{layer.index}:0", relu_override=0.0, **kw)
+    opened = vizcore.render(m, f"{layer.index}:0", relu_override=0.5, **kw)
     assert not np.any(flat.traces[0]) and opened.traces[0][0] == 0 and opened.traces[0][-1] > 1, opened.traces[0]
     assert all(getattr(mod, "saturate", torch.clamp) is torch.clamp for mod in m.module.modules())
 

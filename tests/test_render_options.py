@@ -316,10 +316,10 @@ def _readme_defaults() -> dict[str, str]:
 
 def test_readmes_defaults_table_matches_render_options():
     rows = _readme_defaults()
-    assert {"param", "transforms", "steps", "size", "lr", "relu_override"} <= set(rows)
+    assert {"param", "transforms", "steps", "size", "lr", "optimizer", "relu_override"} <= set(rows)
     d = RenderOptions()
     for name, cell in rows.items():
-        value = getattr(d, name)
+        value = getattr(for_input(d, 4) if name == "lr" else d, name)  # lr: an image's (the preset's for fft)
         first = re.match(r"`?([^`:(\s]+)", cell).group(1)
         if name == "transforms":
             assert (first,) == value, name

@@ -16,7 +16,7 @@ from tiny import TinyCNN, load_tiny
 
 import vizcore
 from vizcore import images
-from vizcore.engine.options import RenderOptions, for_input
+from vizcore.engine.options import BASE_LR, PARAM_PRESETS, RenderOptions, for_input
 from vizcore.errors import OptionError
 from vizcore.params import FFTSignal
 from vizcore.regularizers import ends
@@ -40,7 +40,8 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> vizcore.Model:
 @pytest.fixture(scope="module")
 def renders(audio: vizcore.Model) -> dict[str, vizcore.Result]:
     kw = {"steps": STEPS, "device": "cpu", "seed": 0, "on_warning": lambda m: None}
-    return {"old": vizcore.render(audio, TARGETS, param="fft", **kw), "new": vizcore.render(audio, TARGETS, **kw)}
+    return {"old": vizcore.render(audio, TARGETS, param="fft", quality="plain", **kw),  # fft + sigmoid, as before
+            "new": vizcore.render(audio, TARGETS, **kw)}
 
 
 def test_new_defaults_keep_samples_off_the_range_ends_where_fft_saturates(renders: dict[str, vizcore.Result]) -> None:
@@ -82,12 +83,15 @@ def test_ends_penalty_is_zero_inside_and_one_at_the_ends() -> None:
 def test_auto_is_fft_for_images_and_signal_for_1d_unless_chosen() -> None:
     o = RenderOptions()
     assert o.param == "auto"
-    assert for_input(o, 4) == o.replace(param="fft")  # images: exactly the old defaults
+    std = PARAM_PRESETS["default"]["fft"]
+    images = o.replace(param="fft", param_options=std["param_options"], lr=std["lr"])
+    assert for_input(o, 4) == images  # images: the preset's Fourier image
+    assert for_input(o.replace(quality="plain"), 4) == o.replace(param="fft", quality="plain", lr=BASE_LR)
     assert for_input(o, 3).param == "signal" and for_input(o, 3).regularizers == {"ends": 1.0}
     off = o.replace(regularizers={"ends": 0.0, "tv": 0.1})
     assert for_input(off, 3).regularizers == {"ends": 0.0, "tv": 0.1}  # a weight given (even 0) is kept
     assert for_input(o.replace(param="fft"), 3).param == "fft"  # an explicit choice is kept
-    assert for_input(o, 3, embedding=True) == o.replace(param="fft")  # an optimized embedding is no waveform
+    assert for_input(o, 3, embedding=True) == images  # an optimized embedding is no waveform
 
 
 def test_images_render_as_before(tmp_path: Path) -> None:

@@ -64,12 +64,15 @@ class Jitter(nn.Module):
 
 
 class Affine(nn.Module):
-    """Random zoom (from `scales`) and rotation (degrees, from `angles`) in one differentiable resampling."""
+    """Random zoom (from `scales`) and rotation (degrees, from `angles`) in one differentiable resampling, onto a
+    grid `shrink` pixels smaller along each spatial axis (the whole view, resampled smaller: a padded picture comes
+    back to the network's size without a second resampling). 1-D signals: zoom only, no shrink."""
 
     def __init__(self, scales: Sequence[float] = (1.0,), angles: Sequence[float] = (0.0,),
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, shrink: int = 0) -> None:
         super().__init__()
         self.scales, self.angles, self.generator = tuple(scales), tuple(angles), generator
+        self.shrink = int(shrink)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, a = _choice(self.scales, self.generator), _choice(self.angles, self.generator)
@@ -78,7 +81,8 @@ class Affine(nn.Module):
                 return x
             n = max(2, round(x.shape[-1] * s))
             return F.interpolate(x, size=n, mode="linear", align_corners=False)
-        if s == 1.0 and a == 0.0:
+        out = [max(1, d - self.shrink) for d in x.shape[2:]]
+        if s == 1.0 and a == 0.0 and self.shrink <= 0:
             return x
         r = math.radians(a)
         cos, sin = math.cos(r) / s, math.sin(r) / s
@@ -86,7 +90,7 @@ class Affine(nn.Module):
         theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype).to(x.device, non_blocking=True)
         # one grid for the whole batch (every image gets the same transform), expanded without a copy:
         # bit-identical to a per-image grid and 4-5 ms less per step at 16 x 252 px on the CPU (bench/RESULTS.md)
-        grid = F.affine_grid(theta[None], [1, *x.shape[1:]], align_corners=False).expand(x.shape[0], -1, -1, -1)
+        grid = F.affine_grid(theta[None], [1, x.shape[1], *out], align_corners=False).expand(x.shape[0], -1, -1, -1)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -160,13 +164,16 @@ Gen = torch.Generator | None
 
 
 def standard(size: int, generator: Gen = None, **_: object) -> list[Transform]:
-    """Lucid's standard transforms, scaled from 128 px to `size`."""
+    """Lucid's standard transforms, scaled from 128 px to `size`, with the rotation and zoom resampling the padded
+    picture to the picture's own size: the network sees `size` px, not Lucid's 1.09x (1.19x the pixels, and of the
+    network's work per step; bench/RESULTS.md 2026-12-07 issue 27)."""
+    pad, first, last = _px(12, size), _px(8, size), _px(4, size)
     return [
-        Pad(_px(12, size)),
-        Jitter(_px(8, size), generator),
+        Pad(pad),
+        Jitter(first, generator),
         Affine(scales=[1 + (i - 5) / 50 for i in range(11)], angles=list(range(-10, 11)) + [0] * 5,
-               generator=generator),
-        Jitter(_px(4, size), generator),
+               generator=generator, shrink=2 * pad - first - last),
+        Jitter(last, generator),
     ]
 
 

@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="+", metavar="TARGET", help="what to maximize, e.g. 40:7 or class:1")
     p.add_argument("--out", "-o", type=Path, default=None, help="output folder (default: vizcore-out)")
     p.add_argument("--force", action="store_true", help="write into a non-empty output folder")
-    p.add_argument("--steps", default=None, help="optimization steps (default 256; --quality best: 128)")
+    p.add_argument("--steps", default=None, help="optimization steps (default 144; --quality best: 576, plain: 256)")
     add_model_flags(p, "image side in pixels, or H,W (default: the model's own input, else 224; a fixed "
                        "non-square input keeps its aspect)", EXEMPLARS_HELP)
     p.add_argument("--param", default="auto",
@@ -40,7 +40,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="transform preset or comma list: standard (default), none, pad, jitter, scale, rotate, blur, "
                         "crops (random crops with noise; --crops N of them per step)")
     _add_quality(p)
-    p.add_argument("--lr", default=None, help="Adam learning rate (default 0.05; --quality best: 0.3)")
+    p.add_argument("--lr", default=None, help="learning rate (default 0.3 for the standardized Fourier image of "
+                   "--quality default and best, 0.05 otherwise: pixels, 1-D signals, --init, --quality plain)")
     p.add_argument("--l1", default="0", help="L1 penalty weight")
     p.add_argument("--l2", default="0", help="L2 penalty weight")
     p.add_argument("--tv", default="0", help="total-variation penalty weight")
@@ -93,12 +94,16 @@ def _add_init(p: argparse.ArgumentParser) -> None:
 
 
 def _add_quality(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quality", default="default", choices=("default", "best"),
-                   help="a preset for the options not given: default, or best (4 random crops per step averaged, "
-                        "a standardized Fourier image at contrast 2 with 1/f^1.5, lr 0.3, 128 steps: pictures like "
-                        "horama's, see bench/RESULTS.md)")
+    p.add_argument("--quality", default="default", choices=("default", "best", "plain"),
+                   help="a preset for the options not given: default (NAdam, 144 steps, a standardized Fourier "
+                        "image at contrast 2 with 1/f^1.5, lr 0.3: horama's pictures in a fifth of its time), "
+                        "best (the same for 576 steps: higher logits and transfer than horama's in 0.77x its time), "
+                        "or plain (Adam, 256 steps, Lucid's Fourier image, lr 0.05: the check's ascent); see "
+                        "bench/RESULTS.md")
+    p.add_argument("--optimizer", default=None, choices=("nadam", "adam"),
+                   help="nadam (default) or adam (--quality plain)")
     p.add_argument("--crops", default=None, help="random crops of each image per step, the objective averaged over "
-                   "them (with the crops transform; default 1, --quality best: 4)")
+                   "them (with the crops transform, --transforms crops; default 1)")
 
 
 class _Progress:
@@ -176,6 +181,7 @@ def options(args: argparse.Namespace) -> Any:
     given = {k: v for k, v in {
         "steps": None if args.steps is None else integer("--steps", args.steps),
         "lr": None if args.lr is None else number("--lr", args.lr),
+        "optimizer": args.optimizer,
         "crops": None if args.crops is None else integer("--crops", args.crops),
         "finish": None if args.finish is None else number("--finish", args.finish),
         "transforms": None if args.transforms is None else split_names(args.transforms),

@@ -19,7 +19,7 @@ from ..errors import PluginError, VizcoreError, oneline
 from ..lifecycle import RenderRun, StepState
 from ..objectives import Objective, batch_values
 from . import accent
-from .adam import Adam
+from .adam import OPTIMIZERS, Adam
 from .budget import is_oom
 from .seeding import call_factory, global_rng
 
@@ -76,7 +76,7 @@ def run_chunk(r: Render, ci: int, a: int, b: int, n_chunks: int) -> ChunkResult:
     r.generator.manual_seed(r.options.seed)
     with global_rng(r.options.seed, r.dev, r.legacy_rng):
         p = _param(r, (b - a) * k, b - a)
-        opt = Adam(p.parameters(), lr=r.options.lr)
+        opt = OPTIMIZERS[r.options.optimizer](p.parameters(), lr=r.options.lr)
         r.hooks.call("vizcore_render_start", run=run)
         state = _ascend(r, run, p, opt, objs, a, [*r.regularizers, *accent.chunk_penalties(r, objs)])
     if state.grad_sum is not None:  # a retried chunk replaces its map

@@ -23,6 +23,7 @@ from ..errors import OptionError, unknown_keyword
 from ..graph_inputs import parse_size
 from ..inputspace import parse_range
 from .accent_options import accent_penalties, picture_name, start_picture
+from .adam import OPTIMIZERS
 from .budget import parse_memory
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
@@ -69,16 +70,28 @@ def _env_flag(name: str, value: str) -> bool | None:
 MAX_CROPS = 64
 
 #: The quality presets (`RenderOptions.quality`, `render --quality`): each sets the fields a render leaves at
-#: their defaults. "best": horama's multi-crop step inside vizcore's batch (bench/quality.py, bench/RESULTS.md).
+#: their defaults (the dataclass defaults below are "plain": Adam on Lucid's Fourier image, as the check's ascent
+#: uses it). "default": NAdam and 144 steps with horama's standardized Fourier image (PARAM_PRESETS), horama's
+#: figures in a fifth of its time; "best": the same for 576 steps, above them in 0.77x its time (bench/quality.py,
+#: bench/RESULTS.md 2026-12-07).
 QUALITY: dict[str, dict[str, Any]] = {
-    "default": {},
-    "best": {"transforms": ("crops",), "crops": 4, "lr": 0.3, "steps": 128},
+    "default": {"optimizer": "nadam", "steps": 144},
+    "best": {"optimizer": "nadam", "steps": 576},
+    "plain": {},
 }
-#: A preset's options per parameterization, applied by `for_input` once the parameterization is known (and only
-#: when no `param_options` were given): "best" standardizes the Fourier image; pixels and 1-D signals keep theirs.
+#: horama's Fourier preconditioning (Fel et al. 2023): spectrum and pixels standardized per image, 1/f^1.5, at a
+#: fixed contrast; it needs a larger learning rate than the plain image (its parameter's scale no longer matters)
+STANDARDIZED_FFT = {"param_options": {"decay_power": 1.5, "standardize": True, "contrast": 2.0, "sd": 1.0},
+                    "lr": 0.3}
+#: A preset's parameterization options and learning rate per parameterization, applied by `for_input` once the
+#: parameterization is known, only when no `param_options` were given (the rate also only when no `lr` was).
+#: Pixels, 1-D signals and a start picture (`init`: accentuation needs the plain Fourier image) keep theirs.
 PARAM_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "best": {"fft": {"decay_power": 1.5, "standardize": True, "contrast": 2.0, "sd": 1.0}},
+    "default": {"fft": STANDARDIZED_FFT},
+    "best": {"fft": STANDARDIZED_FFT},
 }
+#: the learning rate of a parameterization no preset sets one for (Lucid's images, pixels, 1-D signals)
+BASE_LR = 0.05
 
 
 @dataclass(frozen=True)
@@ -95,7 +108,8 @@ class RenderOptions:
     param_options: Mapping[str, Any] = field(default_factory=dict)
     transforms: tuple[str, ...] = ("standard",)
     regularizers: Mapping[str, float] = field(default_factory=dict)
-    lr: float = 0.05
+    lr: float | None = None  # None: the preset's for the parameterization (PARAM_PRESETS), else BASE_LR
+    optimizer: str = "adam"  # "nadam" or "adam" (engine.adam.OPTIMIZERS); the presets choose nadam
     seed: int = 0
     device: str = "auto"
     amp: bool = False
@@ -124,13 +138,16 @@ class RenderOptions:
     #: feature accentuation: start from this picture (a path, or an array); compared through `init_key`
     init: str | np.ndarray | None = field(default=None, compare=False)
     init_key: str | None = field(default=None, init=False, repr=False)  # the path, or the array's shape and sha256
+    #: the fields given explicitly so far (kept through `replace`): a preset never touches them
+    given: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self, explicit: Sequence[str]) -> None:
         set_ = object.__setattr__  # normalize in place once: the value stays frozen afterwards
         self._apply_preset(explicit)
         set_(self, "steps", _positive("steps", self.steps))
         set_(self, "size", None if self.size is None else parse_size(self.size))  # "224", "60,160", (60, 160)
-        set_(self, "lr", _lr(self.lr))
+        set_(self, "lr", None if self.lr is None else _lr(self.lr))
+        set_(self, "optimizer", _choice("optimizer", self.optimizer, OPTIMIZERS))
         set_(self, "seed", _seed(self.seed))
         set_(self, "relu_override", _fraction("relu_override", self.relu_override))
         set_(self, "finish", _fraction("finish", self.finish))
@@ -163,8 +180,8 @@ class RenderOptions:
         if name not in QUALITY:
             raise OptionError(f"unknown quality preset {name!r}", f"use one of: {', '.join(QUALITY)}")
         object.__setattr__(self, "quality", name)
-        defaults = {f.name: (f.default_factory() if f.default_factory is not MISSING else f.default)  # type: ignore[misc]
-                    for f in fields(self)}
+        object.__setattr__(self, "given", tuple(dict.fromkeys(explicit)))
+        defaults = self._defaults()
         for key, value in QUALITY[name].items():
             if key in explicit:
                 continue
@@ -173,6 +190,12 @@ class RenderOptions:
                 current = tuple(current)
             if current == defaults[key]:
                 object.__setattr__(self, key, value)
+
+    @classmethod
+    def _defaults(cls) -> dict[str, Any]:
+        """Each field's dataclass default (the plain preset's values)."""
+        return {f.name: (f.default_factory() if f.default_factory is not MISSING else f.default)  # type: ignore[misc]
+                for f in fields(cls)}
 
     @property
     def budget_bytes(self) -> int | None:
@@ -195,8 +218,15 @@ class RenderOptions:
         return cls(**values, explicit=(*given.get("explicit", ()), *(k for k in values if k != "quality")))
 
     def replace(self, **changes: Any) -> RenderOptions:
-        """A copy with some fields changed (validated again; a preset leaves the changed ones alone)."""
-        return replace(self, explicit=tuple(changes), **changes)
+        """A copy with some fields changed (validated again; a preset leaves the fields given so far alone). A new
+        `quality` first takes back what the old preset set (the fields still at its values and never given)."""
+        given = (*self.given, *changes)
+        old = QUALITY.get(self.quality, {})
+        if changes.get("quality", self.quality) != self.quality:
+            defaults = self._defaults()
+            changes = {**{k: defaults[k] for k, v in old.items() if k not in given and getattr(self, k) == v},
+                       **changes}
+        return replace(self, explicit=given, **changes)
 
     def to_json(self) -> dict[str, Any]:
         """The options as the manifest's settings record them."""
@@ -204,6 +234,7 @@ class RenderOptions:
         out["transforms"] = list(self.transforms)
         out["regularizers"] = {k: v for k, v in self.regularizers.items() if v}
         out["init"] = out.pop("init_key")  # the file, or the array's shape and sha256
+        out.pop("given")
         return out
 
     @classmethod
@@ -222,7 +253,8 @@ def for_input(options: RenderOptions, rank: int, *, embedding: bool = False) -> 
     """`options` with `param="auto"` resolved for an input of `rank` dims (N, C, ...): fft for images and for an
     optimized embedding (its features are no waveform); for 1-D signals `signal` plus the SIGNAL_PENALTIES not
     given explicitly (a weight given, even 0, is kept). Then the quality preset's options for that parameterization
-    (`PARAM_PRESETS`), unless `param_options` were given. The other fields were validated when `options` was built
+    (`PARAM_PRESETS`) and its learning rate (else BASE_LR, as when `param_options` were given) unless `lr` was; a
+    start picture (`init`) keeps the plain Fourier image. The other fields were validated when `options` was built
     and are not validated again (the options of a render are validated once)."""
     changes: dict[str, Any] = {}
     param = options.param
@@ -230,9 +262,13 @@ def for_input(options: RenderOptions, rank: int, *, embedding: bool = False) -> 
         param = changes["param"] = "fft" if embedding else AUTO_PARAM.get(rank, "fft")
         if param == "signal":
             changes["regularizers"] = {**SIGNAL_PENALTIES, **options.regularizers}
-    preset = PARAM_PRESETS.get(options.quality, {}).get(param)
-    if preset and not options.param_options:
-        changes["param_options"] = dict(preset)
+    preset = {} if options.init is not None else PARAM_PRESETS.get(options.quality, {}).get(param, {})
+    if preset.get("param_options") and options.param_options:
+        preset = {}  # the given options replace the preset's, and its rate goes with them
+    if preset.get("param_options"):
+        changes["param_options"] = dict(preset["param_options"])
+    if options.lr is None:
+        changes["lr"] = preset.get("lr", BASE_LR)
     return _resolved(options, **changes) if changes else options
 
 
@@ -292,6 +328,13 @@ def _at_least(name: str, value: Any, low: int, hint: str | None) -> int:
             raise OptionError(f"size {v} is too small", hint)
         raise OptionError(f"{name} must be {what}, got {value!r}", hint)
     return v
+
+
+def _choice(name: str, value: Any, choices: Mapping[str, Any]) -> str:
+    """`value` if it names one of `choices`, else a one-line OptionError listing them."""
+    if value not in choices:
+        raise OptionError(f"unknown {name} {value!r}", f"use one of: {', '.join(choices)}")
+    return str(value)
 
 
 def _lr(value: Any) -> float:

@@ -168,7 +168,7 @@ def prepare(r: Render) -> None:
                           "use --param fft (the default for images) or pixel")
     if o.crops > 1 and not any(_copies(t, o.crops) for t in f.transforms):
         raise OptionError(f"crops {o.crops} needs a transform that makes copies of each image",
-                          "add the crops transform, e.g. --transforms crops (or --quality best)")
+                          "add the crops transform, e.g. --transforms crops")
     r.legacy_rng = not accepts_generator(f.param) or not all(accepts_generator(t) for t in f.transforms)
 
 

@@ -247,7 +247,8 @@ def ascend_once(model: Model, jobs: Sequence[Job], *, steps: int, size: int | No
     if progress is not None and not isinstance(progress, _Progress):
         progress = _Progress(len(targets), progress)
     stopper = _EarlyStop(np.asarray(bars, dtype=np.float64), np.asarray(limit), progress)
-    res = render(model, targets, plugins=plugins or builtins_only(), param="fft",  # the highest value, not a picture
+    # the highest value, not a picture: the plain ascent (Adam, Lucid's Fourier image) its thresholds were set with
+    res = render(model, targets, plugins=plugins or builtins_only(), param="fft", quality="plain",
                  steps=max(limit), size=size, transforms="none", relu_override=1.0, lr=lr, free_size=True,
                  seed=seed, device=device, record_every=max(1, steps // 4), preprocess=space[0], value_range=space[1],
                  on_warning=on_warning or (lambda m: None), on_step=stopper)
