@@ -85,6 +85,11 @@ def test_changing_the_preset_takes_back_the_old_presets_values_only():
 def test_an_unknown_optimizer_is_one_line():
     with pytest.raises(OptionError, match="unknown optimizer 'sgd'.*nadam, adam"):
         RenderOptions(optimizer="sgd")
+    for bad in (["adam"], {"x": 1}):
+        with pytest.raises(OptionError, match="unknown optimizer"):
+            RenderOptions(optimizer=bad)
+        with pytest.raises(OptionError, match="unknown quality preset"):
+            RenderOptions(quality=bad)
 
 
 def test_crops_layout_and_one_path_for_the_batch():

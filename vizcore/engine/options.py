@@ -176,9 +176,7 @@ class RenderOptions:
 
     def _apply_preset(self, explicit: Sequence[str]) -> None:
         """`quality`'s values (QUALITY) for every field still at its default and not named in `explicit`."""
-        name = str(self.quality)
-        if name not in QUALITY:
-            raise OptionError(f"unknown quality preset {name!r}", f"use one of: {', '.join(QUALITY)}")
+        name = _choice("quality preset", self.quality, QUALITY)
         object.__setattr__(self, "quality", name)
         object.__setattr__(self, "given", tuple(dict.fromkeys(explicit)))
         defaults = self._defaults()
@@ -221,11 +219,10 @@ class RenderOptions:
         """A copy with some fields changed (validated again; a preset leaves the fields given so far alone). A new
         `quality` first takes back what the old preset set (the fields still at its values and never given)."""
         given = (*self.given, *changes)
-        old = QUALITY.get(self.quality, {})
         if changes.get("quality", self.quality) != self.quality:
             defaults = self._defaults()
-            changes = {**{k: defaults[k] for k, v in old.items() if k not in given and getattr(self, k) == v},
-                       **changes}
+            changes = {**{k: defaults[k] for k, v in QUALITY[self.quality].items()
+                          if k not in given and getattr(self, k) == v}, **changes}
         return replace(self, explicit=given, **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -262,10 +259,10 @@ def for_input(options: RenderOptions, rank: int, *, embedding: bool = False) -> 
         param = changes["param"] = "fft" if embedding else AUTO_PARAM.get(rank, "fft")
         if param == "signal":
             changes["regularizers"] = {**SIGNAL_PENALTIES, **options.regularizers}
-    preset = {} if options.init is not None else PARAM_PRESETS.get(options.quality, {}).get(param, {})
-    if preset.get("param_options") and options.param_options:
-        preset = {}  # the given options replace the preset's, and its rate goes with them
-    if preset.get("param_options"):
+    # given options replace the preset's (and its rate goes with them); a start picture keeps the plain image
+    applies = options.init is None and not options.param_options
+    preset = PARAM_PRESETS.get(options.quality, {}).get(param, {}) if applies else {}
+    if "param_options" in preset:
         changes["param_options"] = dict(preset["param_options"])
     if options.lr is None:
         changes["lr"] = preset.get("lr", BASE_LR)
@@ -332,9 +329,9 @@ def _at_least(name: str, value: Any, low: int, hint: str | None) -> int:
 
 def _choice(name: str, value: Any, choices: Mapping[str, Any]) -> str:
     """`value` if it names one of `choices`, else a one-line OptionError listing them."""
-    if value not in choices:
-        raise OptionError(f"unknown {name} {value!r}", f"use one of: {', '.join(choices)}")
-    return str(value)
+    if not isinstance(value, str) or value not in choices:  # a list or dict: one line too, not a TypeError
+        raise OptionError(f"unknown {name} {value!r}"[:200], f"use one of: {', '.join(choices)}")
+    return value
 
 
 def _lr(value: Any) -> float:
