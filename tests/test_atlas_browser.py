@@ -141,3 +141,20 @@ def test_no_network_requests(atlas: Path, scratch: Path) -> None:
         log = scratch / f"net-{i}.json"
         chromium(scratch, page.as_uri() + "#u0", "--dump-dom", f"--log-net-log={log}")
         assert _page_requests(log) == [], page.name
+
+
+def test_show_heat_map_swaps_every_thumbnail_for_its_map(scratch: Path) -> None:
+    model = vizcore.load(tiny_cnn(scratch / "tiny.onnx"))
+    out = build_report(model, scratch / "report", layers=[TRAVERSAL], units_per_layer=3, classes="1", steps=4, size=32,
+                       alpha=True, health=False, fidelity=False).parent
+    page = page_of(out, TRAVERSAL)
+    (out / "assets" / "click.js").write_text('document.querySelector(\'.viewer button[data-view="heat"]\').click();\n')
+    clicked = page.with_name("clicked.html")  # the page's own policy allows scripts of the report only
+    clicked.write_text(page.read_text().replace("</body>", '<script src="assets/click.js" defer></script></body>'))
+    got = Elements()
+    got.feed(chromium(scratch, clicked.as_uri(), "--dump-dom"))
+    thumbs = [a for t, a in got.tags if t == "img" and "unit-thumb" in (a.get("class") or "")]
+    assert len(thumbs) == 3 and all(a["src"] == a["data-heat"] != a["data-picture"] for a in thumbs)
+    assert next(a for t, a in got.tags if t == "body").get("data-view") == "heat"
+    untouched = [a for t, a in dom(scratch, page).tags if t == "img" and "unit-thumb" in (a.get("class") or "")]
+    assert all(a["src"] == a["data-picture"] for a in untouched)

@@ -84,6 +84,16 @@ def test_local_executor_renders_what_the_engine_renders(model: vizcore.Model) ->
     assert got.settings["chunk_units"] == ref.settings["chunk_units"] == 4 and got.extras["failed"] == {}
 
 
+def test_alpha_maps_come_back_from_the_chunks_at_the_renders_indices(model: vizcore.Model) -> None:
+    targets = ["3:0-4", "class:1"]
+    ref = vizcore.render(model, targets, batch_size=2, exporters=["alpha"], **FAST)
+    got = render(model, targets, batch_size=2, executor="local", exporters=["alpha"], **FAST)
+    assert got.settings["chunk_units"] == 2 and sorted(got.extras["alpha"]) == list(range(6))
+    for i, m in ref.extras["alpha"].items():  # chunk 2's maps at 2 and 3, not at 0 and 1
+        assert np.array_equal(got.extras["alpha"][i], m), i
+    assert "alpha" not in render(model, targets, batch_size=2, executor="local", **FAST).extras
+
+
 def test_a_failing_chunk_is_split_and_its_bad_unit_reported(model: vizcore.Model) -> None:
     states: list[JobProgress] = []
     ex = Flaky(lambda t: t == 5, progress=lambda p: states.append((p.done, p.running, p.failed, p.finished)))

@@ -144,5 +144,6 @@ def vizcore_render_step(run: RenderRun, state: StepState) -> None:
 def vizcore_render_end(run: RenderRun, result: Result) -> None:
     """Called once per render, after all chunks, with the finished result (`run` is the last chunk's).
 
-    Plugins may add their data to `result.extras` (a dict) for their exporters to read.
+    Plugins may add their data to `result.extras` (a dict) for their exporters to read. Data per image is a dict
+    keyed by the image's index, `{i: value}`: a render on an executor puts each chunk's back at the render's index.
     """

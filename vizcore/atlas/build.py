@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import api
 from ..analysis import fidelity as fidelity_mod
 from ..errors import OptionError, OutputError, VizcoreError
@@ -55,6 +57,7 @@ class Plan:
     names: dict[int, str]
     check: CheckReport | None  # given results (None: none given, or to be run when `run_check`)
     run_check: bool
+    alpha: bool = False  # record and show each unit's alpha map (not a render setting: the pictures are the same)
 
 
 def _settings(model: Model, out: Path, o: ReportOptions) -> tuple[dict[str, Any], int]:
@@ -102,7 +105,10 @@ def plan_report(model: Model, out: Path, options: ReportOptions, health: HealthS
         from ..samples import open_data
 
         open_data(o.data, model.input_shape(1, settings.get("size")), stream=True)
-    return Plan(chosen, specs, settings, n_units, names, _given_check(model, health), health is True)
+    if o.alpha and len(model.input_shape(1, settings.get("size"))) != 4:
+        raise OptionError("--alpha maps where a picture matters; this model's input is not an image",
+                          "drop --alpha")
+    return Plan(chosen, specs, settings, n_units, names, _given_check(model, health), health is True, o.alpha)
 
 
 def _judge(model: Model, plan: Plan, fidelity: bool, say: Callable[[str], None]) -> CheckReport | None:
@@ -129,10 +135,12 @@ def _render(model: Model, missing: list[tuple[UnitSpec, str]], plan: Plan, cache
     """Render what is missing here (one call per layer), or on an executor (`atlas.scale`); returns the seconds
     and {cache key: error} of units an executor could not render."""
     if executor is None and not all_units:
-        return render_missing(model, missing, plan.settings, cache, renderer or default_renderer(plugins), say), {}
+        return render_missing(model, missing, plan.settings, cache, renderer or default_renderer(plugins), say,
+                              plan.alpha), {}
     from .scale import render_missing as on_executor
 
-    return on_executor(model, missing, plan.settings, cache, executor, say, _encode, plugins=plugins)
+    return on_executor(model, missing, plan.settings, cache, executor, say, _encode, plugins=plugins,
+                       alpha=plan.alpha)
 
 
 def _collect(out: Path, cache: UnitCache, plan: Plan, keys: list[str], judged: atlas_health.AtlasHealth | None,
@@ -158,8 +166,26 @@ def _collect(out: Path, cache: UnitCache, plan: Plan, keys: list[str], judged: a
         rec.flags = atlas_health.unit_flags(rec.value, spec.channel, layer_health)
         if "error" in stored:
             rec.flags = [("dead", f"failed: {stored['error']}")]
+        alpha = cache.alpha(key) if plan.alpha else None
+        if alpha is not None:
+            rec.alpha = _write_alpha(out, spec, png, alpha)
+            keep |= set(rec.alpha.values())
         records.append(rec)
     return records, keep
+
+
+def _write_alpha(out: Path, spec: UnitSpec, png: Path, alpha: Path) -> dict[str, str]:
+    """The unit's picture with its alpha map as transparency and the heat map, written into the report."""
+    from PIL import Image
+
+    from ..exporters.alpha import pictures
+
+    files = spec.alpha_files()
+    with Image.open(png) as picture, Image.open(alpha) as grey:
+        data = pictures(picture, np.asarray(grey.convert("L")))
+    for rel, blob in zip(files.values(), data):
+        write_bytes(out, rel, blob, if_changed=True)
+    return files
 
 
 def _fidelity(model: Model, wanted: bool, check: CheckReport | None, size: int | None) -> dict[str, Any]:
@@ -184,8 +210,9 @@ def build_report(model: Model | str | Path, out_dir: str | Path, options: Report
     """Write (or grow) a static HTML atlas of `model` in `out_dir`; returns the path of its index.html.
 
     `options` (a `ReportOptions`; `overrides` are its field names: `layers=`, `auto=`, `units_per_layer=`,
-    `classes=`, `labels=`, `steps=`, `size=`, `seed=`, `render_options=`, `fidelity=`, `all_units=`, `data=`) say
-    what it shows and how it renders; `data` adds exemplars with heat maps and trust verdicts per unit. Units
+    `classes=`, `labels=`, `steps=`, `size=`, `seed=`, `render_options=`, `fidelity=`, `all_units=`, `data=`,
+    `alpha=`) say what it shows and how it renders; `data` adds exemplars with heat maps and trust verdicts per
+    unit, `alpha` where each unit's picture matters (its alpha map, as transparency and as a heat map). Units
     already rendered with the same model and settings are taken from `out_dir/.cache`, so re-running with more
     layers (or after Ctrl-C) renders only the missing ones. `health` is a
     `vizcore.CheckReport`, a `vizcore check --json` dict or file, or True to run `vizcore.check` on the shown
@@ -199,7 +226,7 @@ def build_report(model: Model | str | Path, out_dir: str | Path, options: Report
     out, grown = prepare(Path(out_dir), force)
     cache = UnitCache(dest(out, CACHE_DIR))
     keys = [cache.key(model.sha256, plan.settings, s) for s in plan.specs]
-    missing = [(s, k) for s, k in zip(plan.specs, keys) if cache.get(k) is None]
+    missing = [(s, k) for s, k in zip(plan.specs, keys) if not cache.has(k, plan.alpha)]
     say(f"{len(plan.specs)} units: {len(plan.specs) - len(missing)} from the cache, {len(missing)} to render")
     seconds, failed = _render(model, missing, plan, cache, renderer, executor, o.all_units, plugins, say)
     check = _judge(model, plan, o.fidelity, say)

@@ -42,6 +42,11 @@ class UnitSpec:
             return f"img/class-{self.channel}.png"
         return f"img/layer-{self.layer.index}/{self.channel}.png"
 
+    def alpha_files(self) -> dict[str, str]:
+        """Where the report puts the picture with its alpha map as transparency, and the heat map."""
+        base = self.file[:-4]
+        return {"picture": f"{base}-alpha.png", "heat": f"{base}-heat.png"}
+
     def objective(self) -> Any:
         """The objective `vizcore.render` optimizes for this unit."""
         from ..objectives import Channel, ClassLogit, Neuron
@@ -65,6 +70,7 @@ class UnitRecord:
     uid: str = ""
     trace_steps: list[int] = field(default_factory=list)
     trust: dict[str, Any] | None = None  # `vizcore report --data`: the verdict, reasons and numbers
+    alpha: dict[str, str] | None = None  # `vizcore report --alpha`: {"picture": RGBA file, "heat": heat map file}
     exemplars: str | None = None  # ... and the strip of exemplar crops with heat maps (a file of the report)
 
     @property
@@ -95,7 +101,8 @@ class UnitRecord:
                 "settings": self.settings, "cache_key": self.key,
                 "flags": [t for _, t in self.flags],
                 **({"trust": self.trust} if self.trust is not None else {}),
-                **({"exemplars": self.exemplars} if self.exemplars else {})}
+                **({"exemplars": self.exemplars} if self.exemplars else {}),
+                **({"alpha": self.alpha} if self.alpha else {})}
 
 
 class UnitCache:
@@ -134,11 +141,26 @@ class UnitCache:
             return None  # damaged or hand-edited: rendered again
         return rec, png
 
-    def put(self, key: str, png: bytes, record: dict[str, Any]) -> None:
-        """Store one unit (image first, so a record never points at a missing image)."""
+    def put(self, key: str, png: bytes, record: dict[str, Any], alpha: bytes | None = None) -> None:
+        """Store one unit (image and its alpha map first, so a record never points at a missing image)."""
         meta, path = self._paths(key)
         atomic_write_bytes(path, png)
+        if alpha is not None:
+            atomic_write_bytes(self._alpha_path(key), alpha)
         atomic_write_text(meta, json.dumps({**record, "key": key}, default=json_default))
+
+    def _alpha_path(self, key: str) -> Path:
+        return self._paths(key)[1].with_name(f"{key}.alpha.png")
+
+    def has(self, key: str, alpha: bool = False) -> bool:
+        """Whether the unit is stored whole (with `alpha`, with its alpha map too): else it is rendered (again)."""
+        return self.get(key) is not None and (not alpha or self.alpha(key) is not None)
+
+    def alpha(self, key: str) -> Path | None:
+        """The unit's stored alpha map (`vizcore report --alpha`: a grey PNG, where the render's gradient landed), or
+        None when it was rendered without one (or the file is damaged)."""
+        path = self._alpha_path(key)
+        return path if path.is_file() and _whole_png(path) else None
 
 
 def _sound(rec: dict[str, Any]) -> bool:

@@ -16,7 +16,8 @@ class ReportOptions:
     """The layers and classes an atlas shows and the render settings it uses. None means the default, or, when a
     report is grown, what its last run used (steps, size, seed, units_per_layer); `vizcore.atlas.select` has the
     defaults. `render_options` are more `vizcore.render` keywords (device, batch_size, ...); `fidelity` compares
-    the converted graph with onnxruntime on the front page; `all_units` renders every channel of every convolution.
+    the converted graph with onnxruntime on the front page; `all_units` renders every channel of every convolution;
+    `alpha` records and shows, per unit, where its picture matters (the `alpha` exporter's map).
     """
 
     layers: Sequence[str | int] | None = None
@@ -31,6 +32,7 @@ class ReportOptions:
     render_options: Mapping[str, Any] | None = None
     fidelity: bool = True
     data: str | Path | None = None
+    alpha: bool = False
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -16,7 +16,8 @@ from .cache import CACHE_VERSION
 CACHE_DIR = ".cache"
 MARKER = "vizcore-report"
 _OWNED = re.compile(r"^(index\.html|classes\.html|layer-\d+\.html|manifest\.json)$")
-_OWNED_IMAGE = re.compile(r"img/(class-\d+|layer-\d+/\d+)\.png")
+#: A unit's picture and what the report shows with it (exemplars, alpha map, heat map).
+_OWNED_IMAGE = re.compile(r"img/(class-\d+|layer-\d+/\d+)(-exemplars|-alpha|-heat)?\.png")
 
 
 def dest(out: Path, rel: str) -> Path:

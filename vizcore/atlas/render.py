@@ -12,6 +12,8 @@ import numpy as np
 
 from .. import api
 from ..errors import VizcoreError
+from ..exporters.alpha import NAME as ALPHA
+from ..exporters.alpha import map_png
 from ..images import png_bytes, unit_image
 from ..model import Model
 from ..plugins import Manager
@@ -32,7 +34,9 @@ class Rendered(Protocol):
 
 
 class Renderer(Protocol):
-    """Renders objectives of a model: called as `vizcore.render` is, always with `on_warning`."""
+    """Renders objectives of a model: called as `vizcore.render` is, always with `on_warning` (and with
+    `exporters=("alpha",)` when the atlas shows alpha maps: then it returns them in `extras["alpha"]`, as the
+    render does)."""
 
     def __call__(self, model: Model, targets: list[Any], *, steps: int, size: int | None, seed: int,
                  on_warning: Callable[[str], None], **options: Any) -> Rendered: ...
@@ -51,12 +55,22 @@ def _groups(missing: Sequence[tuple[UnitSpec, str]]) -> list[list[tuple[UnitSpec
     return list(groups.values())
 
 
+def alpha_maps(result: Any, n: int) -> list[bytes]:
+    """The grey PNGs of a render's `n` alpha maps (`result.extras["alpha"]`, the `alpha` exporter's)."""
+    maps = (getattr(result, "extras", None) or {}).get(ALPHA) or {}
+    if sorted(maps) != list(range(n)):
+        raise VizcoreError(f"the renderer returned alpha maps for {len(maps)} of {n} units",
+                           "report this: vizcore.render with exporters=['alpha'] returns one map per image")
+    return [map_png(maps[i]) for i in range(n)]
+
+
 def _store(model: Model, group: list[tuple[UnitSpec, str]], result: Rendered, settings: dict[str, Any],
-           seconds: float, cache: UnitCache) -> None:
+           seconds: float, cache: UnitCache, alpha: bool) -> None:
     n = len(result.values)
     if n != len(group) or len(result.images) != len(group):
         raise VizcoreError(f"the renderer returned {n} units for {len(group)} targets",
                            "report this: vizcore.render must return one image per unit")
+    maps = alpha_maps(result, n) if alpha else [None] * n
     traces = list(getattr(result, "traces", None) or [])
     trace_steps = [int(s) for s in (getattr(result, "trace_steps", None) or [])]
     used = {k: v for k, v in (getattr(result, "settings", None) or settings).items() if k not in SCHEDULING}
@@ -66,13 +80,14 @@ def _store(model: Model, group: list[tuple[UnitSpec, str]], result: Rendered, se
                "settings": used, "seconds": seconds / len(group)}
         picture = unit_image(result.images[i], value_range=getattr(result, "value_range", None),
                              sample_rate=getattr(result, "sample_rate", None))  # a signal's axes (images: unused)
-        cache.put(key, png_bytes(picture, optimize=True), rec)
+        cache.put(key, png_bytes(picture, optimize=True), rec, alpha=maps[i])
 
 
 def render_missing(model: Model, missing: Sequence[tuple[UnitSpec, str]], settings: dict[str, Any],
-                   cache: UnitCache, renderer: Renderer, say: Callable[[str], None]) -> float:
+                   cache: UnitCache, renderer: Renderer, say: Callable[[str], None], alpha: bool = False) -> float:
     """Render the units not in the cache, one call per layer (so each cut stops at that layer), storing each layer's
-    units as soon as it is done; returns the seconds spent. Ctrl-C keeps every layer finished before it."""
+    units as soon as it is done (with `alpha`, each with its alpha map); returns the seconds spent. Ctrl-C keeps
+    every layer finished before it."""
     warned: set[str] = set()
 
     def warn(msg: str) -> None:
@@ -87,10 +102,11 @@ def render_missing(model: Model, missing: Sequence[tuple[UnitSpec, str]], settin
             say(f"rendering {len(group)} unit{'s' if len(group) != 1 else ''} of "
                 f"{'the classes' if spec.kind == 'class' else f'layer {spec.layer.index}'} ...")
             t0 = time.perf_counter()
-            result = renderer(model, [s.objective() for s, _ in group], on_warning=warn, **settings)
+            asked = {"exporters": (ALPHA,)} if alpha else {}
+            result = renderer(model, [s.objective() for s, _ in group], on_warning=warn, **asked, **settings)
             seconds = time.perf_counter() - t0
             total += seconds
-            _store(model, group, result, settings, seconds, cache)
+            _store(model, group, result, settings, seconds, cache, alpha)
             done += len(group)
     except KeyboardInterrupt:
         say(f"interrupted: {done} of {len(missing)} units are in the cache; run the same command again to resume")

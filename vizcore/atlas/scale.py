@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import VizcoreError
 from ..executors import Chunk, ChunkResult, Executor, resolve_executor
 from ..executors.run import run_chunks
+from ..exporters.alpha import NAME as ALPHA
 from ..files import atomic_write_bytes, atomic_write_text
 from ..inputs import read_json
+from .render import alpha_maps
 
 if TYPE_CHECKING:
     from ..engine.options import RenderOptions
@@ -59,7 +61,8 @@ class PlanStore:
 
 
 def _group_chunks(model: Model, group: list[tuple[UnitSpec, str]], settings: dict[str, Any], options: RenderOptions,
-                  ex: Executor, store: PlanStore, gid: tuple[str, int], encode: Encode) -> list[Chunk]:
+                  ex: Executor, store: PlanStore, gid: tuple[str, int], encode: Encode,
+                  exporters: tuple[str, ...]) -> list[Chunk]:
     """The chunks of one layer that hold a missing unit, from its stored plan (or a new plan over the missing);
     `settings` key the stored plan, `options` (the same settings, validated once) go with the chunks."""
     from ..engine.budget import chunks as _chunks
@@ -80,20 +83,23 @@ def _group_chunks(model: Model, group: list[tuple[UnitSpec, str]], settings: dic
             continue  # finished in an earlier run
         specs = [make(kind, model.layers[li], ch) for _, kind, li, ch in planned]
         out.append(Chunk([s.objective() for s in specs], budgeted.replace(batch_size=len(specs)),
-                         [(s, u[0], u[0] in want) for s, u in zip(specs, planned)], encode=encode))
+                         [(s, u[0], u[0] in want) for s, u in zip(specs, planned)], encode=encode,
+                         exporters=exporters))
     return out
 
 
 def _store(model: Model, cache: UnitCache, chunk: Chunk, res: ChunkResult) -> None:
-    """Write each unit of a finished chunk that the atlas still lacks (image first, then its record)."""
+    """Write each unit of a finished chunk that the atlas still lacks (image and alpha map first, then its record)."""
     used = {k: v for k, v in res.settings.items() if k not in _RUN_ONLY}
+    alpha = ALPHA in chunk.exporters
+    maps = alpha_maps(res, len(chunk)) if alpha else [None] * len(chunk)
     for i, (spec, key, needed) in enumerate(chunk.tags):
-        if not needed or cache.get(key) is not None:
+        if not needed or cache.has(key, alpha):
             continue
         rec = {**spec.ident, "model_sha256": model.sha256, "value": _finite(res.values[i]),
                "trace": [_finite(v) for v in res.traces[i]], "trace_steps": res.trace_steps, "settings": used,
                "seconds": res.seconds / len(chunk), "worker": res.worker}
-        cache.put(key, res.pngs[i], rec)
+        cache.put(key, res.pngs[i], rec, alpha=maps[i])
 
 
 def estimate(model: Model, chunks: Sequence[Chunk], workers: int, plugins: Any = None) -> str:
@@ -135,9 +141,9 @@ def _human(seconds: float) -> str:
 
 def render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings: dict[str, Any], cache: UnitCache,
                    executor: str | Executor | None, say: Callable[[str], None], encode: Encode,
-                   warm_up: bool = True, plugins: Any = None) -> tuple[float, dict[str, str]]:
-    """Render the atlas's missing units on `executor`, each chunk stored as it arrives; returns (seconds spent,
-    {cache key: error} of units that could not be rendered)."""
+                   warm_up: bool = True, plugins: Any = None, alpha: bool = False) -> tuple[float, dict[str, str]]:
+    """Render the atlas's missing units on `executor`, each chunk stored as it arrives (with `alpha`, with its alpha
+    map); returns (seconds spent, {cache key: error} of units that could not be rendered)."""
     if not missing:
         return 0.0, {}
     groups: dict[tuple[str, int], list[tuple[UnitSpec, str]]] = {}
@@ -152,7 +158,8 @@ def render_missing(model: Model, missing: list[tuple[UnitSpec, str]], settings: 
     try:
         store = PlanStore(cache.root / "plans")
         chunks = [c for gid, group in groups.items()
-                  for c in _group_chunks(model, group, settings, options, ex, store, gid, encode)]
+                  for c in _group_chunks(model, group, settings, options, ex, store, gid, encode,
+                                         (ALPHA,) if alpha else ())]
         say(f"{len(missing)} units in {len(chunks)} chunks on {ex.name} ({ex.workers} "
             f"worker{'s' if ex.workers != 1 else ''})")
         if warm_up and chunks:

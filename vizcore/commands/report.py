@@ -50,6 +50,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     health.add_argument("--no-health", action="store_true",
                         help="skip the health check (by default `vizcore check` runs on the rendered layers)")
     p.add_argument("--no-fidelity", action="store_true", help="skip the comparison with onnxruntime")
+    p.add_argument("--alpha", action="store_true",
+                   help="show where each picture matters: the render's gradient on it as transparency and as a heat "
+                        "map (render --export alpha's maps; units cached without one are rendered again)")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a report")
     add_model_flags(p, None, "each unit's top inputs from your data (exemplar crops with the unit's heat map over "
                              "each) and its trust verdict (trusted / doubtful / misleading, with the numbers) on its "
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     options = ReportOptions(layers=_layer_keys(model, args.layers), auto=args.auto, all_units=args.all_units,
                             units_per_layer=args.units_per_layer, classes=args.classes, labels=labels,
                             steps=args.steps, size=args.size, seed=args.seed, fidelity=not args.no_fidelity,
-                            render_options={**device, **space} or None, data=args.data)
+                            render_options={**device, **space} or None, data=args.data, alpha=args.alpha)
     index = build_report(model, args.out, options, health=stored if stored is not None else not args.no_health,
                          force=args.force, plugins=args.plugins, executor=_executor(args, err),
                          log=lambda m: err.print(f"[dim]{escape(m)}[/]", highlight=False))

@@ -24,6 +24,7 @@ class Chunk:
     options: RenderOptions  # the render's, with batch_size (the chunk's length) and max_memory fixed by the plan
     tags: list[Any] = field(default_factory=list)  # one per objective: what the driver needs to file the result
     encode: Callable[[Any], bytes] | None = None  # image -> file bytes, run on the worker (the driver only writes)
+    exporters: tuple[str, ...] = ()  # the names the driver exports with (plugins that record for one record)
 
     def __len__(self) -> int:
         return len(self.objectives)
@@ -31,8 +32,8 @@ class Chunk:
     def split(self) -> list[Chunk]:
         """Two halves (the engine's out-of-memory rule): the first `len // 2` units, then the rest."""
         half = max(1, len(self) // 2)
-        return [Chunk(self.objectives[a:b], self.options.replace(batch_size=b - a), self.tags[a:b], self.encode)
-                for a, b in ((0, half), (half, len(self))) if b > a]
+        return [Chunk(self.objectives[a:b], self.options.replace(batch_size=b - a), self.tags[a:b], self.encode,
+                      self.exporters) for a, b in ((0, half), (half, len(self))) if b > a]
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ChunkResult:
     seconds: float
     worker: str = ""
     pngs: list[bytes] = field(default_factory=list)  # when the chunk asked for them
+    extras: dict[str, dict[int, Any]] = field(default_factory=dict)  # per-image extras, by the chunk's image index
 
 
 @runtime_checkable

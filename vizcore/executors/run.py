@@ -102,7 +102,7 @@ def render_result(model: Any, targets: Any, executor: str | Executor | None, opt
     try:
         chunk, budget = ex.plan(objs, opts)
         planned = opts.replace(max_memory=budget)
-        chunks = [Chunk(objs[a:b], planned.replace(batch_size=b - a), list(range(a, b)))
+        chunks = [Chunk(objs[a:b], planned.replace(batch_size=b - a), list(range(a, b)), exporters=chosen.names)
                   for a, b in cut(len(objs), chunk)]
         failed = dict(run_chunks(ex, chunks, lambda c, r: done.__setitem__(c.tags[0], (c, r))))
     finally:
@@ -125,6 +125,10 @@ def _assemble(model: Any, units: list[Any], names: list[str], k: int, done: dict
     n_steps = len(first.trace_steps)
     images, values, best, traces = [], [], [], []
     messages: list[str] = []
+    extras: dict[str, Any] = {"failed": failed}
+    for start, (_, r) in sorted(done.items()):  # per-image data (alpha maps): indices of the whole render
+        for name, per in r.extras.items():
+            extras.setdefault(name, {}).update({start * k + j: v for j, v in per.items()})
     for i in range(len(names)):
         if i in failed:
             images.append(np.zeros((k, *first.images.shape[1:]), dtype=np.uint8))
@@ -148,4 +152,4 @@ def _assemble(model: Any, units: list[Any], names: list[str], k: int, done: dict
     return Result(images=np.concatenate(images), values=np.concatenate(values).astype(np.float32), traces=traces,
                   units=units, settings=settings, model=model.summary(), timings={"seconds": seconds},
                   warnings=messages, trace_steps=list(first.trace_steps),
-                  best_values=np.concatenate(best).astype(np.float32), extras={"failed": failed})
+                  best_values=np.concatenate(best).astype(np.float32), extras=extras)

@@ -55,10 +55,19 @@ def render_chunk(model: Model, chunk: Chunk, worker: str = "", plugins: Any = No
     options = chunk.options if chunk.options.batch_size == len(chunk) else chunk.options.replace(
         batch_size=len(chunk))
     t0 = time.perf_counter()
-    res = render(model, list(chunk.objectives), options, plugins=plugins, on_warning=messages.append)
+    res = render(model, list(chunk.objectives), options, plugins=plugins, exporters=chunk.exporters,
+                 on_warning=messages.append)
     best = res.best_values if res.best_values is not None else res.values
     return ChunkResult(images=np.ascontiguousarray(res.images), values=np.asarray(res.values),
                        best_values=np.asarray(best), traces=[list(map(float, t)) for t in res.traces],
                        trace_steps=list(res.trace_steps), settings=dict(res.settings), warnings=messages,
                        seconds=time.perf_counter() - t0, worker=worker,
-                       pngs=[chunk.encode(img) for img in res.images] if chunk.encode else [])
+                       pngs=[chunk.encode(img) for img in res.images] if chunk.encode else [],
+                       extras=per_image(res.extras))
+
+
+def per_image(extras: dict[str, Any]) -> dict[str, dict[int, Any]]:
+    """The entries of a result's extras that hold data per image ({image index: value}, e.g. the `alpha` exporter's
+    maps): what the driver puts back together, each index shifted by where the chunk starts."""
+    return {name: dict(v) for name, v in extras.items()
+            if isinstance(v, dict) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v)}

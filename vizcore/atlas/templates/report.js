@@ -31,6 +31,17 @@
     for (var i = 0; i < all.length; i++) { all[i].classList.toggle("on", all[i] === btn); }
     document.body.setAttribute("data-sorted", by);
   });
+  // "show" on a page with alpha maps: each thumbnail as the picture, the picture where it matters, or the heat map
+  document.addEventListener("click", function (e) {
+    var btn = e.target.closest ? e.target.closest(".viewer button") : null;
+    if (!btn) { return; }
+    var view = btn.getAttribute("data-view");
+    var imgs = document.querySelectorAll("img.unit-thumb[data-" + view + "]");
+    for (var i = 0; i < imgs.length; i++) { imgs[i].setAttribute("src", imgs[i].getAttribute("data-" + view)); }
+    var all = document.querySelectorAll(".viewer button");
+    for (var j = 0; j < all.length; j++) { all[j].classList.toggle("on", all[j] === btn); }
+    document.body.setAttribute("data-view", view);
+  });
   window.addEventListener("load", function () {
     var imgs = document.querySelectorAll("img.unit-thumb");
     var ok = 0;
