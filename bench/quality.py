@@ -65,6 +65,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "plain": {"quality": "plain"},  # the default until 2026-12-07 (Adam, Lucid's image, 256 steps)
     "adam": {"optimizer": "adam"},  # the default with Adam: what NAdam adds
     "lr5": {"lr": 0.5},
+    "lr25": {"lr": 0.25},
+    "decay125": {"param_options": {"decay_power": 1.25, "standardize": True, "contrast": 2.0, "sd": 1.0}, "lr": 0.3},
     "crops4": {"transforms": "crops", "crops": 4},  # horama's multi-crop step (the `best` preset until 2026-12-07)
     "finish": {"finish": 0.0625},  # the last 16th of the steps without transforms (`--finish`, off by default)
     "best_finish": {"quality": "best", "finish": 0.0625},
