@@ -14,7 +14,7 @@ CHROMIUM="$(command -v chromium || command -v chromium-browser || command -v goo
 
 RENDER_CMD='vizcore render models/mobilenet_v2.onnx class:1 45:0-3 --out vizcore-out --force'
 REPORT_CMD='vizcore report models/mobilenet_v2.onnx --out atlas --auto --classes 1,9,130'
-UNIT_CMD='vizcore report models/mobilenet_v2.onnx --out atlas-data --layers /features/features.9/conv/conv.2/Conv --units-per-layer 6 --classes 1,9,130 --steps 96 --size 112 --data photos/'
+UNIT_CMD='vizcore report models/mobilenet_v2.onnx --out atlas-data --layers /features/features.9/conv/conv.2/Conv --units-per-layer 6 --classes 1,9,130 --steps 96 --size 112 --data photos/ --alpha'
 
 if [ -z "${WORK:-}" ]; then
   WORK="$(mktemp -d)"
@@ -46,10 +46,10 @@ from evidence import build_images; build_images(Path("photos"), 128, side=160)' 
   eval "$UNIT_CMD"
   echo "make_pictures: unit atlas took $((SECONDS - start)) s"
   "$CHROMIUM" --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run --disable-extensions \
-    --disable-background-networking --user-data-dir="$WORK/profile" --window-size=1280,1600 \
+    --disable-background-networking --user-data-dir="$WORK/profile" --window-size=1280,1900 \
     --screenshot="$WORK/unit.png" "file://$WORK/atlas-data/layer-48.html#u4" 2>/dev/null
   "$PYTHON" -c 'import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert("RGB");
-im = im.crop((110, 20, im.width - 110, min(im.height, 1240))); im = im.resize((im.width * 3 // 4, im.height * 3 // 4));
+im = im.crop((110, 20, im.width - 110, min(im.height, 1560))); im = im.resize((im.width * 3 // 4, im.height * 3 // 4));
 im.quantize(colors=192).save(sys.argv[2], optimize=True)' "$WORK/unit.png" "$DOCS/atlas_unit.png"
   echo "make_pictures: wrote $DOCS/atlas_unit.png"
 fi
