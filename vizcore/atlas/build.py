@@ -179,10 +179,14 @@ def _write_alpha(out: Path, spec: UnitSpec, png: Path, alpha: Path) -> dict[str,
     from PIL import Image
 
     from ..exporters.alpha import pictures
+    from ..samples import read_picture
+
+    def uint8(path: Path) -> np.ndarray:
+        return np.round(read_picture(path, "atlas picture") * 255).astype(np.uint8).transpose(1, 2, 0)
 
     files = spec.alpha_files()
-    with Image.open(png) as picture, Image.open(alpha) as grey:
-        data = pictures(picture, np.asarray(grey.convert("L")))
+    rgb, grey = uint8(png), uint8(alpha)
+    data = pictures(Image.fromarray(rgb if rgb.shape[-1] == 3 else rgb[..., 0]), grey[..., 0])
     for rel, blob in zip(files.values(), data):
         write_bytes(out, rel, blob, if_changed=True)
     return files
