@@ -70,8 +70,8 @@ class UnitRecord:
     uid: str = ""
     trace_steps: list[int] = field(default_factory=list)
     trust: dict[str, Any] | None = None  # `vizcore report --data`: the verdict, reasons and numbers
-    alpha: dict[str, str] | None = None  # `vizcore report --alpha`: {"picture": RGBA file, "heat": heat map file}
     exemplars: str | None = None  # ... and the strip of exemplar crops with heat maps (a file of the report)
+    alpha: dict[str, str] | None = None  # `vizcore report --alpha`: {"picture": RGBA file, "heat": heat map file}
 
     @property
     def verdict_rank(self) -> int:
