@@ -104,7 +104,8 @@ def verdict(s: dict[str, Any], t: TrustThresholds, missing: dict[str, str]) -> t
     why = []
     if ratio.get("p99") is not None and ratio["p99"] < t.ratio_low:
         why.append(f"the picture drives the unit less than its top 1 % of the data (activation ratio to p99 "
-                   f"{ratio['p99']:.2f} < {t.ratio_low:g})")
+                   f"{ratio['p99']:.2f} < {t.ratio_low:g}; a unit that answers saturated colour or contrast is "
+                   f"driven further by --quality plain)")
     if path is not None and path < t.path_low:
         why.append(f"the picture is processed unlike the unit's top exemplars (path similarity {path:.2f} < "
                    f"{t.path_low:g})")
