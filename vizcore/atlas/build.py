@@ -13,8 +13,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import api
 from ..analysis import fidelity as fidelity_mod
 from ..errors import OptionError, OutputError, VizcoreError
@@ -166,30 +164,14 @@ def _collect(out: Path, cache: UnitCache, plan: Plan, keys: list[str], judged: a
         rec.flags = atlas_health.unit_flags(rec.value, spec.channel, layer_health)
         if "error" in stored:
             rec.flags = [("dead", f"failed: {stored['error']}")]
-        alpha = cache.alpha(key) if plan.alpha else None
-        if alpha is not None:
-            rec.alpha = _write_alpha(out, spec, png, alpha)
+        stored_alpha = cache.alpha(key) if plan.alpha else None
+        if stored_alpha is not None:  # the picture with its alpha map and the heat map, copied as the picture is
+            rec.alpha = spec.alpha_files()
+            for rel, path in zip(rec.alpha.values(), stored_alpha):
+                write_bytes(out, rel, path.read_bytes(), if_changed=True)
             keep |= set(rec.alpha.values())
         records.append(rec)
     return records, keep
-
-
-def _write_alpha(out: Path, spec: UnitSpec, png: Path, alpha: Path) -> dict[str, str]:
-    """The unit's picture with its alpha map as transparency and the heat map, written into the report."""
-    from PIL import Image
-
-    from ..exporters.alpha import pictures
-    from ..samples import read_picture
-
-    def uint8(path: Path) -> np.ndarray:
-        return np.round(read_picture(path, "atlas picture") * 255).astype(np.uint8).transpose(1, 2, 0)
-
-    files = spec.alpha_files()
-    rgb, grey = uint8(png), uint8(alpha)
-    data = pictures(Image.fromarray(rgb if rgb.shape[-1] == 3 else rgb[..., 0]), grey[..., 0])
-    for rel, blob in zip(files.values(), data):
-        write_bytes(out, rel, blob, if_changed=True)
-    return files
 
 
 def _fidelity(model: Model, wanted: bool, check: CheckReport | None, size: int | None) -> dict[str, Any]:

@@ -141,26 +141,28 @@ class UnitCache:
             return None  # damaged or hand-edited: rendered again
         return rec, png
 
-    def put(self, key: str, png: bytes, record: dict[str, Any], alpha: bytes | None = None) -> None:
-        """Store one unit (image and its alpha map first, so a record never points at a missing image)."""
+    def put(self, key: str, png: bytes, record: dict[str, Any], alpha: tuple[bytes, bytes] | None = None) -> None:
+        """Store one unit (its image, and with `alpha` the picture with its alpha map and the heat map, before the
+        record, so a record never points at a missing image)."""
         meta, path = self._paths(key)
         atomic_write_bytes(path, png)
-        if alpha is not None:
-            atomic_write_bytes(self._alpha_path(key), alpha)
+        for target, blob in zip(self._alpha_paths(key), alpha or ()):
+            atomic_write_bytes(target, blob)
         atomic_write_text(meta, json.dumps({**record, "key": key}, default=json_default))
 
-    def _alpha_path(self, key: str) -> Path:
-        return self._paths(key)[1].with_name(f"{key}.alpha.png")
+    def _alpha_paths(self, key: str) -> tuple[Path, Path]:
+        png = self._paths(key)[1]
+        return png.with_name(f"{key}.alpha.png"), png.with_name(f"{key}.heat.png")
 
     def has(self, key: str, alpha: bool = False) -> bool:
         """Whether the unit is stored whole (with `alpha`, with its alpha map too): else it is rendered (again)."""
         return self.get(key) is not None and (not alpha or self.alpha(key) is not None)
 
-    def alpha(self, key: str) -> Path | None:
-        """The unit's stored alpha map (`vizcore report --alpha`: a grey PNG, where the render's gradient landed), or
-        None when it was rendered without one (or the file is damaged)."""
-        path = self._alpha_path(key)
-        return path if path.is_file() and _whole_png(path) else None
+    def alpha(self, key: str) -> tuple[Path, Path] | None:
+        """The unit's picture with its alpha map and its heat map (`vizcore report --alpha`: where the render's
+        gradient landed), or None when it was rendered without them (or a file is damaged)."""
+        paths = self._alpha_paths(key)
+        return paths if all(p.is_file() and _whole_png(p) for p in paths) else None
 
 
 def _sound(rec: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 from .. import api
 from ..errors import VizcoreError
 from ..exporters.alpha import NAME as ALPHA
-from ..exporters.alpha import map_png
+from ..exporters.alpha import pictures
 from ..images import png_bytes, unit_image
 from ..model import Model
 from ..plugins import Manager
@@ -55,13 +55,14 @@ def _groups(missing: Sequence[tuple[UnitSpec, str]]) -> list[list[tuple[UnitSpec
     return list(groups.values())
 
 
-def alpha_maps(result: Any, n: int) -> list[bytes]:
-    """The grey PNGs of a render's `n` alpha maps (`result.extras["alpha"]`, the `alpha` exporter's)."""
+def alpha_pictures(result: Any, shown: Sequence[Any]) -> list[tuple[bytes, bytes]]:
+    """Per unit, the picture with its alpha map (`result.extras["alpha"]`, the `alpha` exporter's) and the heat map,
+    as PNG bytes; `shown` are the units' pictures as the atlas stores them."""
     maps = (getattr(result, "extras", None) or {}).get(ALPHA) or {}
-    if sorted(maps) != list(range(n)):
-        raise VizcoreError(f"the renderer returned alpha maps for {len(maps)} of {n} units",
+    if sorted(maps) != list(range(len(shown))):
+        raise VizcoreError(f"the renderer returned alpha maps for {len(maps)} of {len(shown)} units",
                            "report this: vizcore.render with exporters=['alpha'] returns one map per image")
-    return [map_png(maps[i]) for i in range(n)]
+    return [pictures(picture, maps[i]) for i, picture in enumerate(shown)]
 
 
 def _store(model: Model, group: list[tuple[UnitSpec, str]], result: Rendered, settings: dict[str, Any],
@@ -70,7 +71,10 @@ def _store(model: Model, group: list[tuple[UnitSpec, str]], result: Rendered, se
     if n != len(group) or len(result.images) != len(group):
         raise VizcoreError(f"the renderer returned {n} units for {len(group)} targets",
                            "report this: vizcore.render must return one image per unit")
-    maps = alpha_maps(result, n) if alpha else [None] * n
+    shown = [unit_image(img, value_range=getattr(result, "value_range", None),
+                        sample_rate=getattr(result, "sample_rate", None))  # a signal's axes (images: unused)
+             for img in result.images]
+    extra = alpha_pictures(result, shown) if alpha else [None] * n
     traces = list(getattr(result, "traces", None) or [])
     trace_steps = [int(s) for s in (getattr(result, "trace_steps", None) or [])]
     used = {k: v for k, v in (getattr(result, "settings", None) or settings).items() if k not in SCHEDULING}
@@ -78,9 +82,7 @@ def _store(model: Model, group: list[tuple[UnitSpec, str]], result: Rendered, se
         rec = {**spec.ident, "model_sha256": model.sha256, "value": finite(result.values[i]),
                "trace": [finite(v) for v in traces[i]] if i < len(traces) else [], "trace_steps": trace_steps,
                "settings": used, "seconds": seconds / len(group)}
-        picture = unit_image(result.images[i], value_range=getattr(result, "value_range", None),
-                             sample_rate=getattr(result, "sample_rate", None))  # a signal's axes (images: unused)
-        cache.put(key, png_bytes(picture, optimize=True), rec, alpha=maps[i])
+        cache.put(key, png_bytes(shown[i], optimize=True), rec, alpha=extra[i])
 
 
 def render_missing(model: Model, missing: Sequence[tuple[UnitSpec, str]], settings: dict[str, Any],
@@ -96,13 +98,13 @@ def render_missing(model: Model, missing: Sequence[tuple[UnitSpec, str]], settin
             say(f"warning: {msg}")
 
     total, done = 0.0, 0
+    asked = {"exporters": (ALPHA,)} if alpha else {}
     try:
         for group in _groups(missing):
             spec = group[0][0]
             say(f"rendering {len(group)} unit{'s' if len(group) != 1 else ''} of "
                 f"{'the classes' if spec.kind == 'class' else f'layer {spec.layer.index}'} ...")
             t0 = time.perf_counter()
-            asked = {"exporters": (ALPHA,)} if alpha else {}
             result = renderer(model, [s.objective() for s, _ in group], on_warning=warn, **asked, **settings)
             seconds = time.perf_counter() - t0
             total += seconds

@@ -20,8 +20,9 @@ from ..executors import Chunk, ChunkResult, Executor, resolve_executor
 from ..executors.run import run_chunks
 from ..exporters.alpha import NAME as ALPHA
 from ..files import atomic_write_bytes, atomic_write_text
+from ..images import unit_image
 from ..inputs import read_json
-from .render import alpha_maps
+from .render import alpha_pictures
 
 if TYPE_CHECKING:
     from ..engine.options import RenderOptions
@@ -92,14 +93,14 @@ def _store(model: Model, cache: UnitCache, chunk: Chunk, res: ChunkResult) -> No
     """Write each unit of a finished chunk that the atlas still lacks (image and alpha map first, then its record)."""
     used = {k: v for k, v in res.settings.items() if k not in _RUN_ONLY}
     alpha = ALPHA in chunk.exporters
-    maps = alpha_maps(res, len(chunk)) if alpha else [None] * len(chunk)
+    extra = alpha_pictures(res, [unit_image(img) for img in res.images]) if alpha else [None] * len(chunk)
     for i, (spec, key, needed) in enumerate(chunk.tags):
         if not needed or cache.has(key, alpha):
             continue
         rec = {**spec.ident, "model_sha256": model.sha256, "value": _finite(res.values[i]),
                "trace": [_finite(v) for v in res.traces[i]], "trace_steps": res.trace_steps, "settings": used,
                "seconds": res.seconds / len(chunk), "worker": res.worker}
-        cache.put(key, res.pngs[i], rec, alpha=maps[i])
+        cache.put(key, res.pngs[i], rec, alpha=extra[i])
 
 
 def estimate(model: Model, chunks: Sequence[Chunk], workers: int, plugins: Any = None) -> str:

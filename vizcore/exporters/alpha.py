@@ -45,15 +45,11 @@ def heat(a: np.ndarray) -> np.ndarray:
     return np.round(rgb * 255).astype(np.uint8)
 
 
-def pictures(picture: Image.Image, a: np.ndarray) -> tuple[bytes, bytes]:
-    """PNG bytes of the picture with the uint8 map `a` as its alpha channel, and of the map as a heat map."""
+def pictures(picture: Image.Image, m: np.ndarray) -> tuple[bytes, bytes]:
+    """PNG bytes of the picture with the map `m` (as `shown` scales it) as its alpha channel, and of the heat map."""
+    a = shown(np.asarray(m, dtype=np.float64))
     rgba = Image.fromarray(np.dstack([np.asarray(picture.convert("RGB")), a]), "RGBA")
     return png_bytes(rgba), png_bytes(Image.fromarray(heat(a)))
-
-
-def map_png(m: np.ndarray) -> bytes:
-    """A map as a grey PNG, as `shown` scales it (what `vizcore report --alpha` keeps in its cache)."""
-    return png_bytes(Image.fromarray(shown(np.asarray(m, dtype=np.float64)), "L"), optimize=True)
 
 
 def export_alpha(result: Result, out_dir: Path, **_: Any) -> list[Path]:
@@ -61,7 +57,7 @@ def export_alpha(result: Result, out_dir: Path, **_: Any) -> list[Path]:
     maps = result.extras.get(NAME) or {}
     written = []
     for i, m in sorted(maps.items()):
-        with_alpha, heat_map = pictures(result.image(i), shown(np.asarray(m, dtype=np.float64)))
+        with_alpha, heat_map = pictures(result.image(i), m)
         base = result.filename(i)[:-4]
         written.append(atomic_write_bytes(inside(out_dir, base + "_alpha.png"), with_alpha))
         written.append(atomic_write_bytes(inside(out_dir, base + "_heat.png"), heat_map))
